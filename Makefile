@@ -1,0 +1,27 @@
+# `make run` and `make test` each create .venv and install the project first; an install reruns
+# only when pyproject.toml changes (a stamp file in .venv records the last one).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test bench
+
+run: $(VENV)/.installed-test
+	VENV=$(VENV) scripts/run-example.sh
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed-bench
+	$(PY) -m benchmarks.run
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[test,bench]'
+	touch $@

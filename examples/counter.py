@@ -1,0 +1,37 @@
+"""A counter per key: the smallest virtual object.
+
+    python -m handler_sdk examples.counter:counter --port 9080
+    curl -s localhost:8080/Counter/alice/add -H 'content-type: application/json' -d 5
+"""
+
+from __future__ import annotations
+
+from handler_sdk import ObjectContext, ObjectSharedContext, VirtualObject, serve
+
+counter = VirtualObject("Counter")
+
+
+def audit(key: str, n: int) -> str:
+    # A stand-in for a side effect: journaled once, so a retried or replayed `add` never logs twice.
+    line = f"Counter[{key}] += {n}"
+    print(line, flush=True)
+    return line
+
+
+@counter.handler()
+async def add(ctx: ObjectContext, n: int) -> int:
+    """Add ``n`` to this key's count and return the new total (exclusive: one at a time per key)."""
+    total = (await ctx.get("count") or 0) + n
+    await ctx.run("audit", audit, ctx.key, n)
+    ctx.set("count", total)
+    return total
+
+
+@counter.handler(kind="shared")
+async def get(ctx: ObjectSharedContext) -> int:
+    """The current count; runs alongside ``add``."""
+    return await ctx.get("count") or 0
+
+
+if __name__ == "__main__":
+    serve([counter], port=9080)

@@ -1,0 +1,55 @@
+"""``python -m handler_sdk MODULE:NAME [--host H] [--port P]``: serve a module's services.
+
+``NAME`` is a Service, VirtualObject or Workflow defined in ``MODULE``, or a list of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from ._definition import Definition, _Definition
+from ._server import serve
+
+
+def load(target: str) -> list[Definition]:
+    """Import ``MODULE:NAME`` and return the services it names."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected MODULE:NAME, got {target!r}")
+    # Like `python -m`, resolve modules from the working directory first.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    try:
+        value = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    services = list(value) if isinstance(value, (list, tuple)) else [value]
+    for service in services:
+        if not isinstance(service, _Definition):
+            raise ValueError(f"{target} is not a Service, VirtualObject or Workflow (or a list of them)")
+    return services
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m handler_sdk", description=__doc__.splitlines()[0])
+    parser.add_argument("target", metavar="MODULE:NAME")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9080)
+    parser.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="SECONDS")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        services = load(args.target)
+    except (ValueError, ImportError) as exc:
+        parser.error(str(exc))
+    serve(services, host=args.host, port=args.port, heartbeat_interval=args.heartbeat_interval)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The context implementation: one object per running attempt of one invocation.
+
+It turns each context call into a journal command: answered from the journal while replaying
+(``_replay``), executed and sent to the sidecar past its end. Commands are pipelined (sent without
+waiting) and kept in order by the connection's single writer; only a step's result waits for the
+sidecar's ``Ack``, because user code must not see a result that a crash could still un-happen
+("durable before visible").
+
+The classes nest like the contract: ``ServiceAttempt`` has no state, ``SharedAttempt`` reads it,
+``ExclusiveAttempt`` also writes it. A method a context does not offer is absent, not a stub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import msgspec
+
+from . import _steps
+from ._definition import BadInput, HandlerDef
+from ._replay import Replay
+from .context import Context, WorkflowContext, WorkflowSharedContext
+from .errors import AttemptAborted, NondeterminismError, TerminalError
+from .options import DEFAULT_STEP_RETRY, RetryPolicy
+from .protocol import (
+    ClearAllState, ClearState, Command, End, Entry, Failure, GetState, GetStateKeys, Now, Run,
+    SetState, Start, ToSidecar,
+)
+
+logger = logging.getLogger("handler_sdk")
+
+_json_encode = msgspec.json.Encoder().encode
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+Send = Callable[[ToSidecar], None]
+
+
+class _Attempt(Context):
+    """Engine and ``Context`` methods shared by every kind of handler."""
+
+    def __init__(self, start: Start, handler: HandlerDef, send: Send) -> None:
+        self._id = start.invocation_id
+        self._handler = handler
+        self._input = start.input
+        self._headers = start.headers
+        self._key = start.key
+        self._send = send
+        self._replay = Replay(start.invocation_id, start.journal)
+        # Snapshot plus this attempt's own writes. The snapshot already includes what earlier
+        # attempts wrote (writes are applied as they commit), so replayed writes change nothing.
+        self._state: dict[str, bytes] = dict(start.state) if start.state else {}
+        self._seed = start.seed
+        self._rng: random.Random | None = None  # built on first use: seeding costs a few us
+        # Entries already in the journal are durable; acks are cumulative.
+        self._acked = len(start.journal) - 1
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._closed = False
+        self._broken: NondeterminismError | None = None
+        #: Steps currently executing; the connection heartbeats for the attempt while > 0.
+        self.steps_running = 0
+        self.task: asyncio.Task[None] | None = None
+
+    # --- the engine, driven by the connection -----------------------------------------------
+
+    @property
+    def invocation_id(self) -> str:
+        return self._id
+
+    def on_ack(self, index: int) -> None:
+        """The sidecar made every entry up to ``index`` durable."""
+        if index <= self._acked:
+            return
+        self._acked = index
+        if self._waiters:
+            waiting = []
+            for wanted, future in self._waiters:
+                if wanted > index:
+                    waiting.append((wanted, future))
+                elif not future.done():
+                    future.set_result(None)
+            self._waiters = waiting
+
+    def kill(self) -> None:
+        """End the attempt now: cancel its task; nothing more is sent for it."""
+        self._closed = True
+        if self.task is not None:
+            self.task.cancel()
+
+    async def execute(self) -> None:
+        """The attempt's task: run the handler and send its ``End`` (unless killed)."""
+        try:
+            args = self._handler.decode_input(self._input)
+        except BadInput as exc:
+            self._end(failure=Failure(code=400, message=str(exc)))
+            return
+        output: bytes | None = None
+        failure: Failure | None = None
+        try:
+            result = await self._handler.fn(self, *args)
+            self._check_live()
+            self._replay.finish()
+            output = _json_encode(result)
+        except AttemptAborted:
+            return
+        except asyncio.CancelledError:
+            if self._closed:
+                raise
+            failure = self._retryable(asyncio.CancelledError("the handler was cancelled"))
+        except TerminalError as exc:
+            failure = self._terminal(exc)
+        except Exception as exc:
+            if self._closed:  # killed, and the code raised while unwinding: nobody is listening
+                return
+            failure = self._retryable(exc)
+        if self._broken is not None:  # the code caught the divergence and went on: still fail
+            failure, output = self._retryable(self._broken), None
+        self._end(output=output, failure=failure)
+
+    def _terminal(self, exc: TerminalError) -> Failure:
+        try:
+            self._replay.finish()
+        except NondeterminismError as divergence:
+            return self._retryable(divergence)
+        logger.info("invocation %s failed terminally (%d): %s", self._id, exc.code, exc.message)
+        return Failure(code=exc.code, message=exc.message, terminal=True)
+
+    def _retryable(self, exc: BaseException) -> Failure:
+        # The traceback goes to the log, never on the wire: it may hold paths and data.
+        logger.warning("invocation %s attempt failed", self._id, exc_info=exc)
+        return Failure(code=500, message=f"{type(exc).__name__}: {exc}", terminal=False)
+
+    def _end(self, *, output: bytes | None = None, failure: Failure | None = None) -> None:
+        if not self._closed:
+            self._closed = True
+            self._send(End(invocation_id=self._id, output=output, failure=failure))
+
+    def _check_live(self) -> None:
+        if self._closed:
+            raise AttemptAborted()
+        if self._broken is not None:
+            raise self._broken
+
+    def _step(self, kind: type, name: str) -> tuple[int, Entry | None]:
+        self._check_live()
+        try:
+            return self._replay.step(kind, name)
+        except NondeterminismError as exc:
+            self._broken = exc  # every later context call fails the same way
+            raise
+
+    def _command(self, index: int, entry: Entry) -> None:
+        self._send(Command(invocation_id=self._id, index=index, entry=entry))
+
+    async def _durable(self, index: int) -> None:
+        if self._acked >= index:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((index, future))
+        await future
+
+    # --- Context -------------------------------------------------------------------------------
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    async def run(
+        self, name: str, fn: Callable[..., Any], *args: Any,
+        retry: RetryPolicy | None = None, cost: float | None = None,
+    ) -> Any:
+        index, recorded = self._step(Run, name)
+        if recorded is not None:
+            return _steps.replayed(cast(Run, recorded), fn)
+        self.steps_running += 1
+        try:
+            entry, value = await _steps.execute(
+                self, index, name, fn, args, retry or DEFAULT_STEP_RETRY, cost
+            )
+        finally:
+            self.steps_running -= 1
+        self._check_live()
+        self._command(index, entry)
+        await self._durable(index)
+        if entry.failure is not None:
+            raise TerminalError(entry.failure.message, entry.failure.code)
+        return value
+
+    async def now(self) -> datetime.datetime:
+        index, recorded = self._step(Now, "")
+        if recorded is None:
+            ms = time.time_ns() // 1_000_000
+            self._command(index, Now(ms=ms))
+        else:
+            ms = cast(Now, recorded).ms
+        # Integer arithmetic: a float timestamp would not round-trip every millisecond.
+        return _EPOCH + datetime.timedelta(milliseconds=ms)
+
+    def _random(self) -> random.Random:
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng
+
+    def random(self) -> float:
+        self._check_live()
+        return self._random().random()
+
+    def uuid(self) -> uuid.UUID:
+        self._check_live()
+        return uuid.UUID(int=self._random().getrandbits(128), version=4)
+
+    def idempotency_key(self) -> str:
+        step = _steps.current_step.get()
+        if step is not None and step[0] is self:
+            return f"{self._id}:{step[1]}"
+        return f"{self._id}:{self._replay.next_index}"
+
+
+class ServiceAttempt(_Attempt):
+    """A service handler's context: no key, no state."""
+
+
+class _ReadState(_Attempt):
+    @property
+    def key(self) -> str:
+        return cast(str, self._key)
+
+    async def get(self, name: str, *, type: Any = Any) -> Any:
+        index, recorded = self._step(GetState, name)
+        if recorded is not None:
+            raw = cast(GetState, recorded).value
+        else:
+            raw = self._state.get(name)
+            self._command(index, GetState(name=name, value=raw))
+        if raw is None:
+            return None
+        return _steps.decoder_for(type).decode(raw)
+
+    async def state_keys(self) -> list[str]:
+        index, recorded = self._step(GetStateKeys, "")
+        if recorded is not None:
+            return list(cast(GetStateKeys, recorded).keys)
+        keys = sorted(self._state)
+        self._command(index, GetStateKeys(keys=keys))
+        return list(keys)
+
+
+class _WriteState(_ReadState):
+    def set(self, name: str, value: Any) -> None:
+        raw = _json_encode(value)  # before claiming an index: a failed encode leaves no gap
+        index, recorded = self._step(SetState, name)
+        if recorded is None:
+            self._state[name] = raw
+            self._command(index, SetState(name=name, value=raw))
+
+    def clear(self, name: str) -> None:
+        index, recorded = self._step(ClearState, name)
+        if recorded is None:
+            self._state.pop(name, None)
+            self._command(index, ClearState(name=name))
+
+    def clear_all(self) -> None:
+        index, recorded = self._step(ClearAllState, "")
+        if recorded is None:
+            self._state.clear()
+            self._command(index, ClearAllState())
+
+
+class SharedAttempt(_ReadState, WorkflowSharedContext):
+    """A shared object or workflow handler's context: reads state."""
+
+
+class ExclusiveAttempt(_WriteState, WorkflowContext):
+    """An exclusive object handler's, or a workflow main handler's, context: reads and writes."""
+
+
+def new_attempt(start: Start, handler: HandlerDef, send: Send, service_kind: str) -> _Attempt:
+    """The context class that matches what the handler may do."""
+    if service_kind == "service":
+        return ServiceAttempt(start, handler, send)
+    if handler.kind == "shared":
+        return SharedAttempt(start, handler, send)
+    return ExclusiveAttempt(start, handler, send)
+
+
+Attempt = _Attempt

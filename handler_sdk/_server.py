@@ -1,0 +1,255 @@
+"""The handler service's HTTP face: ``GET /discover`` and the ``GET /connect`` WebSocket.
+
+One socket carries many invocations, each running as its own task; the sidecar may open several.
+This is the benchmark's hot path, so a frame costs one decode and a dict lookup on the way in,
+and one encode and a deque append on the way out: a single writer task per socket drains the
+queue, which also keeps each invocation's commands in the order it issued them while letting
+synchronous context calls (``ctx.set``) send without awaiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections import deque
+from collections.abc import Iterable
+from typing import cast
+
+import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ._definition import Definition, HandlerDef, _Definition
+from ._invocation import Attempt, new_attempt
+from .protocol import (
+    PROTOCOL_VERSION, Ack, Cancel, Discovery, End, Failure, Heartbeat, Start, ToHandler, ToSidecar,
+    encoder, to_handler_decoder,
+)
+
+logger = logging.getLogger("handler_sdk")
+
+_CLOSED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+#: How long a closing socket waits for its cancelled invocations to unwind.
+_UNWIND_TIMEOUT = 1.0
+
+
+class Registry:
+    """What one app serves: its handlers, its discovery document, its open sockets."""
+
+    def __init__(self, services: Iterable[Definition], heartbeat_interval: float) -> None:
+        if heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be positive")
+        self.heartbeat_interval = heartbeat_interval
+        self.handlers: dict[tuple[str, str], tuple[HandlerDef, str]] = {}
+        specs = []
+        names: set[str] = set()
+        for service in services:
+            if not isinstance(service, _Definition):
+                raise TypeError(f"expected a Service, VirtualObject or Workflow, got {service!r}")
+            if service.name in names:
+                raise ValueError(f"two services are named {service.name!r}")
+            names.add(service.name)
+            for handler in service.handlers.values():
+                handler.resolve()  # surface annotation errors now, not on the first request
+                self.handlers[(service.name, handler.name)] = (handler, service.kind)
+            specs.append(service.spec())
+        if not names:
+            raise ValueError("app() needs at least one service")
+        self.discovery = msgspec.json.encode(Discovery(protocol=PROTOCOL_VERSION, services=specs))
+        self.sockets: set[web.WebSocketResponse] = set()
+
+    async def close_sockets(self, _app: web.Application) -> None:
+        """On shutdown: close every open socket, or the server would wait for them."""
+        for ws in list(self.sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"shutting down")
+
+
+REGISTRY = web.AppKey("handler_sdk.registry", Registry)
+
+
+class Connection:
+    """One sidecar socket and the invocations multiplexed over it."""
+
+    def __init__(self, ws: web.WebSocketResponse, registry: Registry) -> None:
+        self._ws = ws
+        self._registry = registry
+        self._attempts: dict[str, Attempt] = {}
+        self._out: deque[bytes] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+
+    def send(self, message: ToSidecar) -> None:
+        """Queue one message; the writer task sends queued messages in order."""
+        self._out.append(encoder.encode(message))
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
+
+    async def _write_loop(self) -> None:
+        ws, out = self._ws, self._out
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while out:
+                    # Uncompressed frames go straight to the transport; this await only
+                    # suspends when the peer is slow (flow control), which is what we want.
+                    await ws.send_bytes(out.popleft())
+                self._wakeup = loop.create_future()
+                await self._wakeup
+        except (ConnectionError, RuntimeError) as exc:  # socket gone: the reader sees it too
+            logger.debug("socket writer stopped: %s", exc)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self._registry.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            for attempt in self._attempts.values():
+                if attempt.steps_running:
+                    self.send(Heartbeat(invocation_id=attempt.invocation_id))
+
+    async def serve(self) -> None:
+        """Read frames until the socket closes; then kill what still runs on it."""
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self._write_loop())
+        heartbeats = loop.create_task(self._heartbeat_loop())
+        ws, decode = self._ws, to_handler_decoder.decode
+        try:
+            while True:
+                frame = await ws.receive()
+                if frame.type == WSMsgType.BINARY:
+                    try:
+                        message = decode(frame.data)
+                    except msgspec.DecodeError as exc:
+                        logger.error("closing socket: undecodable frame from the sidecar: %s", exc)
+                        await ws.close(code=WSCloseCode.PROTOCOL_ERROR, message=b"bad frame")
+                        break
+                    self._dispatch(message)
+                elif frame.type in _CLOSED:
+                    break
+                else:
+                    logger.error("closing socket: unexpected %s frame", frame.type.name)
+                    await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary frames only")
+                    break
+        finally:
+            attempts = list(self._attempts.values())
+            self._attempts.clear()
+            for attempt in attempts:
+                attempt.kill()
+            writer.cancel()
+            heartbeats.cancel()
+            tasks = [a.task for a in attempts if a.task is not None]
+            await asyncio.gather(writer, heartbeats, return_exceptions=True)
+            if tasks:
+                await asyncio.wait(tasks, timeout=_UNWIND_TIMEOUT)
+
+    def _dispatch(self, message: ToHandler) -> None:
+        kind = type(message)  # exact-type tests: cheaper than isinstance on the hot path
+        if kind is Ack:
+            attempt = self._attempts.get(message.invocation_id)
+            if attempt is not None:
+                attempt.on_ack(cast(Ack, message).index)
+        elif kind is Start:
+            self._start(cast(Start, message))
+        elif kind is Cancel:
+            # Cancel(kill=False) (cooperative cancellation) comes with a later protocol
+            # revision; until then both stop the attempt at once.
+            attempt = self._attempts.pop(message.invocation_id, None)
+            if attempt is not None:
+                attempt.kill()
+
+    def _start(self, start: Start) -> None:
+        previous = self._attempts.pop(start.invocation_id, None)
+        if previous is not None:  # the sidecar gave up on that attempt: it must not go on
+            previous.kill()
+        found = self._registry.handlers.get((start.service, start.handler))
+        if found is None:
+            failure = Failure(code=404, message=f"no handler {start.service}/{start.handler} here")
+            self.send(End(invocation_id=start.invocation_id, failure=failure))
+            return
+        handler, service_kind = found
+        attempt = new_attempt(start, handler, self.send, service_kind)
+        self._attempts[start.invocation_id] = attempt
+        task = asyncio.get_running_loop().create_task(attempt.execute())
+        attempt.task = task
+        task.add_done_callback(lambda t: self._reap(attempt, t))
+
+    def _reap(self, attempt: Attempt, task: asyncio.Task[None]) -> None:
+        if self._attempts.get(attempt.invocation_id) is attempt:
+            del self._attempts[attempt.invocation_id]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("invocation %s: SDK error", attempt.invocation_id, exc_info=task.exception())
+
+
+async def _discover(request: web.Request) -> web.Response:
+    body = request.app[REGISTRY].discovery
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _connect(request: web.Request) -> web.WebSocketResponse:
+    registry = request.app[REGISTRY]
+    # No compression (deflate per frame costs more than it saves on small frames); no size
+    # limit: journals can be large, and the peer is our own sidecar.
+    ws = web.WebSocketResponse(compress=False, max_msg_size=0)
+    await ws.prepare(request)
+    registry.sockets.add(ws)
+    try:
+        await Connection(ws, registry).serve()
+    finally:
+        registry.sockets.discard(ws)
+    return ws
+
+
+def app(services: Iterable[Definition] | Definition, *, heartbeat_interval: float = 5.0) -> web.Application:
+    """The handler service as an aiohttp application (``GET /discover``, ``GET /connect``).
+
+    ``heartbeat_interval`` (seconds) is how often a running step tells the sidecar it is alive;
+    keep it well under the handlers' inactivity timeout (default 60 s).
+    """
+    if isinstance(services, _Definition):
+        services = [services]
+    registry = Registry(services, heartbeat_interval)
+    application = web.Application()
+    application[REGISTRY] = registry
+    application.router.add_get("/discover", _discover)
+    application.router.add_get("/connect", _connect)
+    application.on_shutdown.append(registry.close_sockets)
+    return application
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # not on Windows; the stdlib loop works, only slower
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def _serve_forever(application: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(application, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        logger.info("handler service listening on http://%s:%d", host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        except (NotImplementedError, RuntimeError):  # no signal handlers on this platform
+            pass
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(
+    services: Iterable[Definition] | Definition, *, host: str = "127.0.0.1", port: int = 9080,
+    heartbeat_interval: float = 5.0,
+) -> None:
+    """Serve ``services`` on ``host:port`` with uvloop until SIGINT or SIGTERM; prints nothing."""
+    application = app(services, heartbeat_interval=heartbeat_interval)
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        try:
+            runner.run(_serve_forever(application, host, port))
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,53 @@
+"""Small option Structs shared by the decorators and the context (one shape, two uses)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How often and how patiently to retry.
+
+    On ``ctx.run`` it governs in-process retries of one step; on a handler decorator it is the
+    invocation-level policy the sidecar applies (sent in discovery, in milliseconds).
+
+    ``max_attempts`` counts every try, the first included. ``None`` means no limit for a step;
+    on a decorator it leaves the choice to the sidecar's default. Delays grow from
+    ``initial_interval`` by ``multiplier`` up to ``max_interval`` seconds, and each actual delay is
+    drawn uniformly below that cap ("full jitter"), so that many failing callers do not retry in
+    lockstep against a struggling dependency.
+    """
+
+    max_attempts: int | None = None
+    initial_interval: float = 0.1
+    multiplier: float = 2.0
+    max_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1 (it counts the first try)")
+        if self.initial_interval < 0 or self.max_interval < 0:
+            raise ValueError("retry intervals must not be negative")
+        if self.multiplier < 1:
+            raise ValueError("multiplier must be at least 1")
+
+    def exhausted(self, attempts: int) -> bool:
+        """Whether ``attempts`` tries used up the policy."""
+        return self.max_attempts is not None and attempts >= self.max_attempts
+
+    def delay_cap(self, failures: int) -> float:
+        """Upper bound, in seconds, of the pause after the ``failures``-th failed try (1-based)."""
+        # Compare exponents rather than computing multiplier ** n first: n may be large enough
+        # (unlimited retries) for the power to overflow a float.
+        cap = self.initial_interval
+        for _ in range(failures - 1):
+            cap *= self.multiplier
+            if cap >= self.max_interval:
+                return self.max_interval
+        return min(cap, self.max_interval)
+
+
+#: In-process retries of a step when ``ctx.run`` is given no policy: a transient failure (a
+#: dropped connection) is retried twice, quickly; anything persistent fails the step for good
+#: soon enough that the handler can react to it.
+DEFAULT_STEP_RETRY = RetryPolicy(max_attempts=3, initial_interval=0.1)

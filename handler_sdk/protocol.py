@@ -1,0 +1,202 @@
+"""Handler protocol, version 1: every message that crosses the sidecar <-> handler socket.
+
+Both sides import this one module, so the wire shapes cannot drift apart. Frames are msgpack, one
+message per WebSocket frame, each a tagged msgspec Struct (the tag is the class name under ``"t"``).
+Schema evolution follows msgspec's rules: new fields are appended with defaults, nothing is
+reordered or retyped, so an older peer still decodes a newer frame.
+
+Payloads (inputs, outputs, state values, step results) are opaque ``bytes`` here: the sidecar
+passes them through untouched and only the SDK decodes them, with the handler's type annotations.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+
+class Failure(msgspec.Struct, frozen=True):
+    """Why a step or an attempt failed. ``terminal`` failures are never retried."""
+
+    code: int
+    message: str
+    terminal: bool = True
+
+
+class _Entry(msgspec.Struct, tag_field="t", tag=True, frozen=True, omit_defaults=True):
+    """Base of every journal entry."""
+
+
+# --- journal entries ------------------------------------------------------------------------
+
+
+class Input(_Entry):
+    """Index 0 of every journal: the invocation's argument."""
+
+    value: bytes
+
+
+class Run(_Entry):
+    """A side effect's recorded outcome. On replay the SDK returns it instead of running ``fn``."""
+
+    name: str
+    value: bytes | None = None
+    failure: Failure | None = None
+    cost: float | None = None
+
+
+class GetState(_Entry):
+    """A state read with the value the code saw (``None``: unset), so replays see the same."""
+
+    name: str
+    value: bytes | None = None
+
+
+class SetState(_Entry):
+    name: str
+    value: bytes
+
+
+class ClearState(_Entry):
+    name: str
+
+
+class ClearAllState(_Entry):
+    pass
+
+
+class GetStateKeys(_Entry):
+    keys: list[str] = []
+
+
+class Now(_Entry):
+    """The clock as the handler first read it; replays read the same instant."""
+
+    ms: int
+
+
+class Output(_Entry):
+    """The invocation's result, written by the sidecar when the handler ends."""
+
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
+Entry = Union[Input, Run, GetState, SetState, ClearState, ClearAllState, GetStateKeys, Now, Output]
+
+#: Entry kinds whose result user code may only see once the sidecar has made it durable.
+ACKED_KINDS: tuple[type, ...] = (Run,)
+
+
+def entry_name(entry: Entry) -> str:
+    """The name an entry is matched by on replay (empty for kinds that carry none)."""
+    return getattr(entry, "name", "")
+
+
+# --- sidecar -> handler -----------------------------------------------------------------------
+
+
+class _ToHandler(msgspec.Struct, tag_field="t", tag=True, frozen=True):
+    invocation_id: str
+
+
+class Start(_ToHandler):
+    """Run (or resume) one attempt. ``journal`` holds every committed entry, ``Input`` first."""
+
+    attempt: int
+    service: str
+    handler: str
+    key: str | None
+    input: bytes
+    headers: dict[str, str]
+    journal: list[Entry]
+    state: dict[str, bytes] | None
+    seed: int
+
+
+class Ack(_ToHandler):
+    """Every journal entry up to and including ``index`` is durable."""
+
+    index: int
+
+
+class Cancel(_ToHandler):
+    """Stop this invocation. ``kill``: abort at once, run no more user code."""
+
+    kill: bool = False
+
+
+ToHandler = Union[Start, Ack, Cancel]
+
+
+# --- handler -> sidecar -----------------------------------------------------------------------
+
+
+class _ToSidecar(msgspec.Struct, tag_field="t", tag=True, frozen=True):
+    invocation_id: str
+
+
+class Command(_ToSidecar):
+    """A new journal entry at ``index`` (indices are dense: the next one is always len(journal))."""
+
+    index: int
+    entry: Entry
+
+
+class Heartbeat(_ToSidecar):
+    """Still alive: sent during long steps so that the inactivity timeout does not fire."""
+
+
+class End(_ToSidecar):
+    """The attempt is over: an ``output``, or a ``failure`` (retried unless terminal)."""
+
+    output: bytes | None = None
+    failure: Failure | None = None
+
+
+ToSidecar = Union[Command, Heartbeat, End]
+
+
+# --- one encoder and one decoder per direction, built once ------------------------------------
+
+encoder = msgspec.msgpack.Encoder()
+to_handler_decoder = msgspec.msgpack.Decoder(ToHandler)
+to_sidecar_decoder = msgspec.msgpack.Decoder(ToSidecar)
+entry_decoder = msgspec.msgpack.Decoder(Entry)
+
+
+# --- discovery (GET /discover, JSON) ------------------------------------------------------------
+
+
+class RetrySpec(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Invocation-level retry policy a handler asks for; unset fields take the sidecar's defaults."""
+
+    initial_interval_ms: int | None = None
+    multiplier: float | None = None
+    max_interval_ms: int | None = None
+    max_attempts: int | None = None
+
+
+class TimeoutSpec(msgspec.Struct, frozen=True, omit_defaults=True):
+    inactivity_ms: int | None = None
+
+
+class HandlerSpec(msgspec.Struct, frozen=True):
+    name: str
+    kind: str  # "exclusive" | "shared" | "workflow"
+    retry: RetrySpec = RetrySpec()
+    timeouts: TimeoutSpec = TimeoutSpec()
+
+
+class ServiceSpec(msgspec.Struct, frozen=True):
+    name: str
+    kind: str  # "service" | "object" | "workflow"
+    handlers: list[HandlerSpec]
+
+
+class Discovery(msgspec.Struct, frozen=True):
+    protocol: int
+    services: list[ServiceSpec]

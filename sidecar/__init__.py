@@ -1,0 +1,1 @@
+"""The durable sidecar: ingress, admin, invoker, LMDB store and CLI."""

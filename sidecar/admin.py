@@ -1,0 +1,219 @@
+"""Admin API (DESIGN §4): deployments, services, invocations, state, health."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from handler_sdk.protocol import Entry, Failure, Input, Output
+
+from .config import Settings
+from .http_errors import HTTPProblem, json_errors, json_response
+from .invoker import InvocationNotFound, InvocationStateError, Invoker
+from .registry import Registry, RegistrationError
+from .store import Changes, InvocationRecord, Store
+from .store.records import ALL_STATUSES
+
+
+class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
+    uri: str
+    force: bool = False
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _payload(raw: bytes | None) -> Any:
+    """A payload as JSON if it is JSON, else as text: the journal view is for people."""
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return raw.decode(errors="replace")
+
+
+def _failure(failure: Failure | None) -> dict[str, Any] | None:
+    return None if failure is None else msgspec.structs.asdict(failure)
+
+
+def _entry_view(index: int, entry: Entry) -> dict[str, Any]:
+    view: dict[str, Any] = {"index": index, "kind": type(entry).__name__}
+    for field in entry.__struct_fields__:
+        value = getattr(entry, field)
+        if isinstance(value, bytes):
+            value = _payload(value)
+        elif isinstance(value, Failure):
+            value = _failure(value)
+        view[field] = value
+    return view
+
+
+def _summary(record: InvocationRecord) -> dict[str, Any]:
+    return {
+        "id": record.id, "target": record.target, "service": record.service, "handler": record.handler,
+        "key": record.key, "status": record.status, "attempts": record.attempts,
+        "created_at": _iso(record.created_ms), "modified_at": _iso(record.modified_ms),
+    }
+
+
+def _read_json_value(body: bytes) -> bytes:
+    try:
+        msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
+    return body
+
+
+class Admin:
+    def __init__(
+        self, *, invoker: Invoker, registry: Registry, store: Store, settings: Settings, http: aiohttp.ClientSession,
+    ) -> None:
+        self._invoker = invoker
+        self._registry = registry
+        self._store = store
+        self._settings = settings
+        self._http = http
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
+        r = app.router
+        r.add_get("/health", self.health)
+        r.add_post("/deployments", self.register)
+        r.add_get("/deployments", self.deployments)
+        r.add_get("/services", self.services)
+        r.add_get("/services/{name}", self.service)
+        r.add_get("/invocations", self.invocations)
+        r.add_get("/invocations/{id}", self.invocation)
+        r.add_post("/invocations/{id}/kill", self.kill)
+        r.add_delete("/invocations/{id}", self.purge)
+        r.add_get("/state/{object}/{key}", self.get_state)
+        r.add_put("/state/{object}/{key}/{name}", self.put_state)
+        r.add_delete("/state/{object}/{key}/{name}", self.delete_state)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok", "active_invocations": len(self._invoker.active)})
+
+    # --- deployments and services ---------------------------------------------------------------
+
+    async def register(self, request: web.Request) -> web.Response:
+        try:
+            body = msgspec.json.decode(await request.read(), type=RegisterRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise HTTPProblem(400, f'expected {{"uri": "http://host:port", "force": false}}: {exc}') from None
+        try:
+            record, created = await self._registry.register(body.uri, force=body.force, http=self._http)
+        except RegistrationError as exc:
+            raise HTTPProblem(exc.status, exc.message) from None
+        return json_response(record, status=201 if created else 200)
+
+    async def deployments(self, request: web.Request) -> web.Response:
+        return json_response({"deployments": [
+            {"id": d.id, "uri": d.uri, "services": [s.name for s in d.services], "created_at": _iso(d.created_ms)}
+            for d in self._registry.deployments.values()
+        ]})
+
+    def _service_view(self, deployment_id: str, spec: Any) -> dict[str, Any]:
+        return {**msgspec.structs.asdict(spec), "deployment_id": deployment_id}
+
+    async def services(self, request: web.Request) -> web.Response:
+        return json_response({"services": [self._service_view(d, s) for d, s in self._registry.services()]})
+
+    async def service(self, request: web.Request) -> web.Response:
+        found = self._registry.service(request.match_info["name"])
+        if found is None:
+            raise HTTPProblem(404, f"unknown service {request.match_info['name']!r}")
+        return json_response(self._service_view(*found))
+
+    # --- invocations ----------------------------------------------------------------------------
+
+    async def invocations(self, request: web.Request) -> web.Response:
+        query = request.query
+        status = query.get("status") or None
+        if status is not None and status not in ALL_STATUSES:
+            raise HTTPProblem(400, f"unknown status {status!r}; one of {', '.join(sorted(ALL_STATUSES))}")
+        try:
+            limit = int(query.get("limit", "100"))
+        except ValueError:
+            raise HTTPProblem(400, f"limit must be an integer, not {query['limit']!r}") from None
+        if not 1 <= limit <= 10_000:
+            raise HTTPProblem(400, "limit must be between 1 and 10000")
+        records = self._store.list_invocations(
+            service=query.get("service") or None, key=query.get("key") or None,
+            live={i: l.record for i, l in self._invoker.active.items()}, status=status, limit=limit)
+        return json_response({"invocations": [_summary(r) for r in records]})
+
+    def _record(self, request: web.Request) -> InvocationRecord:
+        try:
+            return self._invoker.current(request.match_info["id"])
+        except InvocationNotFound:
+            raise HTTPProblem(404, f"no such invocation {request.match_info['id']!r}") from None
+
+    async def invocation(self, request: web.Request) -> web.Response:
+        record = self._record(request)
+        journal = self._store.read_journal(record.id)
+        view = _summary(record) | {
+            "reason": self._invoker.reason(record.id), "deployment_id": record.deployment_id,
+            "idempotency_key": record.idempotency_key, "last_error": record.last_error,
+            "next_retry_at": _iso(record.next_retry_ms), "completed_at": _iso(record.completed_ms),
+            "input": _payload(journal[0].value) if journal and type(journal[0]) is Input else None,
+            "output": _payload(record.output), "failure": _failure(record.failure),
+            "journal": [_entry_view(i, e) for i, e in enumerate(journal)],
+        }
+        if journal and type(journal[-1]) is not Output and not record.finished:
+            view["journal_committed"] = len(journal)
+        return json_response(view)
+
+    async def kill(self, request: web.Request) -> web.Response:
+        self._record(request)
+        try:
+            record = self._invoker.kill(request.match_info["id"])
+        except InvocationStateError as exc:
+            raise HTTPProblem(409, str(exc)) from None
+        return json_response({"id": record.id, "status": record.status}, status=202)
+
+    async def purge(self, request: web.Request) -> web.Response:
+        self._record(request)
+        try:
+            await self._invoker.purge(request.match_info["id"])
+        except InvocationStateError as exc:
+            raise HTTPProblem(409, str(exc)) from None
+        return json_response({"id": request.match_info["id"], "purged": True})
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def _object(self, request: web.Request) -> tuple[str, str]:
+        name = request.match_info["object"]
+        found = self._registry.service(name)
+        if found is None or found[1].kind == "service":
+            raise HTTPProblem(404, f"no virtual object or workflow named {name!r}")
+        return name, request.match_info["key"]
+
+    async def get_state(self, request: web.Request) -> web.Response:
+        service, key = self._object(request)
+        state = self._store.read_state(service, key)
+        return json_response({"state": {name: _payload(value) for name, value in state.items()}})
+
+    async def put_state(self, request: web.Request) -> web.Response:
+        service, key = self._object(request)
+        value = _read_json_value(await request.read())
+        changes = Changes()
+        changes.set_state(service, key, request.match_info["name"], value)
+        await self._store.submit(changes)
+        return json_response({"object": service, "key": key, "name": request.match_info["name"], "set": True})
+
+    async def delete_state(self, request: web.Request) -> web.Response:
+        service, key = self._object(request)
+        changes = Changes()
+        changes.clear_state(service, key, request.match_info["name"])
+        await self._store.submit(changes)
+        return json_response({"object": service, "key": key, "name": request.match_info["name"], "cleared": True})

@@ -1,0 +1,385 @@
+"""The ``sidecar`` command: run the server (``serve``) and talk to a running one (everything else).
+
+Client commands find the sidecar through ``--ingress`` / ``--admin`` (or ``SIDECAR_INGRESS`` /
+``SIDECAR_ADMIN``, the same variables ``serve`` reads), make one HTTP round trip each through
+:func:`_request`, and turn every failure into a one-line message and a non-zero exit status:
+1 for a failed request, 2 for a bad command line or configuration. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+from urllib.parse import quote, unquote
+
+import aiohttp
+import click
+import msgspec
+from click.core import ParameterSource
+from yarl import URL
+
+from sidecar.config import ConfigError, Settings, load_settings, parse_address
+
+_DEFAULTS = Settings()
+#: Connecting is quick or broken; waiting for a handler's answer may legitimately take long.
+_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+
+
+class Endpoint(NamedTuple):
+    """One of the sidecar's two HTTP APIs."""
+
+    name: str  # "ingress" or "admin": the option and the SIDECAR_* variable that set it
+    address: str  # HOST:PORT
+
+    @property
+    def label(self) -> str:
+        return "admin API" if self.name == "admin" else "ingress"
+
+
+class Reply(NamedTuple):
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+
+class _ConfigFailure(click.ClickException):
+    """A setting is wrong (flag, environment or file): a usage problem, hence exit status 2."""
+
+    exit_code = 2
+
+
+def _request(
+    endpoint: Endpoint, method: str, segments: Sequence[str], *, body: bytes | None = None,
+    headers: Mapping[str, str] | None = None, query: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> Reply:
+    """One HTTP round trip to the sidecar. ``segments`` are plain path segments (encoded here).
+
+    With ``check``, a non-2xx answer raises a :class:`click.ClickException` carrying the server's
+    ``{"code", "message"}`` message; without it the caller sees the reply as it came.
+    """
+    try:
+        source = f"--{endpoint.name} (or SIDECAR_{endpoint.name.upper()})"
+        host, port = parse_address(endpoint.address, source)
+    except ConfigError as exc:
+        raise _ConfigFailure(str(exc)) from None
+    path = "/" + "/".join(quote(segment, safe="") for segment in segments)
+    url = URL.build(scheme="http", host=host.strip("[]"), port=port, path=path, encoded=True)
+    if query:
+        url = url.with_query(dict(query))
+
+    async def round_trip() -> Reply:
+        async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
+            async with session.request(method, url, data=body, headers=headers) as response:
+                return Reply(response.status, await response.read(), response.headers.copy())
+
+    try:
+        reply = asyncio.run(round_trip())
+    except aiohttp.ClientConnectorError:
+        raise click.ClickException(
+            f"cannot reach the sidecar {endpoint.label} at {endpoint.address}: "
+            "is `sidecar serve` running?"
+        ) from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        detail = str(exc) or type(exc).__name__
+        raise click.ClickException(f"{method} {url} failed: {detail}") from None
+    if check:
+        _raise_for_status(reply)
+    return reply
+
+
+def _raise_for_status(reply: Reply) -> None:
+    if 200 <= reply.status < 300:
+        return
+    message = reply.body[:500].decode(errors="replace").strip()
+    try:
+        decoded = msgspec.json.decode(reply.body)
+    except msgspec.DecodeError:
+        pass
+    else:
+        if isinstance(decoded, dict) and "message" in decoded:
+            message = str(decoded["message"])
+    raise click.ClickException(f"{message or 'no message'} (HTTP {reply.status})")
+
+
+def _json_argument(raw: str, param: str) -> bytes:
+    """Check client-side that ``raw`` is JSON, and pass its bytes on untouched."""
+    data = raw.encode()
+    try:
+        msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc}): {raw!r}", param_hint=param) from None
+    return data
+
+
+def _decode(reply: Reply) -> dict[str, Any]:
+    try:
+        decoded = msgspec.json.decode(reply.body)
+    except msgspec.DecodeError:
+        decoded = None
+    if not isinstance(decoded, dict):
+        raise click.ClickException(
+            f"the sidecar answered with something that is not a JSON object: {reply.body[:200]!r}")
+    return decoded
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2))
+
+
+def _echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [list(headers)] + [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _handlers(service: Mapping[str, Any]) -> str:
+    return ", ".join(
+        h["name"] if h.get("kind") in (None, "exclusive") else f"{h['name']} ({h['kind']})"
+        for h in service.get("handlers", [])
+    )
+
+
+def _admin(ctx: click.Context) -> Endpoint:
+    return Endpoint("admin", ctx.find_root().params["admin"])
+
+
+def _ingress(ctx: click.Context) -> Endpoint:
+    return Endpoint("ingress", ctx.find_root().params["ingress"])
+
+
+# --- the group and `serve` -------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ingress", envvar="SIDECAR_INGRESS", default=_DEFAULTS.ingress, show_default=True,
+              metavar="HOST:PORT", help="Where client commands reach the ingress API.")
+@click.option("--admin", envvar="SIDECAR_ADMIN", default=_DEFAULTS.admin, show_default=True,
+              metavar="HOST:PORT", help="Where client commands reach the admin API.")
+def main(ingress: str, admin: str) -> None:
+    """A durable-execution sidecar: journaled, exactly-once handler invocations."""
+
+
+@main.command()
+@click.option("--config", "config_file", envvar="SIDECAR_CONFIG", metavar="FILE",
+              help="A TOML file of settings (flags and SIDECAR_* variables override it).")
+@click.option("--data-dir", metavar="DIR", help=f"Where the LMDB store lives [{_DEFAULTS.data_dir}].")
+@click.option("--ingress", metavar="HOST:PORT", help=f"Ingress API address [{_DEFAULTS.ingress}].")
+@click.option("--admin", metavar="HOST:PORT", help=f"Admin API address [{_DEFAULTS.admin}].")
+@click.option("--register", multiple=True, metavar="URI",
+              help="A handler service to register at start (repeatable).")
+@click.option("--durability", type=click.Choice(["fsync", "none"]),
+              help=f"Sync each commit to disk, or leave it to the OS [{_DEFAULTS.durability}].")
+@click.option("--inactivity-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Abort an attempt whose handler is silent this long "
+                   f"[{_DEFAULTS.inactivity_timeout_s:g}].")
+@click.option("--retention", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help=f"Keep finished invocations and idempotency keys this long [{_DEFAULTS.retention_s:g}].")
+@click.pass_context
+def serve(
+    ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
+    admin: str | None, register: tuple[str, ...], durability: str | None,
+    inactivity_timeout: float | None, retention: float | None,
+) -> None:
+    """Run the sidecar until SIGINT or SIGTERM."""
+    # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
+    root = ctx.find_root()
+    if ingress is None and root.get_parameter_source("ingress") is ParameterSource.COMMANDLINE:
+        ingress = root.params["ingress"]
+    if admin is None and root.get_parameter_source("admin") is ParameterSource.COMMANDLINE:
+        admin = root.params["admin"]
+    try:
+        settings = load_settings(config_file=config_file, overrides={
+            "data_dir": data_dir, "ingress": ingress, "admin": admin,
+            "register": list(register) or None, "durability": durability,
+            "inactivity_timeout_s": inactivity_timeout, "retention_s": retention,
+        })
+    except ConfigError as exc:
+        raise _ConfigFailure(str(exc)) from None
+    from sidecar.server import run  # imported late: client commands need none of the server
+
+    try:
+        run(settings)
+    except OSError as exc:
+        # The usual operator mistakes (port taken, no permission) deserve a line, not a traceback.
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise click.ClickException(f"cannot start the sidecar: {exc.strerror or exc}") from None
+        raise
+
+
+# --- deployments and services ----------------------------------------------------------------
+
+
+@main.command()
+@click.argument("uri")
+@click.option("--force", is_flag=True, help="Replace an existing deployment at the same URI.")
+@click.pass_context
+def register(ctx: click.Context, uri: str, force: bool) -> None:
+    """Discover the handler service at URI and register its services."""
+    body = msgspec.json.encode({"uri": uri, "force": force})
+    deployment = _decode(_request(_admin(ctx), "POST", ["deployments"], body=body,
+                                  headers={"content-type": "application/json"}))
+    click.echo(f"registered deployment {deployment.get('id', '?')} at {deployment.get('uri', uri)}")
+    for service in deployment.get("services", []):
+        click.echo(f"  {service['name']} ({service.get('kind', '?')}): {_handlers(service)}")
+
+
+@main.command()
+@click.pass_context
+def services(ctx: click.Context) -> None:
+    """List the registered services and their handlers."""
+    reply = _decode(_request(_admin(ctx), "GET", ["services"]))
+    rows = [[s["name"], s.get("kind"), s.get("deployment_id"), _handlers(s)]
+            for s in reply.get("services", [])]
+    if not rows:
+        click.echo("no services registered: see `sidecar register --help`")
+        return
+    _echo_table(["NAME", "KIND", "DEPLOYMENT", "HANDLERS"], rows)
+
+
+# --- invoke ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("target")
+@click.argument("argument", metavar="[JSON]", required=False)
+@click.option("--send", is_flag=True, help="Enqueue and return at once with the invocation ID.")
+@click.option("--idempotency-key", metavar="KEY", help="The same TARGET and KEY run only once.")
+@click.option("--delay", metavar="DURATION", help="With --send: start later (e.g. 10s, PT10S).")
+@click.pass_context
+def invoke(
+    ctx: click.Context, target: str, argument: str | None, send: bool,
+    idempotency_key: str | None, delay: str | None,
+) -> None:
+    """Call a handler. TARGET is the URL path: Service/handler or Object/key/handler."""
+    segments = [unquote(segment) for segment in target.strip("/").split("/")]
+    if len(segments) not in (2, 3) or not all(segments):
+        raise click.BadParameter(
+            f"{target!r}: expected Service/handler or Object/key/handler", param_hint="TARGET")
+    if delay is not None and not send:
+        raise click.UsageError("--delay needs --send: only a one-way call can start later")
+    headers: dict[str, str] = {}
+    body = None
+    if argument is not None:
+        body = _json_argument(argument, "JSON")
+        headers["content-type"] = "application/json"
+    if idempotency_key is not None:
+        headers["idempotency-key"] = idempotency_key
+    reply = _request(
+        _ingress(ctx), "POST", [*segments, "send"] if send else segments, body=body,
+        headers=headers, query={"delay": delay} if delay is not None else None, check=False,
+    )
+    if invocation_id := reply.headers.get("x-restate-id"):
+        click.echo(f"x-restate-id: {invocation_id}", err=True)
+    _raise_for_status(reply)
+    click.echo(reply.body)  # bytes: the handler's output, passed through untouched
+
+
+# --- invocations -------------------------------------------------------------------------------
+
+
+@main.group()
+def invocations() -> None:
+    """Inspect and manage invocations."""
+
+
+@invocations.command("list")
+@click.option("--status", help="Only this status (pending, running, suspended, ...).")
+@click.option("--service", help="Only this service or object.")
+@click.option("--key", help="Only this object key.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
+@click.pass_context
+def list_invocations(
+    ctx: click.Context, status: str | None, service: str | None, key: str | None, limit: int | None,
+) -> None:
+    """List invocations, newest first."""
+    filters = {"status": status, "service": service, "key": key, "limit": limit}
+    query = {name: str(value) for name, value in filters.items() if value is not None}
+    reply = _decode(_request(_admin(ctx), "GET", ["invocations"], query=query))
+    columns = ["id", "service", "handler", "key", "status", "attempts", "created_at", "modified_at"]
+    rows = [[inv.get(column) for column in columns] for inv in reply.get("invocations", [])]
+    if not rows:
+        click.echo("no invocations")
+        return
+    _echo_table([column.upper() for column in columns], rows)
+
+
+@invocations.command("show")
+@click.argument("invocation_id", metavar="ID")
+@click.pass_context
+def show_invocation(ctx: click.Context, invocation_id: str) -> None:
+    """Show an invocation: status and reason, attempts, last error, journal."""
+    _echo_json(_decode(_request(_admin(ctx), "GET", ["invocations", invocation_id])))
+
+
+@invocations.command("kill")
+@click.argument("invocation_id", metavar="ID")
+@click.pass_context
+def kill_invocation(ctx: click.Context, invocation_id: str) -> None:
+    """End an invocation now: no more handler code runs, its inbox moves on."""
+    _request(_admin(ctx), "POST", ["invocations", invocation_id, "kill"])
+    click.echo(f"killed {invocation_id}")
+
+
+@invocations.command("purge")
+@click.argument("invocation_id", metavar="ID")
+@click.pass_context
+def purge_invocation(ctx: click.Context, invocation_id: str) -> None:
+    """Delete a finished invocation and its journal."""
+    _request(_admin(ctx), "DELETE", ["invocations", invocation_id])
+    click.echo(f"purged {invocation_id}")
+
+
+# --- state -------------------------------------------------------------------------------------
+
+
+@main.group()
+def state() -> None:
+    """Inspect and edit a virtual object's state."""
+
+
+@state.command("get")
+@click.argument("obj", metavar="OBJECT")
+@click.argument("key")
+@click.argument("name", required=False)
+@click.pass_context
+def get_state(ctx: click.Context, obj: str, key: str, name: str | None) -> None:
+    """Print the state of OBJECT/KEY (all of it, or the value NAME)."""
+    values = _decode(_request(_admin(ctx), "GET", ["state", obj, key])).get("state", {})
+    if name is None:
+        _echo_json(values)
+    elif name in values:
+        _echo_json(values[name])
+    else:
+        raise click.ClickException(f"{obj}/{key} has no state named {name!r}")
+
+
+@state.command("set")
+@click.argument("obj", metavar="OBJECT")
+@click.argument("key")
+@click.argument("name")
+@click.argument("value", metavar="JSON")
+@click.pass_context
+def set_state(ctx: click.Context, obj: str, key: str, name: str, value: str) -> None:
+    """Set the state value NAME of OBJECT/KEY to JSON."""
+    _request(_admin(ctx), "PUT", ["state", obj, key, name], body=_json_argument(value, "JSON"),
+             headers={"content-type": "application/json"})
+    click.echo(f"set {obj}/{key} {name}")
+
+
+@state.command("clear")
+@click.argument("obj", metavar="OBJECT")
+@click.argument("key")
+@click.argument("name")
+@click.pass_context
+def clear_state(ctx: click.Context, obj: str, key: str, name: str) -> None:
+    """Remove the state value NAME of OBJECT/KEY."""
+    _request(_admin(ctx), "DELETE", ["state", obj, key, name])
+    click.echo(f"cleared {obj}/{key} {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Sidecar settings: one typed Struct, filled from flags, environment variables or a TOML file.
+
+Precedence is flags > environment (``SIDECAR_*``) > TOML file > defaults, so an operator can pin
+a file in the image and still override one value per run.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "./data"
+    ingress: str = "127.0.0.1:8080"
+    admin: str = "127.0.0.1:9070"
+    register: list[str] = []
+    #: "fsync": every group commit is synced before anything is acknowledged; "none": the OS
+    #: decides when pages reach the disk (a crash of the machine, not of the process, may lose them).
+    durability: str = "fsync"
+    #: Request bodies over this many bytes are refused with 413.
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: No message from the handler for this long aborts the attempt and retries it.
+    inactivity_timeout_s: float = 60.0
+    #: Finished invocations and idempotency keys are kept this long, then swept.
+    retention_s: float = 24 * 3600.0
+    #: Invocation-level retry defaults, used where a handler's discovery leaves a field unset.
+    retry_initial_interval_s: float = 0.1
+    retry_multiplier: float = 2.0
+    retry_max_interval_s: float = 10.0
+    retry_max_attempts: int = 50
+    #: WebSockets held open to each deployment; invocations are multiplexed over them.
+    connections_per_deployment: int = 2
+    #: LMDB map size: address space reserved, not disk used.
+    map_size_bytes: int = 64 * 1024**3
+
+
+class ConfigError(ValueError):
+    """A setting could not be read: the message names the source and the field."""
+
+
+ENV_PREFIX = "SIDECAR_"
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for field in Settings.__struct_fields__:
+        raw = environ.get(ENV_PREFIX + field.upper())
+        if raw is None:
+            continue
+        values[field] = raw.split(",") if field == "register" else raw
+    return values
+
+
+def load_settings(
+    *, config_file: str | None = None, overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Merge defaults, TOML file, environment and explicit overrides (``None`` values ignored)."""
+    merged: dict[str, Any] = {}
+    if config_file:
+        try:
+            merged.update(tomllib.loads(Path(config_file).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+    merged.update(_from_env(dict(os.environ) if environ is None else environ))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None and v != ()})
+    try:
+        settings = msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from None
+    if settings.durability not in ("fsync", "none"):
+        raise ConfigError(f"invalid setting: durability must be 'fsync' or 'none', not {settings.durability!r}")
+    for name in ("ingress", "admin"):
+        parse_address(getattr(settings, name), name)
+    return settings
+
+
+def parse_address(value: str, name: str = "address") -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port), with a message that names the setting when malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"invalid setting: {name} must be HOST:PORT, not {value!r}")
+    return host, int(port)

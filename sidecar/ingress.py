@@ -1,0 +1,160 @@
+"""Ingress: Restate-compatible HTTP calls, sends and attaches (DESIGN §3).
+
+Paths are parsed by hand from one catch-all route because their meaning depends on the registry:
+``/A/B/send`` is a send to service ``A`` handler ``B``, while ``/A/B/C`` calls handler ``C`` of
+object ``A`` on key ``B``. Payload bytes are passed through untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from urllib.parse import unquote
+
+import msgspec
+from aiohttp import web
+
+from .config import Settings
+from .http_errors import HTTPProblem, error_response, json_errors, json_response
+from .invoker import InvocationNotFound, Invoker
+from .registry import Registry, Route
+from .store import InvocationRecord, StoreError
+
+#: Request headers that describe the HTTP exchange, not the call: not forwarded to handlers.
+_HOP_HEADERS = frozenset({
+    "host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "accept-encoding",
+    "idempotency-key", "user-agent", "accept", "expect",
+})
+_NOT_READY = 470
+
+
+class SendAccepted(msgspec.Struct):
+    invocationId: str
+    status: str
+
+
+class Target(msgspec.Struct, frozen=True):
+    route: Route
+    key: str | None
+    send: bool
+
+
+def _is_json(request: web.Request) -> bool:
+    content_type = request.headers.get("content-type", "application/json")
+    return content_type.split(";", 1)[0].strip().endswith("json")
+
+
+class Ingress:
+    def __init__(self, invoker: Invoker, registry: Registry, settings: Settings) -> None:
+        self._invoker = invoker
+        self._registry = registry
+        self._settings = settings
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
+        app.router.add_get("/restate/health", self.health)
+        app.router.add_get("/restate/invocation/{tail:.+}", self.invocation)
+        app.router.add_post("/{tail:.+}", self.call)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    # --- calls and sends ------------------------------------------------------------------------
+
+    def _target(self, path: str) -> Target:
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        send = False
+        if parts[0] == "restate" and len(parts) > 2 and parts[1] in ("call", "send"):
+            send = parts[1] == "send"
+            parts = parts[2:]
+        elif parts[-1] == "send" and len(parts) in (3, 4):
+            found = self._registry.service(parts[0])
+            keyed = found is not None and found[1].kind != "service"
+            if len(parts) == 4 or not keyed:
+                send = True
+                parts = parts[:-1]
+        if len(parts) not in (2, 3) or not all(parts):
+            raise HTTPProblem(404, f"no such target {path!r}: expected /Service/handler or /Object/key/handler")
+        found = self._registry.service(parts[0])
+        if found is None:
+            raise HTTPProblem(404, f"unknown service {parts[0]!r}")
+        keyed = found[1].kind != "service"
+        if keyed != (len(parts) == 3):
+            shape = "/Object/key/handler" if keyed else "/Service/handler"
+            raise HTTPProblem(404, f"{parts[0]} is a {found[1].kind}: call it as {shape}")
+        route = self._registry.route(parts[0], parts[-1])
+        if route is None:
+            raise HTTPProblem(404, f"{parts[0]} has no handler {parts[-1]!r}")
+        return Target(route, parts[1] if keyed else None, send)
+
+    async def call(self, request: web.Request) -> web.Response:
+        target = self._target(request.match_info["tail"])
+        if "delay" in request.query:
+            raise HTTPProblem(400, "delayed sends are not available in this version of the sidecar")
+        body = await request.read()
+        if body and _is_json(request):
+            try:
+                msgspec.json.decode(body)
+            except msgspec.DecodeError as exc:
+                raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
+        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        idem = request.headers.get("idempotency-key") or None
+        try:
+            invocation_id, previously = await self._invoker.submit(target.route, target.key, body, headers, idem)
+        except StoreError as exc:
+            raise HTTPProblem(503, f"could not journal the invocation: {exc}", {"Retry-After": "1"}) from None
+        response_headers = {"x-restate-id": invocation_id}
+        if idem:
+            response_headers["idempotency-expires"] = self._expiry(None)
+        if target.send:
+            status = "PreviouslyAccepted" if previously else "Accepted"
+            return json_response(SendAccepted(invocation_id, status), status=202, headers=response_headers)
+        return await self._result(invocation_id, response_headers)
+
+    def _expiry(self, record: InvocationRecord | None) -> str:
+        base_ms = record.completed_ms if record is not None and record.completed_ms else time.time() * 1000
+        instant = datetime.fromtimestamp(base_ms / 1000 + self._settings.retention_s, tz=timezone.utc)
+        return instant.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    async def _result(self, invocation_id: str, headers: dict[str, str]) -> web.Response:
+        try:
+            record = await self._invoker.outcome(invocation_id)
+        except StoreError as exc:
+            return error_response(503, f"could not record the result: {exc}", headers=headers)
+        return _result_response(record, headers)
+
+    # --- attach / output ------------------------------------------------------------------------
+
+    async def invocation(self, request: web.Request) -> web.Response:
+        parts = [unquote(p) for p in request.match_info["tail"].strip("/").split("/")]
+        action = parts[-1]
+        if action not in ("attach", "output") or len(parts) not in (2, 4, 5):
+            raise HTTPProblem(404, "expected /restate/invocation/{id}/attach|output or "
+                                   "/restate/invocation/{service}[/{key}]/{handler}/{idempotency-key}/attach|output")
+        try:
+            if len(parts) == 2:
+                invocation_id = parts[0]
+            else:
+                service, handler, idem = parts[0], parts[-3], parts[-2]
+                key = parts[1] if len(parts) == 5 else None
+                invocation_id = self._invoker.find_by_idempotency_key(service, key, handler, idem)
+            headers = {"x-restate-id": invocation_id}
+            if action == "attach":
+                return await self._result(invocation_id, headers)
+            record = self._invoker.current(invocation_id)
+        except InvocationNotFound:
+            raise HTTPProblem(404, f"no such invocation: {'/'.join(parts[:-1])}") from None
+        if not record.finished:
+            return error_response(_NOT_READY, "not ready", headers=headers)
+        return _result_response(record, headers)
+
+
+def _result_response(record: InvocationRecord, headers: dict[str, str]) -> web.Response:
+    failure = record.failure
+    if failure is None:
+        return web.Response(status=200, body=record.output or b"null", content_type="application/json",
+                            headers=headers)
+    status = failure.code if 400 <= failure.code < 600 else 500
+    return error_response(status, failure.message, headers=headers)

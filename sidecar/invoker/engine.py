@@ -1,0 +1,461 @@
+"""The invoker: turns accepted requests into journaled, retried, exactly-once invocations.
+
+Ordering guarantees rest on one fact: the store commits batches in the order they were submitted.
+An invocation's entries are submitted in the order its handler sent them, and its final record
+after all of them, so whatever a later attempt reads from the store is a prefix-complete journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from functools import partial
+
+import aiohttp
+
+from handler_sdk.protocol import (
+    ACKED_KINDS, ClearAllState, ClearState, Command, End, Failure, Input, Output, RetrySpec, SetState, Start,
+    ToSidecar, encoder,
+)
+
+from ..config import Settings
+from ..ids import IdGenerator
+from ..links import DeploymentPool, Link, LinkError
+from ..registry import Registry, Route
+from ..retry import RetryPolicy
+from ..store import Changes, InvocationRecord, Store, StoreError
+from ..store import keys as store_keys
+from .keylocks import KeyLocks
+from .live import Attempt, Live
+
+log = logging.getLogger(__name__)
+
+_STATE_WRITES = (SetState, ClearState, ClearAllState)
+_KILLED = Failure(409, "invocation killed", True)
+
+
+class InvocationNotFound(LookupError):
+    pass
+
+
+class InvocationStateError(Exception):
+    """The operation does not apply to the invocation in its current status (HTTP 409)."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _seed(invocation_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(invocation_id.encode(), digest_size=8).digest(), "big")
+
+
+class Invoker:
+    def __init__(
+        self, *, store: Store, registry: Registry, settings: Settings, http: aiohttp.ClientSession, ids: IdGenerator,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._settings = settings
+        self._http = http
+        self._ids = ids
+        self.active: dict[str, Live] = {}
+        self._keys: KeyLocks[Live] = KeyLocks()
+        self._pools: dict[str, DeploymentPool] = {}
+        #: Idempotency keys whose invocation is accepted but not yet committed: a concurrent
+        #: repeat must attach to it, and the store cannot tell it yet.
+        self._idempotency_inflight: dict[bytes, str] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover unfinished invocations, then watch for silent handlers and expired results."""
+        self._recover()
+        self._spawn(self._watch_inactivity())
+        self._spawn(self._sweep_retention())
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        for live in self.active.values():
+            if live.retry_handle is not None:
+                live.retry_handle.cancel()
+            for waiter in live.waiters:
+                waiter.cancel()
+        await asyncio.gather(*(pool.close() for pool in self._pools.values()), return_exceptions=True)
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _recover(self) -> None:
+        """Re-admit every unfinished invocation, per key in arrival order, as the store has it."""
+        now = _now_ms()
+        for _service, _key, invocation_id, _exclusive in self._store.scan_inbox():
+            record = self._store.get_invocation(invocation_id)
+            if record is None or record.finished:
+                continue
+            live = Live(record)
+            self.active[invocation_id] = live
+            lock_key = live.lock_key
+            if lock_key is not None:
+                if not self._keys.admit(lock_key, live):
+                    record.status = "pending"
+                    continue
+                live.holds_key = True
+            if record.status == "paused":
+                continue
+            if record.status == "backing-off" and record.next_retry_ms is not None:
+                live.retry_handle = asyncio.get_running_loop().call_later(
+                    max(0.0, (record.next_retry_ms - now) / 1000), self._launch, live)
+            else:
+                self._launch(live)
+        if self.active:
+            log.info("recovered %d unfinished invocations", len(self.active))
+
+    # --- accepting ------------------------------------------------------------------------------
+
+    async def submit(
+        self, route: Route, key: str | None, body: bytes, headers: dict[str, str], idempotency_key: str | None,
+    ) -> tuple[str, bool]:
+        """Journal a new invocation durably and schedule it. Returns (ID, whether it already existed)."""
+        service, handler = route.service.name, route.handler.name
+        raw_idem = store_keys.idempotency_key(service, key, handler, idempotency_key) if idempotency_key else None
+        if raw_idem is not None:
+            existing = self._idempotency_inflight.get(raw_idem)
+            if existing is None:
+                found = self._store.get_idempotency(raw_idem)
+                existing = found.invocation_id if found else None
+            if existing is not None and (existing in self.active or self._store.get_invocation(existing)):
+                return existing, True
+        now = _now_ms()
+        record = InvocationRecord(
+            id=self._ids.invocation_id(), service=service, handler=handler, key=key,
+            handler_kind=route.handler.kind if route.service.kind != "service" else "shared",
+            status="pending", deployment_id=route.deployment_id, headers=headers,
+            idempotency_key=idempotency_key, created_ms=now, modified_ms=now,
+        )
+        live = Live(record, [Input(body)])
+        changes = Changes()
+        changes.put_invocation(record)
+        changes.enqueue(record)
+        changes.append_entry(record, 0, live.journal[0])  # type: ignore[index]
+        if raw_idem is not None:
+            changes.put_idempotency(raw_idem, record.id)
+            self._idempotency_inflight[raw_idem] = record.id
+        self.active[record.id] = live
+        try:
+            await self._store.submit(changes)
+        except BaseException:
+            self.active.pop(record.id, None)
+            raise
+        finally:
+            if raw_idem is not None:
+                self._idempotency_inflight.pop(raw_idem, None)
+        self._schedule(live)
+        return record.id, False
+
+    # --- results --------------------------------------------------------------------------------
+
+    async def outcome(self, invocation_id: str) -> InvocationRecord:
+        """Wait until the invocation has finished; its final record."""
+        live = self.active.get(invocation_id)
+        if live is None:
+            record = self._store.get_invocation(invocation_id)
+            if record is None:
+                raise InvocationNotFound(invocation_id)
+            return record
+        waiter: asyncio.Future[InvocationRecord] = asyncio.get_running_loop().create_future()
+        live.waiters.append(waiter)
+        return await waiter
+
+    def current(self, invocation_id: str) -> InvocationRecord:
+        """The record as it stands now (live status for unfinished invocations)."""
+        live = self.active.get(invocation_id)
+        if live is not None:
+            return live.record
+        record = self._store.get_invocation(invocation_id)
+        if record is None:
+            raise InvocationNotFound(invocation_id)
+        return record
+
+    def find_by_idempotency_key(self, service: str, key: str | None, handler: str, idem: str) -> str:
+        raw = store_keys.idempotency_key(service, key, handler, idem)
+        existing = self._idempotency_inflight.get(raw)
+        if existing is None:
+            found = self._store.get_idempotency(raw)
+            if found is None:
+                raise InvocationNotFound(idem)
+            existing = found.invocation_id
+        return existing
+
+    def reason(self, invocation_id: str) -> str:
+        """Why the invocation is where it is, in one sentence."""
+        record = self.current(invocation_id)
+        live = self.active.get(invocation_id)
+        if record.status == "pending" and live is not None and live.lock_key is not None:
+            ahead = self._keys.ahead_of(live.lock_key, live)
+            return f"queued behind {ahead + 1} invocation(s) on key {record.key!r}"
+        if record.status == "running" and live is not None and live.journal is not None:
+            return f"running attempt {record.attempts}, journal at entry {len(live.journal)}"
+        if record.status == "backing-off":
+            return f"backing off after attempt {record.attempts} until {record.next_retry_ms} ms: {record.last_error}"
+        if record.status == "paused":
+            return f"paused after {record.attempts} attempts: {record.last_error}"
+        return record.status
+
+    # --- scheduling -----------------------------------------------------------------------------
+
+    def _schedule(self, live: Live) -> None:
+        lock_key = live.lock_key
+        if lock_key is not None:
+            if not self._keys.admit(lock_key, live):
+                return  # waits in line, status stays "pending"
+            live.holds_key = True
+        self._launch(live)
+
+    def _launch(self, live: Live) -> None:
+        """Begin an attempt: synchronously when a link is open (the hot path), else connect first."""
+        live.retry_handle = None
+        live.record.status = "running"
+        pool = self._pool(live.record.deployment_id)
+        link = pool.ready()
+        if link is not None:
+            self._begin(live, link)
+        else:
+            self._spawn(self._connect_and_begin(live, pool))
+
+    async def _connect_and_begin(self, live: Live, pool: DeploymentPool) -> None:
+        try:
+            link = await pool.acquire()
+        except LinkError as exc:
+            if live.record.status == "running":
+                live.record.attempts += 1
+                self._retry_later(live, str(exc))
+            return
+        if live.record.status == "running" and live.attempt is None:  # not killed meanwhile
+            self._begin(live, link)
+
+    def _pool(self, deployment_id: str) -> DeploymentPool:
+        pool = self._pools.get(deployment_id)
+        if pool is None:
+            uri = self._registry.deployments[deployment_id].uri
+            pool = self._pools[deployment_id] = DeploymentPool(
+                uri, self._http, self._settings.connections_per_deployment)
+        return pool
+
+    def _begin(self, live: Live, link: Link) -> None:
+        record = live.record
+        if live.journal is None:
+            live.journal = self._store.read_journal(record.id)
+        state = self._store.read_state(record.service, record.key) if record.key is not None else None
+        record.attempts += 1
+        live.attempt = Attempt(self, live, link, self._inactivity_timeout(record))
+        input_entry = live.journal[0]
+        link.send(encoder.encode(Start(
+            record.id, attempt=record.attempts, service=record.service, handler=record.handler, key=record.key,
+            input=input_entry.value if type(input_entry) is Input else b"", headers=record.headers,
+            journal=live.journal, state=state, seed=_seed(record.id),
+        )))
+
+    def _inactivity_timeout(self, record: InvocationRecord) -> float:
+        spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)
+        if spec is not None and spec.timeouts.inactivity_ms is not None:
+            return spec.timeouts.inactivity_ms / 1000
+        return self._settings.inactivity_timeout_s
+
+    # --- frames from the handler ----------------------------------------------------------------
+
+    def on_message(self, attempt: Attempt, message: ToSidecar) -> None:
+        kind = type(message)
+        if kind is Command:
+            self._append(attempt, message)  # type: ignore[arg-type]
+        elif kind is End:
+            self._ended(attempt, message)  # type: ignore[arg-type]
+
+    def _append(self, attempt: Attempt, command: Command) -> None:
+        live = attempt.live
+        journal = live.journal
+        assert journal is not None
+        entry = command.entry
+        kind = type(entry)
+        if command.index != len(journal):
+            return self._violation(attempt, f"entry index {command.index} sent, {len(journal)} expected")
+        if kind is Input or kind is Output:
+            return self._violation(attempt, f"handlers may not write {kind.__name__} entries")
+        if kind in _STATE_WRITES and live.record.handler_kind != "exclusive":
+            return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
+        journal.append(entry)
+        changes = Changes()
+        changes.append_entry(live.record, command.index, entry)
+        written = self._store.submit(changes)
+        written.add_done_callback(partial(self._written, attempt, command.index, kind in ACKED_KINDS))
+
+    def _written(self, attempt: Attempt, index: int, needs_ack: bool, future: asyncio.Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            self.attempt_failed(attempt, f"journal write failed: {error}")
+        elif needs_ack:
+            attempt.ack(index)
+
+    def _violation(self, attempt: Attempt, what: str) -> None:
+        attempt.detach(kill=True)
+        self._retry_later(attempt.live, f"protocol violation: {what}")
+
+    def _ended(self, attempt: Attempt, end: End) -> None:
+        attempt.detach()
+        failure = end.failure
+        if failure is not None and not failure.terminal:
+            self._retry_later(attempt.live, failure.message)
+        else:
+            self._finish(attempt.live, "completed" if failure is None else "failed", end.output, failure)
+
+    def attempt_failed(self, attempt: Attempt, reason: str) -> None:
+        if attempt.over:
+            return
+        attempt.detach(kill=True)
+        self._retry_later(attempt.live, reason)
+
+    # --- retries, ends --------------------------------------------------------------------------
+
+    def _retry_later(self, live: Live, reason: str) -> None:
+        record = live.record
+        spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)
+        policy = RetryPolicy.resolve(spec.retry if spec else RetrySpec(), self._settings)
+        record.last_error = reason
+        record.modified_ms = _now_ms()
+        live.journal = None  # the next attempt reads the committed journal
+        if policy.exhausted(record.attempts):
+            record.status = "paused"
+            record.next_retry_ms = None
+            log.warning("%s paused after %d attempts: %s", record.id, record.attempts, reason)
+            self._persist(record)
+            return
+        delay = policy.delay_s(record.attempts)
+        record.status = "backing-off"
+        record.next_retry_ms = record.modified_ms + int(delay * 1000)
+        # Retry only once this record is durable: by then every entry of the failed attempt is too.
+        self._persist(record).add_done_callback(partial(self._retry_after_commit, live, delay))
+
+    def _retry_after_commit(self, live: Live, delay: float, future: asyncio.Future[None]) -> None:
+        if live.record.status != "backing-off" or future.cancelled():
+            return
+        live.retry_handle = asyncio.get_running_loop().call_later(delay, self._launch, live)
+
+    def _persist(self, record: InvocationRecord) -> asyncio.Future[None]:
+        changes = Changes()
+        changes.put_invocation(record)
+        future = self._store.submit(changes)
+        future.add_done_callback(_log_write_error)
+        return future
+
+    def _finish(self, live: Live, status: str, output: bytes | None, failure: Failure | None) -> None:
+        record = live.record
+        record.status = status
+        record.output = output
+        record.failure = failure
+        record.completed_ms = record.modified_ms = _now_ms()
+        record.next_retry_ms = None
+        index = len(live.journal) if live.journal is not None else len(self._store.read_journal(record.id))
+        changes = Changes()
+        changes.append_entry(record, index, Output(value=output, failure=failure))
+        changes.finish(record)
+        self._store.submit(changes).add_done_callback(partial(self._finished, live))
+
+    def _finished(self, live: Live, future: asyncio.Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            log.error("could not record the end of %s: %s", live.record.id, error)
+            for waiter in live.waiters:
+                if not waiter.done():
+                    waiter.set_exception(StoreError(str(error)))
+            return
+        self.active.pop(live.record.id, None)
+        for waiter in live.waiters:
+            if not waiter.done():
+                waiter.set_result(live.record)
+        live.waiters.clear()
+        lock_key = live.lock_key
+        if live.holds_key and lock_key is not None:
+            live.holds_key = False
+            successor = self._keys.release(lock_key)
+            if successor is not None:
+                successor.holds_key = True
+                self._launch(successor)
+
+    # --- operator actions -----------------------------------------------------------------------
+
+    def kill(self, invocation_id: str) -> InvocationRecord:
+        """End at once: no more handler code runs for it, and its key moves on."""
+        live = self.active.get(invocation_id)
+        if live is None:
+            self.current(invocation_id)  # raises InvocationNotFound
+            raise InvocationStateError(f"invocation {invocation_id} has already finished")
+        if live.attempt is not None:
+            live.attempt.detach(kill=True)
+        if live.retry_handle is not None:
+            live.retry_handle.cancel()
+            live.retry_handle = None
+        lock_key = live.lock_key
+        if lock_key is not None and not live.holds_key:
+            self._keys.withdraw(lock_key, live)
+        self._finish(live, "killed", None, _KILLED)
+        return live.record
+
+    async def purge(self, invocation_id: str) -> None:
+        """Forget a finished invocation and its journal (its idempotency key becomes free)."""
+        if invocation_id in self.active:
+            raise InvocationStateError(f"invocation {invocation_id} has not finished; kill it first")
+        record = self.current(invocation_id)
+        changes = Changes()
+        changes.purge(record, self._idempotency_raw_key(record))
+        await self._store.submit(changes)
+
+    @staticmethod
+    def _idempotency_raw_key(record: InvocationRecord) -> bytes | None:
+        if record.idempotency_key is None:
+            return None
+        return store_keys.idempotency_key(record.service, record.key, record.handler, record.idempotency_key)
+
+    # --- background duties ----------------------------------------------------------------------
+
+    async def _watch_inactivity(self) -> None:
+        period = min(1.0, self._settings.inactivity_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for live in list(self.active.values()):
+                attempt = live.attempt
+                if attempt is not None and now - attempt.last_activity > attempt.inactivity_timeout_s:
+                    self.attempt_failed(
+                        attempt, f"no message from the handler for {attempt.inactivity_timeout_s:g} s "
+                                 "(inactivity timeout)")
+
+    async def _sweep_retention(self) -> None:
+        period = min(60.0, max(1.0, self._settings.retention_s / 10))
+        while True:
+            await asyncio.sleep(period)
+            cutoff = _now_ms() - int(self._settings.retention_s * 1000)
+            expired = self._store.finished_before(cutoff, limit=1000)
+            if not expired:
+                continue
+            changes = Changes()
+            for invocation_id in expired:
+                record = self._store.get_invocation(invocation_id)
+                if record is not None:
+                    changes.purge(record, self._idempotency_raw_key(record))
+            await self._store.submit(changes)
+            log.info("swept %d invocations past retention", len(expired))
+
+
+def _log_write_error(future: asyncio.Future[None]) -> None:
+    error = future.exception()
+    if error is not None:
+        log.error("could not record an invocation's status: %s", error)
+
+

@@ -1,0 +1,78 @@
+"""What the invoker holds in memory for each unfinished invocation and its current attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from handler_sdk.protocol import Ack, Cancel, Entry, ToSidecar, encoder
+
+from ..links import Link
+from ..store import InvocationRecord
+
+if TYPE_CHECKING:
+    from .engine import Invoker
+
+
+class Live:
+    """An unfinished invocation. ``record.status`` here is the truth; the stored one may lag."""
+
+    __slots__ = ("record", "journal", "waiters", "attempt", "retry_handle", "holds_key")
+
+    def __init__(self, record: InvocationRecord, journal: list[Entry] | None = None) -> None:
+        self.record = record
+        #: Every entry handed to the store so far; ``None`` until loaded for an attempt.
+        self.journal = journal
+        self.waiters: list[asyncio.Future[InvocationRecord]] = []
+        self.attempt: Attempt | None = None
+        self.retry_handle: asyncio.TimerHandle | None = None
+        self.holds_key = False
+
+    @property
+    def lock_key(self) -> tuple[str, str] | None:
+        """The object key this invocation must hold exclusively, if any."""
+        record = self.record
+        if record.handler_kind == "exclusive" and record.key is not None:
+            return (record.service, record.key)
+        return None
+
+
+class Attempt:
+    """One try of one invocation over one link. Once ``over``, its late frames are ignored."""
+
+    __slots__ = ("_invoker", "live", "link", "last_activity", "inactivity_timeout_s", "over")
+
+    def __init__(self, invoker: Invoker, live: Live, link: Link, inactivity_timeout_s: float) -> None:
+        self._invoker = invoker
+        self.live = live
+        self.link = link
+        self.inactivity_timeout_s = inactivity_timeout_s
+        self.last_activity = time.monotonic()
+        self.over = False
+        link.sessions[live.record.id] = self
+
+    def on_message(self, message: ToSidecar) -> None:
+        if self.over:
+            return
+        self.last_activity = time.monotonic()
+        self._invoker.on_message(self, message)
+
+    def on_link_lost(self, reason: str) -> None:
+        if not self.over:
+            self._invoker.attempt_failed(self, reason)
+
+    def ack(self, index: int) -> None:
+        if not self.over:
+            self.last_activity = time.monotonic()
+            self.link.send(encoder.encode(Ack(self.live.record.id, index)))
+
+    def detach(self, *, kill: bool = False) -> None:
+        """End this attempt on our side; ``kill`` also tells the handler to stop running it."""
+        self.over = True
+        if self.link.sessions.get(self.live.record.id) is self:
+            del self.link.sessions[self.live.record.id]
+        if kill:
+            self.link.send(encoder.encode(Cancel(self.live.record.id, kill=True)))
+        if self.live.attempt is self:
+            self.live.attempt = None

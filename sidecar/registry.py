@@ -1,0 +1,115 @@
+"""Deployments and the services they serve: discovery, registration, routing.
+
+Deployments are immutable: registering a new one for a service routes *new* invocations to it,
+while invocations already running stay pinned to the deployment they started on.
+"""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import msgspec
+
+from handler_sdk.protocol import PROTOCOL_VERSION, Discovery, HandlerSpec, ServiceSpec
+
+from .ids import IdGenerator
+from .store import Changes, DeploymentRecord, Store
+
+_discovery_decoder = msgspec.json.Decoder(Discovery)
+
+
+class RegistrationError(Exception):
+    """Registration refused; ``status`` is the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Route(msgspec.Struct, frozen=True):
+    deployment_id: str
+    service: ServiceSpec
+    handler: HandlerSpec
+
+
+class Registry:
+    def __init__(self, store: Store, ids: IdGenerator) -> None:
+        self._store = store
+        self._ids = ids
+        self.deployments: dict[str, DeploymentRecord] = {}
+        #: service name -> (deployment ID, spec) of the newest deployment that serves it.
+        self._services: dict[str, tuple[str, ServiceSpec]] = {}
+        for record in sorted(store.list_deployments(), key=lambda d: d.created_ms):
+            self._install(record)
+
+    def _install(self, record: DeploymentRecord) -> None:
+        self.deployments[record.id] = record
+        for spec in record.services:
+            self._services[spec.name] = (record.id, spec)
+
+    def services(self) -> list[tuple[str, ServiceSpec]]:
+        return [self._services[name] for name in sorted(self._services)]
+
+    def service(self, name: str) -> tuple[str, ServiceSpec] | None:
+        return self._services.get(name)
+
+    def route(self, service: str, handler: str) -> Route | None:
+        found = self._services.get(service)
+        if found is None:
+            return None
+        deployment_id, spec = found
+        for candidate in spec.handlers:
+            if candidate.name == handler:
+                return Route(deployment_id, spec, candidate)
+        return None
+
+    def handler_spec(self, deployment_id: str, service: str, handler: str) -> HandlerSpec | None:
+        """The spec an in-flight invocation was pinned to (its deployment, not the newest)."""
+        record = self.deployments.get(deployment_id)
+        for spec in record.services if record else ():
+            if spec.name == service:
+                return next((h for h in spec.handlers if h.name == handler), None)
+        return None
+
+    async def register(self, uri: str, *, force: bool, http: aiohttp.ClientSession) -> tuple[DeploymentRecord, bool]:
+        """Discover ``uri`` and register it. Returns the record and whether it is new."""
+        uri = uri.rstrip("/")
+        if not uri.startswith(("http://", "https://")):
+            raise RegistrationError(400, f"deployment uri must be http:// or https://, not {uri!r}")
+        discovery = await _discover(uri, http)
+        existing = next((d for d in self.deployments.values() if d.uri == uri), None)
+        if existing is not None and existing.services == discovery.services:
+            return existing, False
+        if existing is not None and not force:
+            raise RegistrationError(
+                409, f"a deployment at {uri} is already registered with other services; pass force to replace it")
+        record = DeploymentRecord(
+            id=existing.id if existing else self._ids.deployment_id(), uri=uri, services=discovery.services,
+            created_ms=int(time.time() * 1000),
+        )
+        changes = Changes()
+        changes.put_deployment(record)
+        await self._store.submit(changes)
+        self._install(record)
+        return record, True
+
+
+async def _discover(uri: str, http: aiohttp.ClientSession) -> Discovery:
+    try:
+        async with http.get(f"{uri}/discover", timeout=aiohttp.ClientTimeout(total=10)) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise RegistrationError(400, f"discovery at {uri}/discover answered {response.status}")
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise RegistrationError(400, f"cannot reach {uri}/discover: {exc or type(exc).__name__}") from None
+    try:
+        discovery = _discovery_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise RegistrationError(400, f"discovery at {uri}/discover is malformed: {exc}") from None
+    if discovery.protocol != PROTOCOL_VERSION:
+        raise RegistrationError(400, f"{uri} speaks protocol {discovery.protocol}; this sidecar speaks {PROTOCOL_VERSION}")
+    if not discovery.services:
+        raise RegistrationError(400, f"{uri} serves no services")
+    return discovery

@@ -1,0 +1,11 @@
+"""The sidecar's durable store: LMDB, typed records, group-committed write batches."""
+
+from .batch import WriteBatch, apply_batch
+from .changes import Changes
+from .lmdb_store import Store, StoreError
+from .records import FINISHED, DeploymentRecord, IdempotencyRecord, InvocationRecord
+
+__all__ = [
+    "Changes", "DeploymentRecord", "FINISHED", "IdempotencyRecord", "InvocationRecord", "Store", "StoreError",
+    "WriteBatch", "apply_batch",
+]

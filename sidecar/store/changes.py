@@ -1,0 +1,69 @@
+"""Domain-level writes, expressed as operations of one :class:`WriteBatch`.
+
+The invoker says what happened ("entry 4 of inv_x is a state write", "inv_x finished"); this module
+says which keys of which databases that touches, so no other module knows the key layouts.
+"""
+
+from __future__ import annotations
+
+from handler_sdk.protocol import ClearAllState, ClearState, Entry, SetState
+
+from . import keys
+from .batch import WriteBatch
+from .lmdb_store import encode_entry, encode_record
+from .records import DeploymentRecord, IdempotencyRecord, InboxEntry, InvocationRecord
+
+_EXCLUSIVE = encode_record(InboxEntry(exclusive=True))
+_CONCURRENT = encode_record(InboxEntry(exclusive=False))
+
+
+class Changes(WriteBatch):
+    """A write batch with methods named after what they mean."""
+
+    def put_invocation(self, record: InvocationRecord) -> None:
+        self.put("invocations", record.id.encode(), encode_record(record))
+
+    def append_entry(self, record: InvocationRecord, index: int, entry: Entry) -> None:
+        """Journal ``entry`` and apply its effect on the key's state in the same commit."""
+        self.put("journal", keys.journal_key(record.id, index), encode_entry(entry))
+        if record.key is None:
+            return
+        kind = type(entry)
+        if kind is SetState:
+            self.set_state(record.service, record.key, entry.name, entry.value)  # type: ignore[union-attr]
+        elif kind is ClearState:
+            self.clear_state(record.service, record.key, entry.name)  # type: ignore[union-attr]
+        elif kind is ClearAllState:
+            self.delete_prefix("state", keys.object_prefix(record.service, record.key))
+
+    def set_state(self, service: str, key: str, name: str, value: bytes) -> None:
+        self.put("state", keys.state_key(service, key, name), value)
+
+    def clear_state(self, service: str, key: str, name: str) -> None:
+        self.delete("state", keys.state_key(service, key, name))
+
+    def enqueue(self, record: InvocationRecord) -> None:
+        self.put("inbox", keys.inbox_key(record.service, record.key, record.id),
+                 _EXCLUSIVE if record.handler_kind == "exclusive" else _CONCURRENT)
+
+    def put_idempotency(self, raw_key: bytes, invocation_id: str) -> None:
+        self.put("idempotency", raw_key, encode_record(IdempotencyRecord(invocation_id=invocation_id)))
+
+    def finish(self, record: InvocationRecord) -> None:
+        """``record`` has reached a final status: leave the inbox, join the retention index."""
+        assert record.completed_ms is not None
+        self.put_invocation(record)
+        self.delete("inbox", keys.inbox_key(record.service, record.key, record.id))
+        self.put("finished", keys.finished_key(record.completed_ms, record.id), b"")
+
+    def purge(self, record: InvocationRecord, idempotency_raw_key: bytes | None) -> None:
+        """Forget a finished invocation: its record, journal, retention entry and idempotency key."""
+        self.delete("invocations", record.id.encode())
+        self.delete_prefix("journal", keys.journal_prefix(record.id))
+        if record.completed_ms is not None:
+            self.delete("finished", keys.finished_key(record.completed_ms, record.id))
+        if idempotency_raw_key is not None:
+            self.delete("idempotency", idempotency_raw_key)
+
+    def put_deployment(self, record: DeploymentRecord) -> None:
+        self.put("deployments", record.id.encode(), encode_record(record))

@@ -1,0 +1,72 @@
+"""Key layouts for the named databases.
+
+Strings are length-prefixed (u16 big-endian) so that ``(object, key)`` prefixes never run into
+each other ("ab"+"c" vs "a"+"bc"), and integers are big-endian so that LMDB's byte order is their
+numeric order. Invocation IDs sort by creation time, so ``prefix + id`` keeps arrival order.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+def _part(text: str) -> bytes:
+    raw = text.encode()
+    return _U16.pack(len(raw)) + raw
+
+
+def object_prefix(service: str, key: str | None) -> bytes:
+    """The prefix shared by everything filed under one object key (``None``: a plain service)."""
+    return _part(service) + (b"\x01" + _part(key) if key is not None else b"\x00")
+
+
+def state_key(service: str, key: str, name: str) -> bytes:
+    return object_prefix(service, key) + name.encode()
+
+
+def state_name(prefix: bytes, raw_key: bytes) -> str:
+    return raw_key[len(prefix):].decode()
+
+
+def journal_prefix(invocation_id: str) -> bytes:
+    return invocation_id.encode() + b"/"
+
+
+def journal_key(invocation_id: str, index: int) -> bytes:
+    return journal_prefix(invocation_id) + _U32.pack(index)
+
+
+def inbox_key(service: str, key: str | None, invocation_id: str) -> bytes:
+    return object_prefix(service, key) + invocation_id.encode()
+
+
+def split_inbox_key(raw: bytes) -> tuple[str, str | None, str]:
+    """Inverse of :func:`inbox_key`."""
+    (n,) = _U16.unpack_from(raw, 0)
+    service = raw[2:2 + n].decode()
+    pos = 2 + n
+    key: str | None = None
+    if raw[pos] == 1:
+        (m,) = _U16.unpack_from(raw, pos + 1)
+        key = raw[pos + 3:pos + 3 + m].decode()
+        pos += 3 + m
+    else:
+        pos += 1
+    return service, key, raw[pos:].decode()
+
+
+def idempotency_key(service: str, key: str | None, handler: str, idem: str) -> bytes:
+    return object_prefix(service, key) + _part(handler) + idem.encode()
+
+
+def finished_key(completed_ms: int, invocation_id: str) -> bytes:
+    """Finished invocations by completion time: the retention sweep is one range scan."""
+    return _U64.pack(completed_ms) + invocation_id.encode()
+
+
+def finished_key_time(raw: bytes) -> int:
+    return _U64.unpack_from(raw, 0)[0]

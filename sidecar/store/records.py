@@ -1,0 +1,73 @@
+"""What the sidecar stores in LMDB: one versioned msgspec Struct per kind of value.
+
+Every record carries ``v`` (its format version). Fields are only ever appended with defaults, so
+a newer sidecar reads an older data directory without a migration step.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from handler_sdk.protocol import Failure, ServiceSpec
+
+FORMAT_VERSION = 1
+
+#: Statuses after which nothing more happens to an invocation.
+FINISHED = frozenset({"completed", "failed", "cancelled", "killed"})
+ALL_STATUSES = FINISHED | {"pending", "running", "suspended", "backing-off", "paused"}
+
+
+class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An invocation's metadata. Its input and steps live in the journal, not here."""
+
+    v: int = FORMAT_VERSION
+    id: str
+    service: str
+    handler: str
+    key: str | None = None
+    #: "exclusive" runs one at a time per key; "shared" alongside anything.
+    handler_kind: str
+    status: str
+    deployment_id: str
+    headers: dict[str, str] = {}
+    idempotency_key: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    #: When a backing-off invocation is tried again (epoch ms).
+    next_retry_ms: int | None = None
+    created_ms: int
+    modified_ms: int
+    completed_ms: int | None = None
+    output: bytes | None = None
+    failure: Failure | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def target(self) -> str:
+        parts = [self.service, self.key, self.handler] if self.key is not None else [self.service, self.handler]
+        return "/".join(parts)
+
+
+class IdempotencyRecord(msgspec.Struct, kw_only=True):
+    """``target + idempotency-key`` -> the one invocation it names."""
+
+    v: int = FORMAT_VERSION
+    invocation_id: str
+
+
+class DeploymentRecord(msgspec.Struct, kw_only=True):
+    v: int = FORMAT_VERSION
+    id: str
+    uri: str
+    services: list[ServiceSpec]
+    created_ms: int
+
+
+class InboxEntry(msgspec.Struct, kw_only=True, array_like=True):
+    """An unfinished invocation, filed under its key in arrival order; recovery reads these."""
+
+    v: int = FORMAT_VERSION
+    exclusive: bool

@@ -1,0 +1,127 @@
+"""A running sidecar, handler service and side-effect sink for each end-to-end test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import msgspec
+import pytest
+
+from tests.procs import Process, eventually, free_port, python, sidecar_cli
+
+
+class Cluster:
+    """The processes of one test and HTTP helpers to talk to them."""
+
+    def __init__(self, tmp: Path, http: aiohttp.ClientSession, *, handlers: str, sidecar_flags: list[str]) -> None:
+        self.tmp = tmp
+        self.http = http
+        self.data_dir = tmp / "data"
+        self.ingress = f"127.0.0.1:{free_port()}"
+        self.admin = f"127.0.0.1:{free_port()}"
+        self.sink_url = f"http://127.0.0.1:{free_port()}"
+        self.handler_port = free_port()
+        env = {"SINK_URL": self.sink_url}
+        self.sink = Process("sink", python("-m", "tests.e2e.sink", "--port", self.sink_url.rsplit(":", 1)[1]), tmp)
+        self.handlers = Process(
+            "handlers", python("-m", "handler_sdk", handlers, "--port", str(self.handler_port)), tmp, env)
+        self.sidecar = Process("sidecar", sidecar_cli(
+            "serve", "--data-dir", str(self.data_dir), "--ingress", self.ingress, "--admin", self.admin,
+            "--register", f"http://127.0.0.1:{self.handler_port}", *sidecar_flags), tmp)
+
+    @property
+    def processes(self) -> list[Process]:
+        return [self.sink, self.handlers, self.sidecar]
+
+    async def start(self) -> None:
+        self.sink.start()
+        self.handlers.start()
+        await eventually(lambda: self._ok(f"{self.sink_url}/counts"), what="the sink")
+        await eventually(lambda: self._ok(f"http://127.0.0.1:{self.handler_port}/discover"), what="the handlers")
+        await self.start_sidecar()
+
+    async def start_sidecar(self) -> None:
+        self.sidecar.start()
+        await eventually(self._services_registered, what="the sidecar to serve with services registered")
+
+    async def restart_handlers(self) -> None:
+        self.handlers.start()
+        await eventually(lambda: self._ok(f"http://127.0.0.1:{self.handler_port}/discover"), what="the handlers")
+
+    async def _ok(self, url: str) -> bool:
+        async with self.http.get(url) as response:
+            return response.status == 200
+
+    async def _services_registered(self) -> bool:
+        async with self.http.get(f"http://{self.admin}/services") as response:
+            return response.status == 200 and bool((await response.json())["services"])
+
+    async def post(self, path: str, body: Any = None, *, raw: bytes | IO[bytes] | None = None,
+                   headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+        data = raw if raw is not None else (b"" if body is None else msgspec.json.encode(body))
+        async with self.http.post(f"http://{self.ingress}{path}", data=data,
+                                  headers={"content-type": "application/json", **(headers or {})}) as response:
+            return response.status, await _body(response), dict(response.headers)
+
+    async def get(self, path: str, *, admin: bool = False) -> tuple[int, Any]:
+        base = self.admin if admin else self.ingress
+        async with self.http.get(f"http://{base}{path}") as response:
+            return response.status, await _body(response)
+
+    async def admin_call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.http.request(method, f"http://{self.admin}{path}", json=body) as response:
+            return response.status, await _body(response)
+
+    async def sink_counts(self) -> dict[str, int]:
+        async with self.http.get(f"{self.sink_url}/counts") as response:
+            return await response.json()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {p.name} =====\n{p.log()[-6000:]}" for p in self.processes)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+async def _body(response: aiohttp.ClientResponse) -> Any:
+    raw = await response.read()
+    try:
+        return msgspec.json.decode(raw) if raw else None
+    except msgspec.DecodeError:
+        return raw.decode(errors="replace")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+def _cluster_fixture(flags: list[str]):  # type: ignore[no-untyped-def]
+    @pytest.fixture
+    async def fixture(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+        cluster = Cluster(tmp_path, http, handlers="tests.e2e.handlers:SERVICES", sidecar_flags=flags)
+        try:
+            await cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+            if getattr(request.node, "rep_call_failed", False):
+                print(cluster.logs())
+    return fixture
+
+
+cluster = _cluster_fixture(["--durability", "none", "--inactivity-timeout", "3"])
+durable_cluster = _cluster_fixture(["--inactivity-timeout", "3"])
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call_failed = report.failed  # type: ignore[attr-defined]

@@ -1,0 +1,127 @@
+"""Handler services used by the end-to-end tests. Side effects go to the external sink."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import aiohttp
+import msgspec
+
+from handler_sdk import (
+    Context, ObjectContext, ObjectSharedContext, RetryPolicy, Service, TerminalError, VirtualObject,
+)
+
+SINK = os.environ.get("SINK_URL", "http://127.0.0.1:1")
+_session: aiohttp.ClientSession | None = None
+
+
+def _http() -> aiohttp.ClientSession:
+    global _session
+    if _session is None:
+        _session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+    return _session
+
+
+async def _post(path: str, headers: dict[str, str] | None = None) -> object:
+    async with _http().post(f"{SINK}{path}", headers=headers) as response:
+        response.raise_for_status()
+        return await response.json()
+
+
+counter = VirtualObject("Counter")
+
+
+@counter.handler()
+async def add(ctx: ObjectContext, n: int) -> int:
+    total = (await ctx.get("count", type=int) or 0) + n
+    await ctx.run("double-check", lambda: total)
+    ctx.set("count", total)
+    return total
+
+
+@counter.handler(kind="shared")
+async def get(ctx: ObjectSharedContext) -> int:
+    return await ctx.get("count", type=int) or 0
+
+
+@counter.handler()
+async def hold(ctx: ObjectContext, ms: int) -> str:
+    """Records entering and leaving at the sink, so overlaps on one key are visible there."""
+    await _post(f"/enter/{ctx.key}")
+    await asyncio.sleep(ms / 1000)
+    await _post(f"/exit/{ctx.key}")
+    return ctx.invocation_id
+
+
+steps = Service("Steps")
+
+
+@steps.handler()
+async def twenty(ctx: Context, name: str) -> list[int]:
+    """20 steps, each delivering one side effect to the sink under its step's idempotency key.
+
+    Once a step's result is back (acknowledged as durable), the sink is told so: a delivery of
+    that key after this point would be a step that ran again.
+    """
+    results = []
+    for i in range(20):
+        async def deliver(i: int = i) -> tuple[int, str]:
+            key = ctx.idempotency_key()
+            await asyncio.sleep(0.05)  # a vendor call takes a while: crashes land mid-step
+            await _post("/effect", {"idempotency-key": key})
+            return i * i, key
+        value, key = await ctx.run(f"step-{i}", deliver)
+        await _post("/acked", {"idempotency-key": key})
+        results.append(value)
+    return results
+
+
+class Order(msgspec.Struct):
+    item: str
+    quantity: int
+
+
+@steps.handler()
+async def typed(ctx: Context, order: Order) -> str:
+    return f"{order.quantity} x {order.item}"
+
+
+@steps.handler()
+async def refuse(ctx: Context, reason: str) -> None:
+    raise TerminalError(f"refused: {reason}", code=422)
+
+
+@steps.handler()
+async def flaky_step(ctx: Context, name: str) -> int:
+    """The step fails twice, then succeeds: three tries counted at the sink, one journaled result."""
+
+    async def attempt() -> int:
+        tries = await _post(f"/incr/{name}")
+        if tries < 3:
+            raise RuntimeError(f"flaky vendor, try {tries}")
+        return tries
+
+    return await ctx.run("vendor", attempt, retry=RetryPolicy(max_attempts=5, initial_interval=0.01))
+
+
+@steps.handler()
+async def hopeless_step(ctx: Context, name: str) -> int:
+    async def attempt() -> int:
+        await _post(f"/incr/{name}")
+        raise RuntimeError("vendor is down")
+
+    try:
+        return await ctx.run("vendor", attempt, retry=RetryPolicy(max_attempts=3, initial_interval=0.01))
+    except TerminalError as exc:
+        raise TerminalError(f"gave up: {exc}", code=502) from None
+
+
+@steps.handler(retry=RetryPolicy(max_attempts=3, initial_interval=0.01))
+async def crashy(ctx: Context, name: str) -> str:
+    """Fails outside any step: the invocation is retried, then paused after 3 attempts."""
+    await _post(f"/incr/{name}")
+    raise RuntimeError("bug in handler code")
+
+
+SERVICES = [counter, steps]

@@ -1,0 +1,91 @@
+"""An external system that counts side effects, as a payment provider or mailer would see them.
+
+``POST /effect`` with an ``idempotency-key`` header counts one delivery of that key, so a test can
+tell "ran once" from "ran twice" no matter what the handler or sidecar believe.
+``POST /incr/{name}`` is a plain counter (how many times did the handler try?).
+``POST /acked`` says "the handler saw this key's step acknowledged": any delivery of that key
+after it is a step that ran again although its result was durable, and is listed as a violation.
+``POST /enter/{key}`` and ``/exit/{key}`` record overlapping executions per key.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+from aiohttp import web
+
+EFFECTS: web.AppKey[Counter[str]] = web.AppKey("effects", Counter)
+COUNTERS: web.AppKey[Counter[str]] = web.AppKey("counters", Counter)
+INSIDE: web.AppKey[Counter[str]] = web.AppKey("inside", Counter)
+OVERLAPS: web.AppKey[list[str]] = web.AppKey("overlaps", list)
+ACKED: web.AppKey[set[str]] = web.AppKey("acked", set)
+VIOLATIONS: web.AppKey[list[str]] = web.AppKey("violations", list)
+
+
+async def effect(request: web.Request) -> web.Response:
+    key = request.headers.get("idempotency-key")
+    if not key:
+        return web.json_response({"message": "idempotency-key required"}, status=400)
+    request.app[EFFECTS][key] += 1
+    if key in request.app[ACKED]:
+        request.app[VIOLATIONS].append(key)
+    return web.json_response({"key": key, "deliveries": request.app[EFFECTS][key]})
+
+
+async def acked(request: web.Request) -> web.Response:
+    request.app[ACKED].add(request.headers["idempotency-key"])
+    return web.json_response(True)
+
+
+async def incr(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    request.app[COUNTERS][name] += 1
+    return web.json_response(request.app[COUNTERS][name])
+
+
+async def enter(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    request.app[INSIDE][key] += 1
+    if request.app[INSIDE][key] > 1:
+        request.app[OVERLAPS].append(key)
+    return web.json_response(True)
+
+
+async def leave(request: web.Request) -> web.Response:
+    request.app[INSIDE][request.match_info["key"]] -= 1
+    return web.json_response(True)
+
+
+async def counts(request: web.Request) -> web.Response:
+    return web.json_response(dict(request.app[EFFECTS]))
+
+
+async def stats(request: web.Request) -> web.Response:
+    app = request.app
+    return web.json_response({"counters": dict(app[COUNTERS]), "overlaps": app[OVERLAPS], "violations": app[VIOLATIONS],
+                              "inside": {k: v for k, v in app[INSIDE].items() if v}})
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    app[EFFECTS] = Counter()
+    app[COUNTERS] = Counter()
+    app[INSIDE] = Counter()
+    app[OVERLAPS] = []
+    app[ACKED] = set()
+    app[VIOLATIONS] = []
+    app.router.add_post("/effect", effect)
+    app.router.add_post("/acked", acked)
+    app.router.add_post("/incr/{name}", incr)
+    app.router.add_post("/enter/{key}", enter)
+    app.router.add_post("/exit/{key}", leave)
+    app.router.add_get("/counts", counts)
+    app.router.add_get("/stats", stats)
+    return app
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    web.run_app(make_app(), host="127.0.0.1", port=parser.parse_args().port, print=None, access_log=None)

@@ -1,0 +1,231 @@
+"""The `sidecar` CLI: clean messages and exit statuses, never a traceback.
+
+The client commands run `asyncio.run` themselves, so the tests that need an answering server run the
+CLI in a worker thread while a fake admin/ingress app answers on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from click.testing import CliRunner, Result
+
+from sidecar.cli import main
+from sidecar.config import Settings
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def _assert_clean_failure(result: Result, exit_code: int, message: str) -> None:
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit)  # handled by click, not an escaped exception
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("target", ["Counter", "a/b/c/d", "Counter//add", "/"])
+def test_bad_target(target: str) -> None:
+    result = _cli("invoke", target)
+    _assert_clean_failure(result, 2, "expected Service/handler or Object/key/handler")
+
+
+@pytest.mark.parametrize("argument", ["{oops", "alice", ""])
+def test_invalid_json_argument(argument: str) -> None:
+    _assert_clean_failure(_cli("invoke", "Counter/alice/add", argument), 2, "not valid JSON")
+
+
+def test_invalid_json_for_state_set() -> None:
+    _assert_clean_failure(_cli("state", "set", "Counter", "alice", "count", "{"), 2, "not valid JSON")
+
+
+def test_delay_needs_send() -> None:
+    _assert_clean_failure(_cli("invoke", "Greeter/greet", "--delay", "10s"), 2, "--delay needs --send")
+
+
+@pytest.mark.parametrize("args", [
+    ["services"], ["register", "http://127.0.0.1:9080"], ["invocations", "list"],
+    ["invocations", "show", "inv_x"], ["invocations", "kill", "inv_x"], ["state", "get", "Counter", "alice"],
+])
+def test_unreachable_admin(closed_port: int, args: list[str]) -> None:
+    result = _cli("--admin", f"127.0.0.1:{closed_port}", *args)
+    expected = f"cannot reach the sidecar admin API at 127.0.0.1:{closed_port}: is `sidecar serve` running?"
+    _assert_clean_failure(result, 1, expected)
+
+
+def test_unreachable_ingress_from_env(closed_port: int) -> None:
+    result = _cli("invoke", "Counter/alice/add", "5", env={"SIDECAR_INGRESS": f"127.0.0.1:{closed_port}"})
+    _assert_clean_failure(result, 1, f"cannot reach the sidecar ingress at 127.0.0.1:{closed_port}")
+
+
+def test_malformed_client_address() -> None:
+    result = _cli("--admin", "nowhere", "services")
+    _assert_clean_failure(result, 2, "--admin (or SIDECAR_ADMIN) must be HOST:PORT, not 'nowhere'")
+
+
+def test_serve_invalid_ingress() -> None:
+    result = _cli("serve", "--ingress", "localhost")
+    _assert_clean_failure(result, 2, "ingress must be HOST:PORT, not 'localhost'")
+
+
+def test_serve_invalid_group_address() -> None:
+    _assert_clean_failure(_cli("--admin", "0.0.0.0:70000", "serve"), 2, "admin must be HOST:PORT")
+
+
+def test_serve_invalid_env() -> None:
+    result = _cli("serve", env={"SIDECAR_DURABILITY": "maybe"})
+    _assert_clean_failure(result, 2, "durability must be 'fsync' or 'none'")
+
+
+def test_serve_unreadable_config(tmp_path: Path) -> None:
+    result = _cli("serve", "--config", str(tmp_path / "missing.toml"))
+    _assert_clean_failure(result, 2, "cannot read config file")
+
+
+def test_serve_bad_flag_type() -> None:
+    _assert_clean_failure(_cli("serve", "--retention", "forever"), 2, "'forever' is not a valid float range")
+
+
+@pytest.fixture
+def fake_server_run(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
+    """Stand in for `sidecar.server.run`: record the settings instead of serving."""
+    calls: list[Settings] = []
+    module = types.ModuleType("sidecar.server")
+    module.run = calls.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sidecar.server", module)
+    for name in ("SIDECAR_INGRESS", "SIDECAR_ADMIN", "SIDECAR_DATA_DIR", "SIDECAR_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    return calls
+
+
+def test_serve_builds_settings(fake_server_run: list[Settings], tmp_path: Path) -> None:
+    config = tmp_path / "sidecar.toml"
+    config.write_text('data_dir = "/from/toml"\nretention_s = 60\n')
+    result = _cli(
+        "--admin", "127.0.0.1:7000", "serve", "--config", str(config), "--ingress", "0.0.0.0:7001",
+        "--register", "http://a:1", "--register", "http://b:2", "--durability", "none",
+        "--inactivity-timeout", "2.5", env={"SIDECAR_DATA_DIR": "/from/env"},
+    )
+    assert result.exit_code == 0, result.output
+    [settings] = fake_server_run
+    assert settings.ingress == "0.0.0.0:7001"
+    assert settings.admin == "127.0.0.1:7000"  # `sidecar --admin X serve` counts as a flag
+    assert settings.data_dir == "/from/env"  # the environment beats the file
+    assert settings.retention_s == 60.0  # the file beats the default
+    assert settings.register == ["http://a:1", "http://b:2"]
+    assert (settings.durability, settings.inactivity_timeout_s) == ("none", 2.5)
+
+
+def test_serve_port_taken(monkeypatch: pytest.MonkeyPatch, fake_server_run: list[Settings]) -> None:
+    def taken(settings: Settings) -> None:
+        raise OSError(errno.EADDRINUSE, "address already in use")
+
+    monkeypatch.setattr(sys.modules["sidecar.server"], "run", taken)
+    _assert_clean_failure(_cli("serve"), 1, "cannot start the sidecar: address already in use")
+
+
+# --- against a fake sidecar --------------------------------------------------------------------
+
+
+async def _serve_fake(routes: list[web.RouteDef]) -> TestServer:
+    app = web.Application()
+    app.add_routes(routes)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def _cli_against(server: TestServer, *args: str) -> Result:
+    address = f"127.0.0.1:{server.port}"
+    return await asyncio.to_thread(_cli, "--admin", address, "--ingress", address, *args)
+
+
+async def test_invoke_prints_output_and_id() -> None:
+    seen: dict[str, Any] = {}
+
+    async def add(request: web.Request) -> web.Response:
+        seen.update(path=request.path, body=await request.read(), key=request.headers.get("idempotency-key"))
+        return web.Response(body=b"7", content_type="application/json", headers={"x-restate-id": "inv_1"})
+
+    server = await _serve_fake([web.post("/Counter/{key}/add", add)])
+    try:
+        result = await _cli_against(server, "invoke", "Counter/al ice/add", "5", "--idempotency-key", "k1")
+    finally:
+        await server.close()
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "7\n"
+    assert "x-restate-id: inv_1" in result.stderr
+    assert seen == {"path": "/Counter/al ice/add", "body": b"5", "key": "k1"}
+
+
+async def test_invoke_send_with_delay() -> None:
+    seen: dict[str, Any] = {}
+
+    async def send(request: web.Request) -> web.Response:
+        seen.update(path=request.path, query=dict(request.query), body=await request.read())
+        return web.json_response({"invocationId": "inv_2", "status": "Accepted"}, status=202,
+                                 headers={"x-restate-id": "inv_2"})
+
+    server = await _serve_fake([web.post("/Greeter/greet/send", send)])
+    try:
+        result = await _cli_against(server, "invoke", "Greeter/greet", "--send", "--delay", "10s")
+    finally:
+        await server.close()
+    assert result.exit_code == 0, result.output
+    assert '"invocationId": "inv_2"' in result.stdout
+    assert seen == {"path": "/Greeter/greet/send", "query": {"delay": "10s"}, "body": b""}
+
+
+async def test_invoke_error_prints_message() -> None:
+    async def missing(request: web.Request) -> web.Response:
+        return web.json_response({"code": 404, "message": "unknown service Nope"}, status=404)
+
+    server = await _serve_fake([web.post("/Nope/run", missing)])
+    try:
+        result = await _cli_against(server, "invoke", "Nope/run")
+    finally:
+        await server.close()
+    _assert_clean_failure(result, 1, "unknown service Nope (HTTP 404)")
+    assert result.stdout == ""
+
+
+async def test_services_table_and_state() -> None:
+    async def services(request: web.Request) -> web.Response:
+        return web.json_response({"services": [{
+            "name": "Counter", "kind": "object", "deployment_id": "dp_1",
+            "handlers": [{"name": "add", "kind": "exclusive"}, {"name": "get", "kind": "shared"}],
+        }]})
+
+    async def state(request: web.Request) -> web.Response:
+        return web.json_response({"state": {"count": 7}})
+
+    server = await _serve_fake([web.get("/services", services), web.get("/state/Counter/alice", state)])
+    try:
+        table = await _cli_against(server, "services")
+        one = await _cli_against(server, "state", "get", "Counter", "alice", "count")
+        missing = await _cli_against(server, "state", "get", "Counter", "alice", "nope")
+    finally:
+        await server.close()
+    assert table.exit_code == 0, table.output
+    assert table.stdout.splitlines() == [
+        "NAME     KIND    DEPLOYMENT  HANDLERS", "Counter  object  dp_1        add, get (shared)"]
+    assert (one.exit_code, one.stdout) == (0, "7\n")
+    _assert_clean_failure(missing, 1, "Counter/alice has no state named 'nope'")

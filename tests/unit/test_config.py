@@ -1,0 +1,89 @@
+"""`load_settings`: flags > environment > TOML file > defaults, and errors that name the culprit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sidecar.config import ConfigError, Settings, load_settings, parse_address
+
+
+@pytest.fixture
+def toml(tmp_path: Path) -> Path:
+    path = tmp_path / "sidecar.toml"
+    path.write_text('data_dir = "/from/toml"\ningress = "0.0.0.0:1111"\nadmin = "0.0.0.0:2222"\n'
+                    'retention_s = 60\n')
+    return path
+
+
+def test_defaults() -> None:
+    assert load_settings(environ={}) == Settings()
+
+
+def test_toml_beats_defaults(toml: Path) -> None:
+    settings = load_settings(config_file=str(toml), environ={})
+    assert (settings.data_dir, settings.ingress, settings.retention_s) == ("/from/toml", "0.0.0.0:1111", 60.0)
+    assert settings.durability == Settings().durability
+
+
+def test_env_beats_toml(toml: Path) -> None:
+    environ = {"SIDECAR_INGRESS": "127.0.0.1:3333", "SIDECAR_INACTIVITY_TIMEOUT_S": "2.5",
+               "SIDECAR_REGISTER": "http://a:1,http://b:2", "UNRELATED": "x"}
+    settings = load_settings(config_file=str(toml), environ=environ)
+    assert settings.ingress == "127.0.0.1:3333"
+    assert settings.admin == "0.0.0.0:2222"  # from the file: the environment did not set it
+    assert settings.inactivity_timeout_s == 2.5  # strings from the environment are converted
+    assert settings.register == ["http://a:1", "http://b:2"]
+
+
+def test_flags_beat_env_and_toml(toml: Path) -> None:
+    settings = load_settings(
+        config_file=str(toml), environ={"SIDECAR_INGRESS": "127.0.0.1:3333", "SIDECAR_DURABILITY": "none"},
+        overrides={"ingress": "127.0.0.1:4444", "admin": None, "register": (), "retention_s": 5.0},
+    )
+    assert settings.ingress == "127.0.0.1:4444"
+    assert settings.admin == "0.0.0.0:2222"  # None means "flag not given"
+    assert settings.register == []  # an empty repeatable flag means "not given" too
+    assert settings.durability == "none"
+    assert settings.retention_s == 5.0
+
+
+def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_DATA_DIR", "/from/env")
+    assert load_settings().data_dir == "/from/env"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"environ": {"SIDECAR_DURABILITY": "sometimes"}}, "durability must be 'fsync' or 'none'"),
+    ({"environ": {"SIDECAR_ADMIN": "localhost"}}, "admin must be HOST:PORT, not 'localhost'"),
+    ({"overrides": {"ingress": "127.0.0.1:0"}}, "ingress must be HOST:PORT"),
+    ({"overrides": {"ingress": ":8080"}}, "ingress must be HOST:PORT"),
+    ({"environ": {"SIDECAR_RETENTION_S": "a day"}}, "retention_s"),
+    ({"config_file": "/nonexistent/sidecar.toml"}, "cannot read config file /nonexistent/sidecar.toml"),
+])
+def test_errors_name_the_setting(kwargs: dict, message: str) -> None:
+    kwargs.setdefault("environ", {})
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_settings(**kwargs)
+
+
+def test_bad_toml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("ingress = \n")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(config_file=str(path), environ={})
+
+
+def test_unknown_toml_field(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text('data_dri = "/x"\n')
+    with pytest.raises(ConfigError, match="data_dri"):
+        load_settings(config_file=str(path), environ={})
+
+
+def test_parse_address() -> None:
+    assert parse_address("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_address("[::1]:9070") == ("[::1]", 9070)
+    with pytest.raises(ConfigError, match="admin must be HOST:PORT"):
+        parse_address("127.0.0.1:http", "admin")
