@@ -27,7 +27,8 @@ class Cluster:
         env = {"SINK_URL": self.sink_url}
         self.sink = Process("sink", python("-m", "tests.e2e.sink", "--port", self.sink_url.rsplit(":", 1)[1]), tmp)
         self.handlers = Process(
-            "handlers", python("-m", "handler_sdk", handlers, "--port", str(self.handler_port)), tmp, env)
+            "handlers", python("-m", "handler_sdk", handlers, "--port", str(self.handler_port), "--heartbeat-interval", "0.5"),
+            tmp, env)
         self.sidecar = Process("sidecar", sidecar_cli(
             "serve", "--data-dir", str(self.data_dir), "--ingress", self.ingress, "--admin", self.admin,
             "--register", f"http://127.0.0.1:{self.handler_port}", *sidecar_flags), tmp)

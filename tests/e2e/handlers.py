@@ -124,4 +124,24 @@ async def crashy(ctx: Context, name: str) -> str:
     raise RuntimeError("bug in handler code")
 
 
+@steps.handler()
+async def long_step(ctx: Context, seconds: float) -> str:
+    """One step that outlasts the sidecar's inactivity timeout: heartbeats keep the attempt alive."""
+
+    async def work() -> str:
+        await asyncio.sleep(seconds)
+        return "done"
+
+    return await ctx.run("slow vendor", work)
+
+
+@steps.handler()
+async def hang_once(ctx: Context, name: str) -> int:
+    """The first attempt hangs outside any step (no heartbeats): the sidecar must give up on it."""
+    tries = await _post(f"/incr/{name}")
+    if tries == 1:
+        await asyncio.sleep(3600)
+    return tries
+
+
 SERVICES = [counter, steps]

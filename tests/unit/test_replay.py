@@ -1,0 +1,240 @@
+"""The replay state machine, tested exhaustively with hypothesis, and the wire shapes' round trips.
+
+A "program" is the sequence of commands a handler issues: (entry kind, name) pairs. The tests run
+programs against journals through ``Replay`` exactly as the SDK does: a recorded entry means
+"use it", ``None`` means "execute and journal it".
+"""
+
+from collections import Counter
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from handler_sdk import NondeterminismError
+from handler_sdk._replay import Replay
+from handler_sdk.protocol import (
+    Ack,
+    Cancel,
+    ClearAllState,
+    ClearState,
+    Command,
+    Discovery,
+    End,
+    Entry,
+    Failure,
+    GetState,
+    GetStateKeys,
+    HandlerSpec,
+    Heartbeat,
+    Input,
+    Now,
+    Output,
+    RetrySpec,
+    Run,
+    ServiceSpec,
+    SetState,
+    Start,
+    TimeoutSpec,
+    encoder,
+    entry_decoder,
+    entry_name,
+    to_handler_decoder,
+    to_sidecar_decoder,
+)
+
+NAMED = [Run, GetState, SetState, ClearState]
+UNNAMED = [ClearAllState, GetStateKeys, Now]
+Cmd = tuple[type, str]
+
+names = st.sampled_from(["a", "b", "audit"])  # few names, so that programs collide often
+payloads = st.binary(max_size=6)
+texts = st.text(max_size=8)
+failures = st.builds(Failure, code=st.integers(100, 599), message=texts, terminal=st.booleans())
+costs = st.none() | st.floats(min_value=0, max_value=1e6, allow_nan=False)
+commands: st.SearchStrategy[Cmd] = st.one_of(
+    st.tuples(st.sampled_from(NAMED), names), st.tuples(st.sampled_from(UNNAMED), st.just(""))
+)
+programs = st.lists(commands, max_size=12)
+
+
+def entries_for(kind: type, name: str) -> st.SearchStrategy[Entry]:
+    """Entries of ``kind`` named ``name``, with arbitrary payloads."""
+    if kind is Run:
+        return st.builds(Run, name=st.just(name), value=payloads, cost=costs) | st.builds(
+            Run, name=st.just(name), failure=failures, cost=costs)
+    if kind is GetState:
+        return st.builds(GetState, name=st.just(name), value=st.none() | payloads)
+    if kind is SetState:
+        return st.builds(SetState, name=st.just(name), value=payloads)
+    if kind is ClearState:
+        return st.just(ClearState(name=name))
+    if kind is ClearAllState:
+        return st.just(ClearAllState())
+    if kind is GetStateKeys:
+        return st.builds(GetStateKeys, keys=st.lists(texts, max_size=3))
+    return st.builds(Now, ms=st.integers(0, 2**53))
+
+
+step_entries = commands.flatmap(lambda c: entries_for(*c))
+any_entries = step_entries | st.builds(Input, value=payloads) | st.builds(
+    Output, value=st.none() | payloads, failure=st.none() | failures)
+journals = st.lists(step_entries, max_size=12).map(lambda rest: [Input(value=b"0"), *rest])
+
+
+def fresh_entry(kind: type, name: str) -> Entry:
+    return {
+        Run: lambda: Run(name=name, value=b"1"), GetState: lambda: GetState(name=name),
+        SetState: lambda: SetState(name=name, value=b"1"), ClearState: lambda: ClearState(name=name),
+        ClearAllState: ClearAllState, GetStateKeys: GetStateKeys, Now: lambda: Now(ms=1),
+    }[kind]()
+
+
+def attempt(program: list[Cmd], journal: list[Entry], executed: Counter[int],
+            crash_after: int | None = None) -> list[Entry]:
+    """Run ``program`` against ``journal`` as one attempt; it may crash after some new entries.
+
+    Returns the journal the sidecar holds afterwards; ``executed`` counts runs per index.
+    """
+    replay = Replay("inv_x", journal)
+    grown = list(journal)
+    for kind, name in program:
+        if crash_after is not None and len(grown) - len(journal) >= crash_after:
+            return grown
+        index, recorded = replay.step(kind, name)
+        if recorded is None:
+            assert index == len(grown), "a new entry always lands at the end of the journal"
+            if kind is Run:
+                executed[index] += 1
+            grown.append(fresh_entry(kind, name))
+        else:
+            assert recorded is journal[index]
+    replay.finish()
+    return grown
+
+
+@given(programs, st.lists(st.integers(0, 4), max_size=6))
+def test_crashing_attempts_resume_and_run_each_step_exactly_once(program: list[Cmd], crashes: list[int]) -> None:
+    executed: Counter[int] = Counter()
+    journal: list[Entry] = [Input(value=b"0")]
+    for crash_after in crashes:  # each attempt takes a few new steps, then the process dies
+        journal = attempt(program, journal, executed, crash_after)
+    journal = attempt(program, journal, executed)  # the last attempt runs to the end
+    assert [(type(e), entry_name(e)) for e in journal[1:]] == program
+    run_indices = [i + 1 for i, (kind, _) in enumerate(program) if kind is Run]
+    assert executed == Counter(run_indices)  # every step once: never again once journaled
+    assert attempt(program, journal, executed) == journal  # a full replay executes nothing
+    assert executed == Counter(run_indices)
+
+
+@given(programs.filter(bool), st.data())
+def test_any_divergence_in_kind_or_name_raises(program: list[Cmd], data: st.DataObject) -> None:
+    journal = attempt(program, [Input(value=b"0")], Counter())
+    at = data.draw(st.integers(0, len(program) - 1), label="diverge at")
+    changed = data.draw(commands.filter(lambda c: c != program[at]), label="changed command")
+    mutated = [*program[:at], changed, *data.draw(programs, label="then")]
+    executed: Counter[int] = Counter()
+    with pytest.raises(NondeterminismError) as raised:
+        attempt(mutated, journal, executed)
+    error = raised.value
+    assert (error.invocation_id, error.index) == ("inv_x", at + 1)
+    assert changed[0].__name__ in error.expected and type(journal[at + 1]).__name__ in error.recorded
+    assert f"journal entry {at + 1}" in str(error)
+    assert not executed  # nothing before the divergence ran again, nothing after it ran at all
+
+
+@given(journals, programs)
+def test_arbitrary_journals_against_arbitrary_programs(journal: list[Entry], program: list[Cmd]) -> None:
+    """The whole decision table, against an independent model of the rule."""
+    recorded = [(type(e), entry_name(e)) for e in journal[1:]]
+    mismatch = next((i for i, (c, r) in enumerate(zip(program, recorded)) if c != r), None)
+    if mismatch is None and len(program) < len(recorded):
+        mismatch = len(program)  # the code ended while recorded steps remained
+    executed: Counter[int] = Counter()
+    if mismatch is not None:
+        with pytest.raises(NondeterminismError) as raised:
+            attempt(program, journal, executed)
+        assert raised.value.index == mismatch + 1 and not executed
+    else:
+        grown = attempt(program, journal, executed)
+        assert grown[: len(journal)] == journal and len(grown) == len(program) + 1
+        new_runs = [i + 1 for i, (k, _) in enumerate(program) if k is Run and i + 1 >= len(journal)]
+        assert executed == Counter(new_runs)
+
+
+def test_a_trailing_output_is_not_a_step() -> None:
+    journal: list[Entry] = [Input(value=b""), Run(name="a", value=b"1"), Output(value=b"1")]
+    replay = Replay("inv_x", journal)
+    assert replay.replaying and replay.step(Run, "a") == (1, journal[1])
+    replay.finish()
+    assert Replay("inv_x", [Input(value=b"")]).next_index == 1
+
+
+# --- wire round trips -----------------------------------------------------------------------------
+
+inv_ids = st.text(min_size=1, max_size=10)
+to_handler = st.one_of(
+    st.builds(Start, invocation_id=inv_ids, attempt=st.integers(1, 100), service=texts, handler=texts,
+              key=st.none() | texts, input=payloads, headers=st.dictionaries(texts, texts, max_size=2),
+              journal=st.lists(any_entries, max_size=4),
+              state=st.none() | st.dictionaries(texts, payloads, max_size=3), seed=st.integers(0, 2**63)),
+    st.builds(Ack, invocation_id=inv_ids, index=st.integers(0, 2**31)),
+    st.builds(Cancel, invocation_id=inv_ids, kill=st.booleans()),
+)
+to_sidecar = st.one_of(
+    st.builds(Command, invocation_id=inv_ids, index=st.integers(1, 2**31), entry=any_entries),
+    st.builds(Heartbeat, invocation_id=inv_ids),
+    st.builds(End, invocation_id=inv_ids, output=st.none() | payloads, failure=st.none() | failures),
+)
+
+
+@given(any_entries)
+def test_every_entry_round_trips(entry: Entry) -> None:
+    assert entry_decoder.decode(encoder.encode(entry)) == entry
+
+
+@given(to_handler)
+def test_every_message_to_the_handler_round_trips(message: object) -> None:
+    assert to_handler_decoder.decode(encoder.encode(message)) == message
+
+
+@given(to_sidecar)
+def test_every_message_to_the_sidecar_round_trips(message: object) -> None:
+    assert to_sidecar_decoder.decode(encoder.encode(message)) == message
+
+
+@given(st.builds(Discovery, protocol=st.just(1), services=st.lists(st.builds(
+    ServiceSpec, name=texts, kind=st.sampled_from(["service", "object", "workflow"]),
+    handlers=st.lists(st.builds(
+        HandlerSpec, name=texts, kind=st.sampled_from(["exclusive", "shared", "workflow"]),
+        retry=st.builds(RetrySpec, initial_interval_ms=st.none() | st.integers(0, 10**6),
+                        max_attempts=st.none() | st.integers(1, 100)),
+        timeouts=st.builds(TimeoutSpec, inactivity_ms=st.none() | st.integers(0, 10**6))),
+        max_size=3)), max_size=3)))
+def test_discovery_round_trips_as_json(discovery: Discovery) -> None:
+    assert msgspec.json.decode(msgspec.json.encode(discovery), type=Discovery) == discovery
+
+
+# Saved frames: bytes a version-1 peer produced. If these stop decoding to the same messages,
+# the wire format changed and older peers would break.
+SAVED_FRAMES = {
+    "84a174a7436f6d6d616e64ad696e766f636174696f6e5f6964a5696e765f31a5696e64657802a5656e74727983a174a3"
+    "52756ea46e616d65a56175646974a576616c7565c4023530":
+        Command(invocation_id="inv_1", index=2, entry=Run(name="audit", value=b"50")),
+    "8ba174a55374617274ad696e766f636174696f6e5f6964a5696e765f31a7617474656d707401a773657276696365a743"
+    "6f756e746572a768616e646c6572a3616464a36b6579a16ba5696e707574c40135a76865616465727380a76a6f75726e"
+    "616c9282a174a5496e707574a576616c7565c4013583a174a84765745374617465a46e616d65a5636f756e74a576616c"
+    "7565c40133a5737461746581a5636f756e74c40133a47365656407":
+        Start(invocation_id="inv_1", attempt=1, service="Counter", handler="add", key="k", input=b"5",
+              headers={}, journal=[Input(value=b"5"), GetState(name="count", value=b"3")],
+              state={"count": b"3"}, seed=7),
+}
+
+
+@pytest.mark.parametrize("frame", list(SAVED_FRAMES))
+def test_saved_frames_still_decode(frame: str) -> None:
+    expected = SAVED_FRAMES[frame]
+    decoder = to_handler_decoder if isinstance(expected, Start) else to_sidecar_decoder
+    assert decoder.decode(bytes.fromhex(frame)) == expected
+    assert encoder.encode(expected).hex() == frame
