@@ -4,9 +4,9 @@
 
 All on loopback, on free ports, in one process tree: this process is the load generator; it starts
 (1) ``benchmarks.baseline_handlers`` behind ``benchmarks.proxy``, runs the scenarios, stops them;
-(2) ``benchmarks.scenarios`` (the handler service) and ``sidecar serve`` on a fresh data dir,
-runs the same scenarios through the sidecar's ingress, stops them. After each Counter run the
-counters are read back and checked against the successful adds the load generator counted.
+(2) the handler service (``python -m handler_sdk benchmarks.scenarios:ALL``) and ``sidecar serve``
+on a fresh data dir, runs the same scenarios through the sidecar's ingress, stops them. After each
+Counter run the counters are read back and checked against the successful adds counted.
 Process logs go to a temp dir, kept (and printed) when anything fails. See docs/benchmarks.md.
 """
 
@@ -192,7 +192,8 @@ async def bench_sidecar(args: argparse.Namespace, log_dir: Path, session: aiohtt
         data_dir = log_dir / "sidecar-data"
         handler_port, ingress, admin = free_port(), free_port(), free_port()
         handler_url = f"http://127.0.0.1:{handler_port}"
-        procs.start("handlers", [sys.executable, "-m", "benchmarks.scenarios", "--port", str(handler_port)])
+        procs.start("handlers", [sys.executable, "-m", "handler_sdk", "benchmarks.scenarios:ALL",
+                                 "--port", str(handler_port)])
         await wait_until("handler service /discover", http_ok(session, f"{handler_url}/discover"), procs)
         procs.start("sidecar", [
             *sidecar, "serve", "--data-dir", str(data_dir), "--ingress", f"127.0.0.1:{ingress}",
@@ -270,6 +271,9 @@ def print_table(report: Report) -> None:
                         for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    busy = _busy(m)
+    if busy:
+        print(f"WARNING: {busy}")
     if report.ratios:
         print()
         for q in report.ratios:
@@ -287,6 +291,19 @@ def print_table(report: Report) -> None:
                       "counters differ from the successful adds the load generator counted:")
                 for line in v.mismatches[:20]:
                     print(f"    {line}")
+
+
+def _busy(machine: dict[str, object]) -> str:
+    """A warning when other work was using the CPUs as the run began (empty when quiet)."""
+    try:
+        load = float(str(machine["loadavg_at_start"]).split()[0])
+        cores = int(machine["cores"])  # type: ignore[call-overload]
+    except (KeyError, ValueError, TypeError):
+        return ""
+    if load <= 0.25 * cores:
+        return ""
+    return (f"the 1-minute load average was {load} on {cores} cores before this run started: other work "
+            "shared the CPUs, so these numbers understate both systems; rerun on a quiet machine")
 
 
 # --- entry point -----------------------------------------------------------------------------------
@@ -353,7 +370,11 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return uvloop.run(amain(parse_args(argv), argv))
+    try:
+        return uvloop.run(amain(parse_args(argv), argv))
+    except KeyboardInterrupt:  # the servers were stopped on the way out (every phase has a finally)
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The sidecar side of the benchmark scenarios: a handler service written with ``handler_sdk``.
 
-    python -m benchmarks.scenarios --port 9080        # or: python -m handler_sdk benchmarks.scenarios:ALL --port 9080
+    python -m handler_sdk benchmarks.scenarios:ALL --port 9080     # as benchmarks.run starts it
+    python -m benchmarks.scenarios --port 9080                      # the same, through serve()
 
 - ``Counter.add`` is ``examples.counter``'s, unchanged: what a user would write.
 - ``Steps.run`` journals three sequential ``ctx.run`` steps with the same trivial async functions

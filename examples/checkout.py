@@ -19,9 +19,13 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from handler_sdk import ObjectContext, ObjectSharedContext, TerminalError, VirtualObject, serve
+from handler_sdk import ObjectContext, ObjectSharedContext, RetryPolicy, TerminalError, VirtualObject, serve
 
 checkout = VirtualObject("Checkout")
+
+#: Retrying a vendor call is safe (it dedupes on the idempotency key), so ride out an outage of a
+#: minute or so in-process before the step fails for good and the order with it.
+VENDOR_RETRY = RetryPolicy(max_attempts=20, initial_interval=0.2, max_interval=5.0)
 
 
 class Order(msgspec.Struct):
@@ -67,7 +71,7 @@ async def place(ctx: ObjectContext, order: Order) -> Receipt:
             raise TerminalError(f"payment refused: {body}", code=402)
         return str(body["id"])
 
-    charge_id = await ctx.run("charge", charge)
+    charge_id = await ctx.run("charge", charge, retry=VENDOR_RETRY)
     ctx.set("order", order)
 
     async def email() -> None:
@@ -79,7 +83,7 @@ async def place(ctx: ObjectContext, order: Order) -> Receipt:
         if status >= 400 and status != 409:
             raise TerminalError(f"mail refused: {body}", code=502)
 
-    await ctx.run("email", email)
+    await ctx.run("email", email, retry=VENDOR_RETRY)
     return Receipt(order_id=ctx.key, charge_id=charge_id, amount_cents=order.amount_cents,
                    emailed_to=order.email)
 
@@ -87,8 +91,7 @@ async def place(ctx: ObjectContext, order: Order) -> Receipt:
 @checkout.handler(kind="shared")
 async def status(ctx: ObjectSharedContext) -> Order | None:
     """The order as stored once it was charged, or null before that."""
-    stored = await ctx.get("order")
-    return None if stored is None else msgspec.convert(stored, Order)
+    return await ctx.get("order", type=Order)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,10 @@ class HandlerDef:
             ) from exc
 
     def decode_input(self, raw: bytes) -> tuple[Any, ...]:
-        """The handler's positional arguments after ``ctx``. Raises ``BadInput``."""
+        """The handler's positional arguments after ``ctx``. Raises ``BadInput``.
+
+        A handler without a parameter ignores any input: callers may send ``{}`` or nothing.
+        """
         if not self.takes_input:
             return ()
         if not raw:

@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, TypeVarTuple, Unpack, cast
 
 import msgspec
 
@@ -41,8 +41,19 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 Send = Callable[[ToSidecar], None]
 
+_IN_STEP = (
+    "context calls are not allowed inside a ctx.run function: the step's result is journaled, "
+    "not its insides, so a replay would skip them; call them before or after the step"
+)
+_CANCELLED_STEP = (
+    "step {name!r} (journal entry {index}) was cancelled before it finished, so it has no "
+    "outcome to journal and the attempt cannot go on; it is retried. Put timeouts inside the "
+    "step's function rather than around ctx.run"
+)
+Ts = TypeVarTuple("Ts")
 
-class _Attempt(Context):
+
+class Attempt(Context):
     """Engine and ``Context`` methods shared by every kind of handler."""
 
     def __init__(self, start: Start, handler: HandlerDef, send: Send) -> None:
@@ -61,8 +72,14 @@ class _Attempt(Context):
         # Entries already in the journal are durable; acks are cumulative.
         self._acked = len(start.journal) - 1
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Commands leave in index order even when steps run concurrently (asyncio.gather):
+        # one that finishes early waits here until every lower index has been sent.
+        self._unsent = len(start.journal)
+        self._held: dict[int, Entry] = {}
         self._closed = False
-        self._broken: NondeterminismError | None = None
+        #: Why the attempt cannot go on (a divergence, a step cancelled midway): every later
+        #: context call raises it, and the attempt ends with it even if user code caught it.
+        self._fatal: Exception | None = None
         #: Steps currently executing; the connection heartbeats for the attempt while > 0.
         self.steps_running = 0
         self.task: asyncio.Task[None] | None = None
@@ -119,8 +136,8 @@ class _Attempt(Context):
             if self._closed:  # killed, and the code raised while unwinding: nobody is listening
                 return
             failure = self._retryable(exc)
-        if self._broken is not None:  # the code caught the divergence and went on: still fail
-            failure, output = self._retryable(self._broken), None
+        if self._fatal is not None:
+            failure, output = self._retryable(self._fatal), None
         self._end(output=output, failure=failure)
 
     def _terminal(self, exc: TerminalError) -> Failure:
@@ -144,19 +161,29 @@ class _Attempt(Context):
     def _check_live(self) -> None:
         if self._closed:
             raise AttemptAborted()
-        if self._broken is not None:
-            raise self._broken
+        if self._fatal is not None:
+            raise self._fatal
+        step = _steps.current_step.get()
+        if step is not None and step[0] is self:
+            raise RuntimeError(_IN_STEP)
 
     def _step(self, kind: type, name: str) -> tuple[int, Entry | None]:
         self._check_live()
         try:
             return self._replay.step(kind, name)
         except NondeterminismError as exc:
-            self._broken = exc  # every later context call fails the same way
+            self._fatal = exc
             raise
 
     def _command(self, index: int, entry: Entry) -> None:
+        if index != self._unsent:
+            self._held[index] = entry
+            return
         self._send(Command(invocation_id=self._id, index=index, entry=entry))
+        self._unsent = index = index + 1
+        while self._held and index in self._held:
+            self._send(Command(invocation_id=self._id, index=index, entry=self._held.pop(index)))
+            self._unsent = index = index + 1
 
     async def _durable(self, index: int) -> None:
         if self._acked >= index:
@@ -172,7 +199,7 @@ class _Attempt(Context):
         return self._headers
 
     async def run(
-        self, name: str, fn: Callable[..., Any], *args: Any,
+        self, name: str, fn: Callable[[Unpack[Ts]], Any], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None,
     ) -> Any:
         index, recorded = self._step(Run, name)
@@ -183,6 +210,10 @@ class _Attempt(Context):
             entry, value = await _steps.execute(
                 self, index, name, fn, args, retry or DEFAULT_STEP_RETRY, cost
             )
+        except asyncio.CancelledError:
+            if not self._closed:  # user code cancelled the step (asyncio.wait_for, a task group)
+                self._fatal = RuntimeError(_CANCELLED_STEP.format(name=name, index=index))
+            raise
         finally:
             self.steps_running -= 1
         self._check_live()
@@ -222,11 +253,11 @@ class _Attempt(Context):
         return f"{self._id}:{self._replay.next_index}"
 
 
-class ServiceAttempt(_Attempt):
+class ServiceAttempt(Attempt):
     """A service handler's context: no key, no state."""
 
 
-class _ReadState(_Attempt):
+class _ReadState(Attempt):
     @property
     def key(self) -> str:
         return cast(str, self._key)
@@ -280,7 +311,7 @@ class ExclusiveAttempt(_WriteState, WorkflowContext):
     """An exclusive object handler's, or a workflow main handler's, context: reads and writes."""
 
 
-def new_attempt(start: Start, handler: HandlerDef, send: Send, service_kind: str) -> _Attempt:
+def new_attempt(start: Start, handler: HandlerDef, send: Send, service_kind: str) -> Attempt:
     """The context class that matches what the handler may do."""
     if service_kind == "service":
         return ServiceAttempt(start, handler, send)
@@ -288,5 +319,3 @@ def new_attempt(start: Start, handler: HandlerDef, send: Send, service_kind: str
         return SharedAttempt(start, handler, send)
     return ExclusiveAttempt(start, handler, send)
 
-
-Attempt = _Attempt

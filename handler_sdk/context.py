@@ -54,7 +54,7 @@ class Context(ABC):
 
     @abstractmethod
     async def run(
-        self, name: str, fn: Callable[..., Any], *args: Any,
+        self, name: str, fn: Callable[[Unpack[Ts]], Any], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None,
     ) -> Any:
         """Run ``fn(*args)`` as a named, journaled step, at most once per invocation.

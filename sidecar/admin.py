@@ -164,7 +164,8 @@ class Admin:
         view = _summary(record) | {
             "reason": self._invoker.reason(record.id), "deployment_id": record.deployment_id,
             "idempotency_key": record.idempotency_key, "last_error": record.last_error,
-            "next_retry_at": _iso(record.next_retry_ms), "completed_at": _iso(record.completed_ms),
+            "next_retry_at": _iso(record.next_retry_ms), "start_at": _iso(record.start_at_ms),
+            "completed_at": _iso(record.completed_ms),
             "input": _payload(journal[0].value) if journal and type(journal[0]) is Input else None,
             "output": _payload(record.output), "failure": _failure(record.failure),
             "journal": [_entry_view(i, e) for i, e in enumerate(journal)],

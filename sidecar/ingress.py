@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from .config import Settings
+from .durations import parse_duration
 from .http_errors import HTTPProblem, error_response, json_errors, json_response
 from .invoker import InvocationNotFound, Invoker
 from .registry import Registry, Route
@@ -91,8 +92,14 @@ class Ingress:
 
     async def call(self, request: web.Request) -> web.Response:
         target = self._target(request.match_info["tail"])
+        delay_s = 0.0
         if "delay" in request.query:
-            raise HTTPProblem(400, "delayed sends are not available in this version of the sidecar")
+            if not target.send:
+                raise HTTPProblem(400, "delay applies to sends only: use .../send?delay=10s")
+            try:
+                delay_s = parse_duration(request.query["delay"])
+            except ValueError as exc:
+                raise HTTPProblem(400, str(exc)) from None
         body = await request.read()
         if body and _is_json(request):
             try:
@@ -102,7 +109,8 @@ class Ingress:
         headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         idem = request.headers.get("idempotency-key") or None
         try:
-            invocation_id, previously = await self._invoker.submit(target.route, target.key, body, headers, idem)
+            invocation_id, previously = await self._invoker.submit(
+                target.route, target.key, body, headers, idem, delay_s=delay_s)
         except StoreError as exc:
             raise HTTPProblem(503, f"could not journal the invocation: {exc}", {"Retry-After": "1"}) from None
         response_headers = {"x-restate-id": invocation_id}

@@ -102,6 +102,9 @@ class Invoker:
                 continue
             live = Live(record)
             self.active[invocation_id] = live
+            if record.attempts == 0 and record.start_at_ms is not None and record.start_at_ms > now:
+                self._schedule_at(live, record.start_at_ms)
+                continue
             lock_key = live.lock_key
             if lock_key is not None:
                 if not self._keys.admit(lock_key, live):
@@ -122,8 +125,12 @@ class Invoker:
 
     async def submit(
         self, route: Route, key: str | None, body: bytes, headers: dict[str, str], idempotency_key: str | None,
+        *, delay_s: float = 0.0,
     ) -> tuple[str, bool]:
-        """Journal a new invocation durably and schedule it. Returns (ID, whether it already existed)."""
+        """Journal a new invocation durably and schedule it (``delay_s`` later).
+
+        Returns (ID, whether it already existed under this idempotency key).
+        """
         service, handler = route.service.name, route.handler.name
         raw_idem = store_keys.idempotency_key(service, key, handler, idempotency_key) if idempotency_key else None
         if raw_idem is not None:
@@ -139,6 +146,7 @@ class Invoker:
             handler_kind=route.handler.kind if route.service.kind != "service" else "shared",
             status="pending", deployment_id=route.deployment_id, headers=headers,
             idempotency_key=idempotency_key, created_ms=now, modified_ms=now,
+            start_at_ms=now + int(delay_s * 1000) if delay_s > 0 else None,
         )
         live = Live(record, [Input(body)])
         changes = Changes()
@@ -157,7 +165,10 @@ class Invoker:
         finally:
             if raw_idem is not None:
                 self._idempotency_inflight.pop(raw_idem, None)
-        self._schedule(live)
+        if record.start_at_ms is not None:
+            self._schedule_at(live, record.start_at_ms)
+        else:
+            self._schedule(live)
         return record.id, False
 
     # --- results --------------------------------------------------------------------------------
@@ -198,6 +209,9 @@ class Invoker:
         """Why the invocation is where it is, in one sentence."""
         record = self.current(invocation_id)
         live = self.active.get(invocation_id)
+        if record.status == "pending" and record.attempts == 0 and record.start_at_ms is not None \
+                and record.start_at_ms > _now_ms():
+            return f"delayed: starts at {record.start_at_ms} ms"
         if record.status == "pending" and live is not None and live.lock_key is not None:
             ahead = self._keys.ahead_of(live.lock_key, live)
             return f"queued behind {ahead + 1} invocation(s) on key {record.key!r}"
@@ -210,6 +224,11 @@ class Invoker:
         return record.status
 
     # --- scheduling -----------------------------------------------------------------------------
+
+    def _schedule_at(self, live: Live, start_at_ms: int) -> None:
+        """A delayed start: the invocation joins its key's line only when the delay is over."""
+        delay = max(0.0, (start_at_ms - _now_ms()) / 1000)
+        live.retry_handle = asyncio.get_running_loop().call_later(delay, self._schedule, live)
 
     def _schedule(self, live: Live) -> None:
         lock_key = live.lock_key

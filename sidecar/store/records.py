@@ -40,6 +40,8 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     completed_ms: int | None = None
     output: bytes | None = None
     failure: Failure | None = None
+    #: A delayed send starts at this instant (epoch ms); until then it holds no key.
+    start_at_ms: int | None = None
 
     @property
     def finished(self) -> bool:

@@ -6,6 +6,7 @@ programs against journals through ``Replay`` exactly as the SDK does: a recorded
 """
 
 from collections import Counter
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -84,11 +85,12 @@ journals = st.lists(step_entries, max_size=12).map(lambda rest: [Input(value=b"0
 
 
 def fresh_entry(kind: type, name: str) -> Entry:
-    return {
+    fresh: dict[type, Callable[[], Entry]] = {
         Run: lambda: Run(name=name, value=b"1"), GetState: lambda: GetState(name=name),
         SetState: lambda: SetState(name=name, value=b"1"), ClearState: lambda: ClearState(name=name),
         ClearAllState: ClearAllState, GetStateKeys: GetStateKeys, Now: lambda: Now(ms=1),
-    }[kind]()
+    }
+    return fresh[kind]()
 
 
 def attempt(program: list[Cmd], journal: list[Entry], executed: Counter[int],

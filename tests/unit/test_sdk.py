@@ -9,7 +9,6 @@ has processed everything sent before it.
 import asyncio
 import itertools
 import threading
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -483,9 +482,9 @@ async def test_random_and_uuid_are_deterministic_per_seed(connect: Connect) -> N
 
     @svc.handler()
     async def roll(ctx: Context) -> list[Any]:
-        values = [ctx.random(), str(ctx.uuid()), ctx.random()]
-        assert 0.0 <= values[0] < 1.0 and uuid.UUID(values[1]).version == 4
-        return values
+        first, an_id, second = ctx.random(), ctx.uuid(), ctx.random()
+        assert 0.0 <= first < 1.0 and an_id.version == 4
+        return [first, str(an_id), second]
 
     sidecar = await connect(svc)
     outputs = []
@@ -652,3 +651,60 @@ async def test_a_text_frame_closes_the_socket(connect: Connect) -> None:
     sidecar = await connect()
     await sidecar.ws.send_str("hello")
     await asyncio.wait_for(sidecar.closed.wait(), DEADLINE)
+
+
+async def test_concurrent_steps_are_journaled_in_index_order(connect: Connect) -> None:
+    svc = Service("Fanout")
+    first_may_finish = asyncio.Event()
+
+    async def slow() -> str:
+        await first_may_finish.wait()
+        return "slow"
+
+    async def fast() -> str:
+        first_may_finish.set()  # the second step finishes first
+        return "fast"
+
+    @svc.handler()
+    async def both(ctx: Context) -> list[str]:
+        return list(await asyncio.gather(ctx.run("slow", slow), ctx.run("fast", fast)))
+
+    sidecar = await connect(svc)
+    inv = await sidecar.start("Fanout", "both", key=None)
+    entries, end = await sidecar.finish(inv)  # finish() checks that indices arrive in order
+    assert entries == [Run(name="slow", value=b'"slow"'), Run(name="fast", value=b'"fast"')]
+    assert end.output == b'["slow","fast"]'
+
+
+async def test_context_calls_inside_a_step_fail_the_step(connect: Connect) -> None:
+    svc = Service("Nested")
+
+    @svc.handler()
+    async def nest(ctx: Context) -> None:
+        async def inner() -> int:
+            return await ctx.run("inner", lambda: 1)
+
+        await ctx.run("outer", inner, retry=RetryPolicy(max_attempts=1))
+
+    sidecar = await connect(svc)
+    entries, end = await sidecar.finish(await sidecar.start("Nested", "nest", key=None))
+    [run] = entries
+    assert isinstance(run, Run) and run.failure is not None and "inside a ctx.run" in run.failure.message
+    assert end.failure is not None and end.failure.terminal
+
+
+async def test_a_step_cancelled_by_user_code_fails_the_attempt_retryably(connect: Connect) -> None:
+    svc = Service("Impatient")
+
+    @svc.handler()
+    async def wait(ctx: Context) -> str:
+        try:
+            await asyncio.wait_for(ctx.run("forever", asyncio.Event().wait), 0.001)
+        except TimeoutError:
+            pass
+        return "gave up"
+
+    sidecar = await connect(svc)
+    entries, end = await sidecar.finish(await sidecar.start("Impatient", "wait", key=None))
+    assert entries == [] and end.output is None
+    assert end.failure is not None and not end.failure.terminal and "was cancelled" in end.failure.message
