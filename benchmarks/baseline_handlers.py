@@ -4,8 +4,8 @@
 
 Same paths and JSON as the sidecar's ingress for the same handlers, so the load generator sends
 identical requests to both systems:
-- ``POST /Counter/{key}/add`` (body ``n``): runs ``logic.audit(key, n)`` with ``asyncio.to_thread``
-  (as the SDK runs a sync step), adds ``n`` to the key's total, returns the total. Requests for one key are not
+- ``POST /Counter/{key}/add`` (body ``n``): awaits ``examples.counter.audit(key, n)``
+  (the step the sidecar journals), adds ``n`` to the key's total, returns the total. Requests for one key are not
   serialized: there is no await between reading and writing the total, which is all the
   in-memory version needs.
 - ``POST /Counter/{key}/get``: the key's total (0 if never added to).
@@ -16,13 +16,13 @@ Nothing survives a restart: this is the ceiling, not a durable system.
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import msgspec
 import uvloop
 from aiohttp import web
 
 from benchmarks import logic
+from examples.counter import audit
 
 TOTALS = web.AppKey("totals", dict)
 
@@ -45,8 +45,7 @@ async def counter_add(request: web.Request) -> web.Response:
     except msgspec.DecodeError as exc:
         return _bad(str(exc))
     key = request.match_info["key"]
-    # Off the loop, exactly as the SDK runs a sync ``ctx.run`` function (see ``logic.audit``).
-    await asyncio.to_thread(logic.audit, key, n)
+    await audit(key, n)
     totals: dict[str, int] = request.app[TOTALS]
     total = totals.get(key, 0) + n
     totals[key] = total

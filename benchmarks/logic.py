@@ -10,18 +10,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 
-def audit(key: str, n: int) -> str:
-    """The baseline's copy of ``examples.counter.audit`` (Counter.add's one side effect).
-
-    The sidecar side reuses ``examples.counter`` unchanged, whose ``audit`` is a *sync* function
-    that prints a line: the SDK runs it off the event loop. The baseline does the same work the
-    same way (a thread hop and a line on stdout), so that Counter.add compares like with like.
-    """
-    line = f"Counter[{key}] += {n}"
-    print(line, flush=True)
-    return line
-
-
 async def step_one(n: int) -> int:
     return n + 1
 

@@ -11,11 +11,10 @@ from handler_sdk import ObjectContext, ObjectSharedContext, VirtualObject, serve
 counter = VirtualObject("Counter")
 
 
-def audit(key: str, n: int) -> str:
-    # A stand-in for a side effect: journaled once, so a retried or replayed `add` never logs twice.
-    line = f"Counter[{key}] += {n}"
-    print(line, flush=True)
-    return line
+async def audit(key: str, n: int) -> str:
+    """A stand-in for a side effect (a call to an audit service): journaled once, so a retried or
+    replayed ``add`` never audits twice. Sync functions work too; the SDK runs them off the loop."""
+    return f"Counter[{key}] += {n}"
 
 
 @counter.handler()
