@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 
+from .store import StoreError
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -61,6 +63,8 @@ def json_errors(max_body: int) -> Callable[[web.Request, Handler], Awaitable[web
             return await handler(request)
         except HTTPProblem as problem:
             return error_response(problem.status, problem.message, headers=problem.headers)
+        except StoreError as exc:
+            return error_response(503, f"the store cannot take writes now: {exc}", headers={"Retry-After": "1"})
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

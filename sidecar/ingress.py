@@ -19,7 +19,7 @@ from .durations import parse_duration
 from .http_errors import HTTPProblem, error_response, json_errors, json_response
 from .invoker import InvocationNotFound, Invoker
 from .registry import Registry, Route
-from .store import InvocationRecord, StoreError
+from .store import InvocationRecord
 
 #: Request headers that describe the HTTP exchange, not the call: not forwarded to handlers.
 _HOP_HEADERS = frozenset({
@@ -108,11 +108,8 @@ class Ingress:
                 raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
         headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         idem = request.headers.get("idempotency-key") or None
-        try:
-            invocation_id, previously = await self._invoker.submit(
-                target.route, target.key, body, headers, idem, delay_s=delay_s)
-        except StoreError as exc:
-            raise HTTPProblem(503, f"could not journal the invocation: {exc}", {"Retry-After": "1"}) from None
+        invocation_id, previously = await self._invoker.submit(
+            target.route, target.key, body, headers, idem, delay_s=delay_s)
         response_headers = {"x-restate-id": invocation_id}
         if idem:
             response_headers["idempotency-expires"] = self._expiry(None)
@@ -127,11 +124,7 @@ class Ingress:
         return instant.isoformat(timespec="seconds").replace("+00:00", "Z")
 
     async def _result(self, invocation_id: str, headers: dict[str, str]) -> web.Response:
-        try:
-            record = await self._invoker.outcome(invocation_id)
-        except StoreError as exc:
-            return error_response(503, f"could not record the result: {exc}", headers=headers)
-        return _result_response(record, headers)
+        return _result_response(await self._invoker.outcome(invocation_id), headers)
 
     # --- attach / output ------------------------------------------------------------------------
 

@@ -46,6 +46,9 @@ class Registry:
 
     def _install(self, record: DeploymentRecord) -> None:
         self.deployments[record.id] = record
+        for name, (deployment_id, _) in list(self._services.items()):
+            if deployment_id == record.id:  # a forced replacement may drop services
+                del self._services[name]
         for spec in record.services:
             self._services[spec.name] = (record.id, spec)
 

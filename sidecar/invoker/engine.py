@@ -68,6 +68,8 @@ class Invoker:
         #: repeat must attach to it, and the store cannot tell it yet.
         self._idempotency_inflight: dict[bytes, str] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: Set during shutdown: attempts cut by our own exit are not the handler's failures.
+        self._closing = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -78,6 +80,7 @@ class Invoker:
         self._spawn(self._sweep_retention())
 
     async def close(self) -> None:
+        self._closing = True
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -96,10 +99,13 @@ class Invoker:
     def _recover(self) -> None:
         """Re-admit every unfinished invocation, per key in arrival order, as the store has it."""
         now = _now_ms()
-        for _service, _key, invocation_id, _exclusive in self._store.scan_inbox():
-            record = self._store.get_invocation(invocation_id)
-            if record is None or record.finished:
-                continue
+        records = [self._store.get_invocation(i) for _, _, i, _ in self._store.scan_inbox()]
+        # An invocation that already started holds its key, even if one that arrived earlier
+        # (a delayed send now due) is also waiting: admit the holders first.
+        started = [r for r in records if r is not None and not r.finished and r.attempts > 0]
+        waiting = [r for r in records if r is not None and not r.finished and r.attempts == 0]
+        for record in started + waiting:
+            invocation_id = record.id
             live = Live(record)
             self.active[invocation_id] = live
             if record.attempts == 0 and record.start_at_ms is not None and record.start_at_ms > now:
@@ -307,7 +313,7 @@ class Invoker:
             return self._violation(attempt, f"entry index {command.index} sent, {len(journal)} expected")
         if kind is Input or kind is Output:
             return self._violation(attempt, f"handlers may not write {kind.__name__} entries")
-        if kind in _STATE_WRITES and live.record.handler_kind != "exclusive":
+        if kind in _STATE_WRITES and not live.record.exclusive:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
         journal.append(entry)
         changes = Changes()
@@ -343,6 +349,8 @@ class Invoker:
     # --- retries, ends --------------------------------------------------------------------------
 
     def _retry_later(self, live: Live, reason: str) -> None:
+        if self._closing:
+            return
         record = live.record
         spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)
         policy = RetryPolicy.resolve(spec.retry if spec else RetrySpec(), self._settings)
@@ -384,15 +392,18 @@ class Invoker:
         changes = Changes()
         changes.append_entry(record, index, Output(value=output, failure=failure))
         changes.finish(record)
-        self._store.submit(changes).add_done_callback(partial(self._finished, live))
+        self._write_end(live, changes)
 
-    def _finished(self, live: Live, future: asyncio.Future[None]) -> None:
+    def _write_end(self, live: Live, changes: Changes) -> None:
+        self._store.submit(changes).add_done_callback(partial(self._finished, live, changes))
+
+    def _finished(self, live: Live, changes: Changes, future: asyncio.Future[None]) -> None:
         error = future.exception()
         if error is not None:
-            log.error("could not record the end of %s: %s", live.record.id, error)
-            for waiter in live.waiters:
-                if not waiter.done():
-                    waiter.set_exception(StoreError(str(error)))
+            # The key stays held and waiters keep waiting: the end is written once the disk lets us.
+            log.error("could not record the end of %s, trying again in 1 s: %s", live.record.id, error)
+            if not self._closing:
+                asyncio.get_running_loop().call_later(1.0, self._write_end, live, changes)
             return
         self.active.pop(live.record.id, None)
         for waiter in live.waiters:
@@ -412,7 +423,7 @@ class Invoker:
     def kill(self, invocation_id: str) -> InvocationRecord:
         """End at once: no more handler code runs for it, and its key moves on."""
         live = self.active.get(invocation_id)
-        if live is None:
+        if live is None or live.record.finished:  # finished, or its end is being written now
             self.current(invocation_id)  # raises InvocationNotFound
             raise InvocationStateError(f"invocation {invocation_id} has already finished")
         if live.attempt is not None:
@@ -468,7 +479,11 @@ class Invoker:
                 record = self._store.get_invocation(invocation_id)
                 if record is not None:
                     changes.purge(record, self._idempotency_raw_key(record))
-            await self._store.submit(changes)
+            try:
+                await self._store.submit(changes)
+            except StoreError as exc:
+                log.error("retention sweep could not write, trying again later: %s", exc)
+                continue
             log.info("swept %d invocations past retention", len(expired))
 
 

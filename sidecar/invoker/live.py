@@ -33,7 +33,7 @@ class Live:
     def lock_key(self) -> tuple[str, str] | None:
         """The object key this invocation must hold exclusively, if any."""
         record = self.record
-        if record.handler_kind == "exclusive" and record.key is not None:
+        if record.exclusive and record.key is not None:
             return (record.service, record.key)
         return None
 

@@ -44,7 +44,7 @@ class Changes(WriteBatch):
 
     def enqueue(self, record: InvocationRecord) -> None:
         self.put("inbox", keys.inbox_key(record.service, record.key, record.id),
-                 _EXCLUSIVE if record.handler_kind == "exclusive" else _CONCURRENT)
+                 _EXCLUSIVE if record.exclusive else _CONCURRENT)
 
     def put_idempotency(self, raw_key: bytes, invocation_id: str) -> None:
         self.put("idempotency", raw_key, encode_record(IdempotencyRecord(invocation_id=invocation_id)))

@@ -40,6 +40,10 @@ def journal_key(invocation_id: str, index: int) -> bytes:
     return journal_prefix(invocation_id) + _U32.pack(index)
 
 
+def journal_index(raw: bytes) -> int:
+    return _U32.unpack_from(raw, len(raw) - 4)[0]
+
+
 def inbox_key(service: str, key: str | None, invocation_id: str) -> bytes:
     return object_prefix(service, key) + invocation_id.encode()
 

@@ -202,8 +202,15 @@ class Store:
         return None if raw is None else _invocation_decoder.decode(raw)
 
     def read_journal(self, invocation_id: str) -> list[Entry]:
+        """The journal's dense prefix. Entries past a gap (a later write of a failed attempt that
+        committed after an earlier one failed) are not part of it; the next attempt overwrites them."""
+        journal: list[Entry] = []
         with self._env.begin(db=self._dbs["journal"]) as txn:
-            return [entry_decoder.decode(v) for _, v in _scan(txn.cursor(), keys.journal_prefix(invocation_id))]
+            for raw_key, value in _scan(txn.cursor(), keys.journal_prefix(invocation_id)):
+                if keys.journal_index(raw_key) != len(journal):
+                    break
+                journal.append(entry_decoder.decode(value))
+        return journal
 
     def read_state(self, service: str, key: str) -> dict[str, bytes]:
         prefix = keys.object_prefix(service, key)

@@ -44,6 +44,11 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     start_at_ms: int | None = None
 
     @property
+    def exclusive(self) -> bool:
+        """Runs alone on its key and may write state (an exclusive or workflow-main handler)."""
+        return self.handler_kind in ("exclusive", "workflow")
+
+    @property
     def finished(self) -> bool:
         return self.status in FINISHED
 

@@ -122,3 +122,14 @@ def test_object_prefixes_never_collide() -> None:
 def test_inbox_keys_split_back(service: str, key: str | None) -> None:
     raw = keys.inbox_key(service, key, "inv_0123456789ABCDEFGHJKMNPQRS")
     assert keys.split_inbox_key(raw) == (service, key, "inv_0123456789ABCDEFGHJKMNPQRS")
+
+
+def test_read_journal_stops_at_a_gap_left_by_a_failed_write(tmp_path: Path) -> None:
+    store = Store(tmp_path, durability="none", map_size=1 << 24)
+    record = _record("inv_G")
+    changes = Changes()
+    for index, entry in [(0, Input(b"1")), (1, Run("a", value=b"1")), (3, Run("c", value=b"3"))]:
+        changes.append_entry(record, index, entry)
+    store.write_now(changes)
+    assert store.read_journal("inv_G") == [Input(b"1"), Run("a", value=b"1")]
+    store.close()
