@@ -37,7 +37,9 @@ def load(target: str) -> list[Definition]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m handler_sdk", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m handler_sdk", description="Serve a module's handler services to the sidecar."
+    )
     parser.add_argument("target", metavar="MODULE:NAME")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9080)

@@ -39,7 +39,7 @@ class HandlerDef:
     """One handler: its function, its options, and (once resolved) its input decoder."""
 
     def __init__(
-        self, service: str, name: str, kind: str, fn: Callable[..., Awaitable[Any]],
+        self, service: str, name: str, fn: Callable[..., Awaitable[Any]], *, kind: str,
         retry: RetryPolicy | None, inactivity_timeout: float | None,
     ) -> None:
         self.service = service
@@ -162,7 +162,8 @@ class _Definition:
             if handler_name in self._handlers:
                 raise ValueError(f"{self.name} already has a handler named {handler_name!r}")
             self._handlers[handler_name] = HandlerDef(
-                self.name, handler_name, kind, fn, retry, _seconds(inactivity_timeout)
+                self.name, handler_name, fn, kind=kind, retry=retry,
+                inactivity_timeout=_seconds(inactivity_timeout),
             )
             return fn
 

@@ -208,7 +208,7 @@ class Attempt(Context):
         self.steps_running += 1
         try:
             entry, value = await _steps.execute(
-                self, index, name, fn, args, retry or DEFAULT_STEP_RETRY, cost
+                self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost
             )
         except asyncio.CancelledError:
             if not self._closed:  # user code cancelled the step (asyncio.wait_for, a task group)

@@ -87,7 +87,7 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -
 
 
 async def execute(
-    owner: object, index: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
+    owner: object, index: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...], *,
     policy: RetryPolicy, cost: float | None,
 ) -> tuple[Run, Any]:
     """Run the step until it succeeds, fails terminally or exhausts ``policy``.

@@ -16,7 +16,10 @@ from tests.procs import Process, eventually, free_port, python, sidecar_cli
 class Cluster:
     """The processes of one test and HTTP helpers to talk to them."""
 
-    def __init__(self, tmp: Path, http: aiohttp.ClientSession, *, handlers: str, sidecar_flags: list[str]) -> None:
+    def __init__(
+        self, tmp: Path, http: aiohttp.ClientSession, *, handlers: str, sidecar_flags: list[str],
+        sink: str = "tests.e2e.sink", sink_env: str = "SINK_URL", sink_ready: str = "/counts",
+    ) -> None:
         self.tmp = tmp
         self.http = http
         self.data_dir = tmp / "data"
@@ -24,8 +27,9 @@ class Cluster:
         self.admin = f"127.0.0.1:{free_port()}"
         self.sink_url = f"http://127.0.0.1:{free_port()}"
         self.handler_port = free_port()
-        env = {"SINK_URL": self.sink_url}
-        self.sink = Process("sink", python("-m", "tests.e2e.sink", "--port", self.sink_url.rsplit(":", 1)[1]), tmp)
+        env = {sink_env: self.sink_url}
+        self._sink_ready = sink_ready
+        self.sink = Process("sink", python("-m", sink, "--port", self.sink_url.rsplit(":", 1)[1]), tmp)
         self.handlers = Process(
             "handlers", python("-m", "handler_sdk", handlers, "--port", str(self.handler_port), "--heartbeat-interval", "0.5"),
             tmp, env)
@@ -40,7 +44,7 @@ class Cluster:
     async def start(self) -> None:
         self.sink.start()
         self.handlers.start()
-        await eventually(lambda: self._ok(f"{self.sink_url}/counts"), what="the sink")
+        await eventually(lambda: self._ok(f"{self.sink_url}{self._sink_ready}"), what="the sink")
         await eventually(lambda: self._ok(f"http://127.0.0.1:{self.handler_port}/discover"), what="the handlers")
         await self.start_sidecar()
 

@@ -1,0 +1,44 @@
+"""The `sidecar` CLI against a real sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+
+from tests.e2e.conftest import Cluster
+from tests.procs import sidecar_cli
+
+
+async def _cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SIDECAR_INGRESS": cluster.ingress, "SIDECAR_ADMIN": cluster.admin}
+    return await asyncio.to_thread(
+        subprocess.run, sidecar_cli(*args), capture_output=True, text=True, env=env, timeout=60)
+
+
+async def test_cli_invokes_lists_shows_and_edits_state(cluster: Cluster) -> None:
+    done = await _cli(cluster, "invoke", "Counter/cli/add", "4")
+    assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr
+    invocation_id = done.stderr.strip().split()[-1]
+    assert invocation_id.startswith("inv_")
+
+    sent = await _cli(cluster, "invoke", "Counter/cli/add", "1", "--send", "--idempotency-key", "k1")
+    assert sent.returncode == 0 and json.loads(sent.stdout)["status"] == "Accepted"
+
+    listed = await _cli(cluster, "invocations", "list", "--key", "cli")
+    assert listed.returncode == 0 and invocation_id in listed.stdout
+    shown = await _cli(cluster, "invocations", "show", invocation_id)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "completed"
+
+    assert (await _cli(cluster, "state", "set", "Counter", "cli", "count", "100")).returncode == 0
+    got = await _cli(cluster, "state", "get", "Counter", "cli", "count")
+    assert got.returncode == 0 and got.stdout.strip() == "100"
+    services = await _cli(cluster, "services")
+    assert services.returncode == 0 and "Counter" in services.stdout and "Steps" in services.stdout
+
+
+async def test_cli_reports_server_errors_without_a_traceback(cluster: Cluster) -> None:
+    failed = await _cli(cluster, "invoke", "Nope/x", "1")
+    assert failed.returncode == 1
+    assert "unknown service" in failed.stderr and "Traceback" not in failed.stderr
