@@ -33,13 +33,13 @@ class _Entry(msgspec.Struct, tag_field="t", tag=True, frozen=True, omit_defaults
 # --- journal entries ------------------------------------------------------------------------
 
 
-class Input(_Entry):
+class Input(_Entry, frozen=True):
     """Index 0 of every journal: the invocation's argument."""
 
     value: bytes
 
 
-class Run(_Entry):
+class Run(_Entry, frozen=True):
     """A side effect's recorded outcome. On replay the SDK returns it instead of running ``fn``."""
 
     name: str
@@ -48,37 +48,37 @@ class Run(_Entry):
     cost: float | None = None
 
 
-class GetState(_Entry):
+class GetState(_Entry, frozen=True):
     """A state read with the value the code saw (``None``: unset), so replays see the same."""
 
     name: str
     value: bytes | None = None
 
 
-class SetState(_Entry):
+class SetState(_Entry, frozen=True):
     name: str
     value: bytes
 
 
-class ClearState(_Entry):
+class ClearState(_Entry, frozen=True):
     name: str
 
 
-class ClearAllState(_Entry):
+class ClearAllState(_Entry, frozen=True):
     pass
 
 
-class GetStateKeys(_Entry):
+class GetStateKeys(_Entry, frozen=True):
     keys: list[str] = []
 
 
-class Now(_Entry):
+class Now(_Entry, frozen=True):
     """The clock as the handler first read it; replays read the same instant."""
 
     ms: int
 
 
-class Output(_Entry):
+class Output(_Entry, frozen=True):
     """The invocation's result, written by the sidecar when the handler ends."""
 
     value: bytes | None = None
@@ -103,7 +103,7 @@ class _ToHandler(msgspec.Struct, tag_field="t", tag=True, frozen=True):
     invocation_id: str
 
 
-class Start(_ToHandler):
+class Start(_ToHandler, frozen=True):
     """Run (or resume) one attempt. ``journal`` holds every committed entry, ``Input`` first."""
 
     attempt: int
@@ -117,13 +117,13 @@ class Start(_ToHandler):
     seed: int
 
 
-class Ack(_ToHandler):
+class Ack(_ToHandler, frozen=True):
     """Every journal entry up to and including ``index`` is durable."""
 
     index: int
 
 
-class Cancel(_ToHandler):
+class Cancel(_ToHandler, frozen=True):
     """Stop this invocation. ``kill``: abort at once, run no more user code."""
 
     kill: bool = False
@@ -139,18 +139,18 @@ class _ToSidecar(msgspec.Struct, tag_field="t", tag=True, frozen=True):
     invocation_id: str
 
 
-class Command(_ToSidecar):
+class Command(_ToSidecar, frozen=True):
     """A new journal entry at ``index`` (indices are dense: the next one is always len(journal))."""
 
     index: int
     entry: Entry
 
 
-class Heartbeat(_ToSidecar):
+class Heartbeat(_ToSidecar, frozen=True):
     """Still alive: sent during long steps so that the inactivity timeout does not fire."""
 
 
-class End(_ToSidecar):
+class End(_ToSidecar, frozen=True):
     """The attempt is over: an ``output``, or a ``failure`` (retried unless terminal)."""
 
     output: bytes | None = None
