@@ -23,5 +23,5 @@ for _ in $(seq 100); do
 done
 
 echo "try:  curl -s localhost:8080/Counter/alice/add -H 'content-type: application/json' -d 5"
-echo "      curl -s localhost:8080/Counter/alice/get"
+echo "      curl -s -X POST localhost:8080/Counter/alice/get"
 "$VENV/bin/sidecar" serve --register "http://127.0.0.1:$HANDLER_PORT"
