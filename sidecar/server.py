@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
@@ -51,12 +51,12 @@ async def _site(stack: AsyncExitStack, app: web.Application, address: str, name:
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Invoker]:
+async def running(settings: Settings, on_store_lost: Callable[[str], None] | None = None) -> AsyncIterator[Invoker]:
     """The sidecar, serving on its ingress and admin addresses until the context exits."""
     async with AsyncExitStack() as stack:
         store = Store(settings.data_dir, durability=settings.durability, map_size=settings.map_size_bytes)
-        stack.callback(store.close)
-        store.start(asyncio.get_running_loop())
+        await store.start(on_lost=on_store_lost)
+        stack.push_async_callback(store.close)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5.0))
         stack.push_async_callback(http.close)
         ids = IdGenerator()
@@ -73,14 +73,23 @@ async def running(settings: Settings) -> AsyncIterator[Invoker]:
         yield invoker
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings) -> int:
+    """Serve until a signal (exit status 0) or until the writer process dies (1)."""
     stop = asyncio.Event()
+    failure: list[str] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running(settings):
+
+    def store_lost(reason: str) -> None:
+        log.critical("%s: stopping; a restart recovers from what is on disk", reason)
+        failure.append(reason)
+        stop.set()
+
+    async with running(settings, store_lost):
         await stop.wait()
         log.info("shutting down")
+    return 1 if failure else 0
 
 
 def run(settings: Settings) -> None:
@@ -92,4 +101,6 @@ def run(settings: Settings) -> None:
     except ImportError:  # pragma: no cover - platforms without uvloop
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(settings))
+        status = runner.run(serve(settings))
+    if status:
+        raise SystemExit(status)

@@ -2,7 +2,8 @@
 
 from .batch import WriteBatch, apply_batch
 from .changes import Changes
-from .lmdb_store import Store, StoreError
+from .lmdb_store import Store
+from .writer_client import StoreError
 from .records import FINISHED, DeploymentRecord, IdempotencyRecord, InvocationRecord
 
 __all__ = [

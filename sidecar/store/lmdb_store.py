@@ -1,24 +1,21 @@
-"""The LMDB store: one environment, named databases, one writer thread that group-commits.
+"""The LMDB store: reads on the event loop, writes through the writer process.
 
-Why a writer thread: an LMDB write transaction must stay on the thread that began it, and a synced
-commit blocks for an fsync. The event loop therefore only enqueues batches; the writer drains
-everything that queued up while the previous commit was syncing and commits it all in one
-transaction, so at high concurrency one fsync covers many invocations' appends.
+Writes: every change is a :class:`WriteBatch` handed to the writer process, which group-commits
+what all its clients sent meanwhile in one synced transaction and answers with what is durable
+(see ``writer.py`` for why it is a process). The event loop never waits on fsync.
 
 Reads are short read transactions on the caller's thread: LMDB reads are lock-free memory-mapped
-lookups, and a read never waits for the writer. They see committed data only; the invoker keeps
-whatever is in flight in memory.
+lookups that never wait for the writer. They see committed data only; the invoker keeps whatever
+is in flight in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import queue
-import threading
-from collections.abc import Iterator, Mapping
+import socket
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
 
 import lmdb
 import msgspec
@@ -27,13 +24,11 @@ from handler_sdk.protocol import Entry, encoder as wire_encoder, entry_decoder
 
 from . import keys
 from .batch import WriteBatch, apply_batch
+from .environment import TxnTarget, open_environment
 from .records import DeploymentRecord, IdempotencyRecord, InboxEntry, InvocationRecord
+from .writer_client import StoreError, WriterClient, connect_writer, spawn_writer
 
-log = logging.getLogger(__name__)
-
-DATABASES = ("invocations", "journal", "state", "inbox", "idempotency", "finished", "deployments", "meta")
-
-T = TypeVar("T")
+__all__ = ["Store", "StoreError", "encode_entry", "encode_record"]
 
 _encoder = msgspec.msgpack.Encoder()
 _invocation_decoder = msgspec.msgpack.Decoder(InvocationRecord)
@@ -42,44 +37,12 @@ _deployment_decoder = msgspec.msgpack.Decoder(DeploymentRecord)
 _inbox_decoder = msgspec.msgpack.Decoder(InboxEntry)
 
 
-class StoreError(RuntimeError):
-    """A write could not be made durable (disk full, map full, closed store)."""
-
-
 def encode_record(record: msgspec.Struct) -> bytes:
     return _encoder.encode(record)
 
 
 def encode_entry(entry: Entry) -> bytes:
     return wire_encoder.encode(entry)
-
-
-class _TxnTarget:
-    """Adapts an LMDB write transaction to :class:`batch.Target`."""
-
-    __slots__ = ("txn", "dbs")
-
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
-        self.txn = txn
-        self.dbs = dbs
-
-    def put(self, db: str, key: bytes, value: bytes) -> None:
-        self.txn.put(key, value, db=self.dbs[db])
-
-    def delete(self, db: str, key: bytes) -> None:
-        self.txn.delete(key, db=self.dbs[db])
-
-    def keys_with_prefix(self, db: str, prefix: bytes) -> list[bytes]:
-        return list(_scan_keys(self.txn.cursor(db=self.dbs[db]), prefix))
-
-
-def _scan_keys(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[bytes]:
-    if not cursor.set_range(prefix):
-        return
-    for key in cursor.iternext(keys=True, values=False):
-        if not key.startswith(prefix):
-            return
-        yield key
 
 
 def _scan(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -91,105 +54,60 @@ def _scan(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         yield key, value
 
 
-class _Pending:
-    __slots__ = ("batch", "future")
-
-    def __init__(self, batch: WriteBatch, future: asyncio.Future[None]) -> None:
-        self.batch = batch
-        self.future = future
-
-
-_STOP = object()
-
-
 class Store:
     """Typed access to the sidecar's LMDB environment. No cursor or transaction leaks out."""
 
     def __init__(self, path: str | Path, *, durability: str = "fsync", map_size: int = 64 * 1024**3) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        synced = durability == "fsync"
-        self._env = lmdb.open(
-            str(path), map_size=map_size, max_dbs=len(DATABASES) + 1, sync=synced, metasync=synced,
-            max_spare_txns=4,
-        )
-        self._dbs = {name: self._env.open_db(name.encode()) for name in DATABASES}
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer: threading.Thread | None = None
-        #: Group-commit statistics, read by the metrics endpoint and the benchmarks.
-        self.commits = 0
-        self.batches_committed = 0
+        self._path = str(path)
+        self._durability = durability
+        self._map_size = map_size
+        self._env, self._dbs = open_environment(path, durability=durability, map_size=map_size)
+        self._writer: WriterClient | None = None
+        self._writer_process: subprocess.Popen[bytes] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._writer = threading.Thread(target=self._write_loop, name="lmdb-writer", daemon=True)
-        self._writer.start()
+    async def start(self, *, writer_socket: socket.socket | None = None,
+                    on_lost: Callable[[str], None] | None = None) -> None:
+        """Connect to a shared writer process over ``writer_socket``, or start one of our own.
 
-    def close(self) -> None:
-        """Finish every queued write, then close the environment."""
+        ``on_lost`` is called if the writer dies: nothing more can be made durable, so the owner
+        should stop and let a restart recover from what is on disk.
+        """
+        if writer_socket is not None:
+            self._writer = await connect_writer(writer_socket, on_lost)
+        else:
+            self._writer, self._writer_process = await spawn_writer(
+                self._path, durability=self._durability, map_size=self._map_size, on_lost=on_lost)
+
+    async def close(self) -> None:
+        """Let every submitted write finish, stop our writer, close the environment."""
         if self._writer is not None:
-            self._queue.put(_STOP)
-            self._writer.join()
+            await self._writer.close()
             self._writer = None
+        if self._writer_process is not None:
+            await asyncio.to_thread(self._writer_process.wait)
+            self._writer_process = None
         self._env.close()
+
+    @property
+    def commits(self) -> tuple[int, int]:
+        """(group commits, batches they carried) so far: their ratio is the mean group size."""
+        if self._writer is None:
+            return (0, 0)
+        return (self._writer.commits, self._writer.batches_committed)
 
     # --- writes ---------------------------------------------------------------------------------
 
     def submit(self, batch: WriteBatch) -> asyncio.Future[None]:
         """Queue ``batch``; the future resolves once it is durable. Batches commit in submit order."""
-        assert self._loop is not None, "store not started"
-        future: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put(_Pending(batch, future))
-        return future
+        assert self._writer is not None, "store not started"
+        return self._writer.submit(batch)
 
     def write_now(self, batch: WriteBatch) -> None:
-        """Apply one batch synchronously (start-up and tools, before the writer runs)."""
+        """Apply one batch synchronously, bypassing the writer (tools and tests only)."""
         with self._env.begin(write=True) as txn:
-            apply_batch(_TxnTarget(txn, self._dbs), batch)
-
-    def _write_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            group = [self._queue.get()]
-            while True:
-                try:
-                    group.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if group[-1] is _STOP or _STOP in group:
-                stopping = True
-                group = [item for item in group if item is not _STOP]
-            if group:
-                self._commit_group(group)
-
-    def _commit_group(self, group: list[_Pending]) -> None:
-        try:
-            with self._env.begin(write=True) as txn:
-                target = _TxnTarget(txn, self._dbs)
-                for pending in group:
-                    apply_batch(target, pending.batch)
-            results: list[BaseException | None] = [None] * len(group)
-        except lmdb.Error:
-            # One bad batch must not fail its neighbours: retry each on its own.
-            results = [self._commit_alone(pending.batch) for pending in group]
-        self.commits += 1
-        self.batches_committed += len(group)
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(_resolve, group, results)
-        except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
-            pass
-
-    def _commit_alone(self, batch: WriteBatch) -> BaseException | None:
-        try:
-            with self._env.begin(write=True) as txn:
-                apply_batch(_TxnTarget(txn, self._dbs), batch)
-        except lmdb.Error as exc:
-            log.error("write failed: %s", exc)
-            return StoreError(f"write failed: {exc}")
-        return None
+            apply_batch(TxnTarget(txn, self._dbs), batch)
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -262,12 +180,3 @@ class Store:
     def get_meta(self, name: str) -> bytes | None:
         return self._get("meta", name.encode())
 
-
-def _resolve(group: list[_Pending], results: list[BaseException | None]) -> None:
-    for pending, error in zip(group, results):
-        if pending.future.done():
-            continue
-        if error is None:
-            pending.future.set_result(None)
-        else:
-            pending.future.set_exception(error)

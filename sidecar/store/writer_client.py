@@ -1,0 +1,121 @@
+"""The sidecar's end of the writer process: submit batches, get futures that resolve when durable.
+
+Submits made during one pass of the event loop leave in one write (they are framed as they come
+and flushed by a callback), and the writer's cumulative replies resolve them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+
+from .batch import WriteBatch
+from .wire import Submit, committed_decoder, frame, split_frames
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(RuntimeError):
+    """A write could not be made durable (disk full, map full, writer gone)."""
+
+
+class WriterClient(asyncio.Protocol):
+    def __init__(self, on_lost: Callable[[str], None] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._seq = 0
+        self._pending: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._outgoing: list[bytes] = []
+        self._inbound = bytearray()
+        self._lost: str | None = None
+        self._on_lost = on_lost
+        self._closed = self._loop.create_future()
+        #: Group-commit statistics: replies received and batches they covered.
+        self.commits = 0
+        self.batches_committed = 0
+
+    # --- asyncio.Protocol -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._inbound += data
+        for payload in split_frames(self._inbound):
+            reply = committed_decoder.decode(payload)
+            self.commits += 1
+            pending = self._pending
+            while pending and pending[0][0] <= reply.upto:
+                seq, future = pending.popleft()
+                self.batches_committed += 1
+                if future.done():
+                    continue
+                error = reply.failed.get(seq)
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(StoreError(error))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = "the writer process is gone" if self._pending or exc else ""
+        self._lost = reason or "closed"
+        while self._pending:
+            _, future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(StoreError(reason))
+        if not self._closed.done():
+            self._closed.set_result(None)
+        if reason and self._on_lost is not None:
+            self._on_lost(reason)
+
+    # --- submitting -------------------------------------------------------------------------------
+
+    def submit(self, batch: WriteBatch) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._loop.create_future()
+        if self._lost is not None:
+            future.set_exception(StoreError(self._lost))
+            return future
+        self._seq += 1
+        self._pending.append((self._seq, future))
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.append(frame(Submit(self._seq, batch)))
+        return future
+
+    def _flush(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(self._outgoing)
+        self._outgoing = []
+
+    async def close(self) -> None:
+        """Wait for every submitted batch, then hang up (the writer exits when all clients have)."""
+        if self._pending:
+            await asyncio.gather(*(f for _, f in list(self._pending)), return_exceptions=True)
+        if self._transport is not None:
+            self._transport.close()
+        await self._closed
+
+
+async def spawn_writer(
+    data_dir: str, *, durability: str, map_size: int, on_lost: Callable[[str], None] | None = None,
+) -> tuple[WriterClient, subprocess.Popen[bytes]]:
+    """Start a writer process for this sidecar alone and connect to it."""
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.store.writer", "--data-dir", data_dir, "--durability", durability,
+         "--map-size", str(map_size), "--fd", str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+    )
+    theirs.close()
+    return await connect_writer(ours, on_lost), process
+
+
+async def connect_writer(sock: socket.socket, on_lost: Callable[[str], None] | None = None) -> WriterClient:
+    client = WriterClient(on_lost)
+    await asyncio.get_running_loop().create_unix_connection(lambda: client, sock=sock)
+    return client
