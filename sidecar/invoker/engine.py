@@ -29,6 +29,7 @@ from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
 from .keylocks import KeyLocks
 from .live import Attempt, Live
+from .state_in_flight import StateInFlight
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Invoker:
         #: repeat must attach to it, and the store cannot tell it yet.
         self._idempotency_inflight: dict[bytes, str] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._state_in_flight = StateInFlight()
         #: Set during shutdown: attempts cut by our own exit are not the handler's failures.
         self._closing = False
 
@@ -278,7 +280,7 @@ class Invoker:
         record = live.record
         if live.journal is None:
             live.journal = self._store.read_journal(record.id)
-        state = self._store.read_state(record.service, record.key) if record.key is not None else None
+        state = self._state_snapshot(record)
         record.attempts += 1
         live.attempt = Attempt(self, live, link, self._inactivity_timeout(record))
         input_entry = live.journal[0]
@@ -287,6 +289,13 @@ class Invoker:
             input=input_entry.value if type(input_entry) is Input else b"", headers=record.headers,
             journal=live.journal, state=state, seed=_seed(record.id),
         )))
+
+    def _state_snapshot(self, record: InvocationRecord) -> dict[str, bytes] | None:
+        """The key's state as the next attempt must see it: committed, plus writes in flight."""
+        if record.key is None:
+            return None
+        return self._state_in_flight.overlay(record.service, record.key,
+                                             self._store.read_state(record.service, record.key))
 
     def _inactivity_timeout(self, record: InvocationRecord) -> float:
         spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)
@@ -319,7 +328,13 @@ class Invoker:
         changes = Changes()
         changes.append_entry(live.record, command.index, entry)
         written = self._store.submit(changes)
+        if kind in _STATE_WRITES:
+            self._state_in_flight.add(live.record, entry)  # type: ignore[arg-type]
+            written.add_done_callback(partial(self._state_written, live.record))
         written.add_done_callback(partial(self._written, attempt, command.index, kind in ACKED_KINDS))
+
+    def _state_written(self, record: InvocationRecord, future: asyncio.Future[None]) -> None:
+        self._state_in_flight.settled(record)
 
     def _written(self, attempt: Attempt, index: int, needs_ack: bool, future: asyncio.Future[None]) -> None:
         error = future.exception()
@@ -393,6 +408,7 @@ class Invoker:
         changes.append_entry(record, index, Output(value=output, failure=failure))
         changes.finish(record)
         self._write_end(live, changes)
+        self._hand_over_key(live)
 
     def _write_end(self, live: Live, changes: Changes) -> None:
         self._store.submit(changes).add_done_callback(partial(self._finished, live, changes))
@@ -410,6 +426,16 @@ class Invoker:
             if not waiter.done():
                 waiter.set_result(live.record)
         live.waiters.clear()
+
+    def _hand_over_key(self, live: Live) -> None:
+        """Let the next invocation on ``live``'s key start.
+
+        This happens as soon as ``live`` has ended, before its end is durable: the successor's
+        commands are committed after ``live``'s (one writer, submit order), so a crash that loses
+        ``live``'s end loses everything the successor journaled too, and recovery re-runs both in
+        arrival order. Its state snapshot includes ``live``'s writes still in flight (see
+        ``_state_snapshot``). Only the reply to ``live``'s caller waits for the commit.
+        """
         lock_key = live.lock_key
         if live.holds_key and lock_key is not None:
             live.holds_key = False
