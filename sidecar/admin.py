@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
 import msgspec
 from aiohttp import web
+from multidict import CIMultiDict
 
 from handler_sdk.protocol import Entry, Failure, Input, Output
 
 from .config import Settings
+from .ids import partition_of_id
+from .mesh import Mesh
+from .partitions import PartitionMap
 from .http_errors import HTTPProblem, json_errors, json_response
 from .invoker import InvocationNotFound, InvocationStateError, Invoker
 from .registry import Registry, RegistrationError
@@ -75,12 +80,18 @@ def _read_json_value(body: bytes) -> bytes:
 class Admin:
     def __init__(
         self, *, invoker: Invoker, registry: Registry, store: Store, settings: Settings, http: aiohttp.ClientSession,
+        partitions: PartitionMap, mesh: Mesh | None = None,
     ) -> None:
         self._invoker = invoker
         self._registry = registry
         self._store = store
         self._settings = settings
         self._http = http
+        self._partitions = partitions
+        self._mesh = mesh
+        if mesh is not None:
+            mesh.handlers["admin.invocation"] = self.answer_invocation
+            mesh.handlers["registry.reload"] = self._reload
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -92,9 +103,9 @@ class Admin:
         r.add_get("/services", self.services)
         r.add_get("/services/{name}", self.service)
         r.add_get("/invocations", self.invocations)
-        r.add_get("/invocations/{id}", self.invocation)
-        r.add_post("/invocations/{id}/kill", self.kill)
-        r.add_delete("/invocations/{id}", self.purge)
+        r.add_get("/invocations/{id}", self._routed)
+        r.add_post("/invocations/{id}/kill", self._routed)
+        r.add_delete("/invocations/{id}", self._routed)
         r.add_get("/state/{object}/{key}", self.get_state)
         r.add_put("/state/{object}/{key}/{name}", self.put_state)
         r.add_delete("/state/{object}/{key}/{name}", self.delete_state)
@@ -114,7 +125,15 @@ class Admin:
             record, created = await self._registry.register(body.uri, force=body.force, http=self._http)
         except RegistrationError as exc:
             raise HTTPProblem(exc.status, exc.message) from None
+        if self._mesh is not None:  # the other workers read the new deployment from the store
+            for index in range(self._mesh.workers):
+                if index != self._mesh.index:
+                    await self._mesh.forward(index, "registry.reload", "POST", "/", {}, CIMultiDict(), b"")
         return json_response(record, status=201 if created else 200)
+
+    async def _reload(self, *_: object) -> web.Response:
+        self._registry.reload()
+        return json_response({"reloaded": True})
 
     async def deployments(self, request: web.Request) -> web.Response:
         return json_response({"deployments": [
@@ -152,14 +171,33 @@ class Admin:
             live={i: l.record for i, l in self._invoker.active.items()}, status=status, limit=limit)
         return json_response({"invocations": [_summary(r) for r in records]})
 
-    def _record(self, request: web.Request) -> InvocationRecord:
-        try:
-            return self._invoker.current(request.match_info["id"])
-        except InvocationNotFound:
-            raise HTTPProblem(404, f"no such invocation {request.match_info['id']!r}") from None
+    async def _routed(self, request: web.Request) -> web.Response:
+        """Show, kill and purge act on live state that only the owning worker holds."""
+        partition = partition_of_id(request.match_info["id"])
+        if self._mesh is not None and partition is not None and not self._partitions.owns(partition):
+            return await self._mesh.forward(self._partitions.owner(partition), "admin.invocation", request.method,
+                                            request.path, {}, request.headers, b"")
+        return await self.answer_invocation(request.method, request.path, {}, request.headers, b"")
 
-    async def invocation(self, request: web.Request) -> web.Response:
-        record = self._record(request)
+    async def answer_invocation(
+        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
+    ) -> web.Response:
+        parts = path.strip("/").split("/")  # invocations/{id}[/kill]
+        invocation_id = parts[1]
+        if method == "GET":
+            return self._show(invocation_id)
+        if method == "POST" and parts[-1] == "kill":
+            return self._kill(invocation_id)
+        return await self._purge(invocation_id)
+
+    def _record(self, invocation_id: str) -> InvocationRecord:
+        try:
+            return self._invoker.current(invocation_id)
+        except InvocationNotFound:
+            raise HTTPProblem(404, f"no such invocation {invocation_id!r}") from None
+
+    def _show(self, invocation_id: str) -> web.Response:
+        record = self._record(invocation_id)
         journal = self._store.read_journal(record.id)
         view = _summary(record) | {
             "reason": self._invoker.reason(record.id), "deployment_id": record.deployment_id,
@@ -174,21 +212,21 @@ class Admin:
             view["journal_committed"] = len(journal)
         return json_response(view)
 
-    async def kill(self, request: web.Request) -> web.Response:
-        self._record(request)
+    def _kill(self, invocation_id: str) -> web.Response:
+        self._record(invocation_id)
         try:
-            record = self._invoker.kill(request.match_info["id"])
+            record = self._invoker.kill(invocation_id)
         except InvocationStateError as exc:
             raise HTTPProblem(409, str(exc)) from None
         return json_response({"id": record.id, "status": record.status}, status=202)
 
-    async def purge(self, request: web.Request) -> web.Response:
-        self._record(request)
+    async def _purge(self, invocation_id: str) -> web.Response:
+        self._record(invocation_id)
         try:
-            await self._invoker.purge(request.match_info["id"])
+            await self._invoker.purge(invocation_id)
         except InvocationStateError as exc:
             raise HTTPProblem(409, str(exc)) from None
-        return json_response({"id": request.match_info["id"], "purged": True})
+        return json_response({"id": invocation_id, "purged": True})
 
     # --- state ----------------------------------------------------------------------------------
 

@@ -178,11 +178,13 @@ def main(ingress: str, admin: str) -> None:
                    f"[{_DEFAULTS.inactivity_timeout_s:g}].")
 @click.option("--retention", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help=f"Keep finished invocations and idempotency keys this long [{_DEFAULTS.retention_s:g}].")
+@click.option("--workers", type=click.IntRange(min=0), metavar="N",
+              help="Worker processes sharing the ingress port [one per CPU core].")
 @click.pass_context
 def serve(
     ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
     admin: str | None, register: tuple[str, ...], durability: str | None,
-    inactivity_timeout: float | None, retention: float | None,
+    inactivity_timeout: float | None, retention: float | None, workers: int | None,
 ) -> None:
     """Run the sidecar until SIGINT or SIGTERM."""
     # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
@@ -195,7 +197,7 @@ def serve(
         settings = load_settings(config_file=config_file, overrides={
             "data_dir": data_dir, "ingress": ingress, "admin": admin,
             "register": list(register) or None, "durability": durability,
-            "inactivity_timeout_s": inactivity_timeout, "retention_s": retention,
+            "inactivity_timeout_s": inactivity_timeout, "retention_s": retention, "workers": workers,
         })
     except ConfigError as exc:
         raise _ConfigFailure(str(exc)) from None

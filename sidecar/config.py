@@ -37,6 +37,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     connections_per_deployment: int = 2
     #: LMDB map size: address space reserved, not disk used.
     map_size_bytes: int = 64 * 1024**3
+    #: Worker processes sharing the ingress port, each owning a share of the partitions
+    #: (0: one per CPU core).
+    workers: int = 0
+    #: Partitions of the key space; fixed when a data directory is created, read from it after.
+    partitions: int = 64
 
 
 class ConfigError(ValueError):

@@ -54,6 +54,20 @@ def _framework_message(exc: web.HTTPException, max_body: int) -> str:
     return exc.reason
 
 
+def exception_response(exc: Exception, what: str, max_body: int = 0) -> web.Response:
+    """The JSON error a client gets for ``exc``, raised while serving ``what``."""
+    if isinstance(exc, HTTPProblem):
+        return error_response(exc.status, exc.message, headers=exc.headers)
+    if isinstance(exc, StoreError):
+        return error_response(503, f"the store cannot take writes now: {exc}", headers={"Retry-After": "1"})
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
+        return error_response(exc.status, _framework_message(exc, max_body))
+    if isinstance(exc, ConnectionError):  # e.g. the worker owning the key is restarting
+        return error_response(503, f"temporarily unavailable: {exc}", headers={"Retry-After": "1"})
+    log.error("unhandled error serving %s", what, exc_info=exc)
+    return error_response(500, "internal error; the sidecar log has the details")
+
+
 def json_errors(max_body: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Middleware turning every failure into a JSON error response."""
 
@@ -61,16 +75,11 @@ def json_errors(max_body: int) -> Callable[[web.Request, Handler], Awaitable[web
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except HTTPProblem as problem:
-            return error_response(problem.status, problem.message, headers=problem.headers)
-        except StoreError as exc:
-            return error_response(503, f"the store cannot take writes now: {exc}", headers={"Retry-After": "1"})
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(exc.status, _framework_message(exc, max_body))
-        except Exception:
-            log.exception("unhandled error serving %s %s", request.method, request.path)
-            return error_response(500, "internal error; the sidecar log has the details")
+            return exception_response(exc, f"{request.method} {request.path}", max_body)
+        except Exception as exc:
+            return exception_response(exc, f"{request.method} {request.path}", max_body)
 
     return middleware

@@ -8,6 +8,7 @@ object ``A`` on key ``B``. Payload bytes are passed through untouched.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from urllib.parse import unquote
 
@@ -15,6 +16,9 @@ import msgspec
 from aiohttp import web
 
 from .config import Settings
+from .ids import partition_of_id
+from .mesh import Mesh
+from .partitions import PartitionMap
 from .durations import parse_duration
 from .http_errors import HTTPProblem, error_response, json_errors, json_response
 from .invoker import InvocationNotFound, Invoker
@@ -40,23 +44,31 @@ class Target(msgspec.Struct, frozen=True):
     send: bool
 
 
-def _is_json(request: web.Request) -> bool:
-    content_type = request.headers.get("content-type", "application/json")
+def _is_json(headers: Mapping[str, str]) -> bool:
+    content_type = headers.get("content-type", "application/json")
     return content_type.split(";", 1)[0].strip().endswith("json")
 
 
 class Ingress:
-    def __init__(self, invoker: Invoker, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self, invoker: Invoker, registry: Registry, settings: Settings, partitions: PartitionMap,
+        mesh: Mesh | None = None,
+    ) -> None:
         self._invoker = invoker
         self._registry = registry
         self._settings = settings
+        self._partitions = partitions
+        self._mesh = mesh
+        if mesh is not None:
+            mesh.handlers["ingress.call"] = self.answer_call
+            mesh.handlers["ingress.invocation"] = self.answer_invocation
 
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
         app.router.add_get("/restate/health", self.health)
-        app.router.add_get("/restate/invocation/{tail:.+}", self.invocation)
-        app.router.add_post("/{tail:.+}", self.call)
+        app.router.add_get("/restate/invocation/{tail:.+}", self._invocation)
+        app.router.add_post("/{tail:.+}", self._call)
         return app
 
     async def health(self, request: web.Request) -> web.Response:
@@ -78,7 +90,7 @@ class Ingress:
                 parts = parts[:-1]
         if len(parts) not in (2, 3) or not all(parts):
             raise HTTPProblem(404, f"no such target {path!r}: expected /Service/handler or /Object/key/handler")
-        found = self._registry.service(parts[0])
+        found = self._registry.service(parts[0]) or self._registry.reload().service(parts[0])
         if found is None:
             raise HTTPProblem(404, f"unknown service {parts[0]!r}")
         keyed = found[1].kind != "service"
@@ -90,26 +102,43 @@ class Ingress:
             raise HTTPProblem(404, f"{parts[0]} has no handler {parts[-1]!r}")
         return Target(route, parts[1] if keyed else None, send)
 
-    async def call(self, request: web.Request) -> web.Response:
-        target = self._target(request.match_info["tail"])
+    async def _call(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        return await self.answer_call(
+            request.method, request.match_info["tail"], dict(request.query), request.headers, body)
+
+    def _owner(self, partition: int | None) -> int | None:
+        """The worker to hand a request to, or None when this one owns it."""
+        if self._mesh is None or partition is None or self._partitions.owns(partition):
+            return None
+        return self._partitions.owner(partition)
+
+    async def answer_call(
+        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
+    ) -> web.Response:
+        target = self._target(path)
+        idem = headers.get("idempotency-key") or None
+        partition = self._partitions.of_target(target.route.service.name, target.key, target.route.handler.name, idem)
+        owner = self._owner(partition)
+        if owner is not None:
+            assert self._mesh is not None
+            return await self._mesh.forward(owner, "ingress.call", method, path, dict(query), headers, body)
         delay_s = 0.0
-        if "delay" in request.query:
+        if "delay" in query:
             if not target.send:
                 raise HTTPProblem(400, "delay applies to sends only: use .../send?delay=10s")
             try:
-                delay_s = parse_duration(request.query["delay"])
+                delay_s = parse_duration(query["delay"])
             except ValueError as exc:
                 raise HTTPProblem(400, str(exc)) from None
-        body = await request.read()
-        if body and _is_json(request):
+        if body and _is_json(headers):
             try:
                 msgspec.json.decode(body)
             except msgspec.DecodeError as exc:
                 raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
-        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        idem = request.headers.get("idempotency-key") or None
+        forwarded = {k.lower(): v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
         invocation_id, previously = await self._invoker.submit(
-            target.route, target.key, body, headers, idem, delay_s=delay_s)
+            target.route, target.key, body, forwarded, idem, delay_s=delay_s, partition=partition)
         response_headers = {"x-restate-id": invocation_id}
         if idem:
             response_headers["idempotency-expires"] = self._expiry(None)
@@ -128,12 +157,26 @@ class Ingress:
 
     # --- attach / output ------------------------------------------------------------------------
 
-    async def invocation(self, request: web.Request) -> web.Response:
-        parts = [unquote(p) for p in request.match_info["tail"].strip("/").split("/")]
+    async def _invocation(self, request: web.Request) -> web.Response:
+        return await self.answer_invocation(request.method, request.match_info["tail"], {}, request.headers, b"")
+
+    async def answer_invocation(
+        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
+    ) -> web.Response:
+        parts = [unquote(p) for p in path.strip("/").split("/")]
         action = parts[-1]
         if action not in ("attach", "output") or len(parts) not in (2, 4, 5):
             raise HTTPProblem(404, "expected /restate/invocation/{id}/attach|output or "
                                    "/restate/invocation/{service}[/{key}]/{handler}/{idempotency-key}/attach|output")
+        if len(parts) == 2:
+            partition = partition_of_id(parts[0])
+        else:
+            partition = self._partitions.of_target(parts[0], parts[1] if len(parts) == 5 else None, parts[-3],
+                                                   parts[-2])
+        owner = self._owner(partition)
+        if owner is not None:
+            assert self._mesh is not None
+            return await self._mesh.forward(owner, "ingress.invocation", method, path, {}, headers, b"")
         try:
             if len(parts) == 2:
                 invocation_id = parts[0]

@@ -52,6 +52,13 @@ class Registry:
         for spec in record.services:
             self._services[spec.name] = (record.id, spec)
 
+    def reload(self) -> Registry:
+        """Pick up deployments another worker registered (the store is shared)."""
+        for record in sorted(self._store.list_deployments(), key=lambda d: d.created_ms):
+            if self.deployments.get(record.id) != record:
+                self._install(record)
+        return self
+
     def services(self) -> list[tuple[str, ServiceSpec]]:
         return [self._services[name] for name in sorted(self._services)]
 

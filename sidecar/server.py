@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from .admin import Admin
@@ -16,6 +20,8 @@ from .config import Settings, parse_address
 from .ids import IdGenerator
 from .ingress import Ingress
 from .invoker import Invoker
+from .mesh import Mesh
+from .partitions import PartitionMap
 from .registry import Registry, RegistrationError
 from .store import Store
 
@@ -42,38 +48,66 @@ async def _register_on_start(registry: Registry, uris: list[str], http: aiohttp.
                 delay = min(delay * 2, 1.0)
 
 
-async def _site(stack: AsyncExitStack, app: web.Application, address: str, name: str) -> None:
+async def _site(stack: AsyncExitStack, app: web.Application, address: str, name: str, *, shared: bool) -> None:
     host, port = parse_address(address, name)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    await web.TCPSite(runner, host, port, backlog=1024).start()
+    # Workers share the ingress port: the kernel spreads connections over them (SO_REUSEPORT).
+    await web.TCPSite(runner, host, port, backlog=1024, reuse_port=shared or None).start()
+
+
+class WorkerSpec(msgspec.Struct, frozen=True):
+    """This process's place among the workers, and its inherited socket to the writer process."""
+
+    index: int
+    workers: int
+    partitions: int
+    writer_fd: int
 
 
 @asynccontextmanager
-async def running(settings: Settings, on_store_lost: Callable[[str], None] | None = None) -> AsyncIterator[Invoker]:
-    """The sidecar, serving on its ingress and admin addresses until the context exits."""
+async def running(
+    settings: Settings, on_store_lost: Callable[[str], None] | None = None, worker: WorkerSpec | None = None,
+) -> AsyncIterator[Invoker]:
+    """The sidecar (or one worker of it), serving until the context exits."""
     async with AsyncExitStack() as stack:
         store = Store(settings.data_dir, durability=settings.durability, map_size=settings.map_size_bytes)
-        await store.start(on_lost=on_store_lost)
+        mesh: Mesh | None = None
+        if worker is None:
+            partitions = PartitionMap.single(store.partition_count(settings.partitions))
+            await store.start(on_lost=on_store_lost)
+        else:
+            partitions = PartitionMap(partitions=worker.partitions, workers=worker.workers, index=worker.index)
+            await store.start(writer_socket=socket.socket(fileno=worker.writer_fd), on_lost=on_store_lost)
+            mesh = Mesh(settings.data_dir, worker.index, worker.workers)
         stack.push_async_callback(store.close)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5.0))
         stack.push_async_callback(http.close)
         ids = IdGenerator()
         registry = Registry(store, ids)
-        invoker = Invoker(store=store, registry=registry, settings=settings, http=http, ids=ids)
+        invoker = Invoker(store=store, registry=registry, settings=settings, http=http, ids=ids, partitions=partitions)
         stack.push_async_callback(invoker.close)
-        await _register_on_start(registry, settings.register, http)
+        first = partitions.index == 0
+        if first:
+            await _register_on_start(registry, settings.register, http)
+        admin = Admin(invoker=invoker, registry=registry, store=store, settings=settings, http=http,
+                      partitions=partitions, mesh=mesh)
+        ingress = Ingress(invoker, registry, settings, partitions, mesh)
+        if mesh is not None:
+            await mesh.start()
+            stack.push_async_callback(mesh.close)
         invoker.start()
-        await _site(stack, Admin(invoker=invoker, registry=registry, store=store, settings=settings,
-                                 http=http).app(), settings.admin, "admin")
-        await _site(stack, Ingress(invoker, registry, settings).app(), settings.ingress, "ingress")
-        log.info("sidecar ready: ingress http://%s, admin http://%s, data %s (durability %s)",
-                 settings.ingress, settings.admin, settings.data_dir, settings.durability)
+        if first:  # one admin endpoint; it hands invocation-specific requests to their owners
+            await _site(stack, admin.app(), settings.admin, "admin", shared=False)
+        await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None)
+        log.info("sidecar %sready: ingress http://%s, admin http://%s, data %s (durability %s)",
+                 f"worker {partitions.index + 1}/{partitions.workers} " if mesh else "", settings.ingress,
+                 settings.admin, settings.data_dir, settings.durability)
         yield invoker
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, worker: WorkerSpec | None = None) -> int:
     """Serve until a signal (exit status 0) or until the writer process dies (1)."""
     stop = asyncio.Event()
     failure: list[str] = []
@@ -86,21 +120,36 @@ async def serve(settings: Settings) -> int:
         failure.append(reason)
         stop.set()
 
-    async with running(settings, store_lost):
+    async with running(settings, store_lost, worker):
         await stop.wait()
         log.info("shutting down")
     return 1 if failure else 0
 
 
-def run(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM (blocking), on uvloop where available."""
+def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop where available; its exit status."""
     try:
         import uvloop
         loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - platforms without uvloop
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        status = runner.run(serve(settings))
+        return runner.run(main)
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM (blocking): in this process, or as a group of workers."""
+    configure_logging()
+    workers = settings.workers or os.cpu_count() or 1
+    if workers > 1:
+        from .supervisor import supervise
+
+        status = supervise(settings, workers)
+    else:
+        status = run_loop(serve(settings))
     if status:
         raise SystemExit(status)

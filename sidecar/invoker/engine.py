@@ -23,6 +23,7 @@ from handler_sdk.protocol import (
 from ..config import Settings
 from ..ids import IdGenerator
 from ..links import DeploymentPool, Link, LinkError
+from ..partitions import PartitionMap
 from ..registry import Registry, Route
 from ..retry import RetryPolicy
 from ..store import Changes, InvocationRecord, Store, StoreError
@@ -56,7 +57,10 @@ def _seed(invocation_id: str) -> int:
 class Invoker:
     def __init__(
         self, *, store: Store, registry: Registry, settings: Settings, http: aiohttp.ClientSession, ids: IdGenerator,
+        partitions: PartitionMap,
     ) -> None:
+        self._partitions = partitions
+        self._anywhere = 0  # spreads keyless invocations over the partitions this worker owns
         self._store = store
         self._registry = registry
         self._settings = settings
@@ -101,7 +105,8 @@ class Invoker:
     def _recover(self) -> None:
         """Re-admit every unfinished invocation, per key in arrival order, as the store has it."""
         now = _now_ms()
-        records = [self._store.get_invocation(i) for _, _, i, _ in self._store.scan_inbox()]
+        records = [self._store.get_invocation(i) for _, _, i, _ in self._store.scan_inbox()
+                   if self._partitions.owns_invocation(i)]
         # An invocation that already started holds its key, even if one that arrived earlier
         # (a delayed send now due) is also waiting: admit the holders first.
         started = [r for r in records if r is not None and not r.finished and r.attempts > 0]
@@ -133,7 +138,7 @@ class Invoker:
 
     async def submit(
         self, route: Route, key: str | None, body: bytes, headers: dict[str, str], idempotency_key: str | None,
-        *, delay_s: float = 0.0,
+        *, delay_s: float = 0.0, partition: int | None = None,
     ) -> tuple[str, bool]:
         """Journal a new invocation durably and schedule it (``delay_s`` later).
 
@@ -149,8 +154,11 @@ class Invoker:
             if existing is not None and (existing in self.active or self._store.get_invocation(existing)):
                 return existing, True
         now = _now_ms()
+        if partition is None:
+            self._anywhere += 1
+            partition = self._partitions.local_partition(self._anywhere)
         record = InvocationRecord(
-            id=self._ids.invocation_id(), service=service, handler=handler, key=key,
+            id=self._ids.invocation_id(partition), service=service, handler=handler, key=key,
             handler_kind=route.handler.kind if route.service.kind != "service" else "shared",
             status="pending", deployment_id=route.deployment_id, headers=headers,
             idempotency_key=idempotency_key, created_ms=now, modified_ms=now,
@@ -497,7 +505,8 @@ class Invoker:
         while True:
             await asyncio.sleep(period)
             cutoff = _now_ms() - int(self._settings.retention_s * 1000)
-            expired = self._store.finished_before(cutoff, limit=1000)
+            expired = [i for i in self._store.finished_before(cutoff, limit=1000)
+                       if self._partitions.owns_invocation(i)]
             if not expired:
                 continue
             changes = Changes()

@@ -88,6 +88,10 @@ class Store:
         if self._writer_process is not None:
             await asyncio.to_thread(self._writer_process.wait)
             self._writer_process = None
+        self.close_environment()
+
+    def close_environment(self) -> None:
+        """Close the environment of a store that never started a writer (tools, the supervisor)."""
         self._env.close()
 
     @property
@@ -103,6 +107,16 @@ class Store:
         """Queue ``batch``; the future resolves once it is durable. Batches commit in submit order."""
         assert self._writer is not None, "store not started"
         return self._writer.submit(batch)
+
+    def partition_count(self, default: int) -> int:
+        """The data directory's number of partitions, fixed by whoever opens it first."""
+        raw = self._get("meta", b"partitions")
+        if raw is not None:
+            return int(raw)
+        batch = WriteBatch()
+        batch.put("meta", b"partitions", str(default).encode())
+        self.write_now(batch)
+        return default
 
     def write_now(self, batch: WriteBatch) -> None:
         """Apply one batch synchronously, bypassing the writer (tools and tests only)."""
@@ -177,6 +191,4 @@ class Store:
         with self._env.begin(db=self._dbs["deployments"]) as txn:
             return [_deployment_decoder.decode(v) for _, v in txn.cursor()]
 
-    def get_meta(self, name: str) -> bytes | None:
-        return self._get("meta", name.encode())
 

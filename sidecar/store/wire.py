@@ -1,4 +1,4 @@
-"""Frames between the sidecar and its writer process: length-prefixed msgpack.
+"""Frames between the sidecar and its writer process (and between workers): length-prefixed msgpack.
 
 Each ``Submit`` carries a sequence number; the writer answers with the highest sequence number it
 has made durable (cumulative, like the handler protocol's ``Ack``) and the ones that failed.
@@ -31,7 +31,10 @@ committed_decoder = msgspec.msgpack.Decoder(Committed)
 
 
 def frame(message: Submit | Committed) -> bytes:
-    payload = _encoder.encode(message)
+    return frame_bytes(_encoder.encode(message))
+
+
+def frame_bytes(payload: bytes) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -106,22 +107,36 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def _cluster_fixture(flags: list[str]):  # type: ignore[no-untyped-def]
-    @pytest.fixture
-    async def fixture(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-        cluster = Cluster(tmp_path, http, handlers="tests.e2e.handlers:SERVICES", sidecar_flags=flags)
-        try:
-            await cluster.start()
-            yield cluster
-        finally:
-            cluster.stop()
-            if getattr(request.node, "rep_call_failed", False):
-                print(cluster.logs())
-    return fixture
+@asynccontextmanager
+async def _running(tmp: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+                   flags: list[str]) -> AsyncIterator[Cluster]:
+    cluster = Cluster(tmp, http, handlers="tests.e2e.handlers:SERVICES", sidecar_flags=flags)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        if getattr(request.node, "rep_call_failed", False):
+            print(cluster.logs())
 
 
-cluster = _cluster_fixture(["--durability", "none", "--inactivity-timeout", "3"])
-durable_cluster = _cluster_fixture(["--inactivity-timeout", "3"])
+@pytest.fixture
+async def cluster(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """Two workers sharing the partitions (requests cross between them); durability off: a
+    process crash loses nothing either way."""
+    flags = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "2"]
+    async with _running(tmp_path, http, request, flags) as running:
+        yield running
+
+
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+async def durable_cluster(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+) -> AsyncIterator[Cluster]:
+    """fsync on, and both ways of running: one process, or workers sharing the partitions."""
+    flags = ["--inactivity-timeout", "3", "--workers", str(request.param)]
+    async with _running(tmp_path, http, request, flags) as running:
+        yield running
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

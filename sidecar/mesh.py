@@ -1,0 +1,211 @@
+"""The worker mesh: hands a request that landed on the wrong worker to the worker that owns it.
+
+Workers share the ingress port, so the kernel spreads connections over them without regard to
+keys. A request for a partition another worker owns is handed over as one msgpack frame on a
+Unix socket between the two processes (no second HTTP exchange), processed there by the same
+code, and the answer comes back the same way. Frames are multiplexed by a request number, so one
+socket per pair of workers carries any number of requests at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+from multidict import CIMultiDict
+
+from .http_errors import error_response, exception_response
+from .store.wire import frame_bytes, split_frames
+
+log = logging.getLogger(__name__)
+
+#: How long to wait for a worker that is (re)starting before answering 503.
+_CONNECT_PATIENCE_S = 5.0
+
+
+class Forwarded(msgspec.Struct, array_like=True):
+    """An HTTP request, as the receiving worker read it."""
+
+    number: int
+    kind: str  # which entry point handles it: see Mesh.handlers
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class Answer(msgspec.Struct, array_like=True):
+    number: int
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+_encoder = msgspec.msgpack.Encoder()
+_forwarded_decoder = msgspec.msgpack.Decoder(Forwarded)
+_answer_decoder = msgspec.msgpack.Decoder(Answer)
+
+#: An entry point: (method, path, query, headers, body) -> response, as for a local request.
+Handler = Callable[[str, str, dict[str, str], CIMultiDict[str], bytes], Awaitable[web.Response]]
+
+
+class MeshError(ConnectionError):
+    """The owning worker cannot be reached (it is restarting): the client should retry."""
+
+
+def socket_address(data_dir: str, index: int) -> str:
+    """Where worker ``index`` listens: an abstract Unix socket on Linux (no path length limit,
+    nothing left on disk after a crash), a file in the data directory elsewhere."""
+    anchor = str(Path(data_dir).resolve())
+    if sys.platform.startswith("linux"):
+        return f"\0durable-sidecar:{anchor}:{index}"
+    return str(Path(anchor) / f"worker-{index}.sock")
+
+
+class _Peer(asyncio.Protocol):
+    """Our connection to one other worker; requests in flight are matched to answers by number."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiting: dict[int, asyncio.Future[Answer]] = {}
+        self._inbound = bytearray()
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._inbound += data
+        for payload in split_frames(self._inbound):
+            answer = _answer_decoder.decode(payload)
+            future = self.waiting.pop(answer.number, None)
+            if future is not None and not future.done():
+                future.set_result(answer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(MeshError("the owning worker went away"))
+        self.waiting.clear()
+
+
+class _Server(asyncio.Protocol):
+    """One other worker's connection to us: each forwarded request runs as its own task."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self._mesh = mesh
+        self._transport: asyncio.Transport | None = None
+        self._inbound = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._inbound += data
+        for payload in split_frames(self._inbound):
+            self._mesh.spawn(self._answer(_forwarded_decoder.decode(payload)))
+
+    async def _answer(self, request: Forwarded) -> None:
+        response = await self._mesh.handle(request)
+        if self._transport is not None and not self._transport.is_closing():
+            body = response.body if isinstance(response.body, bytes) else b""
+            self._transport.write(frame_bytes(_encoder.encode(Answer(
+                request.number, response.status, [(str(k), v) for k, v in response.headers.items()], body))))
+
+
+class Mesh:
+    def __init__(self, data_dir: str, index: int, workers: int) -> None:
+        self._data_dir = data_dir
+        self.index = index
+        self.workers = workers
+        self.handlers: dict[str, Handler] = {}
+        self._peers: dict[int, _Peer] = {}
+        self._connecting: dict[int, asyncio.Task[_Peer]] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._number = 0
+
+    async def start(self) -> None:
+        # Sockets made by hand: uvloop does not take abstract addresses by name.
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(socket_address(self._data_dir, self.index))
+        listener.listen(64)
+        self._server = await asyncio.get_running_loop().create_unix_server(lambda: _Server(self), sock=listener)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for peer in self._peers.values():
+            if peer.transport is not None:
+                peer.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def handle(self, request: Forwarded) -> web.Response:
+        handler = self.handlers.get(request.kind)
+        if handler is None:
+            return error_response(500, f"worker {self.index} has no entry point {request.kind!r}")
+        try:
+            return await handler(request.method, request.path, request.query, CIMultiDict(request.headers),
+                                 request.body)
+        except Exception as exc:  # the same mapping a local request gets
+            return exception_response(exc, f"forwarded {request.method} {request.path}")
+
+    async def _peer(self, index: int) -> _Peer:
+        peer = self._peers.get(index)
+        if peer is not None and not peer.lost:
+            return peer
+        task = self._connecting.get(index)
+        if task is None:
+            task = self._connecting[index] = asyncio.ensure_future(self._connect(index))
+            task.add_done_callback(lambda _t: self._connecting.pop(index, None))
+        return await asyncio.shield(task)
+
+    async def _connect(self, index: int) -> _Peer:
+        """Connect to worker ``index``, waiting a little for one that is still starting."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CONNECT_PATIENCE_S
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(socket_address(self._data_dir, index))  # local: completes at once
+                break
+            except OSError as exc:
+                sock.close()
+                if loop.time() > deadline:
+                    raise MeshError(f"worker {index} is not reachable: {exc}") from None
+                await asyncio.sleep(0.05)
+        _, peer = await loop.create_unix_connection(_Peer, sock=sock)
+        self._peers[index] = peer
+        return peer
+
+    async def forward(self, owner: int, kind: str, method: str, path: str, query: dict[str, str],
+                      headers: CIMultiDict[str], body: bytes) -> web.Response:
+        """Have worker ``owner`` answer this request; its response, as if made here."""
+        peer = await self._peer(owner)
+        self._number += 1
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        peer.waiting[self._number] = future
+        assert peer.transport is not None
+        peer.transport.write(frame_bytes(_encoder.encode(Forwarded(
+            self._number, kind, method, path, query, [(str(k), v) for k, v in headers.items()], body))))
+        answer = await future
+        response = web.Response(status=answer.status, body=answer.body)
+        for name, value in answer.headers:
+            if name.lower() != "content-length":
+                response.headers.add(name, value)
+        return response

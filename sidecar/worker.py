@@ -1,0 +1,28 @@
+"""One worker of ``sidecar serve --workers N``, started by the supervisor (not by hand)."""
+
+from __future__ import annotations
+
+import argparse
+
+import msgspec
+
+from .config import Settings
+from .server import WorkerSpec, configure_logging, run_loop, serve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m sidecar.worker")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--partitions", type=int, required=True)
+    parser.add_argument("--writer-fd", type=int, required=True)
+    parser.add_argument("--settings", required=True, help="the sidecar's Settings as JSON")
+    args = parser.parse_args()
+    configure_logging()
+    settings = msgspec.json.decode(args.settings, type=Settings)
+    spec = WorkerSpec(index=args.index, workers=args.workers, partitions=args.partitions, writer_fd=args.writer_fd)
+    raise SystemExit(run_loop(serve(settings, spec)))
+
+
+if __name__ == "__main__":
+    main()
