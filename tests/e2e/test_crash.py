@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
+from pathlib import Path
 
+import aiohttp
 import pytest
 
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, _running
 from tests.procs import eventually
 
 ROUNDS = int(os.environ.get("CRASH_ROUNDS", "6"))
@@ -75,3 +78,52 @@ async def test_no_step_is_lost_or_repeated_across_sigkills(durable_cluster: Clus
         assert all(counts.get(key, 0) >= 1 for key in step_keys)
     repeats = sum(c - 1 for c in counts.values())
     assert repeats <= ROUNDS * len(ids)
+
+
+def _workers_of(supervisor_pid: int) -> list[int]:
+    """PIDs of the worker processes the supervisor started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == supervisor_pid and b"sidecar.worker" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.timeout(120)
+async def test_a_killed_worker_is_replaced_and_its_partitions_recover(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+) -> None:
+    async with _running(tmp_path, http, request, ["--inactivity-timeout", "3", "--workers", "2"]) as cluster:
+        assert cluster.sidecar.proc is not None
+        ids = []
+        for n in range(INVOCATIONS):
+            _, body, _ = await cluster.post("/Steps/twenty/send", f"w-{n}")
+            ids.append(body["invocationId"])
+
+        async def some_progress() -> bool:
+            return sum((await cluster.sink_counts()).values()) >= 10
+
+        await eventually(some_progress, what="some steps")
+        victims = _workers_of(cluster.sidecar.proc.pid)
+        assert len(victims) == 2
+        os.kill(victims[1], signal.SIGKILL)
+
+        async def attach(invocation_id: str) -> tuple[int, object]:
+            status, body = await cluster.get(f"/restate/invocation/{invocation_id}/attach")
+            assert status != 503, body  # the group restarting: a client retries
+            return status, body
+
+        # While the supervisor restarts the group, connections drop: retry as a client would.
+        outputs = [await eventually(lambda i=i: attach(i), timeout=60, what="the result") for i in ids]
+        assert outputs == [(200, [i * i for i in range(STEPS)])] * len(ids)
+        async with cluster.http.get(f"{cluster.sink_url}/stats") as response:
+            assert (await response.json())["violations"] == []
+        replaced = _workers_of(cluster.sidecar.proc.pid)
+        assert len(replaced) == 2 and victims[1] not in replaced
