@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import msgspec
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 from multidict import CIMultiDict
 
 from handler_sdk.protocol import Entry, Failure, Input, Output
@@ -16,6 +17,7 @@ from handler_sdk.protocol import Entry, Failure, Input, Output
 from .config import Settings
 from .ids import partition_of_id
 from .mesh import Mesh
+from .metrics import Metrics
 from .partitions import PartitionMap
 from .http_errors import HTTPProblem, json_errors, json_response
 from .invoker import InvocationNotFound, InvocationStateError, Invoker
@@ -80,8 +82,9 @@ def _read_json_value(body: bytes) -> bytes:
 class Admin:
     def __init__(
         self, *, invoker: Invoker, registry: Registry, store: Store, settings: Settings, http: aiohttp.ClientSession,
-        partitions: PartitionMap, mesh: Mesh | None = None,
+        partitions: PartitionMap, metrics: Metrics, mesh: Mesh | None = None,
     ) -> None:
+        self._metrics = metrics
         self._invoker = invoker
         self._registry = registry
         self._store = store
@@ -98,6 +101,7 @@ class Admin:
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
         r = app.router
         r.add_get("/health", self.health)
+        r.add_get("/metrics", self.metrics)
         r.add_post("/deployments", self.register)
         r.add_get("/deployments", self.deployments)
         r.add_get("/services", self.services)
@@ -113,6 +117,11 @@ class Admin:
 
     async def health(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok", "active_invocations": len(self._invoker.active)})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self._metrics.exposition())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
 
     # --- deployments and services ---------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from .ids import IdGenerator
 from .ingress import Ingress
 from .invoker import Invoker
 from .mesh import Mesh
+from .metrics import Metrics
 from .partitions import PartitionMap
 from .registry import Registry, RegistrationError
 from .store import Store
@@ -86,13 +87,15 @@ async def running(
         stack.push_async_callback(http.close)
         ids = IdGenerator()
         registry = Registry(store, ids)
-        invoker = Invoker(store=store, registry=registry, settings=settings, http=http, ids=ids, partitions=partitions)
+        metrics = Metrics()
+        invoker = Invoker(store=store, registry=registry, settings=settings, http=http, ids=ids,
+                          partitions=partitions, metrics=metrics)
         stack.push_async_callback(invoker.close)
         first = partitions.index == 0
         if first:
             await _register_on_start(registry, settings.register, http)
         admin = Admin(invoker=invoker, registry=registry, store=store, settings=settings, http=http,
-                      partitions=partitions, mesh=mesh)
+                      partitions=partitions, metrics=metrics, mesh=mesh)
         ingress = Ingress(invoker, registry, settings, partitions, mesh)
         if mesh is not None:
             await mesh.start()

@@ -12,16 +12,19 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 
 from .config import Settings
+from .metrics import MULTIPROC_ENV
 from .store import Store
 
 log = logging.getLogger("sidecar.supervisor")
@@ -65,6 +68,7 @@ def supervise(settings: Settings, workers: int) -> int:
     stop = _Stop()
     delay = 0.5
     while True:
+        _fresh_metrics_dir(settings.data_dir)
         started = time.monotonic()
         crashed = _generation(settings, workers, partitions, stop)
         if not crashed:
@@ -78,6 +82,14 @@ def supervise(settings: Settings, workers: int) -> int:
         if stop.requested:
             return 0
         delay = min(delay * 2, 10.0)
+
+
+def _fresh_metrics_dir(data_dir: str) -> None:
+    """The workers' shared metric files: emptied for each generation of workers."""
+    path = Path(data_dir) / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(path)  # inherited by the workers
 
 
 def _generation(settings: Settings, workers: int, partitions: int, stop: _Stop) -> bool:

@@ -23,6 +23,7 @@ from handler_sdk.protocol import (
 from ..config import Settings
 from ..ids import IdGenerator
 from ..links import DeploymentPool, Link, LinkError
+from ..metrics import Metrics
 from ..partitions import PartitionMap
 from ..registry import Registry, Route
 from ..retry import RetryPolicy
@@ -57,9 +58,11 @@ def _seed(invocation_id: str) -> int:
 class Invoker:
     def __init__(
         self, *, store: Store, registry: Registry, settings: Settings, http: aiohttp.ClientSession, ids: IdGenerator,
-        partitions: PartitionMap,
+        partitions: PartitionMap, metrics: Metrics,
     ) -> None:
         self._partitions = partitions
+        self._metrics = metrics
+        self._commits_seen = (0, 0)
         self._anywhere = 0  # spreads keyless invocations over the partitions this worker owns
         self._store = store
         self._registry = registry
@@ -290,6 +293,7 @@ class Invoker:
             live.journal = self._store.read_journal(record.id)
         state = self._state_snapshot(record)
         record.attempts += 1
+        self._metrics.attempts.inc()
         live.attempt = Attempt(self, live, link, self._inactivity_timeout(record))
         input_entry = live.journal[0]
         link.send(encoder.encode(Start(
@@ -379,6 +383,7 @@ class Invoker:
         policy = RetryPolicy.resolve(spec.retry if spec else RetrySpec(), self._settings)
         record.last_error = reason
         record.modified_ms = _now_ms()
+        self._metrics.retries.inc()
         live.journal = None  # the next attempt reads the committed journal
         if policy.exhausted(record.attempts):
             record.status = "paused"
@@ -430,6 +435,9 @@ class Invoker:
                 asyncio.get_running_loop().call_later(1.0, self._write_end, live, changes)
             return
         self.active.pop(live.record.id, None)
+        record = live.record
+        self._metrics.invocations.labels(record.status).inc()
+        self._metrics.duration.observe(((record.completed_ms or record.created_ms) - record.created_ms) / 1000)
         for waiter in live.waiters:
             if not waiter.done():
                 waiter.set_result(live.record)
@@ -488,10 +496,19 @@ class Invoker:
 
     # --- background duties ----------------------------------------------------------------------
 
+    def _sample_gauges(self) -> None:
+        self._metrics.active.set(len(self.active))
+        commits, batches = self._store.commits
+        self._metrics.group_commits.inc(commits - self._commits_seen[0])
+        self._metrics.batches.inc(batches - self._commits_seen[1])
+        self._commits_seen = (commits, batches)
+
     async def _watch_inactivity(self) -> None:
+        """Once a period: fail attempts whose handler went silent, and sample the gauges."""
         period = min(1.0, self._settings.inactivity_timeout_s / 4)
         while True:
             await asyncio.sleep(period)
+            self._sample_gauges()
             now = time.monotonic()
             for live in list(self.active.values()):
                 attempt = live.attempt

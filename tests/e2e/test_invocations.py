@@ -146,3 +146,19 @@ async def test_admin_state_edits_are_seen_by_handlers(cluster: Cluster) -> None:
     assert (await cluster.admin_call("DELETE", "/state/Counter/frank/count"))[0] == 200
     assert (await cluster.post("/Counter/frank/get"))[:2] == (200, 0)
     assert (await cluster.admin_call("GET", "/state/Steps/x"))[0] == 404
+
+
+async def test_metrics_count_every_worker_s_invocations(cluster: Cluster) -> None:
+    for key in ("m1", "m2", "m3", "m4", "m5", "m6"):  # spread over both workers' partitions
+        assert (await cluster.post(f"/Counter/{key}/add", 1))[0] == 200
+
+    async def scraped() -> str:
+        async with cluster.http.get(f"http://{cluster.admin}/metrics") as response:
+            assert response.status == 200 and response.content_type == "text/plain"
+            text = await response.text()
+        line = next(l for l in text.splitlines() if l.startswith('sidecar_invocations_finished_total{status="completed"}'))
+        return text if float(line.split()[-1]) >= 6 else ""
+
+    text = await eventually(scraped, what="the metrics to count all six invocations")
+    assert "sidecar_invocation_duration_seconds_bucket" in text
+    assert "sidecar_group_commits_total" in text and "sidecar_committed_batches_total" in text

@@ -1,0 +1,50 @@
+"""Prometheus metrics (``GET /metrics`` on the admin port), with prometheus-client.
+
+With several workers, each process writes its values to files in a shared directory
+(prometheus-client's multiprocess mode, set up by the supervisor) and the admin endpoint sums
+them, so one scrape sees the whole sidecar.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_DURATION_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._shared = bool(os.environ.get(MULTIPROC_ENV))
+        # Shared mode: values go to the multiprocess files, whatever registry they are in.
+        registry = None if self._shared else CollectorRegistry()
+        self._registry = registry
+        self.invocations = Counter(
+            "sidecar_invocations_finished", "Invocations that reached a final status.", ["status"],
+            registry=registry)
+        self.attempts = Counter("sidecar_attempts_started", "Attempts sent to handlers.", registry=registry)
+        self.retries = Counter(
+            "sidecar_attempts_failed", "Attempts that failed and were retried or paused.", registry=registry)
+        self.duration = Histogram(
+            "sidecar_invocation_duration_seconds", "From acceptance to final status.", buckets=_DURATION_BUCKETS,
+            registry=registry)
+        self.group_commits = Counter(
+            "sidecar_group_commits", "Durable commits that covered this process's batches.", registry=registry)
+        self.batches = Counter(
+            "sidecar_committed_batches", "Write batches made durable (divide by group commits for the mean "
+            "group size).", registry=registry)
+        self.active = Gauge(
+            "sidecar_active_invocations", "Invocations not yet finished.", multiprocess_mode="livesum",
+            registry=registry)
+
+    def exposition(self) -> bytes:
+        if self._shared:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        assert self._registry is not None
+        return generate_latest(self._registry)
