@@ -8,6 +8,7 @@ which partition, and so which worker, owns the invocation.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 
@@ -18,12 +19,13 @@ _PARTITION_BITS = 8
 MAX_PARTITIONS = 1 << _PARTITION_BITS
 
 
+_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+
+
 def _base32(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    """The low ``length * 5`` bits of ``value`` in Crockford base32 (the C base32 codec does the
+    work: 160 bits are exactly 32 characters, so the last ``length`` stand for the low bits)."""
+    return base64.b32encode(value.to_bytes(20, "big"))[-length:].translate(_FROM_RFC4648).decode()
 
 
 class IdGenerator:
