@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,7 +17,7 @@ from handler_sdk.protocol import Entry, Failure, Input, Output
 
 from .config import Settings
 from .ids import partition_of_id
-from .mesh import Mesh
+from .mesh import Mesh, MeshError
 from .metrics import Metrics
 from .partitions import PartitionMap
 from .http_errors import HTTPProblem, json_errors, json_response
@@ -24,6 +25,8 @@ from .invoker import InvocationNotFound, InvocationStateError, Invoker
 from .registry import Registry, RegistrationError
 from .store import Changes, InvocationRecord, Store
 from .store.records import ALL_STATUSES
+
+log = logging.getLogger(__name__)
 
 
 class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -134,11 +137,20 @@ class Admin:
             record, created = await self._registry.register(body.uri, force=body.force, http=self._http)
         except RegistrationError as exc:
             raise HTTPProblem(exc.status, exc.message) from None
-        if self._mesh is not None:  # the other workers read the new deployment from the store
-            for index in range(self._mesh.workers):
-                if index != self._mesh.index:
-                    await self._mesh.forward(index, "registry.reload", "POST", "/", {}, CIMultiDict(), b"")
+        await self.tell_workers_to_reload()
         return json_response(record, status=201 if created else 200)
+
+    async def tell_workers_to_reload(self) -> None:
+        """The other workers read the new deployment from the store (the one they would miss
+        otherwise is a forced replacement: an unknown service makes them reload by themselves)."""
+        if self._mesh is None:
+            return
+        for index in range(self._mesh.workers):
+            if index != self._mesh.index:
+                try:
+                    await self._mesh.forward(index, "registry.reload", "POST", "/", {}, CIMultiDict(), b"")
+                except MeshError as exc:
+                    log.warning("worker %d did not reload the registry (it will when it restarts): %s", index, exc)
 
     async def _reload(self, *_: object) -> web.Response:
         self._registry.reload()

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from .ids import MAX_PARTITIONS
+
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     data_dir: str = "./data"
@@ -78,6 +80,9 @@ def load_settings(
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid setting: {exc}") from None
+    if not 1 <= settings.partitions <= MAX_PARTITIONS:
+        raise ConfigError(
+            f"invalid setting: partitions must be between 1 and {MAX_PARTITIONS}, not {settings.partitions}")
     if settings.durability not in ("fsync", "none"):
         raise ConfigError(f"invalid setting: durability must be 'fsync' or 'none', not {settings.durability!r}")
     for name in ("ingress", "admin"):

@@ -135,8 +135,11 @@ class Mesh:
 
     async def start(self) -> None:
         # Sockets made by hand: uvloop does not take abstract addresses by name.
+        address = socket_address(self._data_dir, self.index)
+        if not address.startswith("\0"):  # a socket file left by a crashed worker
+            Path(address).unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(socket_address(self._data_dir, self.index))
+        listener.bind(address)
         listener.listen(64)
         self._server = await asyncio.get_running_loop().create_unix_server(lambda: _Server(self), sock=listener)
 

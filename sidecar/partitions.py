@@ -13,7 +13,7 @@ import zlib
 
 import msgspec
 
-from .ids import MAX_PARTITIONS, partition_of_id
+from .ids import partition_of_id
 from .store import keys
 
 DEFAULT_PARTITIONS = 64
@@ -56,7 +56,3 @@ class PartitionMap(msgspec.Struct, frozen=True):
         owned = (self.partitions - 1 - self.index) // self.workers + 1
         return self.index + (counter % owned) * self.workers
 
-
-def validate(partitions: int) -> None:
-    if not 1 <= partitions <= MAX_PARTITIONS:
-        raise ValueError(f"partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}")

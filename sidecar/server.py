@@ -32,7 +32,7 @@ log = logging.getLogger("sidecar")
 REGISTER_PATIENCE_S = 30.0
 
 
-async def _register_on_start(registry: Registry, uris: list[str], http: aiohttp.ClientSession) -> None:
+async def _register_on_start(registry: Registry, uris: list[str], http: aiohttp.ClientSession, admin: Admin) -> None:
     for uri in uris:
         deadline = asyncio.get_running_loop().time() + REGISTER_PATIENCE_S
         delay = 0.05
@@ -40,6 +40,7 @@ async def _register_on_start(registry: Registry, uris: list[str], http: aiohttp.
             try:
                 record, _ = await registry.register(uri, force=True, http=http)
                 log.info("registered %s: %s", uri, ", ".join(s.name for s in record.services))
+                await admin.tell_workers_to_reload()
                 break
             except RegistrationError as exc:
                 if asyncio.get_running_loop().time() > deadline or exc.status != 400:
@@ -92,8 +93,6 @@ async def running(
                           partitions=partitions, metrics=metrics)
         stack.push_async_callback(invoker.close)
         first = partitions.index == 0
-        if first:
-            await _register_on_start(registry, settings.register, http)
         admin = Admin(invoker=invoker, registry=registry, store=store, settings=settings, http=http,
                       partitions=partitions, metrics=metrics, mesh=mesh)
         ingress = Ingress(invoker, registry, settings, partitions, mesh)
@@ -104,6 +103,9 @@ async def running(
         if first:  # one admin endpoint; it hands invocation-specific requests to their owners
             await _site(stack, admin.app(), settings.admin, "admin", shared=False)
         await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None)
+        if first and settings.register:  # in the background: a handler still starting must not hold up serving
+            registering = asyncio.ensure_future(_register_on_start(registry, settings.register, http, admin))
+            stack.callback(registering.cancel)
         log.info("sidecar %sready: ingress http://%s, admin http://%s, data %s (durability %s)",
                  f"worker {partitions.index + 1}/{partitions.workers} " if mesh else "", settings.ingress,
                  settings.admin, settings.data_dir, settings.durability)
@@ -144,10 +146,18 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, which containers narrow), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM (blocking): in this process, or as a group of workers."""
     configure_logging()
-    workers = settings.workers or os.cpu_count() or 1
+    workers = settings.workers or _usable_cores()
     if workers > 1:
         from .supervisor import supervise
 

@@ -26,6 +26,7 @@ import msgspec
 from .config import Settings
 from .metrics import MULTIPROC_ENV
 from .store import Store
+from .worker import SETTINGS_ENV
 
 log = logging.getLogger("sidecar.supervisor")
 
@@ -63,8 +64,9 @@ def supervise(settings: Settings, workers: int) -> int:
     partitions = store.partition_count(settings.partitions)
     store.close_environment()
     if workers > partitions:
-        log.warning("%d workers but %d partitions: %d workers will own nothing", workers, partitions,
-                    workers - partitions)
+        log.warning("%d workers asked for, but the data directory has %d partitions: running %d", workers,
+                    partitions, partitions)
+        workers = partitions
     stop = _Stop()
     delay = 0.5
     while True:
@@ -104,13 +106,14 @@ def _generation(settings: Settings, workers: int, partitions: int, stop: _Stop) 
     )
     for _, theirs in pairs:
         theirs.close()
-    encoded = msgspec.json.encode(settings).decode()
+    # Settings travel in the environment, not on the command line that `ps` shows everyone.
+    env = {**os.environ, SETTINGS_ENV: msgspec.json.encode(settings).decode()}
     children = []
     for index, (ours, _) in enumerate(pairs):
         children.append(subprocess.Popen(
             [sys.executable, "-m", "sidecar.worker", "--index", str(index), "--workers", str(workers),
-             "--partitions", str(partitions), "--writer-fd", str(ours.fileno()), "--settings", encoded],
-            pass_fds=[ours.fileno()], preexec_fn=hook,
+             "--partitions", str(partitions), "--writer-fd", str(ours.fileno())],
+            pass_fds=[ours.fileno()], preexec_fn=hook, env=env,
         ))
         ours.close()  # the worker holds it now: when the worker dies, the writer sees it hang up
     while not stop.requested and all(child.poll() is None for child in children):

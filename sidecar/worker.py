@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import msgspec
 
 from .config import Settings
 from .server import WorkerSpec, configure_logging, run_loop, serve
+
+#: The supervisor passes the sidecar's settings, as JSON, in this environment variable.
+SETTINGS_ENV = "SIDECAR_WORKER_SETTINGS"
 
 
 def main() -> None:
@@ -16,10 +20,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--partitions", type=int, required=True)
     parser.add_argument("--writer-fd", type=int, required=True)
-    parser.add_argument("--settings", required=True, help="the sidecar's Settings as JSON")
     args = parser.parse_args()
     configure_logging()
-    settings = msgspec.json.decode(args.settings, type=Settings)
+    settings = msgspec.json.decode(os.environ[SETTINGS_ENV], type=Settings)
     spec = WorkerSpec(index=args.index, workers=args.workers, partitions=args.partitions, writer_fd=args.writer_fd)
     raise SystemExit(run_loop(serve(settings, spec)))
 

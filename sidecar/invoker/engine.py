@@ -429,7 +429,8 @@ class Invoker:
     def _finished(self, live: Live, changes: Changes, future: asyncio.Future[None]) -> None:
         error = future.exception()
         if error is not None:
-            # The key stays held and waiters keep waiting: the end is written once the disk lets us.
+            # Waiters keep waiting: the end is written once the disk lets us (a failed write also
+            # stops this process: see WriterClient._broken).
             log.error("could not record the end of %s, trying again in 1 s: %s", live.record.id, error)
             if not self._closing:
                 asyncio.get_running_loop().call_later(1.0, self._write_end, live, changes)

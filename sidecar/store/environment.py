@@ -60,8 +60,9 @@ class TxnTarget:
 def commit_group(env: lmdb.Environment, dbs: dict[str, Any], batches: Sequence[WriteBatch]) -> list[str | None]:
     """Commit ``batches`` in order in one transaction; per batch, ``None`` or why it failed.
 
-    If the group fails as a whole (map full, disk full), each batch is retried on its own so that
-    one bad batch does not fail its neighbours.
+    If the group fails as a whole (map full, disk full), its batches are tried one by one, in
+    order, up to the first that fails: that one and every later one fail, so what is durable is
+    always a prefix of what was submitted (the invoker's ordering guarantees rest on it).
     """
     try:
         with env.begin(write=True) as txn:
@@ -70,7 +71,11 @@ def commit_group(env: lmdb.Environment, dbs: dict[str, Any], batches: Sequence[W
                 apply_batch(target, batch)
         return [None] * len(batches)
     except lmdb.Error:
-        return [_commit_alone(env, dbs, batch) for batch in batches]
+        results: list[str | None] = []
+        for batch in batches:
+            error = _commit_alone(env, dbs, batch) if not any(results) else "an earlier write failed"
+            results.append(error)
+        return results
 
 
 def _commit_alone(env: lmdb.Environment, dbs: dict[str, Any], batch: WriteBatch) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import selectors
+import signal
 import socket
 
 from .environment import commit_group, open_environment
@@ -93,6 +94,10 @@ def main() -> None:
     parser.add_argument("--fd", type=int, action="append", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Ctrl-C and service managers signal the whole process group: the writer must outlive the
+    # workers' shutdown to commit what they still send. It exits when the last one hangs up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sockets = [socket.socket(fileno=fd) for fd in args.fd]
     serve(args.data_dir, args.durability, args.map_size, sockets)
 

@@ -33,6 +33,7 @@ class WriterClient(asyncio.Protocol):
         self._outgoing: list[bytes] = []
         self._inbound = bytearray()
         self._lost: str | None = None
+        self._closing = False
         self._on_lost = on_lost
         self._closed = self._loop.create_future()
         #: Group-commit statistics: replies received and batches they covered.
@@ -60,17 +61,29 @@ class WriterClient(asyncio.Protocol):
                     future.set_result(None)
                 else:
                     future.set_exception(StoreError(error))
+                    self._broken(f"a write failed: {error}")
+                    return
 
     def connection_lost(self, exc: Exception | None) -> None:
-        reason = "the writer process is gone" if self._pending or exc else ""
-        self._lost = reason or "closed"
+        self._broken("closed" if self._closing else "the writer process is gone")
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _broken(self, reason: str) -> None:
+        """Nothing more can be made durable through this client: fail what waits, tell the owner.
+
+        A write that failed (disk or map full) counts too: batches after it may not commit
+        before it, or the store would no longer hold a prefix of what was submitted, so the
+        owner stops and a restart recovers from what is on disk.
+        """
+        if self._lost is not None:
+            return
+        self._lost = reason
         while self._pending:
             _, future = self._pending.popleft()
             if not future.done():
                 future.set_exception(StoreError(reason))
-        if not self._closed.done():
-            self._closed.set_result(None)
-        if reason and self._on_lost is not None:
+        if not self._closing and self._on_lost is not None:
             self._on_lost(reason)
 
     # --- submitting -------------------------------------------------------------------------------
@@ -94,6 +107,7 @@ class WriterClient(asyncio.Protocol):
 
     async def close(self) -> None:
         """Wait for every submitted batch, then hang up (the writer exits when all clients have)."""
+        self._closing = True
         if self._pending:
             await asyncio.gather(*(f for _, f in list(self._pending)), return_exceptions=True)
         if self._transport is not None:

@@ -80,20 +80,22 @@ async def test_no_step_is_lost_or_repeated_across_sigkills(durable_cluster: Clus
     assert repeats <= ROUNDS * len(ids)
 
 
-def _workers_of(supervisor_pid: int) -> list[int]:
-    """PIDs of the worker processes the supervisor started."""
+def _children(parent_pid: int, marker: bytes) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == supervisor_pid and b"sidecar.worker" in cmdline:
-            found.append(int(entry.name))
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == parent_pid and marker in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
     return found
+
+
+def _workers_of(supervisor_pid: int) -> list[int]:
+    """PIDs of the worker processes the supervisor started."""
+    return _children(supervisor_pid, b"sidecar.worker")
 
 
 @pytest.mark.timeout(120)
@@ -127,3 +129,17 @@ async def test_a_killed_worker_is_replaced_and_its_partitions_recover(
             assert (await response.json())["violations"] == []
         replaced = _workers_of(cluster.sidecar.proc.pid)
         assert len(replaced) == 2 and victims[1] not in replaced
+
+
+@pytest.mark.timeout(60)
+async def test_a_sidecar_whose_writer_died_stops_rather_than_serve_without_durability(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+) -> None:
+    async with _running(tmp_path, http, request, ["--workers", "1"]) as cluster:
+        assert cluster.sidecar.proc is not None
+        assert (await cluster.post("/Counter/w/add", 1))[0] == 200
+        (writer,) = _children(cluster.sidecar.proc.pid, b"sidecar.store.writer")
+        os.kill(writer, signal.SIGKILL)
+        assert await asyncio.to_thread(cluster.sidecar.proc.wait, 30) == 1
+        await cluster.start_sidecar()  # a restart recovers from what is on disk
+        assert (await cluster.post("/Counter/w/add", 1))[:2] == (200, 2)
