@@ -1,11 +1,13 @@
 """Run every scenario against the baseline (bare proxy) and the sidecar, and print them side by side.
 
     python -m benchmarks.run [--duration 10] [--concurrency 32] [--keys 1000] [--durability fsync] [--json out.json]
+    python -m benchmarks.run --peers     # also Restate (HTTP/2 and HTTP/1.1) and DBOS: benchmarks.peers
 
 All on loopback, on free ports, in one process tree: this process is the load generator; it starts
 (1) ``benchmarks.baseline_handlers`` behind ``benchmarks.proxy``, runs the scenarios, stops them;
 (2) the handler service (``python -m handler_sdk benchmarks.scenarios:ALL``) and ``sidecar serve``
-on a fresh data dir, runs the same scenarios through the sidecar's ingress, stops them. After each
+on a fresh data dir, runs the same scenarios through the sidecar's ingress, stops them; (3) with
+``--peers``, each peer in turn (``benchmarks.peers.bench``), installed first if needed. After each
 Counter run the counters are read back and checked against the successful adds counted.
 Process logs go to a temp dir, kept (and printed) when anything fails. See docs/benchmarks.md.
 """
@@ -20,6 +22,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -38,19 +41,29 @@ class Scenario(msgspec.Struct, frozen=True):
     n: int  # the request body
     verify_counter: bool = False  # read the counters back afterwards and check them
     check_steps: bool = False  # every response must equal logic.apply_steps(n)
+    keys: int | None = None  # overrides --keys (the hot-key scenario's single key)
 
 
 SCENARIOS = {
     "counter": Scenario("counter", "/Counter/{key}/add", n=1, verify_counter=True),
+    # Every client on one key: per-key serialization makes this latency-bound. Its own key name
+    # ("hot-k0"), so that the counter scenario's adds to k0 do not count against its check.
+    "hotkey": Scenario("hotkey", "/Counter/hot-{key}/add", n=1, verify_counter=True, keys=1),
     "steps": Scenario("steps", "/Steps/run", n=7, check_steps=True),
 }
 SYSTEMS = ("proxy", "sidecar")
+#: the peers ``--peers`` adds (``benchmarks.peers``): Restate with its SDK discovered over HTTP/2
+#: (bidirectional streams, its default) and over HTTP/1.1 (request/response), and DBOS
+PEERS = ("restate-h2", "restate-h1", "dbos")
+LABELS = {"restate-h2": "restate HTTP/2", "restate-h1": "restate HTTP/1.1", "dbos": "dbos SQLite"}
 
 
 class Verification(msgspec.Struct):
     ok: bool
     keys_checked: int
     mismatches: list[str]  # "k17: expected 41, got 40"
+    #: what was checked, when it is not counters (a peer's count of completed workflows)
+    detail: str = ""
 
 
 class Record(msgspec.Struct, kw_only=True):
@@ -76,12 +89,32 @@ class Record(msgspec.Struct, kw_only=True):
     #: CPU microseconds per successful request, all processes together
     cpu_us_per_request: float
     verification: Verification | None = None
+    #: The sidecar's mean group-commit size over the scenario (batches per durable commit, as
+    #: counted by its worker processes' /metrics).
+    group_commit_mean: float | None = None
+
+
+class Missing(msgspec.Struct):
+    """A scenario a system has no result for, and why: never a silently empty row."""
+
+    scenario: str
+    system: str
+    kind: str  # "n/a" (no equivalent in that system), "unavailable" (not installed), "failed" (broke)
+    reason: str
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for the table: the error's first line and, after a log tail, its last (the cause)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    reason = lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: ... {lines[-1]}"
+    return reason if len(reason) <= 300 else reason[:297] + "..."
 
 
 class Ratio(msgspec.Struct):
     scenario: str
-    throughput: float  # sidecar req/s / proxy req/s
-    p99: float  # sidecar p99 / proxy p99
+    versus: str  # the system the sidecar is divided by: "proxy", "restate-h2", "restate-h1", "dbos"
+    throughput: float  # sidecar req/s / its req/s
+    p99: float  # sidecar p99 / its p99
 
 
 class Report(msgspec.Struct):
@@ -91,6 +124,7 @@ class Report(msgspec.Struct):
     settings: dict[str, object]
     records: list[Record]
     ratios: list[Ratio]
+    missing: list[Missing] = []
 
 
 # --- one scenario against one running system --------------------------------------------------
@@ -98,8 +132,11 @@ class Report(msgspec.Struct):
 
 async def run_scenario(
     scenario: Scenario, system: str, base_url: str, procs: Procs, args: argparse.Namespace,
-    session: aiohttp.ClientSession,
+    session: aiohttp.ClientSession, *, durability: str | None = None,
+    check: Callable[[LoadResult], Awaitable[Verification]] | None = None,
 ) -> Record:
+    """Drive ``scenario`` against ``base_url`` and measure it; ``check`` verifies a non-Counter run
+    (a peer counting the workflows it recorded) from the load generator's whole-run counts."""
     samples: dict[str, dict[str, float]] = {}
 
     def sample(phase: str) -> None:
@@ -113,7 +150,7 @@ async def run_scenario(
     url = base_url + scenario.path
     print(f"  {scenario.name:8s} {system:8s} {url} ...", flush=True)
     result: LoadResult = await run_load(
-        url, body=msgspec.json.encode(scenario.n), concurrency=args.concurrency, keys=args.keys,
+        url, body=msgspec.json.encode(scenario.n), concurrency=args.concurrency, keys=scenario.keys or args.keys,
         key_mode=args.key_mode, duration=args.duration, warmup=args.warmup, expect=expect,
         on_phase=sample,
     )
@@ -122,10 +159,11 @@ async def run_scenario(
     verification = None
     if scenario.verify_counter:
         verification = await verify_counter(session, base_url, scenario, result, args.verify_keys)
+    elif check is not None:
+        verification = await check(result)
     print(f"           {result.summary()}", flush=True)
     return Record(
-        scenario=scenario.name, system=system,
-        durability=args.durability if system == "sidecar" else None,
+        scenario=scenario.name, system=system, durability=durability,
         url=url, concurrency=result.concurrency, keys=result.keys, duration_s=result.duration_s,
         requests=result.requests, errors=result.errors, error_kinds=result.error_kinds,
         warmup_errors=result.warmup_errors, throughput_rps=result.throughput_rps,
@@ -152,7 +190,8 @@ async def verify_counter(
         high = low + result.per_key_indeterminate.get(key, 0) * scenario.n
         url = base_url + scenario.path.replace("{key}", key).removesuffix("/add") + "/get"
         try:
-            async with session.post(url) as resp:
+            # No body and no content-type: Restate's ingress rejects a body for a handler without input.
+            async with session.post(url, skip_auto_headers=("Content-Type",)) as resp:
                 body = await resp.read()
                 if resp.status != 200:
                     mismatches.append(f"{key}: GET failed with {resp.status}: {body[:200]!r}")
@@ -198,6 +237,7 @@ async def bench_sidecar(args: argparse.Namespace, log_dir: Path, session: aiohtt
         procs.start("sidecar", [
             *sidecar, "serve", "--data-dir", str(data_dir), "--ingress", f"127.0.0.1:{ingress}",
             "--admin", f"127.0.0.1:{admin}", "--register", handler_url, "--durability", args.durability,
+            "--workers", str(args.workers),
         ])
         admin_url = f"http://127.0.0.1:{admin}"
         await wait_until("sidecar admin /health", http_ok(session, f"{admin_url}/health"), procs)
@@ -205,9 +245,30 @@ async def bench_sidecar(args: argparse.Namespace, log_dir: Path, session: aiohtt
                          services_listed(session, f"{admin_url}/services", {"Counter", "Steps"}), procs)
         base = f"http://127.0.0.1:{ingress}"
         await wait_until("sidecar ingress /restate/health", http_ok(session, f"{base}/restate/health"), procs)
-        return [await run_scenario(SCENARIOS[s], "sidecar", base, procs, args, session) for s in args.scenarios]
+        records = []
+        for name in args.scenarios:
+            before = await commit_counts(session, admin_url)
+            record = await run_scenario(SCENARIOS[name], "sidecar", base, procs, args, session,
+                                        durability=args.durability)
+            commits, batches = (a - b for a, b in zip(await commit_counts(session, admin_url), before))
+            record.group_commit_mean = round(batches / commits, 1) if commits else None
+            print(f"           group commit: {record.group_commit_mean} write batches per durable commit", flush=True)
+            records.append(record)
+        return records
     finally:
         procs.close()
+
+
+async def commit_counts(session: aiohttp.ClientSession, admin_url: str) -> tuple[float, float]:
+    """(group commits, batches committed) so far, from the sidecar's Prometheus metrics."""
+    async with session.get(f"{admin_url}/metrics") as response:
+        text = await response.text()
+    values = {"sidecar_group_commits_total": 0.0, "sidecar_committed_batches_total": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in values:
+            values[name] = float(value)
+    return values["sidecar_group_commits_total"], values["sidecar_committed_batches_total"]
 
 
 def services_listed(session: aiohttp.ClientSession, url: str, wanted: set[str]):  # type: ignore[no-untyped-def]
@@ -237,14 +298,33 @@ def _names(doc: object) -> set[str]:
 # --- report ----------------------------------------------------------------------------------------
 
 
+#: the order of the rows in each scenario, and of the systems the sidecar is divided by
+ORDER = ("proxy", "sidecar", *PEERS)
+VERSUS = (*PEERS, "proxy")
+
+
+def label(system: str, durability: str | None = None) -> str:
+    name = LABELS.get(system, system)
+    return name if durability is None else f"{name} ({durability})"
+
+
 def ratios(records: list[Record]) -> list[Ratio]:
     out = []
     by = {(r.scenario, r.system): r for r in records}
     for name in SCENARIOS:
-        px, sc = by.get((name, "proxy")), by.get((name, "sidecar"))
-        if px and sc and px.throughput_rps and px.p99_ms:
-            out.append(Ratio(name, round(sc.throughput_rps / px.throughput_rps, 3), round(sc.p99_ms / px.p99_ms, 2)))
+        sc = by.get((name, "sidecar"))
+        for other in VERSUS:
+            px = by.get((name, other))
+            if px and sc and px.throughput_rps and px.p99_ms:
+                out.append(Ratio(name, other, round(sc.throughput_rps / px.throughput_rps, 3),
+                                 round(sc.p99_ms / px.p99_ms, 2)))
     return out
+
+
+def _rank(scenario: str, system: str) -> tuple[int, int]:
+    names = list(SCENARIOS)
+    return (names.index(scenario) if scenario in names else len(names),
+            ORDER.index(system) if system in ORDER else len(ORDER))
 
 
 def print_table(report: Report) -> None:
@@ -255,29 +335,26 @@ def print_table(report: Report) -> None:
     print(f"command: {report.command}")
     s = report.settings
     print(f"settings: concurrency {s['concurrency']}, keys {s['keys']} ({s['key_mode']}), "
-          f"warmup {s['warmup']}s, duration {s['duration']}s, sidecar durability {s['durability']}")
+          f"warmup {s['warmup']}s, duration {s['duration']}s, sidecar durability {s['durability']}"
+          + ("; peers always fsync" if set(s["systems"]) & set(PEERS) else ""))  # type: ignore[arg-type]
     print()
     header = ("scenario", "system", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU us/req", "CPU s per process")
-    rows = [header]
+    ranked: list[tuple[tuple[int, int], tuple[str, ...]]] = []
     for r in report.records:
-        system = r.system if r.durability is None else f"{r.system} ({r.durability})"
         errors = str(r.errors) + (f" (+{r.warmup_errors} warmup)" if r.warmup_errors else "")
         cpu = " ".join(f"{k}={v:.2f}" for k, v in r.cpu_s.items())
-        rows.append((r.scenario, system, f"{r.throughput_rps:,.0f}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
-                     f"{r.p99_ms:.2f}", errors, f"{r.cpu_us_per_request:,.0f}", cpu))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for i, row in enumerate(rows):
-        print("  ".join(cell.rjust(w) if 2 <= j <= 7 else cell.ljust(w)
-                        for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+        ranked.append((_rank(r.scenario, r.system), (
+            r.scenario, label(r.system, r.durability), f"{r.throughput_rps:,.0f}", f"{r.p50_ms:.2f}",
+            f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", errors, f"{r.cpu_us_per_request:,.0f}", cpu)))
+    for gap in report.missing:  # in the table, where the row would be: never silently absent
+        ranked.append((_rank(gap.scenario, gap.system),
+                       (gap.scenario, label(gap.system), *["—"] * 6, f"{gap.kind}: {gap.reason}")))
+    rows = [header] + [row for _, row in sorted(ranked, key=lambda item: item[0])]
+    _print_rows(rows, numeric=range(2, 8))
     busy = _busy(m)
     if busy:
         print(f"WARNING: {busy}")
-    if report.ratios:
-        print()
-        for q in report.ratios:
-            print(f"{q.scenario}: sidecar/proxy throughput {q.throughput:.2f}x, p99 {q.p99:.2f}x")
+    print_ratios(report)
     for r in report.records:
         if r.errors or r.warmup_errors:
             print(f"WARNING: {r.scenario}/{r.system}: {r.errors} errors in the window, {r.warmup_errors} in "
@@ -285,12 +362,46 @@ def print_table(report: Report) -> None:
         if r.verification is not None:
             v = r.verification
             if v.ok:
-                print(f"verified: {r.scenario}/{r.system}: {v.keys_checked} counters equal the successful adds")
+                print(f"verified: {r.scenario}/{r.system}: "
+                      + (v.detail or f"{v.keys_checked} counters equal the successful adds"))
+            elif v.detail:
+                print(f"CORRECTNESS MISMATCH: {r.scenario}/{r.system}: {v.detail}: {'; '.join(v.mismatches)}")
             else:
                 print(f"CORRECTNESS MISMATCH: {r.scenario}/{r.system}: {len(v.mismatches)} of {v.keys_checked} "
                       "counters differ from the successful adds the load generator counted:")
                 for line in v.mismatches[:20]:
                     print(f"    {line}")
+
+
+def _print_rows(rows: list[tuple[str, ...]], numeric: range) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.rjust(w) if j in numeric else cell.ljust(w)
+                        for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def print_ratios(report: Report) -> None:
+    """sidecar / each other system, per scenario; a missing one says why instead of a number."""
+    have = {(q.scenario, q.versus): q for q in report.ratios}
+    gaps = {(g.scenario, g.system): g for g in report.missing}
+    ran = {(r.scenario, r.system) for r in report.records}
+    rows = [("scenario", "sidecar / ...", "throughput", "p99")]
+    for name in SCENARIOS:
+        if (name, "sidecar") not in ran:
+            continue
+        for other in VERSUS:
+            if (q := have.get((name, other))) is not None:
+                rows.append((name, label(other), f"{q.throughput:.2f}x", f"{q.p99:.2f}x"))
+            elif (g := gaps.get((name, other))) is not None:
+                rows.append((name, label(other), "—", "—" + f" ({g.kind})"))
+    if len(rows) == 1:
+        return
+    print()
+    print("ratios: throughput above 1x means the sidecar serves more requests per second; "
+          "p99 below 1x means its tail is shorter")
+    _print_rows(rows, numeric=range(2, 4))
 
 
 def _busy(machine: dict[str, object]) -> str:
@@ -317,15 +428,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keys", type=int, default=1000, help="distinct Counter keys")
     p.add_argument("--key-mode", choices=KEY_MODES, default="round-robin")
     p.add_argument("--durability", choices=("fsync", "none"), default="fsync", help="the sidecar's")
-    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of: proxy,sidecar")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of: counter,steps")
+    p.add_argument("--workers", type=int, default=1,
+                   help="the sidecar's worker processes (0: one per core)")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help=f"comma-separated subset of: {','.join(SYSTEMS + PEERS)}")
+    p.add_argument("--peers", action="store_true",
+                   help=f"also run the peers ({','.join(PEERS)}), installing them first if needed")
+    p.add_argument("--peers-dir", type=Path, default=None,
+                   help="the peers' scratch directory (default: .bench/peers; see benchmarks.peers.install)")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS),
+                   help=f"comma-separated subset of: {','.join(SCENARIOS)}")
     p.add_argument("--verify-keys", type=int, default=50, help="counters read back after each Counter run")
     p.add_argument("--json", metavar="PATH", help="also write the records as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, sidecar data) on success")
     args = p.parse_args(argv)
     args.systems = [s for s in args.systems.split(",") if s]
+    if args.peers:
+        args.systems += [s for s in PEERS if s not in args.systems]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
-    for value, allowed, flag in ((args.systems, SYSTEMS, "--systems"), (args.scenarios, tuple(SCENARIOS), "--scenarios")):
+    for value, allowed, flag in ((args.systems, SYSTEMS + PEERS, "--systems"),
+                                 (args.scenarios, tuple(SCENARIOS), "--scenarios")):
         if not value or set(value) - set(allowed):
             p.error(f"{flag} takes a comma-separated subset of {','.join(allowed)}")
     return args
@@ -337,21 +459,31 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"{command}\nlogs: {tmp}", flush=True)
     machine = machine_info()
     records: list[Record] = []
+    missing: list[Missing] = []
     failed = False
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            if "proxy" in args.systems:
-                records += await bench_proxy(args, tmp, session)
-            if "sidecar" in args.systems:
-                records += await bench_sidecar(args, tmp, session)
-    except BenchError as exc:
-        print(f"\nFAILED: {exc}\nlogs kept in {tmp}", file=sys.stderr)
-        failed = True
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        # Each system in its own try: one that breaks is reported, and the others still run.
+        for system, bench in (("proxy", bench_proxy), ("sidecar", bench_sidecar)):
+            if system not in args.systems:
+                continue
+            try:
+                records += await bench(args, tmp, session)
+            except BenchError as exc:
+                print(f"\nFAILED: {system}: {exc}\nlogs kept in {tmp}", file=sys.stderr)
+                missing += [Missing(s, system, "failed", failure_reason(exc)) for s in args.scenarios]
+                failed = True
+        if peers := [s for s in args.systems if s in PEERS]:
+            from benchmarks.peers import bench as peer_bench  # imports this module: not at the top
+
+            got, gaps = await peer_bench.run_peers(peers, args, tmp, session)
+            records += got
+            missing += gaps
+            failed = failed or any(g.kind == "failed" for g in gaps)
     settings = {k: getattr(args, k) for k in ("duration", "warmup", "concurrency", "keys", "key_mode",
-                                               "durability", "systems", "scenarios")}
+                                               "durability", "workers", "systems", "scenarios")}
     report = Report(command=command, python_executable=sys.executable, machine=machine,
-                    settings=settings, records=records, ratios=ratios(records))
-    if records:
+                    settings=settings, records=records, ratios=ratios(records), missing=missing)
+    if records or missing:
         print_table(report)
     if args.json:
         Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
@@ -378,4 +510,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``benchmarks.run``, not ``__main__``: benchmarks.peers imports this module, and there
+    # must be one Record class, not two.
+    from benchmarks.run import main as _main
+
+    sys.exit(_main())

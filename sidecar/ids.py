@@ -8,7 +8,6 @@ which partition, and so which worker, owns the invocation.
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 
@@ -19,13 +18,13 @@ _PARTITION_BITS = 8
 MAX_PARTITIONS = 1 << _PARTITION_BITS
 
 
-_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+#: Every 10-bit value as its two characters: an ID is 13 lookups (it is made on every request).
+_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]
 
 
 def _base32(value: int, length: int) -> str:
-    """The low ``length * 5`` bits of ``value`` in Crockford base32 (the C base32 codec does the
-    work: 160 bits are exactly 32 characters, so the last ``length`` stand for the low bits)."""
-    return base64.b32encode(value.to_bytes(20, "big"))[-length:].translate(_FROM_RFC4648).decode()
+    """The low ``length * 5`` bits of ``value`` in Crockford base32 (``length`` even)."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(length * 5 - 10, -1, -10)])
 
 
 class IdGenerator:

@@ -102,7 +102,7 @@ class WriterClient(asyncio.Protocol):
 
     def _flush(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.writelines(self._outgoing)
+            self._transport.write(b"".join(self._outgoing))
         self._outgoing = []
 
     async def close(self) -> None:
