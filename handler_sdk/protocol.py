@@ -85,7 +85,41 @@ class Output(_Entry, frozen=True):
     failure: Failure | None = None
 
 
-Entry = Union[Input, Run, GetState, SetState, ClearState, ClearAllState, GetStateKeys, Now, Output]
+# Completable entries: the handler journals them, the sidecar completes them later (rewriting the
+# entry in place with ``done`` set and sending a ``Completion``), and a replay sees them done.
+
+
+class Sleep(_Entry, frozen=True):
+    """A durable timer: done once the clock has passed ``wake_at_ms`` (epoch ms)."""
+
+    wake_at_ms: int
+    done: bool = False
+
+
+class Awakeable(_Entry, frozen=True):
+    """A wait for someone outside to resolve or reject ``id`` (opaque, unguessable)."""
+
+    id: str
+    done: bool = False
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
+class CompleteAwakeable(_Entry, frozen=True):
+    """This handler resolves (``value``) or rejects (``failure``) another invocation's awakeable."""
+
+    id: str
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
+Entry = Union[
+    Input, Run, GetState, SetState, ClearState, ClearAllState, GetStateKeys, Now, Output, Sleep, Awakeable,
+    CompleteAwakeable,
+]
+
+#: Entry kinds the sidecar completes later; a handler awaiting one may suspend meanwhile.
+COMPLETABLE_KINDS: tuple[type, ...] = (Sleep, Awakeable)
 
 #: Entry kinds whose result user code may only see once the sidecar has made it durable.
 ACKED_KINDS: tuple[type, ...] = (Run,)
@@ -123,13 +157,23 @@ class Ack(_ToHandler, frozen=True):
     index: int
 
 
+class Completion(_ToHandler, frozen=True):
+    """Entry ``index`` is done (a timer fired, an awakeable was resolved): ``value`` or ``failure``.
+
+    Sent only once the completed entry is durable."""
+
+    index: int
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
 class Cancel(_ToHandler, frozen=True):
     """Stop this invocation. ``kill``: abort at once, run no more user code."""
 
     kill: bool = False
 
 
-ToHandler = Union[Start, Ack, Cancel]
+ToHandler = Union[Start, Ack, Completion, Cancel]
 
 
 # --- handler -> sidecar -----------------------------------------------------------------------
@@ -150,6 +194,13 @@ class Heartbeat(_ToSidecar, frozen=True):
     """Still alive: sent during long steps so that the inactivity timeout does not fire."""
 
 
+class Suspend(_ToSidecar, frozen=True):
+    """The handler awaits only completable entries that are not done: it frees itself, and the
+    sidecar starts a new attempt (with the longer journal) once one of ``waiting_on`` completes."""
+
+    waiting_on: list[int]
+
+
 class End(_ToSidecar, frozen=True):
     """The attempt is over: an ``output``, or a ``failure`` (retried unless terminal)."""
 
@@ -157,7 +208,7 @@ class End(_ToSidecar, frozen=True):
     failure: Failure | None = None
 
 
-ToSidecar = Union[Command, Heartbeat, End]
+ToSidecar = Union[Command, Heartbeat, Suspend, End]
 
 
 # --- one encoder and one decoder per direction, built once ------------------------------------

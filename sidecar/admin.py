@@ -119,7 +119,7 @@ class Admin:
         return app
 
     async def health(self, request: web.Request) -> web.Response:
-        return json_response({"status": "ok", "active_invocations": len(self._invoker.active)})
+        return json_response({"status": "ok"})
 
     async def metrics(self, request: web.Request) -> web.Response:
         response = web.Response(body=self._metrics.exposition())

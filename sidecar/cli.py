@@ -383,5 +383,36 @@ def clear_state(ctx: click.Context, obj: str, key: str, name: str) -> None:
     click.echo(f"cleared {obj}/{key} {name}")
 
 
+# --- awakeables --------------------------------------------------------------------------------
+
+
+@main.group()
+def awakeable() -> None:
+    """Complete an awakeable a handler waits on."""
+
+
+@awakeable.command("resolve")
+@click.argument("awakeable_id", metavar="ID")
+@click.argument("value", metavar="[JSON]", required=False)
+@click.pass_context
+def resolve_awakeable(ctx: click.Context, awakeable_id: str, value: str | None) -> None:
+    """Resolve awakeable ID with the JSON value (null if none): the waiting handler goes on."""
+    body = _json_argument(value, "JSON") if value is not None else b"null"
+    _request(_ingress(ctx), "POST", ["restate", "awakeables", awakeable_id, "resolve"], body=body,
+             headers={"content-type": "application/json"})
+    click.echo(f"resolved {awakeable_id}")
+
+
+@awakeable.command("reject")
+@click.argument("awakeable_id", metavar="ID")
+@click.argument("reason", required=False, default="rejected")
+@click.pass_context
+def reject_awakeable(ctx: click.Context, awakeable_id: str, reason: str) -> None:
+    """Reject awakeable ID: the waiting handler gets a TerminalError with REASON."""
+    _request(_ingress(ctx), "POST", ["restate", "awakeables", awakeable_id, "reject"], body=reason.encode(),
+             headers={"content-type": "text/plain"})
+    click.echo(f"rejected {awakeable_id}")
+
+
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ object ``A`` on key ``B``. Payload bytes are passed through untouched.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -15,15 +16,19 @@ from urllib.parse import unquote
 import msgspec
 from aiohttp import web
 
+from handler_sdk.protocol import Failure
+
 from .config import Settings
 from .ids import partition_of_id
 from .mesh import Mesh
 from .partitions import PartitionMap
 from .durations import parse_duration
 from .http_errors import HTTPProblem, error_response, json_errors, json_response
-from .invoker import InvocationNotFound, Invoker
+from .invoker import AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, parse_awakeable_id
 from .registry import Registry, Route
 from .store import InvocationRecord
+
+log = logging.getLogger(__name__)
 
 #: Request headers that describe the HTTP exchange, not the call: not forwarded to handlers.
 _HOP_HEADERS = frozenset({
@@ -62,12 +67,15 @@ class Ingress:
         if mesh is not None:
             mesh.handlers["ingress.call"] = self.answer_call
             mesh.handlers["ingress.invocation"] = self.answer_invocation
+            mesh.handlers["ingress.awakeable"] = self.answer_awakeable
+            invoker.forward_resolution = self._forward_resolution
 
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
         app.router.add_get("/restate/health", self.health)
         app.router.add_get("/restate/invocation/{tail:.+}", self._invocation)
+        app.router.add_post("/restate/awakeables/{id}/{action:resolve|reject}", self._awakeable)
         app.router.add_post("/{tail:.+}", self._call)
         return app
 
@@ -154,6 +162,51 @@ class Ingress:
 
     async def _result(self, invocation_id: str, headers: dict[str, str]) -> web.Response:
         return _result_response(await self._invoker.outcome(invocation_id), headers)
+
+    # --- awakeables ------------------------------------------------------------------------------
+
+    async def _awakeable(self, request: web.Request) -> web.Response:
+        path = f"{request.match_info['id']}/{request.match_info['action']}"
+        return await self.answer_awakeable(request.method, path, {}, request.headers, await request.read())
+
+    async def answer_awakeable(
+        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
+    ) -> web.Response:
+        """Resolve (body: the JSON value) or reject (body: the reason) an awakeable: 202 once durable."""
+        awakeable_id, action = path.rsplit("/", 1)
+        try:
+            invocation_id, _ = parse_awakeable_id(awakeable_id)
+        except ValueError:
+            raise HTTPProblem(404, f"no such awakeable {awakeable_id!r}") from None
+        owner = self._owner(partition_of_id(invocation_id))
+        if owner is not None:
+            assert self._mesh is not None
+            return await self._mesh.forward(owner, "ingress.awakeable", method, path, {}, headers, body)
+        value: bytes | None = None
+        failure: Failure | None = None
+        if action == "resolve":
+            value = body or b"null"
+            try:
+                msgspec.json.decode(value)
+            except msgspec.DecodeError as exc:
+                raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
+        else:
+            failure = Failure(code=500, message=body.decode(errors="replace") or "rejected", terminal=True)
+        try:
+            await self._invoker.resolve_awakeable(awakeable_id, value, failure)
+        except AwakeableNotFound:
+            raise HTTPProblem(404, f"no such awakeable {awakeable_id!r}") from None
+        except AwakeableCompleted:
+            raise HTTPProblem(409, f"awakeable {awakeable_id!r} was already completed") from None
+        return json_response({"id": awakeable_id, "status": "completed"}, status=202)
+
+    async def _forward_resolution(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> None:
+        """A handler here resolves an awakeable another worker owns (delivered at most once)."""
+        action, body = ("resolve", value or b"null") if failure is None else ("reject", failure.message.encode())
+        try:
+            await self.answer_awakeable("POST", f"{awakeable_id}/{action}", {}, {}, body)
+        except (HTTPProblem, ConnectionError) as exc:
+            log.warning("could not complete awakeable %s for a handler: %s", awakeable_id, exc)
 
     # --- attach / output ------------------------------------------------------------------------
 

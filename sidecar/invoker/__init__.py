@@ -1,5 +1,9 @@
 """The invoker: per-key scheduling, attempts over handler links, retries, timeouts, recovery."""
 
 from .engine import Invoker, InvocationNotFound, InvocationStateError
+from .waits import AwakeableCompleted, AwakeableNotFound, parse_awakeable_id
 
-__all__ = ["InvocationNotFound", "InvocationStateError", "Invoker"]
+__all__ = [
+    "AwakeableCompleted", "AwakeableNotFound", "InvocationNotFound", "InvocationStateError", "Invoker",
+    "parse_awakeable_id",
+]

@@ -11,13 +11,14 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import aiohttp
 
 from handler_sdk.protocol import (
-    ACKED_KINDS, ClearAllState, ClearState, Command, End, Failure, Input, Output, RetrySpec, SetState, Start,
-    ToSidecar, encoder,
+    ACKED_KINDS, COMPLETABLE_KINDS, ClearAllState, ClearState, Command, CompleteAwakeable, End, Failure, Input,
+    Output, RetrySpec, SetState, Start, Suspend, ToSidecar, encoder,
 )
 
 from ..config import Settings
@@ -32,6 +33,7 @@ from ..store import keys as store_keys
 from .keylocks import KeyLocks
 from .live import Attempt, Live
 from .state_in_flight import StateInFlight
+from .waits import AwakeableCompleted, AwakeableNotFound, Waits, is_done, parse_awakeable_id
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,9 @@ class Invoker:
         self._idempotency_inflight: dict[bytes, str] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._state_in_flight = StateInFlight()
+        self._waits = Waits(self, store)
+        #: Set where workers share the partitions: completes an awakeable another worker owns.
+        self.forward_resolution: Callable[[str, bytes | None, Failure | None], Awaitable[None]] | None = None
         #: Set during shutdown: attempts cut by our own exit are not the handler's failures.
         self._closing = False
 
@@ -129,11 +134,16 @@ class Invoker:
                 live.holds_key = True
             if record.status == "paused":
                 continue
+            if record.status == "suspended":
+                journal = self._store.read_journal(record.id)
+                if not any(i < len(journal) and is_done(journal[i]) for i in record.waiting_on):
+                    continue  # still waiting: its timers are reloaded below
             if record.status == "backing-off" and record.next_retry_ms is not None:
                 live.retry_handle = asyncio.get_running_loop().call_later(
                     max(0.0, (record.next_retry_ms - now) / 1000), self._launch, live)
             else:
                 self._launch(live)
+        self._waits.recover(self._partitions.owns_invocation)
         if self.active:
             log.info("recovered %d unfinished invocations", len(self.active))
 
@@ -240,6 +250,8 @@ class Invoker:
             return f"backing off after attempt {record.attempts} until {record.next_retry_ms} ms: {record.last_error}"
         if record.status == "paused":
             return f"paused after {record.attempts} attempts: {record.last_error}"
+        if record.status == "suspended":
+            return f"suspended, waiting on journal entry {', '.join(map(str, record.waiting_on))}"
         return record.status
 
     # --- scheduling -----------------------------------------------------------------------------
@@ -323,6 +335,8 @@ class Invoker:
             self._append(attempt, message)  # type: ignore[arg-type]
         elif kind is End:
             self._ended(attempt, message)  # type: ignore[arg-type]
+        elif kind is Suspend:
+            self._suspend(attempt, message)  # type: ignore[arg-type]
 
     def _append(self, attempt: Attempt, command: Command) -> None:
         live = attempt.live
@@ -339,11 +353,56 @@ class Invoker:
         journal.append(entry)
         changes = Changes()
         changes.append_entry(live.record, command.index, entry)
+        if kind in COMPLETABLE_KINDS:
+            self._waits.journaled(live, command.index, entry, changes)
         written = self._store.submit(changes)
+        if kind is CompleteAwakeable:
+            self._resolve_for_handler(entry)  # type: ignore[arg-type]
         if kind in _STATE_WRITES:
             self._state_in_flight.add(live.record, entry)  # type: ignore[arg-type]
             written.add_done_callback(partial(self._state_written, live.record))
         written.add_done_callback(partial(self._written, attempt, command.index, kind in ACKED_KINDS))
+
+    def _resolve_for_handler(self, entry: CompleteAwakeable) -> None:
+        """A handler resolves another invocation's awakeable: here if we own it, else its owner."""
+        try:
+            invocation_id, _ = parse_awakeable_id(entry.id)
+        except ValueError:
+            log.warning("a handler completed a malformed awakeable id %r; ignored", entry.id)
+            return
+        if not self._partitions.owns_invocation(invocation_id) and self.forward_resolution is not None:
+            self._spawn(self.forward_resolution(entry.id, entry.value, entry.failure))
+            return
+        try:
+            self._waits.resolve(entry.id, entry.value, entry.failure)
+        except (AwakeableNotFound, AwakeableCompleted) as exc:
+            log.info("awakeable %s not completed by a handler: %s", entry.id, type(exc).__name__)
+
+    def resolve_awakeable(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> asyncio.Future[None]:
+        """Resolve or reject an awakeable this worker owns; the future resolves once durable."""
+        return self._waits.resolve(awakeable_id, value, failure)
+
+    def _suspend(self, attempt: Attempt, suspend: Suspend) -> None:
+        live = attempt.live
+        journal = live.journal
+        assert journal is not None
+        if not suspend.waiting_on or any(
+                i >= len(journal) or type(journal[i]) not in COMPLETABLE_KINDS for i in suspend.waiting_on):
+            return self._violation(attempt, f"suspended waiting on {suspend.waiting_on}, not completable entries")
+        attempt.detach()
+        record = live.record
+        record.waiting_on = list(suspend.waiting_on)
+        if any(is_done(journal[i]) for i in record.waiting_on):  # completed while the Suspend was in flight
+            return self.resume(live)
+        record.status = "suspended"
+        record.modified_ms = _now_ms()
+        self._persist(record)
+
+    def resume(self, live: Live) -> None:
+        """A suspended invocation's wait is over: a new attempt replays the longer journal."""
+        live.record.waiting_on = []
+        live.journal = None
+        self._launch(live)
 
     def _state_written(self, record: InvocationRecord, future: asyncio.Future[None]) -> None:
         self._state_in_flight.settled(record)
@@ -499,6 +558,7 @@ class Invoker:
 
     def _sample_gauges(self) -> None:
         self._metrics.active.set(len(self.active))
+        self._metrics.running.set(sum(1 for live in self.active.values() if live.attempt is not None))
         commits, batches = self._store.commits
         self._metrics.group_commits.inc(commits - self._commits_seen[0])
         self._metrics.batches.inc(batches - self._commits_seen[1])

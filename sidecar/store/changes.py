@@ -11,7 +11,7 @@ from handler_sdk.protocol import ClearAllState, ClearState, Entry, SetState
 from . import keys
 from .batch import WriteBatch
 from .lmdb_store import encode_entry, encode_record
-from .records import DeploymentRecord, IdempotencyRecord, InboxEntry, InvocationRecord
+from .records import DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord
 
 _EXCLUSIVE = encode_record(InboxEntry(exclusive=True))
 _CONCURRENT = encode_record(InboxEntry(exclusive=False))
@@ -35,6 +35,22 @@ class Changes(WriteBatch):
             self.clear_state(record.service, record.key, entry.name)  # type: ignore[union-attr]
         elif kind is ClearAllState:
             self.delete_prefix("state", keys.object_prefix(record.service, record.key))
+
+    def complete_entry(self, record: InvocationRecord, index: int, entry: Entry) -> None:
+        """Rewrite entry ``index`` in place with its result (a fired timer, a resolved awakeable)."""
+        self.put("journal", keys.journal_key(record.id, index), encode_entry(entry))
+
+    def add_timer(self, due_ms: int, invocation_id: str, index: int) -> None:
+        self.put("timers", keys.timer_key(due_ms, invocation_id, index), b"")
+
+    def remove_timer(self, due_ms: int, invocation_id: str, index: int) -> None:
+        self.delete("timers", keys.timer_key(due_ms, invocation_id, index))
+
+    def put_early_completion(self, invocation_id: str, index: int, early: EarlyCompletion) -> None:
+        self.put("completions", keys.journal_key(invocation_id, index), encode_record(early))
+
+    def remove_early_completion(self, invocation_id: str, index: int) -> None:
+        self.delete("completions", keys.journal_key(invocation_id, index))
 
     def set_state(self, service: str, key: str, name: str, value: bytes) -> None:
         self.put("state", keys.state_key(service, key, name), value)
@@ -60,6 +76,7 @@ class Changes(WriteBatch):
         """Forget a finished invocation: its record, journal, retention entry and idempotency key."""
         self.delete("invocations", record.id.encode())
         self.delete_prefix("journal", keys.journal_prefix(record.id))
+        self.delete_prefix("completions", keys.journal_prefix(record.id))
         if record.completed_ms is not None:
             self.delete("finished", keys.finished_key(record.completed_ms, record.id))
         if idempotency_raw_key is not None:

@@ -17,7 +17,10 @@ from .batch import WriteBatch, apply_batch
 
 log = logging.getLogger(__name__)
 
-DATABASES = ("invocations", "journal", "state", "inbox", "idempotency", "finished", "deployments", "meta")
+DATABASES = (
+    "invocations", "journal", "state", "inbox", "idempotency", "finished", "deployments", "meta", "timers",
+    "completions",
+)
 
 
 def open_environment(path: str | Path, *, durability: str, map_size: int) -> tuple[lmdb.Environment, dict[str, Any]]:

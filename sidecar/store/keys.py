@@ -67,6 +67,16 @@ def idempotency_key(service: str, key: str | None, handler: str, idem: str) -> b
     return object_prefix(service, key) + _part(handler) + idem.encode()
 
 
+def timer_key(due_ms: int, invocation_id: str, index: int) -> bytes:
+    """Timers by due time: start-up reloads them in firing order with one scan."""
+    return _U64.pack(due_ms) + journal_key(invocation_id, index)
+
+
+def split_timer_key(raw: bytes) -> tuple[int, str, int]:
+    invocation_id = raw[8:-5].decode()
+    return _U64.unpack_from(raw, 0)[0], invocation_id, journal_index(raw)
+
+
 def finished_key(completed_ms: int, invocation_id: str) -> bytes:
     """Finished invocations by completion time: the retention sweep is one range scan."""
     return _U64.pack(completed_ms) + invocation_id.encode()

@@ -25,7 +25,7 @@ from handler_sdk.protocol import Entry, encoder as wire_encoder, entry_decoder
 from . import keys
 from .batch import WriteBatch, apply_batch
 from .environment import TxnTarget, open_environment
-from .records import DeploymentRecord, IdempotencyRecord, InboxEntry, InvocationRecord
+from .records import DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord
 from .writer_client import StoreError, WriterClient, connect_writer, spawn_writer
 
 __all__ = ["Store", "StoreError", "encode_entry", "encode_record"]
@@ -35,6 +35,7 @@ _invocation_decoder = msgspec.msgpack.Decoder(InvocationRecord)
 _idempotency_decoder = msgspec.msgpack.Decoder(IdempotencyRecord)
 _deployment_decoder = msgspec.msgpack.Decoder(DeploymentRecord)
 _inbox_decoder = msgspec.msgpack.Decoder(InboxEntry)
+_early_decoder = msgspec.msgpack.Decoder(EarlyCompletion)
 
 
 def encode_record(record: msgspec.Struct) -> bytes:
@@ -186,6 +187,15 @@ class Store:
                     break
                 ids.append(raw[8:].decode())
         return ids
+
+    def timers(self) -> list[tuple[int, str, int]]:
+        """Every pending timer as ``(due_ms, invocation_id, index)``, earliest first."""
+        with self._env.begin(db=self._dbs["timers"]) as txn:
+            return [keys.split_timer_key(k) for k in txn.cursor().iternext(keys=True, values=False)]
+
+    def early_completions(self) -> list[tuple[str, int, EarlyCompletion]]:
+        with self._env.begin(db=self._dbs["completions"]) as txn:
+            return [(k[:-5].decode(), keys.journal_index(k), _early_decoder.decode(v)) for k, v in txn.cursor()]
 
     def list_deployments(self) -> list[DeploymentRecord]:
         with self._env.begin(db=self._dbs["deployments"]) as txn:

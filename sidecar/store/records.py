@@ -42,6 +42,8 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     failure: Failure | None = None
     #: A delayed send starts at this instant (epoch ms); until then it holds no key.
     start_at_ms: int | None = None
+    #: While suspended: the journal entries whose completion resumes it.
+    waiting_on: list[int] = []
 
     @property
     def exclusive(self) -> bool:
@@ -71,6 +73,15 @@ class DeploymentRecord(msgspec.Struct, kw_only=True):
     uri: str
     services: list[ServiceSpec]
     created_ms: int
+
+
+class EarlyCompletion(msgspec.Struct, kw_only=True):
+    """A resolution that reached the sidecar before the awakeable it names was journaled."""
+
+    v: int = FORMAT_VERSION
+    awakeable_id: str
+    value: bytes | None = None
+    failure: Failure | None = None
 
 
 class InboxEntry(msgspec.Struct, kw_only=True, array_like=True):

@@ -21,6 +21,7 @@ INSIDE: web.AppKey[Counter[str]] = web.AppKey("inside", Counter)
 OVERLAPS: web.AppKey[list[str]] = web.AppKey("overlaps", list)
 ACKED: web.AppKey[set[str]] = web.AppKey("acked", set)
 VIOLATIONS: web.AppKey[list[str]] = web.AppKey("violations", list)
+NOTES: web.AppKey[dict[str, str]] = web.AppKey("notes", dict)
 
 
 async def effect(request: web.Request) -> web.Response:
@@ -57,6 +58,17 @@ async def leave(request: web.Request) -> web.Response:
     return web.json_response(True)
 
 
+async def note(request: web.Request) -> web.Response:
+    """A handler leaves a value for the test to pick up (an awakeable's ID)."""
+    request.app[NOTES][request.match_info["name"]] = (await request.read()).decode()
+    return web.json_response(True)
+
+
+async def read_note(request: web.Request) -> web.Response:
+    value = request.app[NOTES].get(request.match_info["name"])
+    return web.json_response(value, status=200 if value is not None else 404)
+
+
 async def counts(request: web.Request) -> web.Response:
     return web.json_response(dict(request.app[EFFECTS]))
 
@@ -75,12 +87,15 @@ def make_app() -> web.Application:
     app[OVERLAPS] = []
     app[ACKED] = set()
     app[VIOLATIONS] = []
+    app[NOTES] = {}
     app.router.add_post("/effect", effect)
     app.router.add_post("/acked", acked)
     app.router.add_post("/incr/{name}", incr)
     app.router.add_post("/enter/{key}", enter)
     app.router.add_post("/exit/{key}", leave)
     app.router.add_get("/counts", counts)
+    app.router.add_post("/notes/{name}", note)
+    app.router.add_get("/notes/{name}", read_note)
     app.router.add_get("/stats", stats)
     return app
 

@@ -1,0 +1,172 @@
+"""Durable waits: timers and awakeables, and delivering their completions.
+
+A completion rewrites the waiting entry in the journal (``done`` set, result filled in) and only
+once that is durable does it reach the handler: as a ``Completion`` frame when an attempt is
+running, or by starting a new attempt when the invocation is suspended waiting on that entry.
+Timers live in the store by due time and are reloaded at start-up; a resolution that arrives
+before its awakeable was journaled is stored and applied when the entry appears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from handler_sdk.protocol import Awakeable, Completion, Entry, Failure, Sleep, encoder
+
+from ..store import Changes, Store
+from ..store.records import EarlyCompletion
+from .live import Live
+
+if TYPE_CHECKING:
+    from .engine import Invoker
+
+log = logging.getLogger(__name__)
+
+_INVOCATION_ID_LENGTH = 30  # "inv_" + 26
+
+
+class AwakeableNotFound(LookupError):
+    pass
+
+
+class AwakeableCompleted(Exception):
+    """The awakeable was already resolved or rejected: the first completion stands."""
+
+
+def parse_awakeable_id(awakeable_id: str) -> tuple[str, int]:
+    """``awk_<invocation id>_<index>_<secret>`` -> (invocation id, index); ValueError if not."""
+    if not awakeable_id.startswith("awk_"):
+        raise ValueError(awakeable_id)
+    invocation_id = awakeable_id[4:4 + _INVOCATION_ID_LENGTH]
+    index, sep, secret = awakeable_id[5 + _INVOCATION_ID_LENGTH:].partition("_")
+    if not invocation_id.startswith("inv_") or awakeable_id[4 + _INVOCATION_ID_LENGTH:5 + _INVOCATION_ID_LENGTH] != "_" \
+            or not index.isdigit() or not sep or not secret:
+        raise ValueError(awakeable_id)
+    return invocation_id, int(index)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Waits:
+    def __init__(self, invoker: Invoker, store: Store) -> None:
+        self._invoker = invoker
+        self._store = store
+        #: Resolutions that came before their awakeable entry, by (invocation ID, index).
+        self._early: dict[tuple[str, int], EarlyCompletion] = {}
+
+    def recover(self, owns: Callable[[str], bool]) -> None:
+        for due_ms, invocation_id, index in self._store.timers():
+            if owns(invocation_id):
+                self.schedule_timer(due_ms, invocation_id, index)
+        for invocation_id, index, early in self._store.early_completions():
+            if owns(invocation_id):
+                self._early[(invocation_id, index)] = early
+
+    # --- entries the handler journaled ------------------------------------------------------------
+
+    def journaled(self, live: Live, index: int, entry: Entry, changes: Changes) -> None:
+        """Called as a completable entry joins ``changes``: file its timer, or apply an early resolution.
+
+        Whatever this schedules is submitted after ``changes`` (one writer, submit order), so a
+        completion is never durable before the entry it completes."""
+        kind = type(entry)
+        if kind is Sleep:
+            changes.add_timer(entry.wake_at_ms, live.record.id, index)  # type: ignore[union-attr]
+            self.schedule_timer(entry.wake_at_ms, live.record.id, index)  # type: ignore[union-attr]
+        elif kind is Awakeable:
+            early = self._early.pop((live.record.id, index), None)
+            if early is not None and early.awakeable_id == entry.id:  # type: ignore[union-attr]
+                asyncio.get_running_loop().call_soon(
+                    self._complete_awakeable, live, index, entry, early.value, early.failure)
+            elif early is not None:  # someone guessed at an ID that never existed: drop it
+                forget = Changes()
+                forget.remove_early_completion(live.record.id, index)
+                self._store.submit(forget)
+
+    # --- timers -----------------------------------------------------------------------------------
+
+    def schedule_timer(self, due_ms: int, invocation_id: str, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_at(loop.time() + max(0.0, (due_ms - _now_ms()) / 1000), self._fire, due_ms, invocation_id, index)
+
+    def _fire(self, due_ms: int, invocation_id: str, index: int) -> None:
+        live = self._invoker.active.get(invocation_id)
+        if live is None or live.record.finished:  # it ended (killed, purged): the timer is moot
+            stale = Changes()
+            stale.remove_timer(due_ms, invocation_id, index)
+            self._store.submit(stale)
+            return
+        changes = Changes()
+        changes.remove_timer(due_ms, invocation_id, index)
+        self.complete(live, index, Sleep(wake_at_ms=due_ms, done=True), None, None, changes)
+
+    # --- awakeables -------------------------------------------------------------------------------
+
+    def resolve(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> asyncio.Future[None]:
+        """Complete an awakeable (or keep the resolution until it exists); the future: durable."""
+        try:
+            invocation_id, index = parse_awakeable_id(awakeable_id)
+        except ValueError:
+            raise AwakeableNotFound(awakeable_id) from None
+        live = self._invoker.active.get(invocation_id)
+        if live is None or live.record.finished:
+            raise AwakeableNotFound(awakeable_id)
+        journal = live.journal if live.journal is not None else self._store.read_journal(invocation_id)
+        if index >= len(journal):
+            if (invocation_id, index) in self._early:
+                raise AwakeableCompleted(awakeable_id)
+            early = EarlyCompletion(awakeable_id=awakeable_id, value=value, failure=failure)
+            self._early[(invocation_id, index)] = early
+            changes = Changes()
+            changes.put_early_completion(invocation_id, index, early)
+            return self._store.submit(changes)
+        entry = journal[index]
+        if type(entry) is not Awakeable or entry.id != awakeable_id:
+            raise AwakeableNotFound(awakeable_id)
+        if entry.done:
+            raise AwakeableCompleted(awakeable_id)
+        return self._complete_awakeable(live, index, entry, value, failure)
+
+    def _complete_awakeable(
+        self, live: Live, index: int, entry: Awakeable, value: bytes | None, failure: Failure | None,
+    ) -> asyncio.Future[None]:
+        changes = Changes()
+        changes.remove_early_completion(live.record.id, index)
+        done = Awakeable(id=entry.id, done=True, value=value, failure=failure)
+        return self.complete(live, index, done, value, failure, changes)
+
+    # --- delivering -------------------------------------------------------------------------------
+
+    def complete(
+        self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None, changes: Changes,
+    ) -> asyncio.Future[None]:
+        """Make entry ``index`` durably done, then hand the result to the handler."""
+        changes.complete_entry(live.record, index, done)
+        written = self._store.submit(changes)
+        written.add_done_callback(partial(self._deliver, live, index, done, value, failure))
+        return written
+
+    def _deliver(
+        self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None,
+        written: asyncio.Future[None],
+    ) -> None:
+        if written.exception() is not None or live.record.finished:
+            return
+        if live.journal is not None and index < len(live.journal):
+            live.journal[index] = done
+        attempt = live.attempt
+        if attempt is not None and not attempt.over:
+            attempt.link.send(encoder.encode(Completion(live.record.id, index, value, failure)))
+        elif live.record.status == "suspended" and index in live.record.waiting_on:
+            self._invoker.resume(live)
+
+
+def is_done(entry: Entry) -> bool:
+    return bool(getattr(entry, "done", False))
