@@ -127,7 +127,6 @@ async def run_load(
     stop = False
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal stop
         clock = time.perf_counter
         while not stop:
             i = next(rr) if key_mode == "round-robin" else rng.randrange(len(urls))

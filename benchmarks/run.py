@@ -15,7 +15,6 @@ Process logs go to a temp dir, kept (and printed) when anything fails. See docs/
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import shlex

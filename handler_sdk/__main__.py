@@ -1,4 +1,4 @@
-"""``python -m handler_sdk MODULE:NAME [--host H] [--port P]``: serve a module's services.
+"""``python -m handler_sdk MODULE:NAME [--host H] [--port P] [--suspend-after S]``: serve services.
 
 ``NAME`` is a Service, VirtualObject or Workflow defined in ``MODULE``, or a list of them.
 """
@@ -44,13 +44,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9080)
     parser.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="SECONDS")
+    parser.add_argument(
+        "--suspend-after", type=float, default=1.0, metavar="SECONDS",
+        help="how long a handler that only awaits timers or awakeables runs before it suspends",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         services = load(args.target)
     except (ValueError, ImportError) as exc:
         parser.error(str(exc))
-    serve(services, host=args.host, port=args.port, heartbeat_interval=args.heartbeat_interval)
+    if not args.suspend_after >= 0:  # NaN too
+        parser.error("--suspend-after must be zero or more")
+    serve(services, host=args.host, port=args.port, heartbeat_interval=args.heartbeat_interval,
+          suspend_after=args.suspend_after)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ waiting) and kept in order by the connection's single writer; only a step's resu
 sidecar's ``Ack``, because user code must not see a result that a crash could still un-happen
 ("durable before visible").
 
+Timers and awakeables are journaled like any command, then awaited through ``_waits``: the sidecar
+completes them later, and an attempt that only waits for them suspends itself.
+
 The classes nest like the contract: ``ServiceAttempt`` has no state, ``SharedAttempt`` reads it,
 ``ExclusiveAttempt`` also writes it. A method a context does not offer is absent, not a stub.
 """
@@ -14,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
+import math
 import random
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,12 +32,13 @@ import msgspec
 from . import _steps
 from ._definition import BadInput, HandlerDef
 from ._replay import Replay
+from ._waits import AwakeableFuture, Waits
 from .context import Context, WorkflowContext, WorkflowSharedContext
-from .errors import AttemptAborted, NondeterminismError, TerminalError
+from .errors import AttemptAborted, NondeterminismError, Suspended, TerminalError
 from .options import DEFAULT_STEP_RETRY, RetryPolicy
 from .protocol import (
-    ClearAllState, ClearState, Command, End, Entry, Failure, GetState, GetStateKeys, Now, Run,
-    SetState, Start, ToSidecar,
+    Awakeable, ClearAllState, ClearState, Command, CompleteAwakeable, End, Entry, Failure, GetState,
+    GetStateKeys, Now, Run, SetState, Sleep, Start, Suspend, ToSidecar,
 )
 
 logger = logging.getLogger("handler_sdk")
@@ -53,10 +60,24 @@ _CANCELLED_STEP = (
 Ts = TypeVarTuple("Ts")
 
 
+def _delay_ms(delay: float | datetime.timedelta) -> int:
+    if isinstance(delay, datetime.timedelta):
+        return delay // datetime.timedelta(milliseconds=1)  # integer arithmetic, no float rounding
+    if not math.isfinite(delay):
+        raise ValueError(f"sleep needs a finite delay, got {delay!r}")
+    return round(delay * 1000)
+
+
+def _check_types(**arguments: tuple[Any, type]) -> None:
+    for name, (value, expected) in arguments.items():
+        if not isinstance(value, expected):
+            raise TypeError(f"{name} must be {expected.__name__}, got {value!r}")
+
+
 class Attempt(Context):
     """Engine and ``Context`` methods shared by every kind of handler."""
 
-    def __init__(self, start: Start, handler: HandlerDef, send: Send) -> None:
+    def __init__(self, start: Start, handler: HandlerDef, send: Send, *, suspend_after: float = 1.0) -> None:
         self._id = start.invocation_id
         self._handler = handler
         self._input = start.input
@@ -80,8 +101,9 @@ class Attempt(Context):
         #: Why the attempt cannot go on (a divergence, a step cancelled midway): every later
         #: context call raises it, and the attempt ends with it even if user code caught it.
         self._fatal: Exception | None = None
-        #: Steps currently executing; the connection heartbeats for the attempt while > 0.
+        #: Steps currently executing: the attempt heartbeats, and does not suspend, while > 0.
         self.steps_running = 0
+        self._waits = Waits(suspend_after, self._only_waiting, self._suspend)
         self.task: asyncio.Task[None] | None = None
 
     # --- the engine, driven by the connection -----------------------------------------------
@@ -89,6 +111,11 @@ class Attempt(Context):
     @property
     def invocation_id(self) -> str:
         return self._id
+
+    @property
+    def needs_heartbeat(self) -> bool:
+        """Whether the attempt is alive but silent: a step executing, or code awaiting a completion."""
+        return not self._closed and (self.steps_running > 0 or self._waits.waiting)
 
     def on_ack(self, index: int) -> None:
         """The sidecar made every entry up to ``index`` durable."""
@@ -103,12 +130,35 @@ class Attempt(Context):
                 elif not future.done():
                     future.set_result(None)
             self._waiters = waiting
+            self._waits.reschedule()
+
+    def on_completion(self, index: int, value: bytes | None, failure: Failure | None) -> None:
+        """Entry ``index`` (a timer, an awakeable) is done; whoever awaits it, now or later, gets it."""
+        if not self._closed:
+            self._waits.complete(index, value, failure)
 
     def kill(self) -> None:
         """End the attempt now: cancel its task; nothing more is sent for it."""
         self._closed = True
+        self._waits.close()
         if self.task is not None:
             self.task.cancel()
+
+    def _only_waiting(self) -> bool:
+        # An outstanding ack counts as activity: it comes at once, and suspending under a step
+        # whose result is not durable yet would only replay that step's wait.
+        return not self._closed and self.steps_running == 0 and not self._waiters
+
+    def _suspend(self, waiting_on: list[int]) -> Callable[[], BaseException]:
+        """The code has only waited on ``waiting_on`` for ``suspend_after``: free the attempt."""
+        fatal = self._fatal
+        if fatal is not None:  # it cannot go on anyway: fail now rather than resume it later
+            return lambda: fatal
+        logger.debug("invocation %s suspends, waiting on entries %s", self._id, waiting_on)
+        self._closed = True
+        self._waits.close()
+        self._send(Suspend(invocation_id=self._id, waiting_on=waiting_on))
+        return Suspended
 
     async def execute(self) -> None:
         """The attempt's task: run the handler and send its ``End`` (unless killed)."""
@@ -156,6 +206,7 @@ class Attempt(Context):
     def _end(self, *, output: bytes | None = None, failure: Failure | None = None) -> None:
         if not self._closed:
             self._closed = True
+            self._waits.close()
             self._send(End(invocation_id=self._id, output=output, failure=failure))
 
     def _check_live(self) -> None:
@@ -190,6 +241,7 @@ class Attempt(Context):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((index, future))
+        self._waits.reschedule()
         await future
 
     # --- Context -------------------------------------------------------------------------------
@@ -206,6 +258,7 @@ class Attempt(Context):
         if recorded is not None:
             return _steps.replayed(cast(Run, recorded), fn)
         self.steps_running += 1
+        self._waits.reschedule()
         try:
             entry, value = await _steps.execute(
                 self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost
@@ -216,6 +269,7 @@ class Attempt(Context):
             raise
         finally:
             self.steps_running -= 1
+            self._waits.reschedule()
         self._check_live()
         self._command(index, entry)
         await self._durable(index)
@@ -232,6 +286,55 @@ class Attempt(Context):
             ms = cast(Now, recorded).ms
         # Integer arithmetic: a float timestamp would not round-trip every millisecond.
         return _EPOCH + datetime.timedelta(milliseconds=ms)
+
+    async def sleep(self, delay: float | datetime.timedelta) -> None:
+        ms = _delay_ms(delay)  # before claiming an index: a bad delay leaves no gap
+        index, recorded = self._step(Sleep, "")
+        if recorded is None:
+            # The wall clock is fine here: the wake-up instant is journaled, and replays use it.
+            self._command(index, Sleep(wake_at_ms=time.time_ns() // 1_000_000 + ms))
+        elif cast(Sleep, recorded).done:
+            return
+        _, failure = await self._waits.wait(index)
+        if failure is not None:
+            raise TerminalError(failure.message, failure.code)
+
+    def awakeable(self, *, type: Any = Any) -> tuple[str, AwakeableFuture[Any]]:
+        decoder = _steps.decoder_for(type)
+        index, recorded = self._step(Awakeable, "")
+        if recorded is None:
+            # The sidecar finds the entry from the ID (invocation, index); the secret makes it
+            # unguessable. Random, not seeded: it is journaled, so replays reuse it.
+            awakeable_id = f"awk_{self._id}_{index}_{secrets.token_urlsafe(16)}"
+            self._command(index, Awakeable(id=awakeable_id))
+        else:
+            entry = cast(Awakeable, recorded)
+            awakeable_id = entry.id
+            if entry.done:
+                self._waits.complete(index, entry.value, entry.failure)
+        return awakeable_id, AwakeableFuture(index, functools.partial(self._awakeable_result, index, decoder))
+
+    async def _awakeable_result(self, index: int, decoder: msgspec.json.Decoder[Any]) -> Any:
+        self._check_live()
+        value, failure = await self._waits.wait(index)
+        if failure is not None:
+            raise TerminalError(failure.message, failure.code)
+        return decoder.decode(value if value is not None else b"null")
+
+    def resolve_awakeable(self, id: str, value: Any) -> None:
+        # Checked before claiming an index: a command that fails to encode would leave a gap.
+        _check_types(id=(id, str))
+        raw = _json_encode(value)
+        index, recorded = self._step(CompleteAwakeable, "")
+        if recorded is None:
+            self._command(index, CompleteAwakeable(id=id, value=raw))
+
+    def reject_awakeable(self, id: str, reason: str, *, code: int = 500) -> None:
+        _check_types(id=(id, str), reason=(reason, str), code=(code, int))
+        index, recorded = self._step(CompleteAwakeable, "")
+        if recorded is None:
+            failure = Failure(code=code, message=reason, terminal=True)
+            self._command(index, CompleteAwakeable(id=id, failure=failure))
 
     def _random(self) -> random.Random:
         if self._rng is None:
@@ -311,11 +414,13 @@ class ExclusiveAttempt(_WriteState, WorkflowContext):
     """An exclusive object handler's, or a workflow main handler's, context: reads and writes."""
 
 
-def new_attempt(start: Start, handler: HandlerDef, send: Send, service_kind: str) -> Attempt:
+def new_attempt(
+    start: Start, handler: HandlerDef, send: Send, service_kind: str, *, suspend_after: float = 1.0,
+) -> Attempt:
     """The context class that matches what the handler may do."""
     if service_kind == "service":
-        return ServiceAttempt(start, handler, send)
+        return ServiceAttempt(start, handler, send, suspend_after=suspend_after)
     if handler.kind == "shared":
-        return SharedAttempt(start, handler, send)
-    return ExclusiveAttempt(start, handler, send)
+        return SharedAttempt(start, handler, send, suspend_after=suspend_after)
+    return ExclusiveAttempt(start, handler, send, suspend_after=suspend_after)
 

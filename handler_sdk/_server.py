@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from collections import deque
 from collections.abc import Iterable
@@ -22,8 +23,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ._definition import Definition, HandlerDef, _Definition
 from ._invocation import Attempt, new_attempt
 from .protocol import (
-    PROTOCOL_VERSION, Ack, Cancel, Discovery, End, Failure, Heartbeat, Start, ToHandler, ToSidecar,
-    encoder, to_handler_decoder,
+    PROTOCOL_VERSION, Ack, Cancel, Completion, Discovery, End, Failure, Heartbeat, Start, ToHandler,
+    ToSidecar, encoder, to_handler_decoder,
 )
 
 logger = logging.getLogger("handler_sdk")
@@ -36,10 +37,15 @@ _UNWIND_TIMEOUT = 1.0
 class Registry:
     """What one app serves: its handlers, its discovery document, its open sockets."""
 
-    def __init__(self, services: Iterable[Definition], heartbeat_interval: float) -> None:
+    def __init__(
+        self, services: Iterable[Definition], heartbeat_interval: float, suspend_after: float,
+    ) -> None:
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be positive")
+        if math.isnan(suspend_after) or suspend_after < 0:
+            raise ValueError("suspend_after must be zero or more (math.inf: never suspend)")
         self.heartbeat_interval = heartbeat_interval
+        self.suspend_after = suspend_after
         self.handlers: dict[tuple[str, str], tuple[HandlerDef, str]] = {}
         specs = []
         names: set[str] = set()
@@ -105,7 +111,7 @@ class Connection:
         while True:
             await asyncio.sleep(interval)
             for attempt in self._attempts.values():
-                if attempt.steps_running:
+                if attempt.needs_heartbeat:
                     self.send(Heartbeat(invocation_id=attempt.invocation_id))
 
     async def serve(self) -> None:
@@ -149,6 +155,11 @@ class Connection:
             attempt = self._attempts.get(message.invocation_id)
             if attempt is not None:
                 attempt.on_ack(cast(Ack, message).index)
+        elif kind is Completion:
+            attempt = self._attempts.get(message.invocation_id)
+            if attempt is not None:  # else it ended or suspended: the sidecar restarts it with the entry done
+                completion = cast(Completion, message)
+                attempt.on_completion(completion.index, completion.value, completion.failure)
         elif kind is Start:
             self._start(cast(Start, message))
         elif kind is Cancel:
@@ -168,7 +179,8 @@ class Connection:
             self.send(End(invocation_id=start.invocation_id, failure=failure))
             return
         handler, service_kind = found
-        attempt = new_attempt(start, handler, self.send, service_kind)
+        attempt = new_attempt(start, handler, self.send, service_kind,
+                              suspend_after=self._registry.suspend_after)
         self._attempts[start.invocation_id] = attempt
         task = asyncio.get_running_loop().create_task(attempt.execute())
         attempt.task = task
@@ -200,15 +212,21 @@ async def _connect(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def app(services: Iterable[Definition] | Definition, *, heartbeat_interval: float = 5.0) -> web.Application:
+def app(
+    services: Iterable[Definition] | Definition, *, heartbeat_interval: float = 5.0,
+    suspend_after: float = 1.0,
+) -> web.Application:
     """The handler service as an aiohttp application (``GET /discover``, ``GET /connect``).
 
-    ``heartbeat_interval`` (seconds) is how often a running step tells the sidecar it is alive;
-    keep it well under the handlers' inactivity timeout (default 60 s).
+    ``heartbeat_interval`` (seconds) is how often a running step, or a handler awaiting a timer or
+    an awakeable, tells the sidecar it is alive; keep it well under the handlers' inactivity
+    timeout (default 60 s). ``suspend_after`` (seconds) is how long a handler that does nothing
+    but await timers and awakeables keeps running before it suspends: it frees itself, and the
+    sidecar runs it again, replaying its journal, once one of them completes (``math.inf``: never).
     """
     if isinstance(services, _Definition):
         services = [services]
-    registry = Registry(services, heartbeat_interval)
+    registry = Registry(services, heartbeat_interval, suspend_after)
     application = web.Application()
     application[REGISTRY] = registry
     application.router.add_get("/discover", _discover)
@@ -244,10 +262,13 @@ async def _serve_forever(application: web.Application, host: str, port: int) -> 
 
 def serve(
     services: Iterable[Definition] | Definition, *, host: str = "127.0.0.1", port: int = 9080,
-    heartbeat_interval: float = 5.0,
+    heartbeat_interval: float = 5.0, suspend_after: float = 1.0,
 ) -> None:
-    """Serve ``services`` on ``host:port`` with uvloop until SIGINT or SIGTERM; prints nothing."""
-    application = app(services, heartbeat_interval=heartbeat_interval)
+    """Serve ``services`` on ``host:port`` with uvloop until SIGINT or SIGTERM; prints nothing.
+
+    ``heartbeat_interval`` and ``suspend_after`` are as for ``app()``.
+    """
+    application = app(services, heartbeat_interval=heartbeat_interval, suspend_after=suspend_after)
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         try:
             runner.run(_serve_forever(application, host, port))

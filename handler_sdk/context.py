@@ -68,6 +68,46 @@ class Context(ABC):
         """
 
     @abstractmethod
+    async def sleep(self, delay: float | datetime.timedelta) -> None:
+        """Pause for ``delay`` (seconds, or a ``timedelta``) on a durable timer.
+
+        The wake-up instant is journaled and kept by the sidecar: the timer survives crashes and
+        restarts, and a replay does not sleep again. A zero or negative delay fires at once. While
+        the handler only waits, it suspends (frees itself) and is resumed when the timer fires.
+        """
+
+    @overload
+    def awakeable(self) -> tuple[str, Awaitable[Any]]: ...
+
+    @overload
+    def awakeable(self, *, type: type[T]) -> tuple[str, Awaitable[T]]: ...
+
+    @abstractmethod
+    def awakeable(self, *, type: Any = Any) -> tuple[str, Awaitable[Any]]:
+        """A durable wait for someone outside: returns its ID and an awaitable for its value.
+
+        Hand the ID to whoever decides (a human, a webhook); they resolve it with a JSON value or
+        reject it with a reason, through the sidecar (``POST /restate/awakeables/{id}/resolve``)
+        or from another handler (``resolve_awakeable``). Awaiting gives the value, decoded as
+        ``type`` (default: any JSON), or raises ``TerminalError`` for a rejection. The awaitable
+        may be awaited later, even after other steps, and a resolution that came first is kept.
+        The ID is journaled: a replay hands out the same one. While the handler only waits, it
+        suspends and is resumed when the awakeable completes.
+        """
+
+    @abstractmethod
+    def resolve_awakeable(self, id: str, value: Any) -> None:
+        """Resolve awakeable ``id`` with ``value`` (JSON-encoded with msgspec), once, durably.
+
+        The command is journaled and sent without waiting; the sidecar completes the awakeable
+        once it is durable. A replay does not resolve it again.
+        """
+
+    @abstractmethod
+    def reject_awakeable(self, id: str, reason: str, *, code: int = 500) -> None:
+        """Reject awakeable ``id``: its awaiter gets ``TerminalError(reason, code)``. Journaled."""
+
+    @abstractmethod
     async def now(self) -> datetime.datetime:
         """The current time (UTC, millisecond precision), journaled: replays see the same instant."""
 

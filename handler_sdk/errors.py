@@ -4,8 +4,8 @@ Two kinds of failure end an attempt. ``TerminalError`` is the one public way to 
 the invocation fails for good with its code. Every other exception is retried by the sidecar,
 ``NondeterminismError`` included, so that fixed code can resume the invocation where it stopped.
 
-Control-flow signals (``AttemptAborted``) derive from ``BaseException``: a user's ``except
-Exception:`` around a step must not swallow the news that the attempt is over.
+Control-flow signals (``AttemptAborted``, ``Suspended``) derive from ``BaseException``: a user's
+``except Exception:`` around a step must not swallow the news that the attempt is over.
 """
 
 from __future__ import annotations
@@ -67,4 +67,13 @@ class AttemptAborted(BaseException):
 
     Raised by every context method once the attempt is over. A ``BaseException`` on purpose
     (see the module docstring); the SDK catches it, user code should not.
+    """
+
+
+class Suspended(AttemptAborted):
+    """The attempt suspended itself: it waited only on timers or awakeables for too long.
+
+    Raised at the handler's pending awaits so that it unwinds (its ``finally`` blocks run) and
+    frees itself; the sidecar starts a new attempt, which replays the journal, once one of the
+    awaited entries completes. Internal: the SDK catches it, user code should not.
     """

@@ -144,4 +144,43 @@ async def hang_once(ctx: Context, name: str) -> int:
     return tries
 
 
-SERVICES = [counter, steps]
+waits = Service("Waits")
+
+
+@waits.handler()
+async def nap(ctx: Context, name: str) -> str:
+    """Sleeps durably for 2 s, then counts its wake-up at the sink (once, whatever crashes)."""
+    await ctx.sleep(2.0)
+    await ctx.run("wake", lambda: _post(f"/incr/wake-{name}"))
+    return "rested"
+
+
+@waits.handler()
+async def park(ctx: Context, seconds: float) -> str:
+    await ctx.sleep(seconds)
+    return "back"
+
+
+@waits.handler()
+async def approval(ctx: Context, name: str) -> str:
+    """Publishes an awakeable's ID at the sink, dawdles, then waits for someone to resolve it."""
+    awakeable_id, decision = ctx.awakeable(type=str)
+
+    async def publish() -> None:
+        async with _http().post(f"{SINK}/notes/{name}", data=awakeable_id) as response:
+            response.raise_for_status()
+
+    await ctx.run("publish", publish)
+    await ctx.sleep(0.5)  # a resolution may well arrive before the await: it must be kept
+    try:
+        return f"approved: {await decision}"
+    except TerminalError as exc:
+        return f"rejected: {exc.message}"
+
+
+@waits.handler()
+async def approve_for(ctx: Context, awakeable_id: str) -> None:
+    ctx.resolve_awakeable(awakeable_id, "by another handler")
+
+
+SERVICES = [counter, steps, waits]

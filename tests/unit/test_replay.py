@@ -16,11 +16,15 @@ from hypothesis import strategies as st
 from handler_sdk import NondeterminismError
 from handler_sdk._replay import Replay
 from handler_sdk.protocol import (
+    COMPLETABLE_KINDS,
     Ack,
+    Awakeable,
     Cancel,
     ClearAllState,
     ClearState,
     Command,
+    CompleteAwakeable,
+    Completion,
     Discovery,
     End,
     Entry,
@@ -36,7 +40,9 @@ from handler_sdk.protocol import (
     Run,
     ServiceSpec,
     SetState,
+    Sleep,
     Start,
+    Suspend,
     TimeoutSpec,
     encoder,
     entry_decoder,
@@ -46,7 +52,7 @@ from handler_sdk.protocol import (
 )
 
 NAMED = [Run, GetState, SetState, ClearState]
-UNNAMED = [ClearAllState, GetStateKeys, Now]
+UNNAMED = [ClearAllState, GetStateKeys, Now, Sleep, Awakeable, CompleteAwakeable]
 Cmd = tuple[type, str]
 
 names = st.sampled_from(["a", "b", "audit"])  # few names, so that programs collide often
@@ -75,6 +81,14 @@ def entries_for(kind: type, name: str) -> st.SearchStrategy[Entry]:
         return st.just(ClearAllState())
     if kind is GetStateKeys:
         return st.builds(GetStateKeys, keys=st.lists(texts, max_size=3))
+    if kind is Sleep:  # done or not: replay matches a completable entry whatever its progress
+        return st.builds(Sleep, wake_at_ms=st.integers(-(2**53), 2**53), done=st.booleans())
+    if kind is Awakeable:
+        return st.builds(Awakeable, id=texts, done=st.booleans(), value=st.none() | payloads,
+                         failure=st.none() | failures)
+    if kind is CompleteAwakeable:
+        return st.builds(CompleteAwakeable, id=texts, value=payloads) | st.builds(
+            CompleteAwakeable, id=texts, failure=failures)
     return st.builds(Now, ms=st.integers(0, 2**53))
 
 
@@ -89,6 +103,8 @@ def fresh_entry(kind: type, name: str) -> Entry:
         Run: lambda: Run(name=name, value=b"1"), GetState: lambda: GetState(name=name),
         SetState: lambda: SetState(name=name, value=b"1"), ClearState: lambda: ClearState(name=name),
         ClearAllState: ClearAllState, GetStateKeys: GetStateKeys, Now: lambda: Now(ms=1),
+        Sleep: lambda: Sleep(wake_at_ms=1), Awakeable: lambda: Awakeable(id="awk_x"),
+        CompleteAwakeable: lambda: CompleteAwakeable(id="awk_y", value=b"1"),
     }
     return fresh[kind]()
 
@@ -165,6 +181,17 @@ def test_arbitrary_journals_against_arbitrary_programs(journal: list[Entry], pro
         assert executed == Counter(new_runs)
 
 
+@given(programs, st.data())
+def test_completing_entries_in_place_keeps_replays_matching(program: list[Cmd], data: st.DataObject) -> None:
+    """The sidecar marks a timer or awakeable done by rewriting its entry: replays match either way."""
+    journal = attempt(program, [Input(value=b"0")], Counter())
+    completable = [i for i, entry in enumerate(journal) if isinstance(entry, COMPLETABLE_KINDS)]
+    done = data.draw(st.sets(st.sampled_from(completable)) if completable else st.just(set()), label="done")
+    rewritten = [msgspec.structs.replace(e, done=True) if i in done else e for i, e in enumerate(journal)]
+    executed: Counter[int] = Counter()
+    assert attempt(program, rewritten, executed) == rewritten and not executed
+
+
 def test_a_trailing_output_is_not_a_step() -> None:
     journal: list[Entry] = [Input(value=b""), Run(name="a", value=b"1"), Output(value=b"1")]
     replay = Replay("inv_x", journal)
@@ -182,11 +209,14 @@ to_handler = st.one_of(
               journal=st.lists(any_entries, max_size=4),
               state=st.none() | st.dictionaries(texts, payloads, max_size=3), seed=st.integers(0, 2**63)),
     st.builds(Ack, invocation_id=inv_ids, index=st.integers(0, 2**31)),
+    st.builds(Completion, invocation_id=inv_ids, index=st.integers(1, 2**31), value=st.none() | payloads,
+              failure=st.none() | failures),
     st.builds(Cancel, invocation_id=inv_ids, kill=st.booleans()),
 )
 to_sidecar = st.one_of(
     st.builds(Command, invocation_id=inv_ids, index=st.integers(1, 2**31), entry=any_entries),
     st.builds(Heartbeat, invocation_id=inv_ids),
+    st.builds(Suspend, invocation_id=inv_ids, waiting_on=st.lists(st.integers(1, 2**31), max_size=4)),
     st.builds(End, invocation_id=inv_ids, output=st.none() | payloads, failure=st.none() | failures),
 )
 
@@ -231,12 +261,23 @@ SAVED_FRAMES = {
         Start(invocation_id="inv_1", attempt=1, service="Counter", handler="add", key="k", input=b"5",
               headers={}, journal=[Input(value=b"5"), GetState(name="count", value=b"3")],
               state={"count": b"3"}, seed=7),
+    "85a174aa436f6d706c6574696f6ead696e766f636174696f6e5f6964a5696e765f31a5696e64657803a576616c7565c402"
+    "3432a76661696c757265c0":
+        Completion(invocation_id="inv_1", index=3, value=b"42"),
+    "83a174a753757370656e64ad696e766f636174696f6e5f6964a5696e765f31aa77616974696e675f6f6e920103":
+        Suspend(invocation_id="inv_1", waiting_on=[1, 3]),
+    "84a174a7436f6d6d616e64ad696e766f636174696f6e5f6964a5696e765f31a5696e64657801a5656e74727982a174a5"
+    "536c656570aa77616b655f61745f6d73cf0000018bcfe5687b":
+        Command(invocation_id="inv_1", index=1, entry=Sleep(wake_at_ms=1_700_000_000_123)),
+    "84a174a7436f6d6d616e64ad696e766f636174696f6e5f6964a5696e765f31a5696e64657802a5656e74727982a174a9"
+    "4177616b6561626c65a26964ad61776b5f696e765f315f325f73":
+        Command(invocation_id="inv_1", index=2, entry=Awakeable(id="awk_inv_1_2_s")),
 }
 
 
 @pytest.mark.parametrize("frame", list(SAVED_FRAMES))
 def test_saved_frames_still_decode(frame: str) -> None:
     expected = SAVED_FRAMES[frame]
-    decoder = to_handler_decoder if isinstance(expected, Start) else to_sidecar_decoder
+    decoder = to_handler_decoder if isinstance(expected, (Start, Completion)) else to_sidecar_decoder
     assert decoder.decode(bytes.fromhex(frame)) == expected
     assert encoder.encode(expected).hex() == frame

@@ -7,13 +7,10 @@ has processed everything sent before it.
 """
 
 import asyncio
-import itertools
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
-import pytest
 
 from handler_sdk import (
     Context,
@@ -26,8 +23,6 @@ from handler_sdk import (
     app,
 )
 from handler_sdk.protocol import (
-    Ack,
-    Cancel,
     ClearAllState,
     ClearState,
     Command,
@@ -37,123 +32,11 @@ from handler_sdk.protocol import (
     GetState,
     GetStateKeys,
     Heartbeat,
-    Input,
     Now,
     Run,
     SetState,
-    Start,
-    ToSidecar,
-    encoder,
-    to_sidecar_decoder,
 )
-
-DEADLINE = 5.0
-FAST = RetryPolicy(max_attempts=3, initial_interval=0.001, max_interval=0.001)
-_ids = itertools.count()
-
-barrier_service = Service("Barrier")
-
-
-@barrier_service.handler()
-async def ping(ctx: Context) -> str:
-    return "pong"
-
-
-class FakeSidecar:
-    """Plays the sidecar's side of one /connect socket.
-
-    One reader task sorts incoming messages into a queue per invocation, so that tests can
-    wait on several invocations at once (a WebSocket allows one reader).
-    """
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.closed = asyncio.Event()
-        self._queues: dict[str, asyncio.Queue[ToSidecar]] = {}
-        self._next_index: dict[str, int] = {}
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        async for frame in self.ws:  # ends when the socket closes
-            message = to_sidecar_decoder.decode(frame.data)
-            self._queue(message.invocation_id).put_nowait(message)
-        self.closed.set()
-
-    def _queue(self, inv: str) -> asyncio.Queue[ToSidecar]:
-        return self._queues.setdefault(inv, asyncio.Queue())
-
-    async def aclose(self) -> None:
-        await self.ws.close()
-        await asyncio.wait_for(self._reader, DEADLINE)
-
-    async def start(
-        self, service: str, handler: str, input: bytes = b"", *, journal: list[Entry] | None = None,
-        state: dict[str, bytes] | None = None, key: str | None = "k", seed: int = 7,
-        invocation_id: str | None = None, attempt: int = 1,
-    ) -> str:
-        inv = invocation_id or f"inv_{next(_ids)}"
-        entries: list[Entry] = [Input(value=input), *(journal or [])]
-        start = Start(
-            invocation_id=inv, attempt=attempt, service=service, handler=handler, key=key,
-            input=input, headers={"x-test": "1"}, journal=entries,
-            state=state if state is not None or key is None else {}, seed=seed,
-        )
-        await self.ws.send_bytes(encoder.encode(start))
-        self._next_index[inv] = len(entries)
-        return inv
-
-    async def ack(self, inv: str, index: int) -> None:
-        await self.ws.send_bytes(encoder.encode(Ack(invocation_id=inv, index=index)))
-
-    async def cancel(self, inv: str) -> None:
-        await self.ws.send_bytes(encoder.encode(Cancel(invocation_id=inv, kill=True)))
-
-    async def next(self, inv: str) -> ToSidecar:
-        """The next message for ``inv``; commands are checked to come with dense indices."""
-        message = await asyncio.wait_for(self._queue(inv).get(), DEADLINE)
-        if isinstance(message, Command):
-            assert message.index == self._next_index[inv], "journal indices are dense"
-            self._next_index[inv] += 1
-        return message
-
-    def idle(self, inv: str) -> bool:
-        return self._queue(inv).empty()
-
-    async def finish(self, inv: str) -> tuple[list[Entry], End]:
-        """Collect ``inv``'s new commands until its End, acking each Run as the sidecar would."""
-        entries: list[Entry] = []
-        while True:
-            message = await self.next(inv)
-            if isinstance(message, End):
-                return entries, message
-            if isinstance(message, Command):
-                entries.append(message.entry)
-                if isinstance(message.entry, Run):
-                    await self.ack(inv, message.index)
-
-    async def barrier(self) -> None:
-        inv = await self.start("Barrier", "ping", key=None)
-        _, end = await self.finish(inv)
-        assert end.output == b'"pong"'
-
-
-Connect = Callable[..., Awaitable[FakeSidecar]]
-
-
-@pytest.fixture
-async def connect(aiohttp_client: Any) -> AsyncIterator[Connect]:
-    sidecars: list[FakeSidecar] = []
-
-    async def _connect(*services: Any, heartbeat_interval: float = 5.0) -> FakeSidecar:
-        application = app([barrier_service, *services], heartbeat_interval=heartbeat_interval)
-        client = await aiohttp_client(application)
-        sidecars.append(FakeSidecar(await client.ws_connect("/connect")))
-        return sidecars[-1]
-
-    yield _connect
-    for sidecar in sidecars:
-        await sidecar.aclose()
-
+from tests.unit.fake_sidecar import DEADLINE, FAST, Connect, barrier_service
 
 def counter_object(calls: list[int], after_run: list[int]) -> VirtualObject:
     """The benchmark's shape: one get, one run, one set per invocation."""

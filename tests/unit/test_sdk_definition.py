@@ -19,6 +19,7 @@ from handler_sdk import (
     WorkflowSharedContext,
     app,
 )
+from handler_sdk import __main__ as cli
 from handler_sdk.__main__ import load
 from handler_sdk._definition import BadInput
 from handler_sdk.options import DEFAULT_STEP_RETRY
@@ -169,6 +170,11 @@ def test_app_rejects_duplicate_and_foreign_services() -> None:
         app([object()])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="heartbeat"):
         app([Service("S")], heartbeat_interval=0)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="suspend_after"):
+            app([Service("S")], suspend_after=bad)
+    app([Service("S")], suspend_after=0)
+    app([Service("S")], suspend_after=float("inf"))  # never suspend
 
 
 def test_cli_loads_one_service_or_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,3 +189,24 @@ def test_cli_loads_one_service_or_a_list(monkeypatch: pytest.MonkeyPatch) -> Non
     for bad in ("sdk_cli_fixture", "sdk_cli_fixture:missing", "sdk_cli_fixture:junk"):
         with pytest.raises(ValueError):
             load(bad)
+
+
+def test_cli_passes_its_options_to_serve(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    module = types.ModuleType("sdk_cli_options_fixture")
+    module.svc = Service("Svc")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sdk_cli_options_fixture", module)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(cli, "serve", lambda services, **options: calls.append((services, options)))
+    cli.main(["sdk_cli_options_fixture:svc", "--port", "9999", "--suspend-after", "2.5"])
+    cli.main(["sdk_cli_options_fixture:svc"])
+    defaults = {"host": "127.0.0.1", "port": 9080, "heartbeat_interval": 5.0, "suspend_after": 1.0}
+    assert calls == [
+        ([module.svc], {**defaults, "port": 9999, "suspend_after": 2.5}),  # type: ignore[attr-defined]
+        ([module.svc], defaults),  # type: ignore[attr-defined]
+    ]
+    with pytest.raises(SystemExit):
+        cli.main(["sdk_cli_options_fixture:svc", "--suspend-after", "-1"])
+    assert "--suspend-after" in capsys.readouterr().err

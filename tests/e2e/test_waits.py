@@ -1,0 +1,110 @@
+"""Durable waits end to end: timers and awakeables survive SIGKILL; suspended invocations cost
+the handler service nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.e2e.conftest import Cluster
+from tests.procs import eventually
+
+
+async def _stats(cluster: Cluster) -> dict:
+    async with cluster.http.get(f"{cluster.sink_url}/stats") as response:
+        return await response.json()
+
+
+async def _note(cluster: Cluster, name: str) -> str:
+    async with cluster.http.get(f"{cluster.sink_url}/notes/{name}") as response:
+        return await response.json() if response.status == 200 else ""
+
+
+async def test_a_timer_fires_once_not_early_across_crashes(durable_cluster: Cluster) -> None:
+    cluster = durable_cluster
+    sent = time.monotonic()
+    _, body, _ = await cluster.post("/Waits/nap/send", "t1")
+    invocation_id = body["invocationId"]
+
+    async def sleeping() -> bool:
+        _, shown = await cluster.get(f"/invocations/{invocation_id}", admin=True)
+        return any(e["kind"] == "Sleep" for e in shown["journal"])
+
+    await eventually(sleeping, what="the timer to be journaled")
+    cluster.sidecar.kill()
+    cluster.handlers.kill()
+    await cluster.restart_handlers()
+    await cluster.start_sidecar()
+    assert await cluster.get(f"/restate/invocation/{invocation_id}/attach") == (200, "rested")
+    assert time.monotonic() - sent >= 2.0
+    assert (await _stats(cluster))["counters"]["wake-t1"] == 1
+
+
+async def test_suspended_invocations_hold_no_handler_attempts(cluster: Cluster) -> None:
+    ids = []
+    for _ in range(100):
+        _, body, _ = await cluster.post("/Waits/park/send", 60)
+        ids.append(body["invocationId"])
+
+    async def all_suspended() -> bool:
+        _, listed = await cluster.get("/invocations?status=suspended&service=Waits&limit=1000", admin=True)
+        return len(listed["invocations"]) == len(ids)
+
+    await eventually(all_suspended, timeout=60, what="every parked invocation to suspend")
+
+    async def gauges() -> dict[str, float]:
+        async with cluster.http.get(f"http://{cluster.admin}/metrics") as response:
+            lines = (await response.text()).splitlines()
+        values = {l.split()[0]: float(l.split()[1]) for l in lines if l.startswith("sidecar_") and " " in l}
+        parked = values.get("sidecar_active_invocations", 0) >= len(ids)
+        return values if parked and values.get("sidecar_running_attempts") == 0 else {}
+
+    # The gauges (summed over both workers) are sampled once a second: wait for a sample taken
+    # after the suspensions, in which every parked invocation holds no attempt.
+    await eventually(gauges, what="no running attempts while the invocations are parked")
+    _, shown = await cluster.get(f"/invocations/{ids[0]}", admin=True)
+    assert shown["reason"].startswith("suspended, waiting on journal entry")
+    assert (await cluster.admin_call("POST", f"/invocations/{ids[0]}/kill"))[0] == 202
+
+
+async def test_awakeables_resolved_over_http_before_or_after_the_await(durable_cluster: Cluster) -> None:
+    cluster = durable_cluster
+    _, body, _ = await cluster.post("/Waits/approval/send", "a1")
+    awakeable_id = await eventually(lambda: _note(cluster, "a1"), what="the awakeable ID")
+    assert awakeable_id.startswith("awk_inv_")
+    status, _, _ = await cluster.post(f"/restate/awakeables/{awakeable_id}/resolve", "yes")
+    assert status == 202  # likely before the handler awaits: kept, not lost
+    assert await cluster.get(f"/restate/invocation/{body['invocationId']}/attach") == (200, "approved: yes")
+    status, error, _ = await cluster.post(f"/restate/awakeables/{awakeable_id}/resolve", "again")
+    assert status in (404, 409), error  # finished (404) or already completed (409): never twice
+
+    _, body, _ = await cluster.post("/Waits/approval/send", "a2")
+    awakeable_id = await eventually(lambda: _note(cluster, "a2"), what="the second awakeable ID")
+    cluster.sidecar.kill()  # a resolution sent while the sidecar is down is retried by the client
+    await cluster.start_sidecar()
+    async with cluster.http.post(f"http://{cluster.ingress}/restate/awakeables/{awakeable_id}/reject",
+                                 data=b"not today") as response:
+        assert response.status == 202
+    assert await cluster.get(f"/restate/invocation/{body['invocationId']}/attach") == (200, "rejected: not today")
+
+
+async def test_a_handler_resolves_another_handler_s_awakeable(cluster: Cluster) -> None:
+    _, body, _ = await cluster.post("/Waits/approval/send", "a3")
+    awakeable_id = await eventually(lambda: _note(cluster, "a3"), what="the awakeable ID")
+    assert (await cluster.post("/Waits/approve_for", awakeable_id))[0] == 200
+    assert await cluster.get(f"/restate/invocation/{body['invocationId']}/attach") == (
+        200, "approved: by another handler")
+
+
+async def test_unknown_or_forged_awakeables_are_404(cluster: Cluster) -> None:
+    for forged in ("awk_nope", "awk_inv_0000000000000000000000000_1_secret"):
+        status, body, _ = await cluster.post(f"/restate/awakeables/{forged}/resolve", 1)
+        assert status == 404, body
+    _, body, _ = await cluster.post("/Waits/approval/send", "a4")
+    real = await eventually(lambda: _note(cluster, "a4"), what="the awakeable ID")
+    status, _, _ = await cluster.post(f"/restate/awakeables/{real[:-4]}XXXX/resolve", 1)
+    assert status == 404
+    status, _, _ = await cluster.post(f"/restate/awakeables/{real}/resolve", raw=b"{not json")
+    assert status == 400
+    await asyncio.gather(cluster.post(f"/restate/awakeables/{real}/resolve", "ok"))
+    assert await cluster.get(f"/restate/invocation/{body['invocationId']}/attach") == (200, "approved: ok")
