@@ -28,6 +28,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_body_bytes: int = 10 * 1024 * 1024
     #: No message from the handler for this long aborts the attempt and retries it.
     inactivity_timeout_s: float = 60.0
+    #: Every invocation fails terminally (408) after this long, waits included (0: never);
+    #: a handler's own ``timeout`` wins.
+    invocation_timeout_s: float = 0.0
     #: Finished invocations and idempotency keys are kept this long, then swept.
     retention_s: float = 24 * 3600.0
     #: Invocation-level retry defaults, used where a handler's discovery leaves a field unset.

@@ -49,6 +49,19 @@ class InvocationStateError(Exception):
     """The operation does not apply to the invocation in its current status (HTTP 409)."""
 
 
+WORKFLOW_RUN = "\x00workflow-run"
+
+
+def idempotency_slot(record: InvocationRecord) -> bytes | None:
+    """The idempotency key an invocation holds: a workflow's main handler holds its key's one run;
+    others, the client's ``idempotency-key`` if it sent one."""
+    if record.handler_kind == "workflow":
+        return store_keys.idempotency_key(record.service, record.key, record.handler, WORKFLOW_RUN)
+    if record.idempotency_key is None:
+        return None
+    return store_keys.idempotency_key(record.service, record.key, record.handler, record.idempotency_key)
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -123,6 +136,8 @@ class Invoker:
             invocation_id = record.id
             live = Live(record)
             self.active[invocation_id] = live
+            if record.deadline_ms is not None:
+                self._arm_deadline(live)
             if record.attempts == 0 and record.start_at_ms is not None and record.start_at_ms > now:
                 self._schedule_at(live, record.start_at_ms)
                 continue
@@ -157,33 +172,15 @@ class Invoker:
 
         Returns (ID, whether it already existed under this idempotency key).
         """
-        service, handler = route.service.name, route.handler.name
-        raw_idem = store_keys.idempotency_key(service, key, handler, idempotency_key) if idempotency_key else None
-        if raw_idem is not None:
-            existing = self._idempotency_inflight.get(raw_idem)
-            if existing is None:
-                found = self._store.get_idempotency(raw_idem)
-                existing = found.invocation_id if found else None
-            if existing is not None and (existing in self.active or self._store.get_invocation(existing)):
-                return existing, True
-        now = _now_ms()
-        if partition is None:
-            self._anywhere += 1
-            partition = self._partitions.local_partition(self._anywhere)
-        record = InvocationRecord(
-            id=self._ids.invocation_id(partition), service=service, handler=handler, key=key,
-            handler_kind=route.handler.kind if route.service.kind != "service" else "shared",
-            status="pending", deployment_id=route.deployment_id, headers=headers,
-            idempotency_key=idempotency_key, created_ms=now, modified_ms=now,
-            start_at_ms=now + int(delay_s * 1000) if delay_s > 0 else None,
-        )
+        record = self.new_record(route, key, headers=headers, idempotency_key=idempotency_key,
+                                 partition=partition, delay_s=delay_s)
+        raw_idem = idempotency_slot(record)
+        if raw_idem is not None and (existing := self.existing(raw_idem)) is not None:
+            return existing, True
         live = Live(record, [Input(body)])
         changes = Changes()
-        changes.put_invocation(record)
-        changes.enqueue(record)
-        changes.append_entry(record, 0, live.journal[0])  # type: ignore[index]
+        changes.create(record, body, raw_idem)
         if raw_idem is not None:
-            changes.put_idempotency(raw_idem, record.id)
             self._idempotency_inflight[raw_idem] = record.id
         self.active[record.id] = live
         try:
@@ -194,11 +191,48 @@ class Invoker:
         finally:
             if raw_idem is not None:
                 self._idempotency_inflight.pop(raw_idem, None)
-        if record.start_at_ms is not None:
-            self._schedule_at(live, record.start_at_ms)
+        self.accept(live)
+        return record.id, False
+
+    def new_record(
+        self, route: Route, key: str | None, *, headers: dict[str, str], idempotency_key: str | None = None,
+        partition: int | None = None, delay_s: float = 0.0,
+    ) -> InvocationRecord:
+        """A new invocation's record, in ``partition`` (anywhere this worker owns if None)."""
+        now = _now_ms()
+        if partition is None:
+            self._anywhere += 1
+            partition = self._partitions.local_partition(self._anywhere)
+        spec = route.handler
+        total_ms = spec.timeouts.total_ms or int(self._settings.invocation_timeout_s * 1000)
+        return InvocationRecord(
+            id=self._ids.invocation_id(partition), service=route.service.name, handler=spec.name, key=key,
+            handler_kind=spec.kind if route.service.kind != "service" else "shared",
+            status="pending", deployment_id=route.deployment_id, headers=headers,
+            idempotency_key=idempotency_key, created_ms=now, modified_ms=now,
+            start_at_ms=now + int(delay_s * 1000) if delay_s > 0 else None,
+            deadline_ms=now + total_ms if total_ms else None,
+        )
+
+    def existing(self, raw_idempotency_key: bytes) -> str | None:
+        """The invocation already holding this idempotency slot, if any."""
+        existing = self._idempotency_inflight.get(raw_idempotency_key)
+        if existing is None:
+            found = self._store.get_idempotency(raw_idempotency_key)
+            existing = found.invocation_id if found else None
+        if existing is not None and (existing in self.active or self._store.get_invocation(existing)):
+            return existing
+        return None
+
+    def accept(self, live: Live) -> None:
+        """A new invocation, now durable, joins its key's line (or waits for its delay, or its deadline)."""
+        self.active[live.record.id] = live
+        if live.record.deadline_ms is not None:
+            self._arm_deadline(live)
+        if live.record.start_at_ms is not None:
+            self._schedule_at(live, live.record.start_at_ms)
         else:
             self._schedule(live)
-        return record.id, False
 
     # --- results --------------------------------------------------------------------------------
 
@@ -528,6 +562,11 @@ class Invoker:
         if live is None or live.record.finished:  # finished, or its end is being written now
             self.current(invocation_id)  # raises InvocationNotFound
             raise InvocationStateError(f"invocation {invocation_id} has already finished")
+        self._terminate(live, "killed", _KILLED)
+        return live.record
+
+    def _terminate(self, live: Live, status: str, failure: Failure) -> None:
+        """End ``live`` now, wherever it is: no more handler code runs for it."""
         if live.attempt is not None:
             live.attempt.detach(kill=True)
         if live.retry_handle is not None:
@@ -536,8 +575,19 @@ class Invoker:
         lock_key = live.lock_key
         if lock_key is not None and not live.holds_key:
             self._keys.withdraw(lock_key, live)
-        self._finish(live, "killed", None, _KILLED)
-        return live.record
+        self._finish(live, status, None, failure)
+
+    def _arm_deadline(self, live: Live) -> None:
+        assert live.record.deadline_ms is not None
+        loop = asyncio.get_running_loop()
+        loop.call_at(loop.time() + max(0.0, (live.record.deadline_ms - _now_ms()) / 1000), self._deadline_passed, live)
+
+    def _deadline_passed(self, live: Live) -> None:
+        record = live.record
+        if record.finished or self.active.get(record.id) is not live:
+            return
+        total_s = ((record.deadline_ms or 0) - record.created_ms) / 1000
+        self._terminate(live, "failed", Failure(408, f"invocation timed out after {total_s:g} s (waits included)"))
 
     async def purge(self, invocation_id: str) -> None:
         """Forget a finished invocation and its journal (its idempotency key becomes free)."""
@@ -545,14 +595,9 @@ class Invoker:
             raise InvocationStateError(f"invocation {invocation_id} has not finished; kill it first")
         record = self.current(invocation_id)
         changes = Changes()
-        changes.purge(record, self._idempotency_raw_key(record))
+        changes.purge(record, idempotency_slot(record))
         await self._store.submit(changes)
 
-    @staticmethod
-    def _idempotency_raw_key(record: InvocationRecord) -> bytes | None:
-        if record.idempotency_key is None:
-            return None
-        return store_keys.idempotency_key(record.service, record.key, record.handler, record.idempotency_key)
 
     # --- background duties ----------------------------------------------------------------------
 
@@ -591,7 +636,7 @@ class Invoker:
             for invocation_id in expired:
                 record = self._store.get_invocation(invocation_id)
                 if record is not None:
-                    changes.purge(record, self._idempotency_raw_key(record))
+                    changes.purge(record, idempotency_slot(record))
             try:
                 await self._store.submit(changes)
             except StoreError as exc:

@@ -6,12 +6,14 @@ says which keys of which databases that touches, so no other module knows the ke
 
 from __future__ import annotations
 
-from handler_sdk.protocol import ClearAllState, ClearState, Entry, SetState
+from handler_sdk.protocol import ClearAllState, ClearState, Entry, Input, SetState
 
 from . import keys
 from .batch import WriteBatch
 from .lmdb_store import encode_entry, encode_record
-from .records import DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord
+from .records import (
+    ChildSpec, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, PromiseRecord,
+)
 
 _EXCLUSIVE = encode_record(InboxEntry(exclusive=True))
 _CONCURRENT = encode_record(InboxEntry(exclusive=False))
@@ -51,6 +53,23 @@ class Changes(WriteBatch):
 
     def remove_early_completion(self, invocation_id: str, index: int) -> None:
         self.delete("completions", keys.journal_key(invocation_id, index))
+
+    def put_promise(self, service: str, key: str, name: str, promise: PromiseRecord) -> None:
+        self.put("promises", keys.state_key(service, key, name), encode_record(promise))
+
+    def put_outbox(self, child: ChildSpec) -> None:
+        self.put("outbox", child.record.id.encode(), encode_record(child))
+
+    def remove_outbox(self, invocation_id: str) -> None:
+        self.delete("outbox", invocation_id.encode())
+
+    def create(self, record: InvocationRecord, input_value: bytes, raw_idempotency_key: bytes | None) -> None:
+        """A new invocation: its record, its place in line, its input, its idempotency key."""
+        self.put_invocation(record)
+        self.enqueue(record)
+        self.append_entry(record, 0, Input(input_value))
+        if raw_idempotency_key is not None:
+            self.put_idempotency(raw_idempotency_key, record.id)
 
     def set_state(self, service: str, key: str, name: str, value: bytes) -> None:
         self.put("state", keys.state_key(service, key, name), value)

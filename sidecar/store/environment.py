@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 DATABASES = (
     "invocations", "journal", "state", "inbox", "idempotency", "finished", "deployments", "meta", "timers",
-    "completions",
+    "completions", "promises", "outbox",
 )
 
 

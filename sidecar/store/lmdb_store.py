@@ -25,7 +25,9 @@ from handler_sdk.protocol import Entry, encoder as wire_encoder, entry_decoder
 from . import keys
 from .batch import WriteBatch, apply_batch
 from .environment import TxnTarget, open_environment
-from .records import DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord
+from .records import (
+    ChildSpec, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, PromiseRecord,
+)
 from .writer_client import StoreError, WriterClient, connect_writer, spawn_writer
 
 __all__ = ["Store", "StoreError", "encode_entry", "encode_record"]
@@ -36,6 +38,8 @@ _idempotency_decoder = msgspec.msgpack.Decoder(IdempotencyRecord)
 _deployment_decoder = msgspec.msgpack.Decoder(DeploymentRecord)
 _inbox_decoder = msgspec.msgpack.Decoder(InboxEntry)
 _early_decoder = msgspec.msgpack.Decoder(EarlyCompletion)
+_promise_decoder = msgspec.msgpack.Decoder(PromiseRecord)
+_child_decoder = msgspec.msgpack.Decoder(ChildSpec)
 
 
 def encode_record(record: msgspec.Struct) -> bytes:
@@ -196,6 +200,14 @@ class Store:
     def early_completions(self) -> list[tuple[str, int, EarlyCompletion]]:
         with self._env.begin(db=self._dbs["completions"]) as txn:
             return [(k[:-5].decode(), keys.journal_index(k), _early_decoder.decode(v)) for k, v in txn.cursor()]
+
+    def get_promise(self, service: str, key: str, name: str) -> PromiseRecord | None:
+        raw = self._get("promises", keys.state_key(service, key, name))
+        return None if raw is None else _promise_decoder.decode(raw)
+
+    def outbox(self) -> list[ChildSpec]:
+        with self._env.begin(db=self._dbs["outbox"]) as txn:
+            return [_child_decoder.decode(v) for _, v in txn.cursor()]
 
     def list_deployments(self) -> list[DeploymentRecord]:
         with self._env.begin(db=self._dbs["deployments"]) as txn:

@@ -44,6 +44,16 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     start_at_ms: int | None = None
     #: While suspended: the journal entries whose completion resumes it.
     waiting_on: list[int] = []
+    #: Started by another invocation's ``Call`` (``reply`` set) or ``Send`` at journal ``parent_index``.
+    parent_id: str | None = None
+    parent_index: int | None = None
+    reply: bool = False
+    #: The exclusive ``service/key`` holders up the call chain: calling one of them would deadlock.
+    call_path: list[str] = []
+    #: Cancellation was asked for: the handler sees it at its next await.
+    cancelled: bool = False
+    #: Past this instant (epoch ms) the invocation fails terminally, waits included.
+    deadline_ms: int | None = None
 
     @property
     def exclusive(self) -> bool:
@@ -82,6 +92,24 @@ class EarlyCompletion(msgspec.Struct, kw_only=True):
     awakeable_id: str
     value: bytes | None = None
     failure: Failure | None = None
+
+
+class PromiseRecord(msgspec.Struct, kw_only=True):
+    """A workflow's durable promise and the entries waiting for it."""
+
+    v: int = FORMAT_VERSION
+    done: bool = False
+    value: bytes | None = None
+    failure: Failure | None = None
+    waiters: list[tuple[str, int]] = []
+
+
+class ChildSpec(msgspec.Struct, kw_only=True):
+    """An invocation a handler started in a partition another worker owns, until that worker has it."""
+
+    v: int = FORMAT_VERSION
+    record: InvocationRecord
+    input: bytes
 
 
 class InboxEntry(msgspec.Struct, kw_only=True, array_like=True):
