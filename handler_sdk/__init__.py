@@ -7,6 +7,7 @@ from ._definition import Service, VirtualObject, Workflow
 from ._server import app, serve
 from .context import (
     Context,
+    DurablePromise,
     ObjectContext,
     ObjectSharedContext,
     WorkflowContext,
@@ -24,6 +25,7 @@ __all__ = [
     "ObjectSharedContext",
     "WorkflowContext",
     "WorkflowSharedContext",
+    "DurablePromise",
     "TerminalError",
     "NondeterminismError",
     "RetryPolicy",

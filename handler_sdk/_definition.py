@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import math
 import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,7 +41,7 @@ class HandlerDef:
 
     def __init__(
         self, service: str, name: str, fn: Callable[..., Awaitable[Any]], *, kind: str,
-        retry: RetryPolicy | None, inactivity_timeout: float | None,
+        retry: RetryPolicy | None, inactivity_timeout: float | None, timeout: float | None = None,
     ) -> None:
         self.service = service
         self.name = name
@@ -48,6 +49,7 @@ class HandlerDef:
         self.fn = fn
         self.retry = retry
         self.inactivity_timeout = inactivity_timeout
+        self.timeout = timeout
         params = list(inspect.signature(fn).parameters.values())
         self._param = params[1].name if len(params) == 2 else None
         self.takes_input = self._param is not None
@@ -101,10 +103,12 @@ class HandlerDef:
                 max_interval_ms=round(self.retry.max_interval * 1000),
                 max_attempts=self.retry.max_attempts,
             )
-        timeouts = TimeoutSpec()
-        if self.inactivity_timeout is not None:
-            timeouts = TimeoutSpec(inactivity_ms=round(self.inactivity_timeout * 1000))
+        timeouts = TimeoutSpec(inactivity_ms=_ms(self.inactivity_timeout), total_ms=_ms(self.timeout))
         return HandlerSpec(name=self.name, kind=self.kind, retry=retry, timeouts=timeouts)
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
 
 
 def _type_name(tp: Any) -> str:
@@ -125,10 +129,41 @@ def _check_signature(fn: Callable[..., Any]) -> None:
         raise TypeError(f"handler {where}: give its argument an Optional type instead of a default")
 
 
-def _seconds(value: float | datetime.timedelta | None) -> float | None:
+def positive_seconds(option: str, value: float | datetime.timedelta | None) -> float | None:
+    """``value`` in seconds (``None`` stays ``None``); ``ValueError`` unless positive and finite."""
     if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
+        value = value.total_seconds()
+    if value is not None and not (0 < value < math.inf):
+        raise ValueError(f"{option} must be a positive number of seconds, got {value!r}")
     return value
+
+
+#: The attribute that a registered handler function carries: where it is registered, so that
+#: ``ctx.service_call(svc, some_handler)`` can name it. Setting an attribute leaves the function
+#: itself unchanged (it is still the same, directly callable object).
+_REGISTRATIONS = "__handler_sdk_registrations__"
+
+
+def _remember(fn: Callable[..., Any], definition: _Definition, name: str) -> None:
+    try:
+        registrations = getattr(fn, _REGISTRATIONS, ())
+        setattr(fn, _REGISTRATIONS, (*registrations, (definition, name)))
+    except AttributeError:  # a bound method, say: it can still be called by its name
+        pass
+
+
+def registrations(fn: object) -> tuple[tuple[_Definition, str], ...]:
+    """Where ``fn`` is registered as a handler: (definition, handler name) pairs."""
+    found = getattr(fn, _REGISTRATIONS, ())
+    return found if isinstance(found, tuple) else ()
+
+
+class _Options(typing.NamedTuple):
+    """A handler's options as the decorators take them (before conversion to seconds)."""
+
+    retry: RetryPolicy | None
+    inactivity_timeout: float | datetime.timedelta | None
+    timeout: float | datetime.timedelta | None
 
 
 class _Definition:
@@ -148,13 +183,12 @@ class _Definition:
     def handlers(self) -> Mapping[str, HandlerDef]:
         return types.MappingProxyType(self._handlers)
 
-    def _decorator(
-        self, name: str | None, kind: str, retry: RetryPolicy | None,
-        inactivity_timeout: float | datetime.timedelta | None,
-    ) -> Callable[[H], H]:
+    def _decorator(self, name: str | None, kind: str, options: _Options) -> Callable[[H], H]:
         if kind not in self._handler_kinds:
             allowed = ", ".join(sorted(self._handler_kinds))
             raise ValueError(f"{type(self).__name__} handlers have kind {allowed}, not {kind!r}")
+        inactivity_timeout = positive_seconds("inactivity_timeout", options.inactivity_timeout)
+        timeout = positive_seconds("timeout", options.timeout)
 
         def register(fn: H) -> H:
             _check_signature(fn)
@@ -162,9 +196,10 @@ class _Definition:
             if handler_name in self._handlers:
                 raise ValueError(f"{self.name} already has a handler named {handler_name!r}")
             self._handlers[handler_name] = HandlerDef(
-                self.name, handler_name, fn, kind=kind, retry=retry,
-                inactivity_timeout=_seconds(inactivity_timeout),
+                self.name, handler_name, fn, kind=kind, retry=options.retry,
+                inactivity_timeout=inactivity_timeout, timeout=timeout,
             )
+            _remember(fn, self, handler_name)
             return fn
 
         return register
@@ -172,14 +207,18 @@ class _Definition:
     def handler(
         self, name: str | None = None, *, kind: str | None = None, retry: RetryPolicy | None = None,
         inactivity_timeout: float | datetime.timedelta | None = None,
+        timeout: float | datetime.timedelta | None = None,
     ) -> Callable[[H], H]:
         """Register the decorated async function as a handler named ``name`` (default: its own).
 
-        ``retry`` is the invocation-level retry policy the sidecar applies to it, and
+        ``retry`` is the invocation-level retry policy the sidecar applies to it;
         ``inactivity_timeout`` (seconds) how long the sidecar waits for a message before it
-        aborts and retries an attempt; unset, the sidecar's defaults apply.
+        aborts and retries an attempt; ``timeout`` (seconds) how long the whole invocation may
+        take, waits and retries included, before the sidecar fails it terminally (code 408).
+        Unset, the sidecar's defaults apply.
         """
-        return self._decorator(name, kind or self._default_handler_kind, retry, inactivity_timeout)
+        options = _Options(retry, inactivity_timeout, timeout)
+        return self._decorator(name, kind or self._default_handler_kind, options)
 
     def spec(self) -> ServiceSpec:
         return ServiceSpec(
@@ -228,17 +267,28 @@ class Workflow(_Definition):
     def handler(
         self, name: str | None = None, *, kind: str | None = None, retry: RetryPolicy | None = None,
         inactivity_timeout: float | datetime.timedelta | None = None,
+        timeout: float | datetime.timedelta | None = None,
     ) -> Callable[[H], H]:
+        """Register a shared handler (``WorkflowSharedContext``): it reads state, reaches the
+        durable promises (to resolve one that ``main`` awaits, say) and runs concurrently with
+        ``main``. Options as for ``Service.handler``."""
         if kind == "workflow":
             raise ValueError("use @workflow.main() for the workflow's main handler")
-        return super().handler(name, kind=kind, retry=retry, inactivity_timeout=inactivity_timeout)
+        return super().handler(
+            name, kind=kind, retry=retry, inactivity_timeout=inactivity_timeout, timeout=timeout,
+        )
 
     def main(
         self, name: str | None = None, *, retry: RetryPolicy | None = None,
         inactivity_timeout: float | datetime.timedelta | None = None,
+        timeout: float | datetime.timedelta | None = None,
     ) -> Callable[[H], H]:
-        """Register the workflow's main handler (conventionally ``run``)."""
-        register = self._decorator(name, "workflow", retry, inactivity_timeout)
+        """Register the workflow's main handler (conventionally ``run``; kind ``"workflow"``).
+
+        It gets a ``WorkflowContext`` (state reads and writes, durable promises) and runs at most
+        once per key. Options as for ``Service.handler``.
+        """
+        register = self._decorator(name, "workflow", _Options(retry, inactivity_timeout, timeout))
 
         def register_main(fn: H) -> H:
             if any(h.kind == "workflow" for h in self._handlers.values()):
@@ -249,3 +299,35 @@ class Workflow(_Definition):
 
 
 Definition = Service | VirtualObject | Workflow
+
+
+def call_target(target: str | _Definition, handler: str | Callable[..., Any], *, keyed: bool) -> tuple[str, str]:
+    """The (service, handler) names a call or send addresses, from names or decorated objects.
+
+    Checked before the call claims a journal index, so that a mistake leaves no gap: a
+    definition of the wrong kind (a keyed call to a ``Service``), a handler function registered
+    elsewhere, or a handler name the given definition does not have.
+    """
+    if isinstance(target, _Definition):
+        service = target.name
+        if keyed and target.kind == "service":
+            raise TypeError(f"{target!r} is a service: call it with service_call/service_send")
+        if not keyed and target.kind != "service":
+            raise TypeError(f"{target!r} is keyed: call it with object_call/object_send and a key")
+    elif isinstance(target, str) and target:
+        service = target
+    else:
+        raise TypeError(f"the call target must be a service name or definition, got {target!r}")
+    if isinstance(handler, str):
+        if not handler:
+            raise ValueError("the handler name is empty")
+        if isinstance(target, _Definition) and handler not in target.handlers:
+            raise ValueError(f"{target!r} has no handler named {handler!r}")
+        return service, handler
+    names = [name for owner, name in registrations(handler)
+             if (owner is target if isinstance(target, _Definition) else owner.name == service)]
+    if len(names) != 1:
+        what = getattr(handler, "__qualname__", repr(handler))
+        problem = "is not a handler registered on" if not names else "is registered twice on"
+        raise ValueError(f"{what} {problem} {service}: pass the handler's name instead")
+    return service, names[0]

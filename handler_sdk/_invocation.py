@@ -1,4 +1,4 @@
-"""The context implementation: one object per running attempt of one invocation.
+"""The context engine: one ``Attempt`` object per running attempt of one invocation.
 
 It turns each context call into a journal command: answered from the journal while replaying
 (``_replay``), executed and sent to the sidecar past its end. Commands are pipelined (sent without
@@ -6,11 +6,19 @@ waiting) and kept in order by the connection's single writer; only a step's resu
 sidecar's ``Ack``, because user code must not see a result that a crash could still un-happen
 ("durable before visible").
 
-Timers and awakeables are journaled like any command, then awaited through ``_waits``: the sidecar
-completes them later, and an attempt that only waits for them suspends itself.
+Completable entries (timers, awakeables, calls, promise operations) are journaled like any
+command, then awaited through ``_waits``: the sidecar completes them later, and an attempt that
+only waits for them suspends itself.
 
-The classes nest like the contract: ``ServiceAttempt`` has no state, ``SharedAttempt`` reads it,
-``ExclusiveAttempt`` also writes it. A method a context does not offer is absent, not a stub.
+Cooperative cancellation surfaces at a *cancellation point*: the start of an await on a context
+operation, or an await blocked on a completion. The first one after the ``Cancel`` raises
+``TerminalError("cancelled", 409)`` and journals where it did so, as a ``Run`` entry named
+``CANCELLED_STEP`` with that failure. A later attempt (the sidecar sends the ``Cancel`` again
+after each ``Start``) raises at the same point because the journal says so, not because of when
+its ``Cancel`` frame happens to arrive: while an attempt replays recorded entries, a new
+cancellation waits until the replay has caught up. So the handler's compensation replays too.
+
+The context classes that add state and promises live in ``_contexts``.
 """
 
 from __future__ import annotations
@@ -30,15 +38,28 @@ from typing import Any, TypeVarTuple, Unpack, cast
 import msgspec
 
 from . import _steps
-from ._definition import BadInput, HandlerDef
+from ._definition import BadInput, HandlerDef, call_target, positive_seconds
 from ._replay import Replay
-from ._waits import AwakeableFuture, Waits
-from .context import Context, WorkflowContext, WorkflowSharedContext
+from ._waits import EntryFuture, Result, Waits
+from .context import Context, HandlerRef
 from .errors import AttemptAborted, NondeterminismError, Suspended, TerminalError
 from .options import DEFAULT_STEP_RETRY, RetryPolicy
 from .protocol import (
-    Awakeable, ClearAllState, ClearState, Command, CompleteAwakeable, End, Entry, Failure, GetState,
-    GetStateKeys, Now, Run, SetState, Sleep, Start, Suspend, ToSidecar,
+    Awakeable,
+    Call,
+    Command,
+    CompleteAwakeable,
+    CompletePromise,
+    End,
+    Entry,
+    Failure,
+    Now,
+    Run,
+    Send,
+    Sleep,
+    Start,
+    Suspend,
+    ToSidecar,
 )
 
 logger = logging.getLogger("handler_sdk")
@@ -46,7 +67,12 @@ logger = logging.getLogger("handler_sdk")
 _json_encode = msgspec.json.Encoder().encode
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
-Send = Callable[[ToSidecar], None]
+#: Queues one message to the sidecar.
+Emit = Callable[[ToSidecar], None]
+
+#: The name of the ``Run`` entry that records where a cancellation surfaced (reserved).
+CANCELLED_STEP = "<cancelled>"
+_CANCELLED = Failure(code=409, message="cancelled", terminal=True)
 
 _IN_STEP = (
     "context calls are not allowed inside a ctx.run function: the step's result is journaled, "
@@ -54,8 +80,8 @@ _IN_STEP = (
 )
 _CANCELLED_STEP = (
     "step {name!r} (journal entry {index}) was cancelled before it finished, so it has no "
-    "outcome to journal and the attempt cannot go on; it is retried. Put timeouts inside the "
-    "step's function rather than around ctx.run"
+    "outcome to journal and the attempt cannot go on; it is retried. Use ctx.run(..., "
+    "timeout=...) rather than a timeout around ctx.run"
 )
 Ts = TypeVarTuple("Ts")
 
@@ -64,7 +90,7 @@ def _delay_ms(delay: float | datetime.timedelta) -> int:
     if isinstance(delay, datetime.timedelta):
         return delay // datetime.timedelta(milliseconds=1)  # integer arithmetic, no float rounding
     if not math.isfinite(delay):
-        raise ValueError(f"sleep needs a finite delay, got {delay!r}")
+        raise ValueError(f"a delay must be finite, got {delay!r}")
     return round(delay * 1000)
 
 
@@ -74,16 +100,32 @@ def _check_types(**arguments: tuple[Any, type]) -> None:
             raise TypeError(f"{name} must be {expected.__name__}, got {value!r}")
 
 
+def _encode_arg(arg: Any) -> bytes:
+    # No argument is no input (not JSON null), as a bare ingress request sends it.
+    return b"" if arg is None else _json_encode(arg)
+
+
+def _recorded_outcome(entry: Entry) -> Result:
+    """A done completable entry's outcome, as its ``Completion`` delivered it."""
+    if type(entry) is CompletePromise:
+        return None, entry.outcome
+    return getattr(entry, "value", None), getattr(entry, "failure", None)
+
+
+def _cancelled() -> TerminalError:
+    return TerminalError(_CANCELLED.message, _CANCELLED.code)
+
+
 class Attempt(Context):
     """Engine and ``Context`` methods shared by every kind of handler."""
 
-    def __init__(self, start: Start, handler: HandlerDef, send: Send, *, suspend_after: float = 1.0) -> None:
+    def __init__(self, start: Start, handler: HandlerDef, emit: Emit, *, suspend_after: float = 1.0) -> None:
         self._id = start.invocation_id
         self._handler = handler
         self._input = start.input
         self._headers = start.headers
         self._key = start.key
-        self._send = send
+        self._emit = emit
         self._replay = Replay(start.invocation_id, start.journal)
         # Snapshot plus this attempt's own writes. The snapshot already includes what earlier
         # attempts wrote (writes are applied as they commit), so replayed writes change nothing.
@@ -101,9 +143,13 @@ class Attempt(Context):
         #: Why the attempt cannot go on (a divergence, a step cancelled midway): every later
         #: context call raises it, and the attempt ends with it even if user code caught it.
         self._fatal: Exception | None = None
+        #: A cooperative cancellation: asked for (not surfaced yet), or surfaced (now or in an
+        #: earlier attempt: it surfaces once per invocation).
+        self._cancel_requested = False
+        self._cancel_delivered = False
         #: Steps currently executing: the attempt heartbeats, and does not suspend, while > 0.
         self.steps_running = 0
-        self._waits = Waits(suspend_after, self._only_waiting, self._suspend)
+        self._waits = Waits(suspend_after, self._only_waiting, self._suspend, self._interrupt_if_blocked)
         self.task: asyncio.Task[None] | None = None
 
     # --- the engine, driven by the connection -----------------------------------------------
@@ -133,7 +179,7 @@ class Attempt(Context):
             self._waits.reschedule()
 
     def on_completion(self, index: int, value: bytes | None, failure: Failure | None) -> None:
-        """Entry ``index`` (a timer, an awakeable) is done; whoever awaits it, now or later, gets it."""
+        """Entry ``index`` is done; whoever awaits it, now or later, gets it."""
         if not self._closed:
             self._waits.complete(index, value, failure)
 
@@ -143,6 +189,46 @@ class Attempt(Context):
         self._waits.close()
         if self.task is not None:
             self.task.cancel()
+
+    def cancel(self) -> None:
+        """Cooperative cancellation: the next cancellation point raises ``TerminalError(409)``.
+
+        Surfaced already (this attempt, or an earlier one whose record is in the journal): the
+        sidecar repeats its ``Cancel`` after every ``Start``, and the journal has it covered.
+        """
+        if self._closed or self._cancel_requested or self._cancel_delivered:
+            return
+        if any(type(e) is Run and e.name == CANCELLED_STEP for e in self._replay.journal):
+            self._cancel_delivered = True  # the replay raises it where it was first raised
+            return
+        self._cancel_requested = True
+        self._interrupt_if_blocked()
+
+    def _interrupt_if_blocked(self) -> None:
+        """Surface a requested cancellation at a blocked await, once the replay has caught up."""
+        if (self._cancel_requested and not self._replay.replaying and self._waits.waiting
+                and self._fatal is None and not self._closed):
+            self._journal_cancellation()
+            self._waits.interrupt(_cancelled())
+
+    def _journal_cancellation(self) -> None:
+        index, _ = self._replay.step(Run, CANCELLED_STEP)  # past the end: a new entry
+        self._cancel_requested, self._cancel_delivered = False, True
+        logger.info("invocation %s: cancellation surfaces (journal entry %d)", self._id, index)
+        self._command(index, Run(name=CANCELLED_STEP, failure=_CANCELLED))
+
+    def _cancellation_point(self) -> None:
+        """An await on a context operation begins: raise the cancellation here if it is due."""
+        self._check_live()
+        recorded = self._replay.peek()
+        if recorded is not None:  # replaying: only a recorded cancellation surfaces
+            if type(recorded) is Run and recorded.name == CANCELLED_STEP:
+                self._step(Run, CANCELLED_STEP)
+                self._cancel_delivered = True
+                raise _cancelled()
+        elif self._cancel_requested:
+            self._journal_cancellation()
+            raise _cancelled()
 
     def _only_waiting(self) -> bool:
         # An outstanding ack counts as activity: it comes at once, and suspending under a step
@@ -157,7 +243,7 @@ class Attempt(Context):
         logger.debug("invocation %s suspends, waiting on entries %s", self._id, waiting_on)
         self._closed = True
         self._waits.close()
-        self._send(Suspend(invocation_id=self._id, waiting_on=waiting_on))
+        self._emit(Suspend(invocation_id=self._id, waiting_on=waiting_on))
         return Suspended
 
     async def execute(self) -> None:
@@ -207,7 +293,7 @@ class Attempt(Context):
         if not self._closed:
             self._closed = True
             self._waits.close()
-            self._send(End(invocation_id=self._id, output=output, failure=failure))
+            self._emit(End(invocation_id=self._id, output=output, failure=failure))
 
     def _check_live(self) -> None:
         if self._closed:
@@ -221,19 +307,29 @@ class Attempt(Context):
     def _step(self, kind: type, name: str) -> tuple[int, Entry | None]:
         self._check_live()
         try:
-            return self._replay.step(kind, name)
+            index, recorded = self._replay.step(kind, name)
         except NondeterminismError as exc:
             self._fatal = exc
             raise
+        if recorded is not None and self._cancel_requested and not self._replay.replaying:
+            self._interrupt_if_blocked()  # the replay just caught up with a blocked await
+        return index, recorded
+
+    def _completable(self, kind: type, name: str) -> tuple[int, Entry | None]:
+        """``_step`` for an entry the sidecar completes: a recorded outcome is kept for its awaits."""
+        index, recorded = self._step(kind, name)
+        if recorded is not None and getattr(recorded, "done", False):
+            self._waits.complete(index, *_recorded_outcome(recorded))
+        return index, recorded
 
     def _command(self, index: int, entry: Entry) -> None:
         if index != self._unsent:
             self._held[index] = entry
             return
-        self._send(Command(invocation_id=self._id, index=index, entry=entry))
+        self._emit(Command(invocation_id=self._id, index=index, entry=entry))
         self._unsent = index = index + 1
         while self._held and index in self._held:
-            self._send(Command(invocation_id=self._id, index=index, entry=self._held.pop(index)))
+            self._emit(Command(invocation_id=self._id, index=index, entry=self._held.pop(index)))
             self._unsent = index = index + 1
 
     async def _durable(self, index: int) -> None:
@@ -244,6 +340,32 @@ class Attempt(Context):
         self._waits.reschedule()
         await future
 
+    # --- awaiting completable entries ---------------------------------------------------------
+
+    async def _outcome(self, index: int) -> Result:
+        self._cancellation_point()
+        return await self._waits.wait(index)
+
+    async def _value(self, index: int, decoder: msgspec.json.Decoder[Any]) -> Any:
+        """A completion's value, decoded; its failure raised."""
+        value, failure = await self._outcome(index)
+        if failure is not None:
+            raise TerminalError(failure.message, failure.code)
+        return decoder.decode(value or b"null")
+
+    async def _optional_value(self, index: int, decoder: msgspec.json.Decoder[Any]) -> Any:
+        """As ``_value``, but a completion without a value (a peek at nothing) is ``None``."""
+        value, failure = await self._outcome(index)
+        if failure is not None:
+            raise TerminalError(failure.message, failure.code)
+        return None if value is None else decoder.decode(value)
+
+    async def _accepted(self, index: int) -> None:
+        """A completion that only says whether the command took (a failure is a refusal)."""
+        _, failure = await self._outcome(index)
+        if failure is not None:
+            raise TerminalError(failure.message, failure.code)
+
     # --- Context -------------------------------------------------------------------------------
 
     @property
@@ -253,7 +375,12 @@ class Attempt(Context):
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Any], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None,
+        timeout: float | datetime.timedelta | None = None,
     ) -> Any:
+        if name == CANCELLED_STEP:
+            raise ValueError(f"the step name {CANCELLED_STEP!r} is reserved")
+        limit = positive_seconds("timeout", timeout)
+        self._cancellation_point()
         index, recorded = self._step(Run, name)
         if recorded is not None:
             return _steps.replayed(cast(Run, recorded), fn)
@@ -261,7 +388,7 @@ class Attempt(Context):
         self._waits.reschedule()
         try:
             entry, value = await _steps.execute(
-                self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost
+                self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost, timeout=limit,
             )
         except asyncio.CancelledError:
             if not self._closed:  # user code cancelled the step (asyncio.wait_for, a task group)
@@ -278,6 +405,7 @@ class Attempt(Context):
         return value
 
     async def now(self) -> datetime.datetime:
+        self._cancellation_point()
         index, recorded = self._step(Now, "")
         if recorded is None:
             ms = time.time_ns() // 1_000_000
@@ -289,37 +417,26 @@ class Attempt(Context):
 
     async def sleep(self, delay: float | datetime.timedelta) -> None:
         ms = _delay_ms(delay)  # before claiming an index: a bad delay leaves no gap
-        index, recorded = self._step(Sleep, "")
+        self._cancellation_point()
+        index, recorded = self._completable(Sleep, "")
         if recorded is None:
             # The wall clock is fine here: the wake-up instant is journaled, and replays use it.
             self._command(index, Sleep(wake_at_ms=time.time_ns() // 1_000_000 + ms))
-        elif cast(Sleep, recorded).done:
-            return
         _, failure = await self._waits.wait(index)
         if failure is not None:
             raise TerminalError(failure.message, failure.code)
 
-    def awakeable(self, *, type: Any = Any) -> tuple[str, AwakeableFuture[Any]]:
+    def awakeable(self, *, type: Any = Any) -> tuple[str, EntryFuture[Any]]:
         decoder = _steps.decoder_for(type)
-        index, recorded = self._step(Awakeable, "")
+        index, recorded = self._completable(Awakeable, "")
         if recorded is None:
             # The sidecar finds the entry from the ID (invocation, index); the secret makes it
             # unguessable. Random, not seeded: it is journaled, so replays reuse it.
             awakeable_id = f"awk_{self._id}_{index}_{secrets.token_urlsafe(16)}"
             self._command(index, Awakeable(id=awakeable_id))
         else:
-            entry = cast(Awakeable, recorded)
-            awakeable_id = entry.id
-            if entry.done:
-                self._waits.complete(index, entry.value, entry.failure)
-        return awakeable_id, AwakeableFuture(index, functools.partial(self._awakeable_result, index, decoder))
-
-    async def _awakeable_result(self, index: int, decoder: msgspec.json.Decoder[Any]) -> Any:
-        self._check_live()
-        value, failure = await self._waits.wait(index)
-        if failure is not None:
-            raise TerminalError(failure.message, failure.code)
-        return decoder.decode(value if value is not None else b"null")
+            awakeable_id = cast(Awakeable, recorded).id
+        return awakeable_id, EntryFuture("Awakeable", index, functools.partial(self._value, index, decoder))
 
     def resolve_awakeable(self, id: str, value: Any) -> None:
         # Checked before claiming an index: a command that fails to encode would leave a gap.
@@ -335,6 +452,47 @@ class Attempt(Context):
         if recorded is None:
             failure = Failure(code=code, message=reason, terminal=True)
             self._command(index, CompleteAwakeable(id=id, failure=failure))
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    def service_call(self, service: Any, handler: HandlerRef, arg: Any = None, *,
+                     type: Any = Any) -> EntryFuture[Any]:
+        return self._call(call_target(service, handler, keyed=False), None, arg, type)
+
+    def object_call(self, obj: Any, key: str, handler: HandlerRef, arg: Any = None, *,
+                    type: Any = Any) -> EntryFuture[Any]:
+        _check_types(key=(key, str))
+        return self._call(call_target(obj, handler, keyed=True), key, arg, type)
+
+    def service_send(self, service: Any, handler: HandlerRef, arg: Any = None, *,
+                     delay: float | datetime.timedelta | None = None) -> None:
+        self._send(call_target(service, handler, keyed=False), None, arg, delay)
+
+    def object_send(self, obj: Any, key: str, handler: HandlerRef, arg: Any = None, *,
+                    delay: float | datetime.timedelta | None = None) -> None:
+        _check_types(key=(key, str))
+        self._send(call_target(obj, handler, keyed=True), key, arg, delay)
+
+    def _call(self, target: tuple[str, str], key: str | None, arg: Any, type: Any) -> EntryFuture[Any]:
+        decoder = _steps.decoder_for(type)
+        raw = _encode_arg(arg)  # everything that can fail, before the index is claimed
+        service, handler = target
+        index, recorded = self._completable(Call, f"{service}/{handler}")
+        if recorded is None:
+            self._command(index, Call(service=service, handler=handler, key=key, input=raw))
+        return EntryFuture("Call", index, functools.partial(self._value, index, decoder))
+
+    def _send(self, target: tuple[str, str], key: str | None, arg: Any,
+              delay: float | datetime.timedelta | None) -> None:
+        # A past instant is now, as for ctx.sleep.
+        delay_ms = 0 if delay is None else max(0, _delay_ms(delay))
+        raw = _encode_arg(arg)
+        service, handler = target
+        index, recorded = self._step(Send, f"{service}/{handler}")
+        if recorded is None:
+            self._command(index, Send(service=service, handler=handler, key=key, input=raw, delay_ms=delay_ms))
+
+    # --- determinism ---------------------------------------------------------------------------
 
     def _random(self) -> random.Random:
         if self._rng is None:
@@ -354,73 +512,3 @@ class Attempt(Context):
         if step is not None and step[0] is self:
             return f"{self._id}:{step[1]}"
         return f"{self._id}:{self._replay.next_index}"
-
-
-class ServiceAttempt(Attempt):
-    """A service handler's context: no key, no state."""
-
-
-class _ReadState(Attempt):
-    @property
-    def key(self) -> str:
-        return cast(str, self._key)
-
-    async def get(self, name: str, *, type: Any = Any) -> Any:
-        index, recorded = self._step(GetState, name)
-        if recorded is not None:
-            raw = cast(GetState, recorded).value
-        else:
-            raw = self._state.get(name)
-            self._command(index, GetState(name=name, value=raw))
-        if raw is None:
-            return None
-        return _steps.decoder_for(type).decode(raw)
-
-    async def state_keys(self) -> list[str]:
-        index, recorded = self._step(GetStateKeys, "")
-        if recorded is not None:
-            return list(cast(GetStateKeys, recorded).keys)
-        keys = sorted(self._state)
-        self._command(index, GetStateKeys(keys=keys))
-        return list(keys)
-
-
-class _WriteState(_ReadState):
-    def set(self, name: str, value: Any) -> None:
-        raw = _json_encode(value)  # before claiming an index: a failed encode leaves no gap
-        index, recorded = self._step(SetState, name)
-        if recorded is None:
-            self._state[name] = raw
-            self._command(index, SetState(name=name, value=raw))
-
-    def clear(self, name: str) -> None:
-        index, recorded = self._step(ClearState, name)
-        if recorded is None:
-            self._state.pop(name, None)
-            self._command(index, ClearState(name=name))
-
-    def clear_all(self) -> None:
-        index, recorded = self._step(ClearAllState, "")
-        if recorded is None:
-            self._state.clear()
-            self._command(index, ClearAllState())
-
-
-class SharedAttempt(_ReadState, WorkflowSharedContext):
-    """A shared object or workflow handler's context: reads state."""
-
-
-class ExclusiveAttempt(_WriteState, WorkflowContext):
-    """An exclusive object handler's, or a workflow main handler's, context: reads and writes."""
-
-
-def new_attempt(
-    start: Start, handler: HandlerDef, send: Send, service_kind: str, *, suspend_after: float = 1.0,
-) -> Attempt:
-    """The context class that matches what the handler may do."""
-    if service_kind == "service":
-        return ServiceAttempt(start, handler, send, suspend_after=suspend_after)
-    if handler.kind == "shared":
-        return SharedAttempt(start, handler, send, suspend_after=suspend_after)
-    return ExclusiveAttempt(start, handler, send, suspend_after=suspend_after)
-

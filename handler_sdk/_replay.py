@@ -47,6 +47,15 @@ class Replay:
         """Whether the next command will be answered from the journal."""
         return self._next < len(self._journal)
 
+    @property
+    def journal(self) -> Sequence[Entry]:
+        """The recorded entries this attempt started with, ``Input`` first."""
+        return self._journal
+
+    def peek(self) -> Entry | None:
+        """The recorded entry the next command will be matched against; ``None`` past the end."""
+        return self._journal[self._next] if self._next < len(self._journal) else None
+
     def step(self, kind: type, name: str) -> tuple[int, Entry | None]:
         """Claim the next index for a command of ``kind`` named ``name``.
 

@@ -21,7 +21,8 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ._definition import Definition, HandlerDef, _Definition
-from ._invocation import Attempt, new_attempt
+from ._contexts import new_attempt
+from ._invocation import Attempt
 from .protocol import (
     PROTOCOL_VERSION, Ack, Cancel, Completion, Discovery, End, Failure, Heartbeat, Start, ToHandler,
     ToSidecar, encoder, to_handler_decoder,
@@ -163,11 +164,14 @@ class Connection:
         elif kind is Start:
             self._start(cast(Start, message))
         elif kind is Cancel:
-            # Cancel(kill=False) (cooperative cancellation) comes with a later protocol
-            # revision; until then both stop the attempt at once.
-            attempt = self._attempts.pop(message.invocation_id, None)
-            if attempt is not None:
-                attempt.kill()
+            if cast(Cancel, message).kill:  # abort: no more handler code runs
+                attempt = self._attempts.pop(message.invocation_id, None)
+                if attempt is not None:
+                    attempt.kill()
+            else:  # cooperative: the handler sees TerminalError(409) at its next await
+                attempt = self._attempts.get(message.invocation_id)
+                if attempt is not None:
+                    attempt.cancel()
 
     def _start(self, start: Start) -> None:
         previous = self._attempts.pop(start.invocation_id, None)

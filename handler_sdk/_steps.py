@@ -77,7 +77,7 @@ def step_fn(fn: Callable[..., Any]) -> StepFn:
         return _inspect.__wrapped__(fn)
 
 
-async def _call(fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -> Any:
+async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -> Any:
     if is_async:
         return await fn(*args)
     result = await asyncio.to_thread(fn, *args)
@@ -86,14 +86,31 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -
     return result
 
 
+async def _call(name: str, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool,
+                timeout: float | None) -> Any:
+    if timeout is None:
+        return await _invoke(fn, args, is_async)
+    # A sync fn's thread cannot be stopped: on expiry we stop awaiting it (to_thread's future is
+    # cancelled) and it runs on in the background, holding a worker of the default executor.
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            return await _invoke(fn, args, is_async)
+    except TimeoutError:
+        if deadline.expired():  # ours, not a TimeoutError that fn raised itself
+            raise TimeoutError(f"step {name!r} timed out after {timeout:g} s") from None
+        raise
+
+
 async def execute(
     owner: object, index: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...], *,
-    policy: RetryPolicy, cost: float | None,
+    policy: RetryPolicy, cost: float | None, timeout: float | None = None,
 ) -> tuple[Run, Any]:
     """Run the step until it succeeds, fails terminally or exhausts ``policy``.
 
-    Returns the entry to journal and, on success, the value user code will see: the result
-    decoded back from its JSON, exactly what a replay will return.
+    Each try is bounded by ``timeout`` seconds: one that takes longer fails with a (retryable)
+    ``TimeoutError``. Returns the entry to journal and, on success, the value user code will
+    see: the result decoded back from its JSON, exactly what a replay will return.
     """
     info = step_fn(fn)
     token = current_step.set((owner, index))
@@ -102,7 +119,7 @@ async def execute(
         while True:
             attempts += 1
             try:
-                result = await _call(fn, args, info.is_async)
+                result = await _call(name, fn, args, info.is_async, timeout)
                 raw = _json_encode(result)
                 return Run(name=name, value=raw, cost=cost), info.decoder.decode(raw)
             except TerminalError as exc:

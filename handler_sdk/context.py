@@ -1,14 +1,23 @@
 """What a handler may call: the context contract, and nothing else.
 
 Handlers, tests and type checkers depend on these abstract classes only; the behaviour (journal
-replay, the socket, acknowledgements) lives in the private ``_invocation`` module. The classes nest
-by capability: every handler gets ``Context``; keyed handlers also read their key's state
-(``ObjectSharedContext``); exclusive handlers also write it (``ObjectContext``).
+replay, the socket, acknowledgements) lives in the private ``_invocation`` and ``_contexts``
+modules. The classes nest by capability: every handler gets ``Context``; keyed handlers also read
+their key's state (``ObjectSharedContext``); exclusive handlers also write it (``ObjectContext``);
+workflow handlers also reach the workflow's durable promises (``WorkflowSharedContext``,
+``WorkflowContext``).
 
 Every method that touches the outside world goes through the journal, so that a retried attempt
 replays what already happened instead of doing it again. Code outside ``ctx`` (the wall clock,
 ``random``, ``uuid4``, network calls) is re-executed on every attempt: use ``ctx.now()``,
 ``ctx.random()``, ``ctx.uuid()`` and ``ctx.run()`` instead.
+
+Cancellation is cooperative: when the invocation is cancelled, the handler's next await on a
+context operation (a step, a sleep, a call, an awakeable or promise, a state read), or the one it
+is blocked in, raises ``TerminalError("cancelled", 409)``, once. The handler may catch it and
+compensate with further context calls, which are journaled as usual; a step already executing
+finishes first and returns its result. The point where the cancellation surfaced is journaled
+(as a ``Run`` named ``"<cancelled>"``), so that later attempts replay it at the same await.
 """
 
 from __future__ import annotations
@@ -17,12 +26,20 @@ import datetime
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar, TypeVarTuple, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, Unpack, overload
 
 from .options import RetryPolicy
 
+if TYPE_CHECKING:
+    from ._definition import Service, VirtualObject, Workflow
+
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+
+#: A handler to call: its name, or the decorated handler function itself.
+HandlerRef = str | Callable[..., Awaitable[Any]]
+#: Seconds, or a ``timedelta``.
+Seconds = float | datetime.timedelta
 
 
 class Context(ABC):
@@ -43,19 +60,19 @@ class Context(ABC):
     @overload
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: Unpack[Ts],
-        retry: RetryPolicy | None = None, cost: float | None = None,
+        retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
     ) -> T: ...
 
     @overload
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], T], *args: Unpack[Ts],
-        retry: RetryPolicy | None = None, cost: float | None = None,
+        retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
     ) -> T: ...
 
     @abstractmethod
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Any], *args: Unpack[Ts],
-        retry: RetryPolicy | None = None, cost: float | None = None,
+        retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
     ) -> Any:
         """Run ``fn(*args)`` as a named, journaled step, at most once per invocation.
 
@@ -64,7 +81,14 @@ class Context(ABC):
         a ``TerminalError`` from ``fn`` is not retried. The result (JSON-encoded with msgspec,
         decoded with ``fn``'s return annotation) is returned only once the sidecar has made it
         durable; a failed step raises ``TerminalError`` here, now and on every replay. ``cost``
-        is recorded with the step for accounting. Name steps distinctly: replay matches by name.
+        is recorded with the step for accounting. Name steps distinctly: replay matches by name
+        (``"<cancelled>"`` is reserved: it records where a cancellation surfaced).
+
+        ``timeout`` (seconds) bounds each try: a try that takes longer fails with a retryable
+        ``TimeoutError`` and is retried per ``retry``. An async ``fn`` is cancelled. A sync ``fn``
+        cannot be: Python cannot kill a thread, so the step stops waiting for it and its thread
+        runs on to the end in the background (its result is dropped). Make such functions honour
+        a deadline of their own (a socket timeout) so that timed-out tries do not pile up.
         """
 
     @abstractmethod
@@ -106,6 +130,69 @@ class Context(ABC):
     @abstractmethod
     def reject_awakeable(self, id: str, reason: str, *, code: int = 500) -> None:
         """Reject awakeable ``id``: its awaiter gets ``TerminalError(reason, code)``. Journaled."""
+
+    @overload
+    def service_call(self, service: str | Service, handler: HandlerRef, arg: Any = None) -> Awaitable[Any]: ...
+
+    @overload
+    def service_call(
+        self, service: str | Service, handler: HandlerRef, arg: Any = None, *, type: type[T],
+    ) -> Awaitable[T]: ...
+
+    @abstractmethod
+    def service_call(
+        self, service: str | Service, handler: HandlerRef, arg: Any = None, *, type: Any = Any,
+    ) -> Awaitable[Any]:
+        """Call ``handler`` of ``service`` with ``arg`` and await its result, durably.
+
+        ``service`` is a name or the ``Service`` itself; ``handler`` a name or the decorated
+        handler function. The call is journaled and sent when this method returns (the sidecar
+        starts the callee exactly once, whatever happens to this attempt); await the returned
+        awaitable, now or later, for the callee's output decoded as ``type`` (default: any JSON),
+        or a ``TerminalError`` with the callee's failure message and code. Start several calls
+        and ``asyncio.gather`` them to run them in parallel. ``arg`` is JSON-encoded with
+        msgspec (``None``: no input). While the handler only waits, it suspends.
+        """
+
+    @overload
+    def object_call(
+        self, obj: str | VirtualObject | Workflow, key: str, handler: HandlerRef, arg: Any = None,
+    ) -> Awaitable[Any]: ...
+
+    @overload
+    def object_call(
+        self, obj: str | VirtualObject | Workflow, key: str, handler: HandlerRef, arg: Any = None, *,
+        type: type[T],
+    ) -> Awaitable[T]: ...
+
+    @abstractmethod
+    def object_call(
+        self, obj: str | VirtualObject | Workflow, key: str, handler: HandlerRef, arg: Any = None, *,
+        type: Any = Any,
+    ) -> Awaitable[Any]:
+        """Call ``handler`` of virtual object or workflow ``obj`` on ``key``; as ``service_call``.
+
+        An exclusive callee queues behind the key's other exclusive invocations, so a cycle of
+        calls back into an exclusive handler of a key that is busy waiting on this call cannot
+        make progress: avoid such cycles (the sidecar may refuse them with a failure).
+        """
+
+    @abstractmethod
+    def service_send(
+        self, service: str | Service, handler: HandlerRef, arg: Any = None, *, delay: Seconds | None = None,
+    ) -> None:
+        """Invoke ``handler`` of ``service`` one-way, ``delay`` (seconds) from now: durably, once.
+
+        Journaled and sent without waiting; the callee's result is not returned. The delay is
+        kept by the sidecar and survives restarts.
+        """
+
+    @abstractmethod
+    def object_send(
+        self, obj: str | VirtualObject | Workflow, key: str, handler: HandlerRef, arg: Any = None, *,
+        delay: Seconds | None = None,
+    ) -> None:
+        """Invoke ``handler`` of ``obj`` on ``key`` one-way; as ``service_send``."""
 
     @abstractmethod
     async def now(self) -> datetime.datetime:
@@ -175,10 +262,64 @@ class ObjectContext(ObjectSharedContext):
         """Remove every state value of the key."""
 
 
-class WorkflowSharedContext(ObjectSharedContext):
-    """The context of a workflow's shared handlers (signals, queries)."""
+class DurablePromise(ABC, Generic[T]):
+    """A workflow's named, durable promise: ``run`` awaits it, shared handlers complete it.
+
+    It belongs to the workflow key, not to one invocation: whoever completes it first (resolve
+    or reject) decides its outcome for good. Every operation is journaled when it is called and
+    returns an awaitable for the sidecar's answer; a replay gives the recorded answer.
+    """
 
     __slots__ = ()
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The promise's name within its workflow key."""
+
+    @abstractmethod
+    def value(self) -> Awaitable[T]:
+        """Await the promise's value (decoded as the promise's type); a rejection raises
+        ``TerminalError`` with its reason and code. While the handler only waits, it suspends."""
+
+    @abstractmethod
+    def peek(self) -> Awaitable[T | None]:
+        """The value if the promise is resolved, ``None`` if it is not yet (no waiting); a
+        rejection raises ``TerminalError``."""
+
+    @abstractmethod
+    def resolve(self, value: T) -> Awaitable[None]:
+        """Resolve the promise with ``value`` (JSON-encoded with msgspec).
+
+        Awaitable, unlike the bare ``.resolve(v)`` of DESIGN §6: the resolution is journaled and
+        sent at once, and awaiting tells whether it took. It raises ``TerminalError`` (409) when
+        the promise was already completed. Not awaiting it still resolves the promise.
+        """
+
+    @abstractmethod
+    def reject(self, reason: str, *, code: int = 500) -> Awaitable[None]:
+        """Reject the promise: its awaiters get ``TerminalError(reason, code)``. Awaitable as
+        ``resolve``: ``TerminalError`` (409) when the promise was already completed."""
+
+
+class WorkflowSharedContext(ObjectSharedContext):
+    """The context of a workflow's shared handlers (signals, queries): reads state, and reaches
+    the workflow's durable promises."""
+
+    __slots__ = ()
+
+    @overload
+    def promise(self, name: str) -> DurablePromise[Any]: ...
+
+    @overload
+    def promise(self, name: str, *, type: type[T]) -> DurablePromise[T]: ...
+
+    @abstractmethod
+    def promise(self, name: str, *, type: Any = Any) -> DurablePromise[Any]:
+        """The workflow key's durable promise ``name``, its values decoded as ``type``.
+
+        A handle only: nothing is journaled until one of its operations is called.
+        """
 
 
 class WorkflowContext(ObjectContext, WorkflowSharedContext):

@@ -113,20 +113,77 @@ class CompleteAwakeable(_Entry, frozen=True):
     failure: Failure | None = None
 
 
+class Call(_Entry, frozen=True):
+    """A request-response call to another handler. The sidecar fills in ``invocation_id`` (the
+    callee's) when it journals the entry, and completes it with the callee's result."""
+
+    service: str
+    handler: str
+    key: str | None = None
+    input: bytes = b""
+    invocation_id: str = ""
+    done: bool = False
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
+class Send(_Entry, frozen=True):
+    """A one-way call, started ``delay_ms`` later; ``invocation_id`` is filled in by the sidecar."""
+
+    service: str
+    handler: str
+    key: str | None = None
+    input: bytes = b""
+    delay_ms: int = 0
+    invocation_id: str = ""
+
+
+class GetPromise(_Entry, frozen=True):
+    """Wait for this workflow's durable promise ``name`` to be resolved or rejected."""
+
+    name: str
+    done: bool = False
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
+class PeekPromise(_Entry, frozen=True):
+    """Read promise ``name`` without waiting: completed at once, ``value`` None while unresolved."""
+
+    name: str
+    done: bool = False
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
+class CompletePromise(_Entry, frozen=True):
+    """Resolve (``value``) or reject (``failure``) promise ``name``. The sidecar completes the entry
+    with ``outcome``: None when this completion took, a 409 failure when the promise was already
+    completed."""
+
+    name: str
+    value: bytes | None = None
+    failure: Failure | None = None
+    done: bool = False
+    outcome: Failure | None = None
+
+
 Entry = Union[
     Input, Run, GetState, SetState, ClearState, ClearAllState, GetStateKeys, Now, Output, Sleep, Awakeable,
-    CompleteAwakeable,
+    CompleteAwakeable, Call, Send, GetPromise, PeekPromise, CompletePromise,
 ]
 
 #: Entry kinds the sidecar completes later; a handler awaiting one may suspend meanwhile.
-COMPLETABLE_KINDS: tuple[type, ...] = (Sleep, Awakeable)
+COMPLETABLE_KINDS: tuple[type, ...] = (Sleep, Awakeable, Call, GetPromise, PeekPromise, CompletePromise)
 
 #: Entry kinds whose result user code may only see once the sidecar has made it durable.
 ACKED_KINDS: tuple[type, ...] = (Run,)
 
 
 def entry_name(entry: Entry) -> str:
-    """The name an entry is matched by on replay (empty for kinds that carry none)."""
+    """The name an entry is matched by on replay: its name, a call's ``service/handler``, or empty."""
+    if type(entry) is Call or type(entry) is Send:
+        return f"{entry.service}/{entry.handler}"  # type: ignore[union-attr]
     return getattr(entry, "name", "")
 
 
@@ -168,7 +225,8 @@ class Completion(_ToHandler, frozen=True):
 
 
 class Cancel(_ToHandler, frozen=True):
-    """Stop this invocation. ``kill``: abort at once, run no more user code."""
+    """Stop this invocation. ``kill``: abort at once, run no more user code. Otherwise
+    cooperative: the handler's next await raises ``TerminalError(code=409)`` so it can compensate."""
 
     kill: bool = False
 
@@ -233,6 +291,8 @@ class RetrySpec(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class TimeoutSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     inactivity_ms: int | None = None
+    #: The whole invocation, waits included: past it, it fails terminally (code 408).
+    total_ms: int | None = None
 
 
 class HandlerSpec(msgspec.Struct, frozen=True):

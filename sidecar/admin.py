@@ -29,6 +29,25 @@ from .store.records import ALL_STATUSES
 log = logging.getLogger(__name__)
 
 
+class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    #: Resume on this deployment instead of the one the invocation is pinned to.
+    deployment: str | None = None
+
+
+def _resume_body(body: bytes) -> ResumeRequest:
+    try:
+        return msgspec.json.decode(body or b"{}", type=ResumeRequest)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise HTTPProblem(400, f'expected {{"deployment": "dp_..."}} or no body: {exc}') from None
+
+
+def _from(query: Mapping[str, str]) -> int:
+    try:
+        return int(query.get("from", "1"))
+    except ValueError:
+        raise HTTPProblem(400, f"from must be an integer, not {query['from']!r}") from None
+
+
 class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
     uri: str
     force: bool = False
@@ -98,6 +117,7 @@ class Admin:
         if mesh is not None:
             mesh.handlers["admin.invocation"] = self.answer_invocation
             mesh.handlers["registry.reload"] = self._reload
+            invoker.forward_cancel = self._forward_cancel
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -111,7 +131,7 @@ class Admin:
         r.add_get("/services/{name}", self.service)
         r.add_get("/invocations", self.invocations)
         r.add_get("/invocations/{id}", self._routed)
-        r.add_post("/invocations/{id}/kill", self._routed)
+        r.add_post("/invocations/{id}/{action:kill|cancel|pause|resume|restart}", self._routed)
         r.add_delete("/invocations/{id}", self._routed)
         r.add_get("/state/{object}/{key}", self.get_state)
         r.add_put("/state/{object}/{key}/{name}", self.put_state)
@@ -151,6 +171,16 @@ class Admin:
                     await self._mesh.forward(index, "registry.reload", "POST", "/", {}, CIMultiDict(), b"")
                 except MeshError as exc:
                     log.warning("worker %d did not reload the registry (it will when it restarts): %s", index, exc)
+
+    async def _forward_cancel(self, invocation_id: str) -> None:
+        """Cancel a callee that another worker owns (its caller was cancelled here)."""
+        assert self._mesh is not None
+        owner = self._partitions.owner(partition_of_id(invocation_id) or 0)
+        try:
+            await self._mesh.forward(owner, "admin.invocation", "POST", f"/invocations/{invocation_id}/cancel", {},
+                                     CIMultiDict(), b"")
+        except ConnectionError as exc:
+            log.warning("could not cancel callee %s on worker %d: %s", invocation_id, owner, exc)
 
     async def _reload(self, *_: object) -> web.Response:
         self._registry.reload()
@@ -197,19 +227,34 @@ class Admin:
         partition = partition_of_id(request.match_info["id"])
         if self._mesh is not None and partition is not None and not self._partitions.owns(partition):
             return await self._mesh.forward(self._partitions.owner(partition), "admin.invocation", request.method,
-                                            request.path, {}, request.headers, b"")
-        return await self.answer_invocation(request.method, request.path, {}, request.headers, b"")
+                                            request.path, dict(request.query), request.headers, await request.read())
+        return await self.answer_invocation(
+            request.method, request.path, dict(request.query), request.headers, await request.read())
 
     async def answer_invocation(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
-        parts = path.strip("/").split("/")  # invocations/{id}[/kill]
+        parts = path.strip("/").split("/")  # invocations/{id}[/action]
         invocation_id = parts[1]
         if method == "GET":
             return self._show(invocation_id)
-        if method == "POST" and parts[-1] == "kill":
-            return self._kill(invocation_id)
-        return await self._purge(invocation_id)
+        if method == "DELETE":
+            return await self._purge(invocation_id)
+        self._record(invocation_id)
+        action = parts[-1]
+        try:
+            if action == "restart":
+                return json_response({"id": await self._invoker.restart(invocation_id, _from(query))}, status=201)
+            if action == "resume":
+                record = self._invoker.resume_paused(invocation_id, _resume_body(body).deployment)
+            else:
+                record = {"kill": self._invoker.kill, "cancel": self._invoker.cancel,
+                          "pause": self._invoker.pause}[action](invocation_id)
+        except InvocationStateError as exc:
+            raise HTTPProblem(409, str(exc)) from None
+        except InvocationNotFound as exc:
+            raise HTTPProblem(404, f"no such deployment or handler: {exc}") from None
+        return json_response({"id": record.id, "status": record.status}, status=202)
 
     def _record(self, invocation_id: str) -> InvocationRecord:
         try:
@@ -232,14 +277,6 @@ class Admin:
         if journal and type(journal[-1]) is not Output and not record.finished:
             view["journal_committed"] = len(journal)
         return json_response(view)
-
-    def _kill(self, invocation_id: str) -> web.Response:
-        self._record(invocation_id)
-        try:
-            record = self._invoker.kill(invocation_id)
-        except InvocationStateError as exc:
-            raise HTTPProblem(409, str(exc)) from None
-        return json_response({"id": record.id, "status": record.status}, status=202)
 
     async def _purge(self, invocation_id: str) -> web.Response:
         self._record(invocation_id)

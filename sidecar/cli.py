@@ -317,13 +317,45 @@ def show_invocation(ctx: click.Context, invocation_id: str) -> None:
     _echo_json(_decode(_request(_admin(ctx), "GET", ["invocations", invocation_id])))
 
 
-@invocations.command("kill")
+def _operator_action(action: str, past: str, help_text: str) -> None:
+    """``sidecar invocations ACTION ID``: one admin POST, one line of output."""
+
+    @invocations.command(action, help=help_text)
+    @click.argument("invocation_id", metavar="ID")
+    @click.pass_context
+    def command(ctx: click.Context, invocation_id: str) -> None:
+        _request(_admin(ctx), "POST", ["invocations", invocation_id, action])
+        click.echo(f"{past} {invocation_id}")
+
+
+_operator_action("kill", "killed", "End an invocation now: no more handler code runs, its inbox moves on.")
+_operator_action("cancel", "cancelling", "Cancel cooperatively: the handler sees a TerminalError (409) at its next "
+                 "await and may compensate; calls it waits on are cancelled too.")
+_operator_action("pause", "paused", "Stop retrying an invocation (resume tries again).")
+
+
+@invocations.command("resume")
 @click.argument("invocation_id", metavar="ID")
+@click.option("--deployment", metavar="DEPLOYMENT_ID", help="Resume on this deployment (one with a fix).")
 @click.pass_context
-def kill_invocation(ctx: click.Context, invocation_id: str) -> None:
-    """End an invocation now: no more handler code runs, its inbox moves on."""
-    _request(_admin(ctx), "POST", ["invocations", invocation_id, "kill"])
-    click.echo(f"killed {invocation_id}")
+def resume_invocation(ctx: click.Context, invocation_id: str, deployment: str | None) -> None:
+    """Try a paused invocation again."""
+    body = msgspec.json.encode({"deployment": deployment} if deployment else {})
+    _request(_admin(ctx), "POST", ["invocations", invocation_id, "resume"], body=body,
+             headers={"content-type": "application/json"})
+    click.echo(f"resumed {invocation_id}")
+
+
+@invocations.command("restart")
+@click.argument("invocation_id", metavar="ID")
+@click.option("--from", "keep", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Journal entries to keep (1: just the input).")
+@click.pass_context
+def restart_invocation(ctx: click.Context, invocation_id: str, keep: int) -> None:
+    """Start a finished invocation again, as a new one with the same input."""
+    reply = _decode(_request(_admin(ctx), "POST", ["invocations", invocation_id, "restart"],
+                             query={"from": str(keep)}))
+    click.echo(f"restarted {invocation_id} as {reply.get('id')}")
 
 
 @invocations.command("purge")

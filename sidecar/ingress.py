@@ -25,6 +25,7 @@ from .partitions import PartitionMap
 from .durations import parse_duration
 from .http_errors import HTTPProblem, error_response, json_errors, json_response
 from .invoker import AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, parse_awakeable_id
+from .invoker.idempotency import WORKFLOW_RUN
 from .registry import Registry, Route
 from .store import InvocationRecord
 
@@ -68,6 +69,7 @@ class Ingress:
             mesh.handlers["ingress.call"] = self.answer_call
             mesh.handlers["ingress.invocation"] = self.answer_invocation
             mesh.handlers["ingress.awakeable"] = self.answer_awakeable
+            mesh.handlers["ingress.workflow"] = self.answer_workflow
             invoker.forward_resolution = self._forward_resolution
 
     def app(self) -> web.Application:
@@ -76,6 +78,7 @@ class Ingress:
         app.router.add_get("/restate/health", self.health)
         app.router.add_get("/restate/invocation/{tail:.+}", self._invocation)
         app.router.add_post("/restate/awakeables/{id}/{action:resolve|reject}", self._awakeable)
+        app.router.add_get("/restate/workflow/{name}/{key}/{action:attach|output}", self._workflow)
         app.router.add_post("/{tail:.+}", self._call)
         return app
 
@@ -153,6 +156,10 @@ class Ingress:
         if target.send:
             status = "PreviouslyAccepted" if previously else "Accepted"
             return json_response(SendAccepted(invocation_id, status), status=202, headers=response_headers)
+        if previously and target.route.handler.kind == "workflow":
+            raise HTTPProblem(409, f"workflow {target.route.service.name}/{target.key} already ran "
+                                   f"(invocation {invocation_id}); attach to it for its result",
+                              response_headers)
         return await self._result(invocation_id, response_headers)
 
     def _expiry(self, record: InvocationRecord | None) -> str:
@@ -237,15 +244,47 @@ class Ingress:
                 service, handler, idem = parts[0], parts[-3], parts[-2]
                 key = parts[1] if len(parts) == 5 else None
                 invocation_id = self._invoker.find_by_idempotency_key(service, key, handler, idem)
-            headers = {"x-restate-id": invocation_id}
+        except InvocationNotFound:
+            raise HTTPProblem(404, f"no such invocation: {'/'.join(parts[:-1])}") from None
+        return await self._attach_or_output(invocation_id, action)
+
+    async def _attach_or_output(self, invocation_id: str, action: str) -> web.Response:
+        headers = {"x-restate-id": invocation_id}
+        try:
             if action == "attach":
                 return await self._result(invocation_id, headers)
             record = self._invoker.current(invocation_id)
         except InvocationNotFound:
-            raise HTTPProblem(404, f"no such invocation: {'/'.join(parts[:-1])}") from None
+            raise HTTPProblem(404, f"no such invocation: {invocation_id}") from None
         if not record.finished:
             return error_response(_NOT_READY, "not ready", headers=headers)
         return _result_response(record, headers)
+
+    # --- workflows by key -------------------------------------------------------------------------
+
+    async def _workflow(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        return await self.answer_workflow(
+            request.method, f"{info['name']}/{info['key']}/{info['action']}", {}, request.headers, b"")
+
+    async def answer_workflow(
+        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
+    ) -> web.Response:
+        """A workflow's result by its key: ``{name}/{key}/attach|output``."""
+        name, key, action = [unquote(p) for p in path.split("/")]
+        found = self._registry.service(name) or self._registry.reload().service(name)
+        main = next((h.name for h in found[1].handlers if h.kind == "workflow"), None) if found else None
+        if main is None:
+            raise HTTPProblem(404, f"no workflow named {name!r}")
+        owner = self._owner(self._partitions.of_key(name, key))
+        if owner is not None:
+            assert self._mesh is not None
+            return await self._mesh.forward(owner, "ingress.workflow", method, path, {}, headers, b"")
+        try:
+            invocation_id = self._invoker.find_by_idempotency_key(name, key, main, WORKFLOW_RUN)
+        except InvocationNotFound:
+            raise HTTPProblem(404, f"workflow {name}/{key} has not run") from None
+        return await self._attach_or_output(invocation_id, action)
 
 
 def _result_response(record: InvocationRecord, headers: dict[str, str]) -> web.Response:

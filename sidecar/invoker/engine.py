@@ -17,28 +17,35 @@ from functools import partial
 import aiohttp
 
 from handler_sdk.protocol import (
-    ACKED_KINDS, COMPLETABLE_KINDS, ClearAllState, ClearState, Command, CompleteAwakeable, End, Failure, Input,
-    Output, RetrySpec, SetState, Start, Suspend, ToSidecar, encoder,
+    ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
+    End, Entry, Failure, GetPromise, Input, Output, PeekPromise, RetrySpec, Send, SetState, Start, Suspend,
+    ToSidecar, encoder, Cancel,
 )
 
 from ..config import Settings
 from ..ids import IdGenerator
 from ..links import DeploymentPool, Link, LinkError
 from ..metrics import Metrics
+from ..ids import partition_of_id
 from ..partitions import PartitionMap
 from ..registry import Registry, Route
 from ..retry import RetryPolicy
 from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
+from .calls import Calls
+from .idempotency import idempotency_slot
 from .keylocks import KeyLocks
 from .live import Attempt, Live
+from .promises import Promises
 from .state_in_flight import StateInFlight
 from .waits import AwakeableCompleted, AwakeableNotFound, Waits, is_done, parse_awakeable_id
 
 log = logging.getLogger(__name__)
 
 _STATE_WRITES = (SetState, ClearState, ClearAllState)
+_PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
 _KILLED = Failure(409, "invocation killed", True)
+_CANCELLED = Failure(409, "invocation cancelled", True)
 
 
 class InvocationNotFound(LookupError):
@@ -47,19 +54,6 @@ class InvocationNotFound(LookupError):
 
 class InvocationStateError(Exception):
     """The operation does not apply to the invocation in its current status (HTTP 409)."""
-
-
-WORKFLOW_RUN = "\x00workflow-run"
-
-
-def idempotency_slot(record: InvocationRecord) -> bytes | None:
-    """The idempotency key an invocation holds: a workflow's main handler holds its key's one run;
-    others, the client's ``idempotency-key`` if it sent one."""
-    if record.handler_kind == "workflow":
-        return store_keys.idempotency_key(record.service, record.key, record.handler, WORKFLOW_RUN)
-    if record.idempotency_key is None:
-        return None
-    return store_keys.idempotency_key(record.service, record.key, record.handler, record.idempotency_key)
 
 
 def _now_ms() -> int:
@@ -93,6 +87,10 @@ class Invoker:
         self._background: set[asyncio.Task[None]] = set()
         self._state_in_flight = StateInFlight()
         self._waits = Waits(self, store)
+        self.calls = Calls(self, store, registry, partitions)
+        self._promises = Promises(self, store)
+        #: Set where workers share the partitions: cancels a callee another worker owns.
+        self.forward_cancel: Callable[[str], Awaitable[None]] | None = None
         #: Set where workers share the partitions: completes an awakeable another worker owns.
         self.forward_resolution: Callable[[str, bytes | None, Failure | None], Awaitable[None]] | None = None
         #: Set during shutdown: attempts cut by our own exit are not the handler's failures.
@@ -103,8 +101,8 @@ class Invoker:
     def start(self) -> None:
         """Recover unfinished invocations, then watch for silent handlers and expired results."""
         self._recover()
-        self._spawn(self._watch_inactivity())
-        self._spawn(self._sweep_retention())
+        self.spawn(self._watch_inactivity())
+        self.spawn(self._sweep_retention())
 
     async def close(self) -> None:
         self._closing = True
@@ -118,7 +116,7 @@ class Invoker:
                 waiter.cancel()
         await asyncio.gather(*(pool.close() for pool in self._pools.values()), return_exceptions=True)
 
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -159,6 +157,7 @@ class Invoker:
             else:
                 self._launch(live)
         self._waits.recover(self._partitions.owns_invocation)
+        self.calls.recover(self._partitions.owns_invocation)
         if self.active:
             log.info("recovered %d unfinished invocations", len(self.active))
 
@@ -312,7 +311,7 @@ class Invoker:
         if link is not None:
             self._begin(live, link)
         else:
-            self._spawn(self._connect_and_begin(live, pool))
+            self.spawn(self._connect_and_begin(live, pool))
 
     async def _connect_and_begin(self, live: Live, pool: DeploymentPool) -> None:
         try:
@@ -347,6 +346,8 @@ class Invoker:
             input=input_entry.value if type(input_entry) is Input else b"", headers=record.headers,
             journal=live.journal, state=state, seed=_seed(record.id),
         )))
+        if record.cancelled:  # every attempt of a cancelled invocation learns it at once
+            link.send(encoder.encode(Cancel(record.id)))
 
     def _state_snapshot(self, record: InvocationRecord) -> dict[str, bytes] | None:
         """The key's state as the next attempt must see it: committed, plus writes in flight."""
@@ -384,12 +385,19 @@ class Invoker:
             return self._violation(attempt, f"handlers may not write {kind.__name__} entries")
         if kind in _STATE_WRITES and not live.record.exclusive:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
-        journal.append(entry)
         changes = Changes()
+        after: Callable[[], None] | None = None
+        if kind is Call or kind is Send:
+            entry, after = self.calls.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
+        elif kind in _PROMISE_KINDS:
+            after = self._promises.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
+        journal.append(entry)
         changes.append_entry(live.record, command.index, entry)
         if kind in COMPLETABLE_KINDS:
             self._waits.journaled(live, command.index, entry, changes)
         written = self._store.submit(changes)
+        if after is not None:
+            after()
         if kind is CompleteAwakeable:
             self._resolve_for_handler(entry)  # type: ignore[arg-type]
         if kind in _STATE_WRITES:
@@ -405,7 +413,7 @@ class Invoker:
             log.warning("a handler completed a malformed awakeable id %r; ignored", entry.id)
             return
         if not self._partitions.owns_invocation(invocation_id) and self.forward_resolution is not None:
-            self._spawn(self.forward_resolution(entry.id, entry.value, entry.failure))
+            self.spawn(self.forward_resolution(entry.id, entry.value, entry.failure))
             return
         try:
             self._waits.resolve(entry.id, entry.value, entry.failure)
@@ -432,6 +440,12 @@ class Invoker:
         record.modified_ms = _now_ms()
         self._persist(record)
 
+    def complete_entry(
+        self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None,
+    ) -> asyncio.Future[None]:
+        """Entry ``index`` of ``live`` is done: journal that, then tell the handler (or resume it)."""
+        return self._waits.complete(live, index, done, value, failure, Changes())
+
     def resume(self, live: Live) -> None:
         """A suspended invocation's wait is over: a new attempt replays the longer journal."""
         live.record.waiting_on = []
@@ -457,8 +471,10 @@ class Invoker:
         failure = end.failure
         if failure is not None and not failure.terminal:
             self._retry_later(attempt.live, failure.message)
+        elif failure is None:
+            self._finish(attempt.live, "completed", end.output, None)
         else:
-            self._finish(attempt.live, "completed" if failure is None else "failed", end.output, failure)
+            self._finish(attempt.live, "cancelled" if attempt.live.record.cancelled else "failed", None, failure)
 
     def attempt_failed(self, attempt: Attempt, reason: str) -> None:
         if attempt.over:
@@ -530,6 +546,7 @@ class Invoker:
             return
         self.active.pop(live.record.id, None)
         record = live.record
+        self.calls.child_finished(record)
         self._metrics.invocations.labels(record.status).inc()
         self._metrics.duration.observe(((record.completed_ms or record.created_ms) - record.created_ms) / 1000)
         for waiter in live.waiters:
@@ -564,6 +581,92 @@ class Invoker:
             raise InvocationStateError(f"invocation {invocation_id} has already finished")
         self._terminate(live, "killed", _KILLED)
         return live.record
+
+    def cancel(self, invocation_id: str) -> InvocationRecord:
+        """Cooperative: the handler sees ``TerminalError(409)`` at its next await and may compensate;
+        calls it is waiting on are cancelled too. Never-started invocations just end cancelled."""
+        live = self._unfinished(invocation_id)
+        record = live.record
+        record.cancelled = True
+        for child_id in self._pending_children(live):
+            if self._partitions.owns_invocation(child_id) and child_id in self.active:
+                self.cancel(child_id)
+            elif self.forward_cancel is not None:
+                self.spawn(self.forward_cancel(child_id))
+        if live.attempt is not None:
+            live.attempt.link.send(encoder.encode(Cancel(record.id)))
+        elif record.status == "suspended":
+            self.resume(live)
+        elif record.status == "backing-off" and live.retry_handle is not None:
+            live.retry_handle.cancel()
+            self._launch(live)
+        elif record.attempts == 0 or record.status == "paused":
+            self._terminate(live, "cancelled", _CANCELLED)
+            return record
+        self._persist(record)
+        return record
+
+    def _pending_children(self, live: Live) -> list[str]:
+        journal = live.journal if live.journal is not None else self._store.read_journal(live.record.id)
+        return [e.invocation_id for e in journal if type(e) is Call and not e.done and e.invocation_id]
+
+    def pause(self, invocation_id: str) -> InvocationRecord:
+        """Stop trying: the running attempt (if any) is dropped; ``resume`` tries again."""
+        live = self._unfinished(invocation_id)
+        if live.record.status in ("suspended", "pending"):
+            raise InvocationStateError(f"invocation {invocation_id} is {live.record.status}: nothing to pause")
+        if live.attempt is not None:
+            live.attempt.detach(kill=True)
+        if live.retry_handle is not None:
+            live.retry_handle.cancel()
+            live.retry_handle = None
+        live.record.status = "paused"
+        live.record.last_error = live.record.last_error or "paused by an operator"
+        live.journal = None
+        self._persist(live.record)
+        return live.record
+
+    def resume_paused(self, invocation_id: str, deployment_id: str | None = None) -> InvocationRecord:
+        """Try a paused invocation again, on ``deployment_id`` if given (e.g. one with a fix)."""
+        live = self._unfinished(invocation_id)
+        if live.record.status != "paused":
+            raise InvocationStateError(f"invocation {invocation_id} is {live.record.status}, not paused")
+        if deployment_id is not None:
+            if deployment_id not in self._registry.deployments:
+                raise InvocationNotFound(deployment_id)
+            live.record.deployment_id = deployment_id
+        live.record.attempts = 0  # a fresh budget of retries
+        self._launch(live)
+        return live.record
+
+    async def restart(self, invocation_id: str, keep: int) -> str:
+        """A new invocation with the same target and input, keeping the first ``keep`` entries."""
+        old = self.current(invocation_id)
+        if not old.finished:
+            raise InvocationStateError(f"invocation {invocation_id} has not finished; cancel or kill it first")
+        journal = [e for e in self._store.read_journal(invocation_id) if type(e) is not Output]
+        if not 1 <= keep <= len(journal):
+            raise InvocationStateError(f"from must be between 1 and {len(journal)} (the journal's entries)")
+        route = self._registry.route(old.service, old.handler)
+        if route is None:
+            raise InvocationNotFound(f"{old.service}/{old.handler}")
+        record = self.new_record(route, old.key, headers=old.headers,
+                                 partition=partition_of_id(invocation_id))
+        input_value = journal[0].value if type(journal[0]) is Input else b""  # type: ignore[union-attr]
+        changes = Changes()
+        changes.create(record, input_value, None)
+        for index, entry in enumerate(journal[1:keep], start=1):
+            changes.append_entry(record, index, entry)
+        await self._store.submit(changes)
+        self.accept(Live(record, journal[:keep]))
+        return record.id
+
+    def _unfinished(self, invocation_id: str) -> Live:
+        live = self.active.get(invocation_id)
+        if live is None or live.record.finished:
+            self.current(invocation_id)  # raises InvocationNotFound
+            raise InvocationStateError(f"invocation {invocation_id} has already finished")
+        return live
 
     def _terminate(self, live: Live, status: str, failure: Failure) -> None:
         """End ``live`` now, wherever it is: no more handler code runs for it."""

@@ -9,7 +9,8 @@ import aiohttp
 import msgspec
 
 from handler_sdk import (
-    Context, ObjectContext, ObjectSharedContext, RetryPolicy, Service, TerminalError, VirtualObject,
+    Context, ObjectContext, ObjectSharedContext, RetryPolicy, Service, TerminalError, VirtualObject, Workflow,
+    WorkflowContext, WorkflowSharedContext,
 )
 
 SINK = os.environ.get("SINK_URL", "http://127.0.0.1:1")
@@ -179,8 +180,92 @@ async def approval(ctx: Context, name: str) -> str:
 
 
 @waits.handler()
+async def compensating(ctx: Context, name: str) -> str:
+    """Books, then waits; a cancellation arrives at the wait and the booking is undone."""
+    await ctx.run("book", lambda: _post(f"/incr/book-{name}"))
+    try:
+        await ctx.sleep(60)
+    except TerminalError:
+        await ctx.run("unbook", lambda: _post(f"/incr/unbook-{name}"))
+        raise
+    return "done"
+
+
+@waits.handler(timeout=1.0)
+async def slowpoke(ctx: Context) -> str:
+    await ctx.sleep(30)
+    return "too late"
+
+
+@waits.handler()
 async def approve_for(ctx: Context, awakeable_id: str) -> None:
     ctx.resolve_awakeable(awakeable_id, "by another handler")
 
 
-SERVICES = [counter, steps, waits]
+callers = VirtualObject("Callers")
+
+
+@callers.handler()
+async def relay(ctx: ObjectContext, n: int) -> int:
+    """Calls another object's handler, then sends it one more add, one-way."""
+    total = await ctx.object_call("Counter", f"relay-{ctx.key}", "add", n, type=int)
+    ctx.object_send(counter, f"relay-{ctx.key}", add, 100)
+    return total
+
+
+@callers.handler()
+async def ask_refuse(ctx: ObjectContext) -> str:
+    """The callee's terminal error reaches the caller's await with its code."""
+    try:
+        await ctx.service_call(steps, "refuse", "no stock")
+    except TerminalError as exc:
+        return f"{exc.code}: {exc.message}"
+    return "not refused"
+
+
+@callers.handler()
+async def once(ctx: ObjectContext, name: str) -> list[int]:
+    """The callee delivers an effect to the sink: whatever crashes, once."""
+    return await ctx.service_call("Steps", "twenty", name, type=list[int])
+
+
+@callers.handler()
+async def ping(ctx: ObjectContext, depth: int) -> str:
+    return await ctx.object_call("Pongs", ctx.key, "pong", depth, type=str)
+
+
+pongs = VirtualObject("Pongs")
+
+
+@pongs.handler()
+async def pong(ctx: ObjectContext, depth: int) -> str:
+    """Calls back into the caller's key: an exclusive cycle that must be refused, not deadlock."""
+    try:
+        return await ctx.object_call("Callers", ctx.key, "ping", depth - 1, type=str)
+    except TerminalError as exc:
+        return f"refused {exc.code}: {exc.message}"
+
+
+signup = Workflow("Signup")
+
+
+@signup.main()
+async def run(ctx: WorkflowContext, email: str) -> str:
+    ctx.set("status", "waiting for approval")
+    decision = await ctx.promise("approval", type=str).value()
+    ctx.set("status", decision)
+    return f"{email}: {decision}"
+
+
+@signup.handler()
+async def approve(ctx: WorkflowSharedContext, decision: str) -> str:
+    await ctx.promise("approval").resolve(decision)
+    return "recorded"
+
+
+@signup.handler()
+async def status(ctx: WorkflowSharedContext) -> str | None:
+    return await ctx.get("status", type=str)
+
+
+SERVICES = [counter, steps, waits, callers, pongs, signup]

@@ -75,8 +75,12 @@ class FakeSidecar:
         completion = Completion(invocation_id=inv, index=index, value=value, failure=failure)
         await self.ws.send_bytes(encoder.encode(completion))
 
-    async def cancel(self, inv: str) -> None:
+    async def kill(self, inv: str) -> None:
         await self.ws.send_bytes(encoder.encode(Cancel(invocation_id=inv, kill=True)))
+
+    async def cancel(self, inv: str) -> None:
+        """Cooperative cancellation: the handler sees TerminalError(409) at its next await."""
+        await self.ws.send_bytes(encoder.encode(Cancel(invocation_id=inv)))
 
     async def next(self, inv: str) -> ToSidecar:
         """The next message for ``inv``; commands are checked to come with dense indices."""
@@ -84,6 +88,12 @@ class FakeSidecar:
         if isinstance(message, Command):
             assert message.index == self._next_index[inv], "journal indices are dense"
             self._next_index[inv] += 1
+        return message
+
+    async def command(self, inv: str) -> Command:
+        """The next message for ``inv``, which must be a command."""
+        message = await self.next(inv)
+        assert isinstance(message, Command), message
         return message
 
     def idle(self, inv: str) -> bool:

@@ -13,6 +13,7 @@ def test_exported_names_are_pinned() -> None:
         "ObjectSharedContext",
         "WorkflowContext",
         "WorkflowSharedContext",
+        "DurablePromise",
         "TerminalError",
         "NondeterminismError",
         "RetryPolicy",

@@ -19,16 +19,19 @@ from handler_sdk.protocol import (
     COMPLETABLE_KINDS,
     Ack,
     Awakeable,
+    Call,
     Cancel,
     ClearAllState,
     ClearState,
     Command,
     CompleteAwakeable,
+    CompletePromise,
     Completion,
     Discovery,
     End,
     Entry,
     Failure,
+    GetPromise,
     GetState,
     GetStateKeys,
     HandlerSpec,
@@ -36,8 +39,10 @@ from handler_sdk.protocol import (
     Input,
     Now,
     Output,
+    PeekPromise,
     RetrySpec,
     Run,
+    Send,
     ServiceSpec,
     SetState,
     Sleep,
@@ -51,18 +56,22 @@ from handler_sdk.protocol import (
     to_sidecar_decoder,
 )
 
-NAMED = [Run, GetState, SetState, ClearState]
+NAMED = [Run, GetState, SetState, ClearState, GetPromise, PeekPromise, CompletePromise]
 UNNAMED = [ClearAllState, GetStateKeys, Now, Sleep, Awakeable, CompleteAwakeable]
+CALLS = [Call, Send]  # named "service/handler"
 Cmd = tuple[type, str]
 
 names = st.sampled_from(["a", "b", "audit"])  # few names, so that programs collide often
+targets = st.sampled_from(["S/a", "S/b", "O/a"])
 payloads = st.binary(max_size=6)
 texts = st.text(max_size=8)
 failures = st.builds(Failure, code=st.integers(100, 599), message=texts, terminal=st.booleans())
 costs = st.none() | st.floats(min_value=0, max_value=1e6, allow_nan=False)
 commands: st.SearchStrategy[Cmd] = st.one_of(
-    st.tuples(st.sampled_from(NAMED), names), st.tuples(st.sampled_from(UNNAMED), st.just(""))
+    st.tuples(st.sampled_from(NAMED), names), st.tuples(st.sampled_from(UNNAMED), st.just("")),
+    st.tuples(st.sampled_from(CALLS), targets),
 )
+keys = st.none() | st.sampled_from(["k1", "k2"])
 programs = st.lists(commands, max_size=12)
 
 
@@ -89,6 +98,22 @@ def entries_for(kind: type, name: str) -> st.SearchStrategy[Entry]:
     if kind is CompleteAwakeable:
         return st.builds(CompleteAwakeable, id=texts, value=payloads) | st.builds(
             CompleteAwakeable, id=texts, failure=failures)
+    if kind is Call:  # the key and input are not matched on replay: only service/handler are
+        service, handler = name.split("/")
+        return st.builds(Call, service=st.just(service), handler=st.just(handler), key=keys, input=payloads,
+                         invocation_id=texts, done=st.booleans(), value=st.none() | payloads,
+                         failure=st.none() | failures)
+    if kind is Send:
+        service, handler = name.split("/")
+        return st.builds(Send, service=st.just(service), handler=st.just(handler), key=keys, input=payloads,
+                         delay_ms=st.integers(0, 2**40), invocation_id=texts)
+    if kind in (GetPromise, PeekPromise):
+        return st.builds(kind, name=st.just(name), done=st.booleans(), value=st.none() | payloads,
+                         failure=st.none() | failures)
+    if kind is CompletePromise:
+        return st.builds(CompletePromise, name=st.just(name), value=payloads, done=st.booleans(),
+                         outcome=st.none() | failures) | st.builds(
+            CompletePromise, name=st.just(name), failure=failures, done=st.booleans())
     return st.builds(Now, ms=st.integers(0, 2**53))
 
 
@@ -99,7 +124,11 @@ journals = st.lists(step_entries, max_size=12).map(lambda rest: [Input(value=b"0
 
 
 def fresh_entry(kind: type, name: str) -> Entry:
+    target = dict(zip(("service", "handler"), name.split("/"))) if kind in CALLS else {}
     fresh: dict[type, Callable[[], Entry]] = {
+        Call: lambda: Call(**target, input=b"1"), Send: lambda: Send(**target, delay_ms=5),
+        GetPromise: lambda: GetPromise(name=name), PeekPromise: lambda: PeekPromise(name=name),
+        CompletePromise: lambda: CompletePromise(name=name, value=b"1"),
         Run: lambda: Run(name=name, value=b"1"), GetState: lambda: GetState(name=name),
         SetState: lambda: SetState(name=name, value=b"1"), ClearState: lambda: ClearState(name=name),
         ClearAllState: ClearAllState, GetStateKeys: GetStateKeys, Now: lambda: Now(ms=1),
@@ -158,6 +187,9 @@ def test_any_divergence_in_kind_or_name_raises(program: list[Cmd], data: st.Data
     error = raised.value
     assert (error.invocation_id, error.index) == ("inv_x", at + 1)
     assert changed[0].__name__ in error.expected and type(journal[at + 1]).__name__ in error.recorded
+    # Both names too: a call names its "service/handler".
+    assert not changed[1] or repr(changed[1]) in error.expected
+    assert not program[at][1] or repr(program[at][1]) in error.recorded
     assert f"journal entry {at + 1}" in str(error)
     assert not executed  # nothing before the divergence ran again, nothing after it ran at all
 
@@ -195,7 +227,9 @@ def test_completing_entries_in_place_keeps_replays_matching(program: list[Cmd], 
 def test_a_trailing_output_is_not_a_step() -> None:
     journal: list[Entry] = [Input(value=b""), Run(name="a", value=b"1"), Output(value=b"1")]
     replay = Replay("inv_x", journal)
+    assert replay.peek() is journal[1] and replay.journal is journal
     assert replay.replaying and replay.step(Run, "a") == (1, journal[1])
+    assert replay.peek() is journal[2]  # the Output: the handler is at its end
     replay.finish()
     assert Replay("inv_x", [Input(value=b"")]).next_index == 1
 
@@ -242,7 +276,8 @@ def test_every_message_to_the_sidecar_round_trips(message: object) -> None:
         HandlerSpec, name=texts, kind=st.sampled_from(["exclusive", "shared", "workflow"]),
         retry=st.builds(RetrySpec, initial_interval_ms=st.none() | st.integers(0, 10**6),
                         max_attempts=st.none() | st.integers(1, 100)),
-        timeouts=st.builds(TimeoutSpec, inactivity_ms=st.none() | st.integers(0, 10**6))),
+        timeouts=st.builds(TimeoutSpec, inactivity_ms=st.none() | st.integers(0, 10**6),
+                           total_ms=st.none() | st.integers(0, 10**9))),
         max_size=3)), max_size=3)))
 def test_discovery_round_trips_as_json(discovery: Discovery) -> None:
     assert msgspec.json.decode(msgspec.json.encode(discovery), type=Discovery) == discovery
@@ -272,12 +307,20 @@ SAVED_FRAMES = {
     "84a174a7436f6d6d616e64ad696e766f636174696f6e5f6964a5696e765f31a5696e64657802a5656e74727982a174a9"
     "4177616b6561626c65a26964ad61776b5f696e765f315f325f73":
         Command(invocation_id="inv_1", index=2, entry=Awakeable(id="awk_inv_1_2_s")),
+    "84a174a7436f6d6d616e64ad696e766f636174696f6e5f6964a5696e765f31a5696e64657803a5656e74727984a174a4"
+    "43616c6ca773657276696365a747726565746572a768616e646c6572a568656c6c6fa5696e707574c40522626f6222":
+        Command(invocation_id="inv_1", index=3, entry=Call(service="Greeter", handler="hello", input=b'"bob"')),
+    "84a174a7436f6d6d616e64ad696e766f636174696f6e5f6964a5696e765f31a5696e64657804a5656e74727983a174af"
+    "436f6d706c65746550726f6d697365a46e616d65a8617070726f76616ca576616c7565c40131":
+        Command(invocation_id="inv_1", index=4, entry=CompletePromise(name="approval", value=b"1")),
+    "83a174a643616e63656cad696e766f636174696f6e5f6964a5696e765f31a46b696c6cc2":
+        Cancel(invocation_id="inv_1"),
 }
 
 
 @pytest.mark.parametrize("frame", list(SAVED_FRAMES))
 def test_saved_frames_still_decode(frame: str) -> None:
     expected = SAVED_FRAMES[frame]
-    decoder = to_handler_decoder if isinstance(expected, (Start, Completion)) else to_sidecar_decoder
+    decoder = to_handler_decoder if isinstance(expected, (Start, Completion, Cancel)) else to_sidecar_decoder
     assert decoder.decode(bytes.fromhex(frame)) == expected
     assert encoder.encode(expected).hex() == frame

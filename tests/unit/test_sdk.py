@@ -35,6 +35,7 @@ from handler_sdk.protocol import (
     Now,
     Run,
     SetState,
+    TimeoutSpec,
 )
 from tests.unit.fake_sidecar import DEADLINE, FAST, Connect, barrier_service
 
@@ -60,7 +61,7 @@ def counter_object(calls: list[int], after_run: list[int]) -> VirtualObject:
 async def test_discover_lists_services_and_handler_options(aiohttp_client: Any) -> None:
     obj = VirtualObject("Obj")
 
-    @obj.handler(retry=RetryPolicy(max_attempts=5, initial_interval=0.25), inactivity_timeout=30)
+    @obj.handler(retry=RetryPolicy(max_attempts=5, initial_interval=0.25), inactivity_timeout=30, timeout=600)
     async def write(ctx: ObjectContext) -> None: ...
 
     @obj.handler(kind="shared")
@@ -77,7 +78,8 @@ async def test_discover_lists_services_and_handler_options(aiohttp_client: Any) 
     assert (write_spec.name, write_spec.kind, read_spec.kind) == ("write", "exclusive", "shared")
     assert write_spec.retry.max_attempts == 5 and write_spec.retry.initial_interval_ms == 250
     assert write_spec.retry.max_interval_ms == 10_000 and write_spec.timeouts.inactivity_ms == 30_000
-    assert read_spec.retry.max_attempts is None
+    assert write_spec.timeouts.total_ms == 600_000
+    assert read_spec.retry.max_attempts is None and read_spec.timeouts == TimeoutSpec()
 
 
 async def test_fresh_run_pipelines_get_and_waits_for_the_ack_before_continuing(connect: Connect) -> None:
@@ -490,7 +492,7 @@ async def test_kill_stops_the_attempt_and_sends_nothing_more(connect: Connect) -
     sidecar = await connect(blocking_service(entered, cancelled))
     inv = await sidecar.start("Blocked", "hang", key=None)
     await asyncio.wait_for(entered.wait(), DEADLINE)
-    await sidecar.cancel(inv)
+    await sidecar.kill(inv)
     await asyncio.wait_for(cancelled.wait(), DEADLINE)
     await sidecar.barrier()
     assert sidecar.idle(inv)

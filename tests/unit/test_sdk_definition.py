@@ -110,6 +110,25 @@ def test_handler_options_render_in_milliseconds() -> None:
     )]
 
 
+def test_total_timeouts_render_in_milliseconds_and_are_validated() -> None:
+    wf = Workflow("W")
+
+    @wf.main(timeout=timedelta(hours=1), inactivity_timeout=5)
+    async def run(ctx: WorkflowContext) -> None: ...
+
+    @wf.handler(timeout=1.5)
+    async def poke(ctx: WorkflowSharedContext) -> None: ...
+
+    assert [h.timeouts for h in wf.spec().handlers] == [
+        TimeoutSpec(inactivity_ms=5_000, total_ms=3_600_000), TimeoutSpec(total_ms=1_500)]
+    assert msgspec.json.encode(TimeoutSpec(total_ms=1_500)) == b'{"total_ms":1500}'
+    for bad in (0, -1, float("nan"), float("inf"), timedelta(0)):
+        with pytest.raises(ValueError, match="timeout"):
+            Service("S").handler(timeout=bad)
+        with pytest.raises(ValueError, match="inactivity_timeout"):
+            Service("S").handler(inactivity_timeout=bad)
+
+
 def test_retry_policy_validates_and_caps_its_backoff() -> None:
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts=0)

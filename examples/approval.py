@@ -1,0 +1,81 @@
+"""Approval: draft something, wait for a human's decision with a deadline, then act or escalate.
+
+The workflow runs once per key. Its wait costs nothing while it lasts (the handler suspends),
+and it survives restarts of everything: the decision, or the deadline, wakes it up.
+
+    python -m handler_sdk examples.approval:approval --port 9082
+    sidecar register http://127.0.0.1:9082
+    curl -s localhost:8080/Approval/post-7/run/send -H 'content-type: application/json' \\
+        -d '{"topic": "launch day", "deadline_s": 300}'
+    curl -s -X POST localhost:8080/Approval/post-7/draft
+    curl -s localhost:8080/Approval/post-7/decide -H 'content-type: application/json' -d '"approved"'
+    curl -s localhost:8080/restate/workflow/Approval/post-7/attach
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import msgspec
+
+from handler_sdk import TerminalError, Workflow, WorkflowContext, WorkflowSharedContext, serve
+
+approval = Workflow("Approval")
+
+
+class Request(msgspec.Struct):
+    topic: str
+    #: How long a human has to decide before the request is escalated.
+    deadline_s: float = 3600.0
+
+
+async def write_draft(topic: str) -> str:
+    # Stands in for an LLM call: slow, costly, not repeatable. Journaled, so it runs once.
+    return f"Announcing {topic}: it is finally here."
+
+
+async def publish(draft: str) -> str:
+    return f"published: {draft}"
+
+
+async def escalate(draft: str, why: str) -> str:
+    return f"escalated to the on-call editor ({why})"
+
+
+@approval.main()
+async def run(ctx: WorkflowContext, request: Request) -> str:
+    draft = await ctx.run("draft", write_draft, request.topic)
+    ctx.set("draft", draft)
+    # The deadline is a durable, delayed message to this workflow: it decides "timed out" unless
+    # a human decided first (the first decision wins; the later one is refused).
+    ctx.object_send(approval, ctx.key, expire, None, delay=timedelta(seconds=request.deadline_s))
+    decision = await ctx.promise("decision", type=str).value()
+    ctx.set("decision", decision)
+    if decision == "approved":
+        return await ctx.run("publish", publish, draft)
+    return await ctx.run("escalate", escalate, draft, decision)
+
+
+@approval.handler()
+async def decide(ctx: WorkflowSharedContext, decision: str) -> str:
+    """A human's decision: "approved", or anything else to escalate."""
+    await ctx.promise("decision").resolve(decision)
+    return f"recorded: {decision}"
+
+
+@approval.handler()
+async def expire(ctx: WorkflowSharedContext) -> None:
+    try:
+        await ctx.promise("decision").resolve("timed out")
+    except TerminalError:
+        pass  # a human decided in time
+
+
+@approval.handler()
+async def draft(ctx: WorkflowSharedContext) -> str | None:
+    """The draft awaiting a decision (null until it is written)."""
+    return await ctx.get("draft", type=str)
+
+
+if __name__ == "__main__":
+    serve([approval], port=9082)

@@ -1,0 +1,182 @@
+"""Calls between handlers: a ``Call`` or ``Send`` entry starts a child invocation, exactly once.
+
+When the child's partition is this worker's, the child is created in the same write batch as the
+entry that asks for it, so a crash can never keep one without the other. When another worker
+owns it, the batch holds the child in an outbox instead, and the owner is handed it; the outbox
+entry goes once the owner has it durably, and is handed over again after a crash. A finished
+child completes its caller's ``Call`` entry; a caller recovering from a crash also pulls the
+results of children that finished meanwhile (the store is shared, so it can read them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from handler_sdk.protocol import Call, Failure, Input, Send
+
+from ..ids import partition_of_id
+from ..partitions import PartitionMap
+from ..registry import Registry
+from ..store import Changes, InvocationRecord, Store
+from ..store.records import ChildSpec
+from .idempotency import idempotency_slot
+from .live import Live
+
+if TYPE_CHECKING:
+    from .engine import Invoker
+
+log = logging.getLogger(__name__)
+
+#: Hands a child to the worker that owns its partition (set where workers share partitions).
+HandChild = Callable[[int, ChildSpec], Awaitable[None]]
+#: Tells the worker that owns a caller that its call returned.
+HandResult = Callable[[int, str, int, bytes | None, Failure | None], Awaitable[None]]
+
+
+class Calls:
+    def __init__(self, invoker: Invoker, store: Store, registry: Registry, partitions: PartitionMap) -> None:
+        self._invoker = invoker
+        self._store = store
+        self._registry = registry
+        self._partitions = partitions
+        self.hand_child: HandChild | None = None
+        self.hand_result: HandResult | None = None
+
+    # --- a handler asks for a call ----------------------------------------------------------------
+
+    def journaled(self, live: Live, index: int, entry: Call | Send, changes: Changes) -> tuple[
+            Call | Send, Callable[[], None] | None]:
+        """The entry to journal (naming its child) and what to do once the batch is submitted."""
+        problem = self._refusal(live, entry)
+        if problem is not None:
+            if type(entry) is Send:
+                log.warning("%s: a send was dropped: %s", live.record.id, problem.message)
+                return entry, None
+            done = msgspec.structs.replace(entry, done=True, failure=problem)
+            return entry, lambda: self._invoker.complete_entry(live, index, done, None, problem)
+        route = self._registry.route(entry.service, entry.handler)
+        assert route is not None
+        partition = self._partitions.of_target(entry.service, entry.key, entry.handler, None)
+        if partition is None:  # a keyless callee runs next to its caller
+            partition = partition_of_id(live.record.id) or 0
+        delay_s = entry.delay_ms / 1000 if type(entry) is Send else 0.0
+        child = self._invoker.new_record(route, entry.key, headers={}, partition=partition, delay_s=delay_s)
+        child.parent_id, child.parent_index, child.reply = live.record.id, index, type(entry) is Call
+        child.call_path = _path_below(live.record)
+        named = msgspec.structs.replace(entry, invocation_id=child.id)
+        if self._partitions.owns(partition):
+            slot = idempotency_slot(child)
+            if slot is not None and (existing := self._invoker.existing(slot)) is not None:
+                return self._duplicate_run(live, index, named, existing)
+            changes.create(child, entry.input, slot)
+            return named, lambda: self._invoker.accept(Live(child, [Input(entry.input)]))
+        spec = ChildSpec(record=child, input=entry.input)
+        changes.put_outbox(spec)
+        return named, lambda: self._hand_over(spec)
+
+    def _duplicate_run(self, live: Live, index: int, entry: Call | Send, existing: str) -> tuple[
+            Call | Send, Callable[[], None] | None]:
+        problem = Failure(409, f"workflow {entry.service}/{entry.key} already ran (invocation {existing})")
+        if type(entry) is Send:
+            return entry, None
+        done = msgspec.structs.replace(entry, done=True, failure=problem)
+        return entry, lambda: self._invoker.complete_entry(live, index, done, None, problem)
+
+    def _refusal(self, live: Live, entry: Call | Send) -> Failure | None:
+        found = self._registry.service(entry.service) or self._registry.reload().service(entry.service)
+        if found is None:
+            return Failure(404, f"unknown service {entry.service!r}")
+        keyed = found[1].kind != "service"
+        if keyed != (entry.key is not None):
+            return Failure(400, f"{entry.service} is a {found[1].kind}: "
+                                f"{'call it with a key' if keyed else 'call it without a key'}")
+        route = self._registry.route(entry.service, entry.handler)
+        if route is None:
+            return Failure(404, f"{entry.service} has no handler {entry.handler!r}")
+        exclusive = route.handler.kind in ("exclusive", "workflow") and keyed
+        target = f"{entry.service}/{entry.key}"
+        if type(entry) is Call and exclusive and target in _path_below(live.record):
+            chain = " -> ".join([*_path_below(live.record), target])
+            return Failure(409, f"call cycle would deadlock key {target}: {chain}")
+        return None
+
+    # --- children in other partitions -------------------------------------------------------------
+
+    def _hand_over(self, spec: ChildSpec) -> None:
+        self._invoker.spawn(self._deliver(spec))
+
+    async def _deliver(self, spec: ChildSpec) -> None:
+        """Until the owner has the child durably: hand it over, then drop it from our outbox."""
+        owner = self._partitions.owner(partition_of_id(spec.record.id) or 0)
+        delay = 0.1
+        while True:
+            try:
+                if self.hand_child is None:
+                    raise ConnectionError("no other worker to hand the call to")
+                await self.hand_child(owner, spec)
+                break
+            except ConnectionError as exc:
+                log.warning("handing %s to worker %d failed, retrying: %s", spec.record.id, owner, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        done = Changes()
+        done.remove_outbox(spec.record.id)
+        await self._store.submit(done)
+
+    async def adopt(self, spec: ChildSpec) -> None:
+        """A child another worker's handler started here: create it, once (it may come twice)."""
+        record = spec.record
+        if record.id in self._invoker.active or self._store.get_invocation(record.id) is not None:
+            return
+        changes = Changes()
+        changes.create(record, spec.input, idempotency_slot(record))
+        await self._store.submit(changes)
+        self._invoker.accept(Live(record, [Input(spec.input)]))
+
+    # --- results ----------------------------------------------------------------------------------
+
+    def child_finished(self, child: InvocationRecord) -> None:
+        """A child's end is durable: if its caller waits for it, complete the caller's entry."""
+        if not child.reply or child.parent_id is None or child.parent_index is None:
+            return
+        owner = self._partitions.owner(partition_of_id(child.parent_id) or 0)
+        if self._partitions.owns(partition_of_id(child.parent_id) or 0):
+            self.complete_call(child.parent_id, child.parent_index, child.output, child.failure)
+        elif self.hand_result is not None:
+            # At most once from here; the caller's recovery pulls the result if this is lost.
+            self._invoker.spawn(self.hand_result(owner, child.parent_id, child.parent_index, child.output,
+                                                 child.failure))
+
+    def complete_call(self, caller_id: str, index: int, value: bytes | None, failure: Failure | None) -> None:
+        live = self._invoker.active.get(caller_id)
+        if live is None or live.record.finished:
+            return
+        journal = live.journal if live.journal is not None else self._store.read_journal(caller_id)
+        if index >= len(journal) or type(journal[index]) is not Call or journal[index].done:  # type: ignore[union-attr]
+            return
+        done = msgspec.structs.replace(journal[index], done=True, value=value, failure=failure)
+        self._invoker.complete_entry(live, index, done, value, failure)
+
+    def recover(self, owns: Callable[[str], bool]) -> None:
+        """After a restart: hand over what is still in the outbox; pull results that came meanwhile."""
+        for spec in self._store.outbox():
+            if spec.record.parent_id is not None and owns(spec.record.parent_id):
+                self._hand_over(spec)
+        for live in list(self._invoker.active.values()):
+            for index, entry in enumerate(self._store.read_journal(live.record.id)):
+                if type(entry) is Call and not entry.done and entry.invocation_id:
+                    child = self._store.get_invocation(entry.invocation_id)
+                    if child is not None and child.finished:
+                        self.complete_call(live.record.id, index, child.output, child.failure)
+
+
+def _path_below(record: InvocationRecord) -> list[str]:
+    """The exclusive keys held up the chain, this invocation's own included."""
+    if record.exclusive and record.key is not None:
+        return [*record.call_path, f"{record.service}/{record.key}"]
+    return list(record.call_path)

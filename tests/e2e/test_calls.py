@@ -1,0 +1,65 @@
+"""Calls between handlers and workflows, end to end across two workers."""
+
+from __future__ import annotations
+
+
+from tests.e2e.conftest import Cluster
+from tests.procs import eventually
+
+
+async def test_object_and_service_calls_and_one_way_sends(cluster: Cluster) -> None:
+    for key in ("r1", "r2", "r3"):  # callers and callees spread over both workers' partitions
+        assert (await cluster.post(f"/Callers/{key}/relay", 5))[:2] == (200, 5)
+
+    async def sent() -> bool:
+        return (await cluster.post("/Counter/relay-r3/get"))[1] == 105
+
+    await eventually(sent, what="the one-way add to land")
+    assert (await cluster.post("/Callers/x/ask_refuse"))[:2] == (200, "422: refused: no stock")
+
+
+async def test_an_exclusive_call_cycle_is_refused_with_a_clear_error(cluster: Cluster) -> None:
+    status, body, _ = await cluster.post("/Callers/loop/ping", 2)
+    assert status == 200
+    assert body.startswith("refused 409: call cycle would deadlock key Callers/loop")
+
+
+async def test_a_call_completes_once_across_sidecar_crashes(durable_cluster: Cluster) -> None:
+    cluster = durable_cluster
+    _, body, _ = await cluster.post("/Callers/c1/once/send", "call-crash")
+
+    async def halfway() -> bool:
+        return sum((await cluster.sink_counts()).values()) >= 5
+
+    await eventually(halfway, what="the callee to be halfway")
+    cluster.sidecar.kill()
+    await cluster.start_sidecar()
+    status, result = await cluster.get(f"/restate/invocation/{body['invocationId']}/attach")
+    assert (status, result) == (200, [i * i for i in range(20)])
+    async with cluster.http.get(f"{cluster.sink_url}/stats") as response:
+        assert (await response.json())["violations"] == []
+    assert len(await cluster.sink_counts()) == 20
+
+
+async def test_a_workflow_runs_once_and_waits_for_its_promise(cluster: Cluster) -> None:
+    status, accepted, _ = await cluster.post("/Signup/ann/run/send", "ann@example.com")
+    assert status == 202
+    assert (await cluster.post("/Signup/ann/run/send", "ann@example.com"))[1]["status"] == "PreviouslyAccepted"
+    status, body, _ = await cluster.post("/Signup/ann/run", "ann@example.com")
+    assert status == 409 and "already" in body["message"]
+
+    async def waiting() -> bool:
+        return (await cluster.post("/Signup/ann/status"))[1] == "waiting for approval"
+
+    await eventually(waiting, what="the workflow to wait")
+    assert (await cluster.get("/restate/workflow/Signup/ann/output"))[0] == 470
+    assert (await cluster.post("/Signup/ann/approve", "yes"))[:2] == (200, "recorded")
+    assert await cluster.get("/restate/workflow/Signup/ann/attach") == (200, "ann@example.com: yes")
+    assert await cluster.get(f"/restate/invocation/{accepted['invocationId']}/output") == (200, "ann@example.com: yes")
+    status, body, _ = await cluster.post("/Signup/ann/approve", "no")
+    assert status == 409 and "already completed" in body["message"]
+
+
+async def test_an_approval_that_arrives_before_the_run_awaits_is_kept(cluster: Cluster) -> None:
+    assert (await cluster.post("/Signup/bob/approve", "early"))[:2] == (200, "recorded")
+    assert (await cluster.post("/Signup/bob/run", "bob@example.com"))[:2] == (200, "bob@example.com: early")
