@@ -1,6 +1,7 @@
 """The invoker: per-key scheduling, attempts over handler links, retries, timeouts, recovery."""
 
-from .engine import Invoker, InvocationNotFound, InvocationStateError
+from .engine import Invoker
+from .operations import InvocationNotFound, InvocationStateError
 from .waits import AwakeableCompleted, AwakeableNotFound, parse_awakeable_id
 
 __all__ = [
