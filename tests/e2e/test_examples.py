@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Cluster
+from tests.procs import eventually
 
 ORDER = {"customer": "alice", "amount_cents": 4200, "email": "alice@example.com"}
 
@@ -49,3 +50,35 @@ async def test_checkout_after_a_handler_crash_still_charges_once(shop: Cluster) 
     assert status == 200 and receipt["charge_id"]
     stats = await _vendor_stats(shop)
     assert (stats["charges"], stats["emails"]) == (1, 1)
+
+
+@pytest.fixture
+async def approvals(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[Cluster]:
+    cluster = Cluster(tmp_path, http, handlers="examples.approval:approval", sidecar_flags=["--workers", "2"])
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def test_approval_publishes_once_approved_even_across_a_sidecar_crash(approvals: Cluster) -> None:
+    status, _, _ = await approvals.post("/Approval/post-1/run/send", {"topic": "launch", "deadline_s": 60})
+    assert status == 202
+
+    async def drafted() -> str:
+        return (await approvals.post("/Approval/post-1/draft"))[1] or ""
+
+    assert "launch" in await eventually(drafted, what="the draft")
+    approvals.sidecar.kill()
+    await approvals.start_sidecar()
+    assert (await approvals.post("/Approval/post-1/decide", "approved"))[:2] == (200, "recorded: approved")
+    status, result = await approvals.get("/restate/workflow/Approval/post-1/attach")
+    assert status == 200 and result.startswith("published: Announcing launch")
+
+
+async def test_approval_escalates_when_nobody_decides_in_time(approvals: Cluster) -> None:
+    status, result, _ = await approvals.post("/Approval/post-2/run", {"topic": "quiet", "deadline_s": 1})
+    assert (status, result) == (200, "escalated to the on-call editor (timed out)")
+    status, body, _ = await approvals.post("/Approval/post-2/decide", "approved")
+    assert status == 409 and "already completed" in body["message"]

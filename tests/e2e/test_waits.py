@@ -40,17 +40,15 @@ async def test_a_timer_fires_once_not_early_across_crashes(durable_cluster: Clus
     assert (await _stats(cluster))["counters"]["wake-t1"] == 1
 
 
-async def test_suspended_invocations_hold_no_handler_attempts(cluster: Cluster) -> None:
-    ids = []
-    for _ in range(100):
-        _, body, _ = await cluster.post("/Waits/park/send", 60)
-        ids.append(body["invocationId"])
+async def test_a_thousand_parked_invocations_hold_no_handler_attempts(cluster: Cluster) -> None:
+    sent = await asyncio.gather(*(cluster.post("/Waits/park/send", 120) for _ in range(1000)))
+    ids = [body["invocationId"] for _, body, _ in sent]
 
     async def all_suspended() -> bool:
         _, listed = await cluster.get("/invocations?status=suspended&service=Waits&limit=1000", admin=True)
         return len(listed["invocations"]) == len(ids)
 
-    await eventually(all_suspended, timeout=60, what="every parked invocation to suspend")
+    await eventually(all_suspended, timeout=90, what="every parked invocation to suspend")
 
     async def gauges() -> dict[str, float]:
         async with cluster.http.get(f"http://{cluster.admin}/metrics") as response:
@@ -108,3 +106,13 @@ async def test_unknown_or_forged_awakeables_are_404(cluster: Cluster) -> None:
     assert status == 400
     await asyncio.gather(cluster.post(f"/restate/awakeables/{real}/resolve", "ok"))
     assert await cluster.get(f"/restate/invocation/{body['invocationId']}/attach") == (200, "approved: ok")
+
+
+async def test_a_resolution_reaches_a_waiter_whose_handler_service_was_killed(durable_cluster: Cluster) -> None:
+    cluster = durable_cluster
+    _, body, _ = await cluster.post("/Waits/approval/send", "a5")
+    awakeable_id = await eventually(lambda: _note(cluster, "a5"), what="the awakeable ID")
+    cluster.handlers.kill()  # the waiting attempt dies with it
+    assert (await cluster.post(f"/restate/awakeables/{awakeable_id}/resolve", "late"))[0] == 202
+    await cluster.restart_handlers()
+    assert await cluster.get(f"/restate/invocation/{body['invocationId']}/attach") == (200, "approved: late")
