@@ -8,7 +8,7 @@ import os
 import subprocess
 
 from tests.e2e.conftest import Cluster
-from tests.procs import sidecar_cli
+from tests.procs import eventually, sidecar_cli
 
 
 async def _cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -42,3 +42,22 @@ async def test_cli_reports_server_errors_without_a_traceback(cluster: Cluster) -
     failed = await _cli(cluster, "invoke", "Nope/x", "1")
     assert failed.returncode == 1
     assert "unknown service" in failed.stderr and "Traceback" not in failed.stderr
+
+
+async def test_cli_resolves_an_awakeable_and_cancels(cluster: Cluster) -> None:
+    _, body, _ = await cluster.post("/Waits/approval/send", "cli-a")
+
+    async def note() -> str:
+        async with cluster.http.get(f"{cluster.sink_url}/notes/cli-a") as response:
+            return await response.json() if response.status == 200 else ""
+
+    awakeable_id = await eventually(note, what="the awakeable ID")
+    done = await _cli(cluster, "awakeable", "resolve", awakeable_id, '"from the cli"')
+    assert done.returncode == 0, done.stderr
+    assert await cluster.get(f"/restate/invocation/{body['invocationId']}/attach") == (200, "approved: from the cli")
+    again = await _cli(cluster, "awakeable", "resolve", awakeable_id, "1")
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    parked = (await cluster.post("/Waits/park/send", 60))[1]["invocationId"]
+    cancelled = await _cli(cluster, "invocations", "cancel", parked)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert (await cluster.get(f"/restate/invocation/{parked}/attach"))[0] == 409

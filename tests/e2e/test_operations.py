@@ -66,3 +66,23 @@ async def test_restart_runs_a_finished_invocation_again_with_its_input(cluster: 
 async def test_a_total_timeout_fails_the_invocation_with_408_even_while_it_waits(cluster: Cluster) -> None:
     status, error, _ = await cluster.post("/Waits/slowpoke")
     assert status == 408 and "timed out after 1 s" in error["message"]
+
+
+async def test_cancelling_a_caller_cancels_the_call_it_waits_on(cluster: Cluster) -> None:
+    _, body, _ = await cluster.post("/Callers/cc/once/send", "cancel-chain")
+    caller = body["invocationId"]
+
+    async def child_id() -> str:
+        journal = (await _shown(cluster, caller))["journal"]
+        calls = [e for e in journal if e["kind"] == "Call" and e["invocation_id"]]
+        return calls[0]["invocation_id"] if calls else ""
+
+    child = await eventually(child_id, what="the call to start")
+    assert (await cluster.admin_call("POST", f"/invocations/{caller}/cancel"))[0] == 202
+    assert (await cluster.get(f"/restate/invocation/{caller}/attach"))[0] == 409
+
+    async def child_cancelled() -> bool:
+        return (await _shown(cluster, child))["status"] == "cancelled"
+
+    await eventually(child_cancelled, what="the callee to be cancelled too")
+    assert sum((await cluster.sink_counts()).values()) < 20  # it stopped before its last step
