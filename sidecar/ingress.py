@@ -208,12 +208,16 @@ class Ingress:
         return json_response({"id": awakeable_id, "status": "completed"}, status=202)
 
     async def _forward_resolution(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> None:
-        """A handler here resolves an awakeable another worker owns (delivered at most once)."""
+        """A handler here resolves an awakeable another worker owns. Raises ConnectionError while
+        that worker is unreachable (the caller retries); any answer it gives is final."""
         action, body = ("resolve", value or b"null") if failure is None else ("reject", failure.message.encode())
         try:
-            await self.answer_awakeable("POST", f"{awakeable_id}/{action}", {}, {}, body)
-        except (HTTPProblem, ConnectionError) as exc:
-            log.warning("could not complete awakeable %s for a handler: %s", awakeable_id, exc)
+            answer = await self.answer_awakeable("POST", f"{awakeable_id}/{action}", {}, {}, body)
+        except HTTPProblem as exc:  # not found, already completed: delivered as well as it can be
+            log.info("awakeable %s not completed by a handler: %s", awakeable_id, exc.message)
+            return
+        if answer.status == 503:
+            raise ConnectionError(f"the worker owning {awakeable_id} answered 503")
 
     # --- attach / output ------------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ class Calls:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         done = Changes()
-        done.remove_outbox(spec.record.id)
+        done.remove_outbox(spec)
         await self._store.submit(done)
 
     async def adopt(self, spec: ChildSpec) -> None:
@@ -164,9 +164,12 @@ class Calls:
 
     def recover(self, owns: Callable[[str], bool]) -> None:
         """After a restart: hand over what is still in the outbox; pull results that came meanwhile."""
-        for spec in self._store.outbox():
-            if spec.record.parent_id is not None and owns(spec.record.parent_id):
-                self._hand_over(spec)
+        for pending in self._store.outbox():
+            if type(pending) is ChildSpec:
+                if pending.record.parent_id is not None and owns(pending.record.parent_id):
+                    self._hand_over(pending)
+            elif owns(pending.sender_id):  # type: ignore[union-attr]
+                self._invoker.deliver_resolution(pending)  # type: ignore[arg-type]
         for live in list(self._invoker.active.values()):
             for index, entry in enumerate(self._store.read_journal(live.record.id)):
                 if type(entry) is Call and not entry.done and entry.invocation_id:

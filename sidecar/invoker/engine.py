@@ -36,6 +36,7 @@ from .idempotency import idempotency_slot
 from .keylocks import KeyLocks
 from .live import Attempt, Live
 from .operations import InvocationNotFound, OperatorActions
+from ..store.records import ResolutionSpec
 from .promises import Promises
 from .state_in_flight import StateInFlight
 from .waits import AwakeableCompleted, AwakeableNotFound, Waits, is_done, parse_awakeable_id
@@ -381,6 +382,11 @@ class Invoker(OperatorActions):
             entry, after = self.calls.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
         elif kind in _PROMISE_KINDS:
             after = self._promises.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
+        elif kind is CompleteAwakeable:  # journaled with its delivery, so that it is delivered once
+            resolution = ResolutionSpec(sender_id=live.record.id, awakeable_id=entry.id,  # type: ignore[union-attr]
+                                        value=entry.value, failure=entry.failure)  # type: ignore[union-attr]
+            changes.put_outbox(resolution)
+            after = partial(self.deliver_resolution, resolution)
         journal.append(entry)
         changes.append_entry(live.record, command.index, entry)
         if kind in COMPLETABLE_KINDS:
@@ -388,27 +394,37 @@ class Invoker(OperatorActions):
         written = self._store.submit(changes)
         if after is not None:
             after()
-        if kind is CompleteAwakeable:
-            self._resolve_for_handler(entry)  # type: ignore[arg-type]
         if kind in _STATE_WRITES:
             self._state_in_flight.add(live.record, entry)  # type: ignore[arg-type]
             written.add_done_callback(partial(self._state_written, live.record))
         written.add_done_callback(partial(self._written, attempt, command.index, kind in ACKED_KINDS))
 
-    def _resolve_for_handler(self, entry: CompleteAwakeable) -> None:
-        """A handler resolves another invocation's awakeable: here if we own it, else its owner."""
-        try:
-            invocation_id, _ = parse_awakeable_id(entry.id)
-        except ValueError:
-            log.warning("a handler completed a malformed awakeable id %r; ignored", entry.id)
-            return
-        if not self._partitions.owns_invocation(invocation_id) and self.forward_resolution is not None:
-            self.spawn(self.forward_resolution(entry.id, entry.value, entry.failure))
-            return
-        try:
-            self._waits.resolve(entry.id, entry.value, entry.failure)
-        except (AwakeableNotFound, AwakeableCompleted) as exc:
-            log.info("awakeable %s not completed by a handler: %s", entry.id, type(exc).__name__)
+    def deliver_resolution(self, resolution: ResolutionSpec) -> None:
+        self.spawn(self._deliver_resolution(resolution))
+
+    async def _deliver_resolution(self, resolution: ResolutionSpec) -> None:
+        """A handler resolved an awakeable: complete it (here, or at the worker that owns it),
+        retrying until that worker answers, then drop it from the outbox. A resolution that
+        finds no such awakeable, or one already completed, has been delivered as well as it can."""
+        awakeable_id, delay = resolution.awakeable_id, 0.1
+        while True:
+            try:
+                invocation_id, _ = parse_awakeable_id(awakeable_id)
+                if self._partitions.owns_invocation(invocation_id) or self.forward_resolution is None:
+                    await self._waits.resolve(awakeable_id, resolution.value, resolution.failure)
+                else:
+                    await self.forward_resolution(awakeable_id, resolution.value, resolution.failure)
+                break
+            except (ValueError, AwakeableNotFound, AwakeableCompleted) as exc:
+                log.info("awakeable %s not completed by a handler: %s", awakeable_id, type(exc).__name__)
+                break
+            except ConnectionError as exc:
+                log.warning("awakeable %s: its owner is unreachable, retrying: %s", awakeable_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        delivered = Changes()
+        delivered.remove_outbox(resolution)
+        await self._store.submit(delivered)
 
     def resolve_awakeable(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> asyncio.Future[None]:
         """Resolve or reject an awakeable this worker owns; the future resolves once durable."""

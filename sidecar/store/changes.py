@@ -12,11 +12,18 @@ from . import keys
 from .batch import WriteBatch
 from .lmdb_store import encode_entry, encode_record
 from .records import (
-    ChildSpec, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, PromiseRecord,
+    ChildSpec, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, OutboxEntry,
+    PromiseRecord,
 )
 
 _EXCLUSIVE = encode_record(InboxEntry(exclusive=True))
 _CONCURRENT = encode_record(InboxEntry(exclusive=False))
+
+
+def outbox_key(entry: OutboxEntry) -> bytes:
+    if type(entry) is ChildSpec:
+        return b"child/" + entry.record.id.encode()
+    return b"resolve/" + entry.awakeable_id.encode()  # type: ignore[union-attr]
 
 
 class Changes(WriteBatch):
@@ -57,11 +64,11 @@ class Changes(WriteBatch):
     def put_promise(self, service: str, key: str, name: str, promise: PromiseRecord) -> None:
         self.put("promises", keys.state_key(service, key, name), encode_record(promise))
 
-    def put_outbox(self, child: ChildSpec) -> None:
-        self.put("outbox", child.record.id.encode(), encode_record(child))
+    def put_outbox(self, entry: OutboxEntry) -> None:
+        self.put("outbox", outbox_key(entry), encode_record(entry))
 
-    def remove_outbox(self, invocation_id: str) -> None:
-        self.delete("outbox", invocation_id.encode())
+    def remove_outbox(self, entry: OutboxEntry) -> None:
+        self.delete("outbox", outbox_key(entry))
 
     def create(self, record: InvocationRecord, input_value: bytes, raw_idempotency_key: bytes | None) -> None:
         """A new invocation: its record, its place in line, its input, its idempotency key."""

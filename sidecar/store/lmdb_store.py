@@ -26,7 +26,7 @@ from . import keys
 from .batch import WriteBatch, apply_batch
 from .environment import TxnTarget, open_environment
 from .records import (
-    ChildSpec, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, PromiseRecord,
+    DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, OutboxEntry, PromiseRecord,
 )
 from .writer_client import StoreError, WriterClient, connect_writer, spawn_writer
 
@@ -39,7 +39,7 @@ _deployment_decoder = msgspec.msgpack.Decoder(DeploymentRecord)
 _inbox_decoder = msgspec.msgpack.Decoder(InboxEntry)
 _early_decoder = msgspec.msgpack.Decoder(EarlyCompletion)
 _promise_decoder = msgspec.msgpack.Decoder(PromiseRecord)
-_child_decoder = msgspec.msgpack.Decoder(ChildSpec)
+_outbox_decoder = msgspec.msgpack.Decoder(OutboxEntry)
 
 
 def encode_record(record: msgspec.Struct) -> bytes:
@@ -205,9 +205,9 @@ class Store:
         raw = self._get("promises", keys.state_key(service, key, name))
         return None if raw is None else _promise_decoder.decode(raw)
 
-    def outbox(self) -> list[ChildSpec]:
+    def outbox(self) -> list[OutboxEntry]:
         with self._env.begin(db=self._dbs["outbox"]) as txn:
-            return [_child_decoder.decode(v) for _, v in txn.cursor()]
+            return [_outbox_decoder.decode(v) for _, v in txn.cursor()]
 
     def list_deployments(self) -> list[DeploymentRecord]:
         with self._env.begin(db=self._dbs["deployments"]) as txn:

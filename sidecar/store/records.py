@@ -104,12 +104,25 @@ class PromiseRecord(msgspec.Struct, kw_only=True):
     waiters: list[tuple[str, int]] = []
 
 
-class ChildSpec(msgspec.Struct, kw_only=True):
+class ChildSpec(msgspec.Struct, kw_only=True, tag=True):
     """An invocation a handler started in a partition another worker owns, until that worker has it."""
 
     v: int = FORMAT_VERSION
     record: InvocationRecord
     input: bytes
+
+
+class ResolutionSpec(msgspec.Struct, kw_only=True, tag=True):
+    """A handler's resolution of an awakeable, journaled with it, until it has been delivered."""
+
+    v: int = FORMAT_VERSION
+    sender_id: str
+    awakeable_id: str
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
+OutboxEntry = ChildSpec | ResolutionSpec
 
 
 class InboxEntry(msgspec.Struct, kw_only=True, array_like=True):
