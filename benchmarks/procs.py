@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -220,3 +221,30 @@ def sidecar_executable() -> list[str]:
         return [str(script)]
     raise BenchError(f"no 'sidecar' console script next to {sys.executable}: install the project "
                      "into this environment (pip install -e .)")
+
+
+def busy_warning(machine: dict[str, object]) -> str:
+    """A warning when other work was using the CPUs as the run began (empty when quiet)."""
+    try:
+        load = float(str(machine["loadavg_at_start"]).split()[0])
+        cores = int(machine["cores"])  # type: ignore[call-overload]
+    except (KeyError, ValueError, TypeError):
+        return ""
+    if load <= 0.25 * cores:
+        return ""
+    return (f"the 1-minute load average was {load} on {cores} cores before this run started: other work "
+            "shared the CPUs, so these numbers understate what each system can do; rerun on a quiet machine")
+
+
+def run_cli(amain: Callable[[Any, list[str]], Awaitable[int]], parse_args: Callable[[list[str]], Any],
+            argv: list[str] | None) -> int:
+    """A benchmark's ``main``: parse, run on uvloop, and stop quietly on Ctrl-C (every phase
+    stops its servers in a ``finally``)."""
+    import uvloop
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return uvloop.run(amain(parse_args(argv), argv))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -26,12 +26,11 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
-import uvloop
 
 from benchmarks import logic
 from benchmarks.loadgen import KEY_MODES, LoadResult, run_load
 from benchmarks.procs import BenchError, Procs, cpu_seconds, free_port, http_ok, machine_info, \
-    sidecar_executable, wait_until
+    run_cli, busy_warning, sidecar_executable, wait_until
 
 
 class Scenario(msgspec.Struct, frozen=True):
@@ -350,7 +349,7 @@ def print_table(report: Report) -> None:
                        (gap.scenario, label(gap.system), *["—"] * 6, f"{gap.kind}: {gap.reason}")))
     rows = [header] + [row for _, row in sorted(ranked, key=lambda item: item[0])]
     _print_rows(rows, numeric=range(2, 8))
-    busy = _busy(m)
+    busy = busy_warning(m)
     if busy:
         print(f"WARNING: {busy}")
     print_ratios(report)
@@ -402,21 +401,6 @@ def print_ratios(report: Report) -> None:
           "p99 below 1x means its tail is shorter")
     _print_rows(rows, numeric=range(2, 4))
 
-
-def _busy(machine: dict[str, object]) -> str:
-    """A warning when other work was using the CPUs as the run began (empty when quiet)."""
-    try:
-        load = float(str(machine["loadavg_at_start"]).split()[0])
-        cores = int(machine["cores"])  # type: ignore[call-overload]
-    except (KeyError, ValueError, TypeError):
-        return ""
-    if load <= 0.25 * cores:
-        return ""
-    return (f"the 1-minute load average was {load} on {cores} cores before this run started: other work "
-            "shared the CPUs, so these numbers understate both systems; rerun on a quiet machine")
-
-
-# --- entry point -----------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -500,12 +484,7 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        return uvloop.run(amain(parse_args(argv), argv))
-    except KeyboardInterrupt:  # the servers were stopped on the way out (every phase has a finally)
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    return run_cli(amain, parse_args, argv)
 
 
 if __name__ == "__main__":

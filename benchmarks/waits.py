@@ -43,11 +43,10 @@ from typing import Any
 
 import aiohttp
 import msgspec
-import uvloop
 
 from benchmarks.loadgen import percentile
 from benchmarks.procs import BenchError, Procs, free_port, http_ok, machine_info, \
-    sidecar_executable, wait_until
+    run_cli, busy_warning, sidecar_executable, wait_until
 
 SERVICE = "WaitBench"
 TIMER_TARGET_MS = 50.0  # "a timer fires within 50 ms of its due time at 1,000 pending timers"
@@ -401,16 +400,6 @@ def machine_line(m: dict[str, object]) -> str:
             f"{m['platform']}, git {m['git']}, load average at start {m['loadavg_at_start']}")
 
 
-def busy_warning(m: dict[str, object]) -> str:
-    try:
-        load, cores = float(str(m["loadavg_at_start"]).split()[0]), int(m["cores"])  # type: ignore[call-overload]
-    except (KeyError, ValueError, TypeError):
-        return ""
-    if load <= 0.25 * cores:
-        return ""
-    return (f"WARNING: the 1-minute load average was {load} on {cores} cores before this run started: other "
-            "work shared the CPUs; rerun on a quiet machine")
-
 
 def print_report(report: Report) -> None:
     print()
@@ -418,7 +407,7 @@ def print_report(report: Report) -> None:
     print(f"command: {report.command}")
     print(f"sidecar: --workers 1 --durability {report.durability}")
     if warning := busy_warning(report.machine):
-        print(warning)
+        print(f"WARNING: {warning}")
     if (t := report.timers) is not None:
         late = t.lateness
         print()
@@ -534,12 +523,7 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        return uvloop.run(amain(parse_args(argv), argv))
-    except KeyboardInterrupt:  # the servers were stopped on the way out (the finally above)
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    return run_cli(amain, parse_args, argv)
 
 
 if __name__ == "__main__":
