@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from handler_sdk.protocol import Call, Cancel, Failure, Input, Output, encoder
+from handler_sdk.protocol import COMPLETABLE_KINDS, Call, Cancel, Failure, Input, Output, encoder
 
 from ..ids import partition_of_id
 from ..store import Changes, InvocationRecord
@@ -109,6 +109,10 @@ class OperatorActions:
         journal = [e for e in self._store.read_journal(invocation_id) if type(e) is not Output]
         if not 1 <= keep <= len(journal):
             raise InvocationStateError(f"from must be between 1 and {len(journal)} (the journal's entries)")
+        pending = [i for i, e in enumerate(journal[:keep]) if type(e) in COMPLETABLE_KINDS and not e.done]  # type: ignore[union-attr]
+        if pending:
+            raise InvocationStateError(
+                f"entry {pending[0]} never completed (a wait that did not end): restart from {pending[0]} or before")
         route = self._registry.route(old.service, old.handler)
         if route is None:
             raise InvocationNotFound(f"{old.service}/{old.handler}")
