@@ -67,14 +67,15 @@ class Calls:
         delay_s = entry.delay_ms / 1000 if type(entry) is Send else 0.0
         child = self._invoker.new_record(route, entry.key, headers={}, partition=partition, delay_s=delay_s)
         child.parent_id, child.parent_index, child.reply = live.record.id, index, type(entry) is Call
-        child.call_path = _path_below(live.record)
+        # Only a caller that waits holds its key for the callee: a send passes on no chain.
+        child.call_path = _path_below(live.record) if type(entry) is Call else []
         named = msgspec.structs.replace(entry, invocation_id=child.id)
         if self._partitions.owns(partition):
             slot = idempotency_slot(child)
             if slot is not None and (existing := self._invoker.existing(slot)) is not None:
                 return self._duplicate_run(live, index, named, existing)
             changes.create(child, entry.input, slot)
-            return named, lambda: self._invoker.accept(Live(child, [Input(entry.input)]))
+            return named, lambda: self._invoker.accept(Live(child, [Input(entry.input)]), slot)
         spec = ChildSpec(record=child, input=entry.input)
         changes.put_outbox(spec)
         return named, lambda: self._hand_over(spec)
@@ -133,24 +134,36 @@ class Calls:
         record = spec.record
         if record.id in self._invoker.active or self._store.get_invocation(record.id) is not None:
             return
+        slot = idempotency_slot(record)
+        if slot is not None and (existing := self._invoker.existing(slot)) is not None:
+            # A workflow's one run is taken: the caller's call fails, as it would have here.
+            if record.reply and record.parent_id is not None and record.parent_index is not None:
+                problem = Failure(409, f"workflow {record.service}/{record.key} already ran (invocation {existing})")
+                self._report(record.parent_id, record.parent_index, None, problem)
+            return
         changes = Changes()
-        changes.create(record, spec.input, idempotency_slot(record))
-        await self._store.submit(changes)
+        changes.create(record, spec.input, slot)
+        self._invoker.hold_slot(slot, record.id)
+        try:
+            await self._store.submit(changes)
+        finally:
+            self._invoker.release_slot(slot)
         self._invoker.accept(Live(record, [Input(spec.input)]))
 
     # --- results ----------------------------------------------------------------------------------
 
     def child_finished(self, child: InvocationRecord) -> None:
         """A child's end is durable: if its caller waits for it, complete the caller's entry."""
-        if not child.reply or child.parent_id is None or child.parent_index is None:
-            return
-        owner = self._partitions.owner(partition_of_id(child.parent_id) or 0)
-        if self._partitions.owns(partition_of_id(child.parent_id) or 0):
-            self.complete_call(child.parent_id, child.parent_index, child.output, child.failure)
+        if child.reply and child.parent_id is not None and child.parent_index is not None:
+            self._report(child.parent_id, child.parent_index, child.output, child.failure)
+
+    def _report(self, caller_id: str, index: int, value: bytes | None, failure: Failure | None) -> None:
+        partition = partition_of_id(caller_id) or 0
+        if self._partitions.owns(partition):
+            self.complete_call(caller_id, index, value, failure)
         elif self.hand_result is not None:
-            # At most once from here; the caller's recovery pulls the result if this is lost.
-            self._invoker.spawn(self.hand_result(owner, child.parent_id, child.parent_index, child.output,
-                                                 child.failure))
+            # At most once from here; the caller's recovery pulls a finished child's result.
+            self._invoker.spawn(self.hand_result(self._partitions.owner(partition), caller_id, index, value, failure))
 
     def complete_call(self, caller_id: str, index: int, value: bytes | None, failure: Failure | None) -> None:
         live = self._invoker.active.get(caller_id)

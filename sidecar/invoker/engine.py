@@ -201,7 +201,7 @@ class Invoker(OperatorActions):
             status="pending", deployment_id=route.deployment_id, headers=headers,
             idempotency_key=idempotency_key, created_ms=now, modified_ms=now,
             start_at_ms=now + int(delay_s * 1000) if delay_s > 0 else None,
-            deadline_ms=now + total_ms if total_ms else None,
+            deadline_ms=now + int(delay_s * 1000) + total_ms if total_ms else None,
         )
 
     def existing(self, raw_idempotency_key: bytes) -> str | None:
@@ -214,8 +214,24 @@ class Invoker(OperatorActions):
             return existing
         return None
 
-    def accept(self, live: Live) -> None:
-        """A new invocation, now durable, joins its key's line (or waits for its delay, or its deadline)."""
+    def forget_workflow_run(self, record: InvocationRecord) -> None:
+        if record.handler_kind == "workflow" and record.key is not None:
+            self._promises.forget(record.service, record.key)
+
+    def hold_slot(self, slot: bytes, invocation_id: str) -> None:
+        """``slot`` is taken by an invocation not yet committed: a concurrent repeat must see it."""
+        self._idempotency_inflight[slot] = invocation_id
+
+    def release_slot(self, slot: bytes) -> None:
+        self._idempotency_inflight.pop(slot, None)
+
+    def accept(self, live: Live, slot: bytes | None = None) -> None:
+        """A new invocation joins its key's line (or waits for its delay, or its deadline).
+
+        Its creation was submitted; ``slot``, its idempotency slot, is held until that commits."""
+        if slot is not None:
+            self.hold_slot(slot, live.record.id)
+            self._store.submit(Changes()).add_done_callback(lambda _: self.release_slot(slot))
         self.active[live.record.id] = live
         if live.record.deadline_ms is not None:
             self._arm_deadline(live)
@@ -440,6 +456,7 @@ class Invoker(OperatorActions):
         attempt.detach()
         record = live.record
         record.waiting_on = list(suspend.waiting_on)
+        record.failures = 0  # it got somewhere: the retry budget starts over
         if any(is_done(journal[i]) for i in record.waiting_on):  # completed while the Suspend was in flight
             return self.resume(live)
         record.status = "suspended"
@@ -498,15 +515,16 @@ class Invoker(OperatorActions):
         policy = RetryPolicy.resolve(spec.retry if spec else RetrySpec(), self._settings)
         record.last_error = reason
         record.modified_ms = _now_ms()
+        record.failures += 1
         self._metrics.retries.inc()
         live.journal = None  # the next attempt reads the committed journal
-        if policy.exhausted(record.attempts):
+        if policy.exhausted(record.failures):
             record.status = "paused"
             record.next_retry_ms = None
             log.warning("%s paused after %d attempts: %s", record.id, record.attempts, reason)
             self._persist(record)
             return
-        delay = policy.delay_s(record.attempts)
+        delay = policy.delay_s(record.failures)
         record.status = "backing-off"
         record.next_retry_ms = record.modified_ms + int(delay * 1000)
         # Retry only once this record is durable: by then every entry of the failed attempt is too.
@@ -615,6 +633,7 @@ class Invoker(OperatorActions):
                 record = self._store.get_invocation(invocation_id)
                 if record is not None:
                     changes.purge(record, idempotency_slot(record))
+                    self.forget_workflow_run(record)
             try:
                 await self._store.submit(changes)
             except StoreError as exc:

@@ -52,7 +52,10 @@ class OperatorActions:
         record.cancelled = True
         for child_id in self._pending_children(live):
             if self._partitions.owns_invocation(child_id) and child_id in self.active:
-                self.cancel(child_id)
+                try:
+                    self.cancel(child_id)
+                except InvocationStateError:
+                    pass  # it is finishing anyway
             elif self.forward_cancel is not None:
                 self.spawn(self.forward_cancel(child_id))
         if live.attempt is not None:
@@ -94,10 +97,10 @@ class OperatorActions:
         if live.record.status != "paused":
             raise InvocationStateError(f"invocation {invocation_id} is {live.record.status}, not paused")
         if deployment_id is not None:
-            if deployment_id not in self._registry.deployments:
-                raise InvocationNotFound(deployment_id)
+            if self._registry.handler_spec(deployment_id, live.record.service, live.record.handler) is None:
+                raise InvocationNotFound(f"{deployment_id} (or it does not serve {live.record.target})")
             live.record.deployment_id = deployment_id
-        live.record.attempts = 0  # a fresh budget of retries
+        live.record.failures = 0  # a fresh budget of retries
         self._launch(live)
         return live.record
 
@@ -122,7 +125,7 @@ class OperatorActions:
         changes = Changes()
         changes.create(record, input_value, None)
         for index, entry in enumerate(journal[1:keep], start=1):
-            changes.append_entry(record, index, entry)
+            changes.complete_entry(record, index, entry)  # the journal only: the state has moved on
         await self._store.submit(changes)
         self.accept(Live(record, journal[:keep]))
         return record.id
@@ -166,5 +169,6 @@ class OperatorActions:
         changes = Changes()
         changes.purge(record, idempotency_slot(record))
         await self._store.submit(changes)
+        self.forget_workflow_run(record)
 
 

@@ -30,6 +30,11 @@ class Promises:
         self._store = store
         self._known: dict[tuple[str, str, str], PromiseRecord] = {}
 
+    def forget(self, service: str, key: str) -> None:
+        """A purged workflow run's promises are gone from the store: drop them here too."""
+        for known in [k for k in self._known if k[0] == service and k[1] == key]:
+            del self._known[known]
+
     def _promise(self, service: str, key: str, name: str) -> PromiseRecord:
         found = self._known.get((service, key, name))
         if found is None:

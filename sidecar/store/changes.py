@@ -107,6 +107,10 @@ class Changes(WriteBatch):
             self.delete("finished", keys.finished_key(record.completed_ms, record.id))
         if idempotency_raw_key is not None:
             self.delete("idempotency", idempotency_raw_key)
+        if record.handler_kind == "workflow" and record.key is not None:
+            # The key may run again: it starts from nothing, not from the old run's state and promises.
+            self.delete_prefix("state", keys.object_prefix(record.service, record.key))
+            self.delete_prefix("promises", keys.object_prefix(record.service, record.key))
 
     def put_deployment(self, record: DeploymentRecord) -> None:
         self.put("deployments", record.id.encode(), encode_record(record))

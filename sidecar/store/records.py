@@ -54,6 +54,9 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     cancelled: bool = False
     #: Past this instant (epoch ms) the invocation fails terminally, waits included.
     deadline_ms: int | None = None
+    #: Failed attempts since the last progress (a suspension): what the retry policy counts, so
+    #: that a long wait with many resumes does not use up the retries.
+    failures: int = 0
 
     @property
     def exclusive(self) -> bool:

@@ -268,4 +268,13 @@ async def status(ctx: WorkflowSharedContext) -> str | None:
     return await ctx.get("status", type=str)
 
 
+@callers.handler()
+async def rerun(ctx: ObjectContext, workflow_key: str) -> str:
+    """Calls a workflow's run for a key that already ran: the call fails with 409, wherever it lives."""
+    try:
+        return await ctx.object_call(signup, workflow_key, run, "again@example.com", type=str)
+    except TerminalError as exc:
+        return f"{exc.code}: {exc.message}"
+
+
 SERVICES = [counter, steps, waits, callers, pongs, signup]

@@ -63,3 +63,10 @@ async def test_a_workflow_runs_once_and_waits_for_its_promise(cluster: Cluster) 
 async def test_an_approval_that_arrives_before_the_run_awaits_is_kept(cluster: Cluster) -> None:
     assert (await cluster.post("/Signup/bob/approve", "early"))[:2] == (200, "recorded")
     assert (await cluster.post("/Signup/bob/run", "bob@example.com"))[:2] == (200, "bob@example.com: early")
+
+
+async def test_a_workflow_called_from_handlers_on_either_worker_still_runs_once(cluster: Cluster) -> None:
+    assert (await cluster.post("/Signup/cid/run/send", "cid@example.com"))[0] == 202
+    for caller in ("w1", "w2", "w3", "w4"):  # callers in both workers' partitions
+        status, result, _ = await cluster.post(f"/Callers/{caller}/rerun", "cid")
+        assert status == 200 and result.startswith("409: workflow Signup/cid already ran"), result
