@@ -17,9 +17,8 @@ from functools import partial
 import aiohttp
 
 from handler_sdk.protocol import (
-    ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Failure, GetPromise, Input, Output, PeekPromise, RetrySpec, Send, SetState, Start, Suspend,
-    ToSidecar, encoder, Cancel,
+    ClearAllState, ClearState, CompletePromise,
+    Failure, GetPromise, Input, Output, PeekPromise, RetrySpec, SetState, Start, encoder, Cancel,
 )
 
 from ..config import Settings
@@ -29,17 +28,18 @@ from ..metrics import Metrics
 from ..partitions import PartitionMap
 from ..registry import Registry, Route
 from ..retry import RetryPolicy
+from ..clock import now_ms
 from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
 from .calls import Calls
 from .idempotency import idempotency_slot
 from .keylocks import KeyLocks
 from .live import Attempt, Live
+from .frames import FrameHandling
 from .operations import InvocationNotFound, OperatorActions
-from ..store.records import ResolutionSpec
 from .promises import Promises
 from .state_in_flight import StateInFlight
-from .waits import AwakeableCompleted, AwakeableNotFound, Waits, is_done, parse_awakeable_id
+from .waits import Waits, is_done
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +47,12 @@ _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 def _seed(invocation_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(invocation_id.encode(), digest_size=8).digest(), "big")
 
 
-class Invoker(OperatorActions):
+class Invoker(FrameHandling, OperatorActions):
     def __init__(
         self, *, store: Store, registry: Registry, settings: Settings, http: aiohttp.ClientSession, ids: IdGenerator,
         partitions: PartitionMap, metrics: Metrics,
@@ -114,7 +111,7 @@ class Invoker(OperatorActions):
 
     def _recover(self) -> None:
         """Re-admit every unfinished invocation, per key in arrival order, as the store has it."""
-        now = _now_ms()
+        now = now_ms()
         records = [self._store.get_invocation(i) for _, _, i, _ in self._store.scan_inbox()
                    if self._partitions.owns_invocation(i)]
         # An invocation that already started holds its key, even if one that arrived earlier
@@ -189,7 +186,7 @@ class Invoker(OperatorActions):
         partition: int | None = None, delay_s: float = 0.0,
     ) -> InvocationRecord:
         """A new invocation's record, in ``partition`` (anywhere this worker owns if None)."""
-        now = _now_ms()
+        now = now_ms()
         if partition is None:
             self._anywhere += 1
             partition = self._partitions.local_partition(self._anywhere)
@@ -279,7 +276,7 @@ class Invoker(OperatorActions):
         record = self.current(invocation_id)
         live = self.active.get(invocation_id)
         if record.status == "pending" and record.attempts == 0 and record.start_at_ms is not None \
-                and record.start_at_ms > _now_ms():
+                and record.start_at_ms > now_ms():
             return f"delayed: starts at {record.start_at_ms} ms"
         if record.status == "pending" and live is not None and live.lock_key is not None:
             ahead = self._keys.ahead_of(live.lock_key, live)
@@ -298,7 +295,7 @@ class Invoker(OperatorActions):
 
     def _schedule_at(self, live: Live, start_at_ms: int) -> None:
         """A delayed start: the invocation joins its key's line only when the delay is over."""
-        delay = max(0.0, (start_at_ms - _now_ms()) / 1000)
+        delay = max(0.0, (start_at_ms - now_ms()) / 1000)
         live.retry_handle = asyncio.get_running_loop().call_later(delay, self._schedule, live)
 
     def _schedule(self, live: Live) -> None:
@@ -369,142 +366,6 @@ class Invoker(OperatorActions):
             return spec.timeouts.inactivity_ms / 1000
         return self._settings.inactivity_timeout_s
 
-    # --- frames from the handler ----------------------------------------------------------------
-
-    def on_message(self, attempt: Attempt, message: ToSidecar) -> None:
-        kind = type(message)
-        if kind is Command:
-            self._append(attempt, message)  # type: ignore[arg-type]
-        elif kind is End:
-            self._ended(attempt, message)  # type: ignore[arg-type]
-        elif kind is Suspend:
-            self._suspend(attempt, message)  # type: ignore[arg-type]
-
-    def _append(self, attempt: Attempt, command: Command) -> None:
-        live = attempt.live
-        journal = live.journal
-        assert journal is not None
-        entry = command.entry
-        kind = type(entry)
-        if command.index != len(journal):
-            return self._violation(attempt, f"entry index {command.index} sent, {len(journal)} expected")
-        if kind is Input or kind is Output:
-            return self._violation(attempt, f"handlers may not write {kind.__name__} entries")
-        if kind in _STATE_WRITES and not live.record.exclusive:
-            return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
-        changes = Changes()
-        after: Callable[[], None] | None = None
-        if kind is Call or kind is Send:
-            entry, after = self.calls.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
-        elif kind in _PROMISE_KINDS:
-            after = self._promises.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
-        elif kind is CompleteAwakeable:  # journaled with its delivery, so that it is delivered once
-            resolution = ResolutionSpec(sender_id=live.record.id, awakeable_id=entry.id,  # type: ignore[union-attr]
-                                        value=entry.value, failure=entry.failure)  # type: ignore[union-attr]
-            changes.put_outbox(resolution)
-            after = partial(self.deliver_resolution, resolution)
-        journal.append(entry)
-        changes.append_entry(live.record, command.index, entry)
-        if kind in COMPLETABLE_KINDS:
-            self._waits.journaled(live, command.index, entry, changes)
-        written = self._store.submit(changes)
-        if after is not None:
-            after()
-        if kind in _STATE_WRITES:
-            self._state_in_flight.add(live.record, entry)  # type: ignore[arg-type]
-            written.add_done_callback(partial(self._state_written, live.record))
-        written.add_done_callback(partial(self._written, attempt, command.index, kind in ACKED_KINDS))
-
-    def deliver_resolution(self, resolution: ResolutionSpec) -> None:
-        self.spawn(self._deliver_resolution(resolution))
-
-    async def _deliver_resolution(self, resolution: ResolutionSpec) -> None:
-        """A handler resolved an awakeable: complete it (here, or at the worker that owns it),
-        retrying until that worker answers, then drop it from the outbox. A resolution that
-        finds no such awakeable, or one already completed, has been delivered as well as it can."""
-        awakeable_id, delay = resolution.awakeable_id, 0.1
-        while True:
-            try:
-                invocation_id, _ = parse_awakeable_id(awakeable_id)
-                if self._partitions.owns_invocation(invocation_id) or self.forward_resolution is None:
-                    await self._waits.resolve(awakeable_id, resolution.value, resolution.failure)
-                else:
-                    await self.forward_resolution(awakeable_id, resolution.value, resolution.failure)
-                break
-            except (ValueError, AwakeableNotFound, AwakeableCompleted) as exc:
-                log.info("awakeable %s not completed by a handler: %s", awakeable_id, type(exc).__name__)
-                break
-            except ConnectionError as exc:
-                log.warning("awakeable %s: its owner is unreachable, retrying: %s", awakeable_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        delivered = Changes()
-        delivered.remove_outbox(resolution)
-        await self._store.submit(delivered)
-
-    def resolve_awakeable(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> asyncio.Future[None]:
-        """Resolve or reject an awakeable this worker owns; the future resolves once durable."""
-        return self._waits.resolve(awakeable_id, value, failure)
-
-    def _suspend(self, attempt: Attempt, suspend: Suspend) -> None:
-        live = attempt.live
-        journal = live.journal
-        assert journal is not None
-        if not suspend.waiting_on or any(
-                i >= len(journal) or type(journal[i]) not in COMPLETABLE_KINDS for i in suspend.waiting_on):
-            return self._violation(attempt, f"suspended waiting on {suspend.waiting_on}, not completable entries")
-        attempt.detach()
-        record = live.record
-        record.waiting_on = list(suspend.waiting_on)
-        record.failures = 0  # it got somewhere: the retry budget starts over
-        if any(is_done(journal[i]) for i in record.waiting_on):  # completed while the Suspend was in flight
-            return self.resume(live)
-        record.status = "suspended"
-        record.modified_ms = _now_ms()
-        self._persist(record)
-
-    def complete_entry(
-        self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None,
-    ) -> asyncio.Future[None]:
-        """Entry ``index`` of ``live`` is done: journal that, then tell the handler (or resume it)."""
-        return self._waits.complete(live, index, done, value, failure, Changes())
-
-    def resume(self, live: Live) -> None:
-        """A suspended invocation's wait is over: a new attempt replays the longer journal."""
-        live.record.waiting_on = []
-        live.journal = None
-        self._launch(live)
-
-    def _state_written(self, record: InvocationRecord, future: asyncio.Future[None]) -> None:
-        self._state_in_flight.settled(record)
-
-    def _written(self, attempt: Attempt, index: int, needs_ack: bool, future: asyncio.Future[None]) -> None:
-        error = future.exception()
-        if error is not None:
-            self.attempt_failed(attempt, f"journal write failed: {error}")
-        elif needs_ack:
-            attempt.ack(index)
-
-    def _violation(self, attempt: Attempt, what: str) -> None:
-        attempt.detach(kill=True)
-        self._retry_later(attempt.live, f"protocol violation: {what}")
-
-    def _ended(self, attempt: Attempt, end: End) -> None:
-        attempt.detach()
-        failure = end.failure
-        if failure is not None and not failure.terminal:
-            self._retry_later(attempt.live, failure.message)
-        elif failure is None:
-            self._finish(attempt.live, "completed", end.output, None)
-        else:
-            self._finish(attempt.live, "cancelled" if attempt.live.record.cancelled else "failed", None, failure)
-
-    def attempt_failed(self, attempt: Attempt, reason: str) -> None:
-        if attempt.over:
-            return
-        attempt.detach(kill=True)
-        self._retry_later(attempt.live, reason)
-
     # --- retries, ends --------------------------------------------------------------------------
 
     def _retry_later(self, live: Live, reason: str) -> None:
@@ -514,7 +375,7 @@ class Invoker(OperatorActions):
         spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)
         policy = RetryPolicy.resolve(spec.retry if spec else RetrySpec(), self._settings)
         record.last_error = reason
-        record.modified_ms = _now_ms()
+        record.modified_ms = now_ms()
         record.failures += 1
         self._metrics.retries.inc()
         live.journal = None  # the next attempt reads the committed journal
@@ -547,7 +408,7 @@ class Invoker(OperatorActions):
         record.status = status
         record.output = output
         record.failure = failure
-        record.completed_ms = record.modified_ms = _now_ms()
+        record.completed_ms = record.modified_ms = now_ms()
         record.next_retry_ms = None
         index = len(live.journal) if live.journal is not None else len(self._store.read_journal(record.id))
         changes = Changes()
@@ -623,7 +484,7 @@ class Invoker(OperatorActions):
         period = min(60.0, max(1.0, self._settings.retention_s / 10))
         while True:
             await asyncio.sleep(period)
-            cutoff = _now_ms() - int(self._settings.retention_s * 1000)
+            cutoff = now_ms() - int(self._settings.retention_s * 1000)
             expired = [i for i in self._store.finished_before(cutoff, limit=1000)
                        if self._partitions.owns_invocation(i)]
             if not expired:

@@ -7,11 +7,12 @@ apart only so that each module stays about one job.
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 
 from handler_sdk.protocol import COMPLETABLE_KINDS, Call, Cancel, Failure, Input, Output, encoder
 
 from ..ids import partition_of_id
+from ..clock import now_ms
 from ..store import Changes, InvocationRecord
 from .idempotency import idempotency_slot
 from .live import Live
@@ -27,9 +28,6 @@ class InvocationNotFound(LookupError):
 class InvocationStateError(Exception):
     """The operation does not apply to the invocation in its current status (HTTP 409)."""
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class OperatorActions:
@@ -52,10 +50,8 @@ class OperatorActions:
         record.cancelled = True
         for child_id in self._pending_children(live):
             if self._partitions.owns_invocation(child_id) and child_id in self.active:
-                try:
+                with contextlib.suppress(InvocationStateError):  # it is finishing anyway
                     self.cancel(child_id)
-                except InvocationStateError:
-                    pass  # it is finishing anyway
             elif self.forward_cancel is not None:
                 self.spawn(self.forward_cancel(child_id))
         if live.attempt is not None:
@@ -152,7 +148,7 @@ class OperatorActions:
     def _arm_deadline(self, live: Live) -> None:
         assert live.record.deadline_ms is not None
         loop = asyncio.get_running_loop()
-        loop.call_at(loop.time() + max(0.0, (live.record.deadline_ms - _now_ms()) / 1000), self._deadline_passed, live)
+        loop.call_at(loop.time() + max(0.0, (live.record.deadline_ms - now_ms()) / 1000), self._deadline_passed, live)
 
     def _deadline_passed(self, live: Live) -> None:
         record = live.record

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
 from handler_sdk.protocol import Awakeable, Completion, Entry, Failure, Sleep, encoder
 
+from ..clock import now_ms
 from ..store import Changes, Store
 from ..store.records import EarlyCompletion
 from .live import Live
@@ -49,9 +49,6 @@ def parse_awakeable_id(awakeable_id: str) -> tuple[str, int]:
         raise ValueError(awakeable_id)
     return invocation_id, int(index)
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Waits:
@@ -94,7 +91,7 @@ class Waits:
 
     def schedule_timer(self, due_ms: int, invocation_id: str, index: int) -> None:
         loop = asyncio.get_running_loop()
-        loop.call_at(loop.time() + max(0.0, (due_ms - _now_ms()) / 1000), self._fire, due_ms, invocation_id, index)
+        loop.call_at(loop.time() + max(0.0, (due_ms - now_ms()) / 1000), self._fire, due_ms, invocation_id, index)
 
     def _fire(self, due_ms: int, invocation_id: str, index: int) -> None:
         live = self._invoker.active.get(invocation_id)
