@@ -223,6 +223,25 @@ def sidecar_executable() -> list[str]:
                      "into this environment (pip install -e .)")
 
 
+def write_json(path: str | None, report: object) -> None:
+    """``--json PATH``: the report's records, formatted, for tools and later comparison."""
+    import msgspec
+
+    if path:
+        Path(path).write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
+        print(f"\nJSON: {path}")
+
+
+def leave_tmp(tmp: Path, keep: bool) -> None:
+    """Remove the run's temp dir (logs, data) unless asked to keep it."""
+    import shutil
+
+    if keep:
+        print(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def busy_warning(machine: dict[str, object]) -> str:
     """A warning when other work was using the CPUs as the run began (empty when quiet)."""
     try:

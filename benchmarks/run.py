@@ -18,7 +18,6 @@ import argparse
 import os
 import random
 import shlex
-import shutil
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -30,7 +29,7 @@ import msgspec
 from benchmarks import logic
 from benchmarks.loadgen import KEY_MODES, LoadResult, run_load
 from benchmarks.procs import BenchError, Procs, cpu_seconds, free_port, http_ok, machine_info, \
-    run_cli, busy_warning, sidecar_executable, wait_until
+    run_cli, busy_warning, leave_tmp, sidecar_executable, wait_until, write_json
 
 
 class Scenario(msgspec.Struct, frozen=True):
@@ -468,18 +467,13 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
                     settings=settings, records=records, ratios=ratios(records), missing=missing)
     if records or missing:
         print_table(report)
-    if args.json:
-        Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
-        print(f"\nJSON: {args.json}")
+    write_json(args.json, report)
     mismatch = any(r.verification is not None and not r.verification.ok for r in records)
     if failed or mismatch:
         if mismatch:
             print(f"logs kept in {tmp}")
         return 1
-    if args.keep:
-        print(f"logs kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
+    leave_tmp(tmp, args.keep)
     return 0
 
 

@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import resource
 import shlex
-import shutil
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ import msgspec
 
 from benchmarks.loadgen import percentile
 from benchmarks.procs import BenchError, Procs, free_port, http_ok, machine_info, \
-    run_cli, busy_warning, sidecar_executable, wait_until
+    run_cli, busy_warning, leave_tmp, sidecar_executable, wait_until, write_json
 
 SERVICE = "WaitBench"
 TIMER_TARGET_MS = 50.0  # "a timer fires within 50 ms of its due time at 1,000 pending timers"
@@ -512,13 +511,8 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\nFAILED: {exc}\nlogs kept in {tmp}", file=sys.stderr)
         return 1
     print_report(report)
-    if args.json:
-        Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
-        print(f"\nJSON: {args.json}")
-    if args.keep:
-        print(f"logs kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_json(args.json, report)
+    leave_tmp(tmp, args.keep)
     return 0
 
 
