@@ -78,7 +78,14 @@ class Calls:
             return named, lambda: self._invoker.accept(Live(child, [Input(entry.input)]), slot)
         spec = ChildSpec(record=child, input=entry.input)
         changes.put_outbox(spec)
-        return named, lambda: self._hand_over(spec)
+        return named, lambda: self._hand_over_once_durable(spec)
+
+    def _hand_over_once_durable(self, spec: ChildSpec) -> None:
+        """Hand the child over only once the caller's entry is durable: were the caller's batch
+        lost in a crash, its replay would ask for a new child and the old one would run too.
+        An empty batch commits after the caller's (submit order): it marks the moment."""
+        self._store.submit(Changes()).add_done_callback(
+            lambda written: None if written.exception() else self._hand_over(spec))
 
     def _duplicate_run(self, live: Live, index: int, entry: Call | Send, existing: str) -> tuple[
             Call | Send, Callable[[], None] | None]:
