@@ -112,7 +112,8 @@ class DeploymentPool:
 
     def ready(self) -> Link | None:
         """The least-loaded open link, without waiting (None: one must be opened first)."""
-        self._links = [link for link in self._links if not link.closed]
+        if any(link.closed for link in self._links):  # on every launch: prune only when needed
+            self._links = [link for link in self._links if not link.closed]
         if not self._links:
             return None
         if len(self._links) < self._size and self._opening is None:

@@ -109,8 +109,11 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @asynccontextmanager
 async def _running(tmp: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
-                   flags: list[str]) -> AsyncIterator[Cluster]:
-    cluster = Cluster(tmp, http, handlers="tests.e2e.handlers:SERVICES", sidecar_flags=flags)
+                   flags: list[str], **options: Any) -> AsyncIterator[Cluster]:
+    """A started cluster (the test handlers unless ``handlers=`` says otherwise), stopped after;
+    its logs are printed when the test failed."""
+    options.setdefault("handlers", "tests.e2e.handlers:SERVICES")
+    cluster = Cluster(tmp, http, sidecar_flags=flags, **options)
     try:
         await cluster.start()
         yield cluster

@@ -8,21 +8,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, _running
 from tests.procs import eventually
 
 ORDER = {"customer": "alice", "amount_cents": 4200, "email": "alice@example.com"}
 
 
 @pytest.fixture
-async def shop(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[Cluster]:
-    cluster = Cluster(tmp_path, http, handlers="examples.checkout:checkout", sidecar_flags=["--durability", "none"],
-                      sink="examples.vendors", sink_env="VENDORS_URL", sink_ready="/stats")
-    try:
-        await cluster.start()
+async def shop(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    async with _running(tmp_path, http, request, ["--durability", "none"], handlers="examples.checkout:checkout",
+                        sink="examples.vendors", sink_env="VENDORS_URL", sink_ready="/stats") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 async def _vendor_stats(cluster: Cluster) -> dict:
@@ -53,13 +49,11 @@ async def test_checkout_after_a_handler_crash_still_charges_once(shop: Cluster) 
 
 
 @pytest.fixture
-async def approvals(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[Cluster]:
-    cluster = Cluster(tmp_path, http, handlers="examples.approval:approval", sidecar_flags=["--workers", "2"])
-    try:
-        await cluster.start()
+async def approvals(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+) -> AsyncIterator[Cluster]:
+    async with _running(tmp_path, http, request, ["--workers", "2"], handlers="examples.approval:approval") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 async def test_approval_publishes_once_approved_even_across_a_sidecar_crash(approvals: Cluster) -> None:
