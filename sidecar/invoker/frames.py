@@ -65,13 +65,16 @@ class FrameHandling:
         changes.append_entry(live.record, command.index, entry)
         if kind in COMPLETABLE_KINDS:
             self._waits.journaled(live, command.index, entry, changes)
-        written = self._store.submit(changes)
+        if kind in ACKED_KINDS:  # the handler is blocked until this is durable: no detour
+            written = self._store.submit(changes, partial(self._durable, attempt, command.index))
+        else:
+            written = self._store.submit(changes)
+            written.add_done_callback(partial(self._written, attempt))
         if after is not None:
             after()
         if kind in _STATE_WRITES:
             self._state_in_flight.add(live.record, entry)  # type: ignore[arg-type]
             written.add_done_callback(partial(self._state_written, live.record))
-        written.add_done_callback(partial(self._written, attempt, command.index, kind in ACKED_KINDS))
 
     def deliver_resolution(self, resolution: ResolutionSpec) -> None:
         self.spawn(self._deliver_resolution(resolution))
@@ -136,11 +139,15 @@ class FrameHandling:
     def _state_written(self, record: InvocationRecord, future: asyncio.Future[None]) -> None:
         self._state_in_flight.settled(record)
 
-    def _written(self, attempt: Attempt, index: int, needs_ack: bool, future: asyncio.Future[None]) -> None:
+    def _written(self, attempt: Attempt, future: asyncio.Future[None]) -> None:
         error = future.exception()
         if error is not None:
             self.attempt_failed(attempt, f"journal write failed: {error}")
-        elif needs_ack:
+
+    def _durable(self, attempt: Attempt, index: int, error: str | None) -> None:
+        if error is not None:
+            self.attempt_failed(attempt, f"journal write failed: {error}")
+        else:
             attempt.ack(index)
 
     def _violation(self, attempt: Attempt, what: str) -> None:

@@ -28,7 +28,7 @@ from .environment import TxnTarget, open_environment
 from .records import (
     DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, OutboxEntry, PromiseRecord,
 )
-from .writer_client import StoreError, WriterClient, connect_writer, spawn_writer
+from .writer_client import OnDurable, StoreError, WriterClient, connect_writer, spawn_writer
 
 __all__ = ["Store", "StoreError", "encode_entry", "encode_record"]
 
@@ -108,10 +108,11 @@ class Store:
 
     # --- writes ---------------------------------------------------------------------------------
 
-    def submit(self, batch: WriteBatch) -> asyncio.Future[None]:
-        """Queue ``batch``; the future resolves once it is durable. Batches commit in submit order."""
+    def submit(self, batch: WriteBatch, on_durable: OnDurable | None = None) -> asyncio.Future[None]:
+        """Queue ``batch``; the future resolves once it is durable. Batches commit in submit order.
+        ``on_durable``: for a write someone is blocked on (see ``WriterClient.submit``)."""
         assert self._writer is not None, "store not started"
-        return self._writer.submit(batch)
+        return self._writer.submit(batch, on_durable)
 
     def partition_count(self, default: int) -> int:
         """The data directory's number of partitions, fixed by whoever opens it first."""

@@ -1,7 +1,11 @@
 """The sidecar's end of the writer process: submit batches, get futures that resolve when durable.
 
 Submits made during one pass of the event loop leave in one write (they are framed as they come
-and flushed by a callback), and the writer's cumulative replies resolve them in order.
+and flushed by a callback), and the writer's cumulative replies resolve them in order. A submit
+that a handler is blocked on (a ``Run`` waiting for its acknowledgement) leaves at once instead,
+with what is queued before it, and its ``on_durable`` runs as soon as the reply is read: on one
+hot key every invocation waits for such a commit, and each pass of the loop it would otherwise
+wait for costs tens of microseconds of that key's latency.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable
+
+#: Told, as soon as the writer answers, ``None`` (durable) or why the batch could not be written.
+OnDurable = Callable[[str | None], None]
 
 from .batch import WriteBatch
 from .wire import Submit, committed_decoder, frame, split_frames
@@ -29,7 +36,7 @@ class WriterClient(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._seq = 0
-        self._pending: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._pending: deque[tuple[int, asyncio.Future[None], OnDurable | None]] = deque()
         self._outgoing: list[bytes] = []
         self._inbound = bytearray()
         self._lost: str | None = None
@@ -52,11 +59,13 @@ class WriterClient(asyncio.Protocol):
             self.commits += 1
             pending = self._pending
             while pending and pending[0][0] <= reply.upto:
-                seq, future = pending.popleft()
+                seq, future, on_durable = pending.popleft()
                 self.batches_committed += 1
                 if future.done():
                     continue
                 error = reply.failed.get(seq)
+                if on_durable is not None:
+                    on_durable(error)
                 if error is None:
                     future.set_result(None)
                 else:
@@ -80,27 +89,37 @@ class WriterClient(asyncio.Protocol):
             return
         self._lost = reason
         while self._pending:
-            _, future = self._pending.popleft()
+            _, future, on_durable = self._pending.popleft()
             if not future.done():
+                if on_durable is not None:
+                    on_durable(reason)
                 future.set_exception(StoreError(reason))
         if not self._closing and self._on_lost is not None:
             self._on_lost(reason)
 
     # --- submitting -------------------------------------------------------------------------------
 
-    def submit(self, batch: WriteBatch) -> asyncio.Future[None]:
+    def submit(self, batch: WriteBatch, on_durable: OnDurable | None = None) -> asyncio.Future[None]:
+        """Queue ``batch``; the future resolves once it is durable. With ``on_durable``, the batch
+        leaves now and ``on_durable`` is called synchronously with the writer's answer."""
         future: asyncio.Future[None] = self._loop.create_future()
         if self._lost is not None:
+            if on_durable is not None:
+                on_durable(self._lost)
             future.set_exception(StoreError(self._lost))
             return future
         self._seq += 1
-        self._pending.append((self._seq, future))
-        if not self._outgoing:
+        self._pending.append((self._seq, future, on_durable))
+        if not self._outgoing and on_durable is None:
             self._loop.call_soon(self._flush)
         self._outgoing.append(frame(Submit(self._seq, batch)))
+        if on_durable is not None:
+            self._flush()
         return future
 
     def _flush(self) -> None:
+        if not self._outgoing:  # an urgent submit sent it already
+            return
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"".join(self._outgoing))
         self._outgoing = []
@@ -109,7 +128,7 @@ class WriterClient(asyncio.Protocol):
         """Wait for every submitted batch, then hang up (the writer exits when all clients have)."""
         self._closing = True
         if self._pending:
-            await asyncio.gather(*(f for _, f in list(self._pending)), return_exceptions=True)
+            await asyncio.gather(*(future for _, future, _ in list(self._pending)), return_exceptions=True)
         if self._transport is not None:
             self._transport.close()
         await self._closed

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from handler_sdk.protocol import ClearAllState, Input, Run, SetState
-from sidecar.store import Changes, InvocationRecord, Store, WriteBatch, apply_batch
+from sidecar.store import Changes, InvocationRecord, Store, StoreError, WriteBatch, apply_batch
 from sidecar.store import keys
 from sidecar.store.environment import DATABASES
 
@@ -110,6 +111,43 @@ async def test_group_commit_keeps_submit_order_and_state_follows_the_journal(tmp
     assert store.scan_inbox() == []
     assert store.finished_before(11, limit=10) == ["inv_A"]
     assert store.get_invocation("inv_A").status == "completed"
+    await store.close()
+
+
+async def test_an_urgent_write_is_told_before_the_queued_ones_and_in_order(tmp_path: Path) -> None:
+    """A write a handler is blocked on hears back synchronously, in submit order, and takes what
+    was queued before it along; once the writer is gone it hears why at once."""
+    store = Store(tmp_path, durability="fsync", map_size=1 << 26)
+    await store.start()
+    record = _record("inv_U")
+    heard: list[tuple[str, str | None]] = []
+    queued = Changes()
+    queued.append_entry(record, 0, Input(b"1"))
+    plain = store.submit(queued)
+    plain.add_done_callback(lambda _: heard.append(("plain", None)))
+    urgent = Changes()
+    urgent.append_entry(record, 1, Run("step", value=b"2"))
+    done = store.submit(urgent, lambda error: heard.append(("urgent", error)))
+    await done
+    assert heard[0] == ("urgent", None)  # before any future's callback had its turn
+    await asyncio.sleep(0)
+    assert heard == [("urgent", None), ("plain", None)]
+    assert store.read_journal("inv_U") == [Input(b"1"), Run("step", value=b"2")]
+    await store.close()
+
+
+async def test_an_urgent_write_hears_at_once_when_the_writer_is_gone(tmp_path: Path) -> None:
+    lost: list[str] = []
+    store = Store(tmp_path, durability="none", map_size=1 << 24)
+    await store.start(on_lost=lost.append)
+    process = store._writer_process  # killing the writer is the point of this test
+    assert process is not None
+    process.kill()
+    await asyncio.to_thread(process.wait)
+    heard: list[str | None] = []
+    with pytest.raises(StoreError):
+        await store.submit(Changes(), heard.append)
+    assert len(heard) == 1 and heard[0] is not None and lost
     await store.close()
 
 
