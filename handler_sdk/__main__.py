@@ -1,4 +1,4 @@
-"""``python -m handler_sdk MODULE:NAME [--host H] [--port P] [--suspend-after S]``: serve services.
+"""``python -m handler_sdk MODULE:NAME [--host H] [--port P] [--suspend-after S] [--reuse-port]``: serve services.
 
 ``NAME`` is a Service, VirtualObject or Workflow defined in ``MODULE``, or a list of them.
 """
@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--suspend-after", type=float, default=1.0, metavar="SECONDS",
         help="how long a handler that only awaits timers or awakeables runs before it suspends",
     )
+    parser.add_argument(
+        "--reuse-port", action="store_true",
+        help="let several copies of this service bind the same port, to use several cores",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -56,8 +60,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(exc))
     if not args.suspend_after >= 0:  # NaN too
         parser.error("--suspend-after must be zero or more")
-    serve(services, host=args.host, port=args.port, heartbeat_interval=args.heartbeat_interval,
-          suspend_after=args.suspend_after)
+    try:
+        serve(services, host=args.host, port=args.port, heartbeat_interval=args.heartbeat_interval,
+              suspend_after=args.suspend_after, reuse_port=args.reuse_port)
+    except OSError as exc:  # the port is taken, or the host is not ours: say so, without a traceback
+        hint = "" if args.reuse_port else " (to share the port between copies of this service, give each --reuse-port)"
+        parser.exit(1, f"python -m handler_sdk: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}{hint}\n")
 
 
 if __name__ == "__main__":

@@ -247,11 +247,11 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-async def _serve_forever(application: web.Application, host: str, port: int) -> None:
+async def _serve_forever(application: web.Application, host: str, port: int, reuse_port: bool) -> None:
     runner = web.AppRunner(application, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         logger.info("handler service listening on http://%s:%d", host, port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -266,15 +266,17 @@ async def _serve_forever(application: web.Application, host: str, port: int) -> 
 
 def serve(
     services: Iterable[Definition] | Definition, *, host: str = "127.0.0.1", port: int = 9080,
-    heartbeat_interval: float = 5.0, suspend_after: float = 1.0,
+    heartbeat_interval: float = 5.0, suspend_after: float = 1.0, reuse_port: bool = False,
 ) -> None:
     """Serve ``services`` on ``host:port`` with uvloop until SIGINT or SIGTERM; prints nothing.
 
-    ``heartbeat_interval`` and ``suspend_after`` are as for ``app()``.
+    ``heartbeat_interval`` and ``suspend_after`` are as for ``app()``. ``reuse_port``: several
+    processes serving the same services may bind the same port (``SO_REUSEPORT``), and the kernel
+    spreads the sidecar's connections over them: one deployment that uses several cores.
     """
     application = app(services, heartbeat_interval=heartbeat_interval, suspend_after=suspend_after)
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         try:
-            runner.run(_serve_forever(application, host, port))
+            runner.run(_serve_forever(application, host, port, reuse_port))
         except KeyboardInterrupt:
             pass

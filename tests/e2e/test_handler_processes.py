@@ -1,0 +1,59 @@
+"""A handler service spread over several processes on one port (``--reuse-port``)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import _running
+from tests.procs import ROOT, Process, eventually, python
+
+
+def _listeners(port: int) -> int:
+    """How many sockets listen on ``port`` on loopback (Linux: /proc/net/tcp, state 0A)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            count += 1
+    return count
+
+
+async def test_two_handler_processes_share_a_port_and_one_can_die(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+) -> None:
+    flags = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "1"]
+    async with _running(tmp_path, http, request, flags, handler_flags=("--reuse-port",)) as cluster:
+        second = Process("handlers-2", cluster.handlers.args, tmp_path, {"SINK_URL": cluster.sink_url}).start()
+        try:
+            async def both_listen() -> bool:
+                assert second.running, f"the second process exited:\n{second.log()}"
+                return _listeners(cluster.handler_port) == 2
+
+            await eventually(both_listen, what="two processes listening on the handler port")
+            for _ in range(10):
+                assert (await cluster.post("/Counter/shared-port/add", 1))[0] == 200
+            cluster.handlers.kill()  # the first process: whatever links it held are cut
+            for _ in range(10):
+                status, body, _ = await cluster.post("/Counter/shared-port/add", 1)
+                assert status == 200, body
+            status, total, _ = await cluster.post("/Counter/shared-port/get")
+            assert (status, total) == (200, 20)
+        finally:
+            second.stop()
+
+
+def test_a_taken_port_is_refused_with_a_message_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(python("-m", "handler_sdk", "examples.counter:counter", "--port", str(port)),
+                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--reuse-port" in done.stderr
+    assert "Traceback" not in done.stderr
