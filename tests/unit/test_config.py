@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from sidecar.config import ConfigError, Settings, load_settings, parse_address
+from sidecar.server import usable_cores
 
 
 @pytest.fixture
@@ -87,3 +89,20 @@ def test_parse_address() -> None:
     assert parse_address("[::1]:9070") == ("[::1]", 9070)
     with pytest.raises(ConfigError, match="admin must be HOST:PORT"):
         parse_address("127.0.0.1:http", "admin")
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no limit
+    ({"cpu.max": "150000 100000\n"}, 2),  # --cpus 1.5: two workers, not one per host core
+    ({"cpu.max": "50000 100000\n"}, 1),
+    ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),  # no cgroup files at all
+])
+def test_default_workers_follow_a_containers_cpu_quota(tmp_path: Path, files: dict[str, str],
+                                                       expected: int | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    visible = len(os.sched_getaffinity(0))
+    assert usable_cores(tmp_path) == (visible if expected is None else min(visible, expected))
