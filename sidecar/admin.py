@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +28,10 @@ from .store import Changes, InvocationRecord, Store
 from .store.records import ALL_STATUSES
 
 log = logging.getLogger(__name__)
+
+#: A worker's live records, for another worker's ``GET /invocations``.
+_live_encoder = msgspec.msgpack.Encoder()
+_live_decoder = msgspec.msgpack.Decoder(list[InvocationRecord])
 
 
 class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -116,6 +121,7 @@ class Admin:
         self._mesh = mesh
         if mesh is not None:
             mesh.handlers["admin.invocation"] = self.answer_invocation
+            mesh.handlers["admin.live"] = self._answer_live
             mesh.handlers["registry.reload"] = self._reload
             invoker.forward_cancel = self._forward_cancel
 
@@ -219,8 +225,34 @@ class Admin:
             raise HTTPProblem(400, "limit must be between 1 and 10000")
         records = self._store.list_invocations(
             service=query.get("service") or None, key=query.get("key") or None,
-            live={i: l.record for i, l in self._invoker.active.items()}, status=status, limit=limit)
+            live=await self._live_records(), status=status, limit=limit)
         return json_response({"invocations": [_summary(r) for r in records]})
+
+    async def _live_records(self) -> dict[str, InvocationRecord]:
+        """Every worker's unfinished invocations as they stand now (the store lags: ``running``
+        is never written). A worker that cannot be asked leaves its invocations' stored status."""
+        live = {i: l.record for i, l in self._invoker.active.items()}
+        if self._mesh is None:
+            return live
+        mesh = self._mesh
+        others = [i for i in range(mesh.workers) if i != mesh.index]
+        answers = await asyncio.gather(
+            *(mesh.forward(i, "admin.live", "GET", "/", {}, CIMultiDict(), b"") for i in others),
+            return_exceptions=True)
+        for index, answer in zip(others, answers):
+            if isinstance(answer, MeshError):
+                log.warning("listing invocations without worker %d's live statuses: %s", index, answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif answer.status != 200:
+                log.warning("listing invocations without worker %d's live statuses: it answered %d",
+                            index, answer.status)
+            else:
+                live.update((r.id, r) for r in _live_decoder.decode(answer.body))  # type: ignore[arg-type]
+        return live
+
+    async def _answer_live(self, *_: object) -> web.Response:
+        return web.Response(body=_live_encoder.encode([l.record for l in self._invoker.active.values()]))
 
     async def _routed(self, request: web.Request) -> web.Response:
         """Show, kill and purge act on live state that only the owning worker holds."""

@@ -140,6 +140,29 @@ async def test_admin_lists_shows_and_purges_invocations(cluster: Cluster) -> Non
     assert (await cluster.get("/invocations?status=bogus", admin=True))[0] == 400
 
 
+async def test_the_list_shows_what_every_worker_is_running(cluster: Cluster) -> None:
+    """Two workers, one admin endpoint: an invocation that the other worker runs is listed as
+    running too, not with the status the store last had for it."""
+    ids = []
+    for n in range(8):  # eight keys: both workers own some of them
+        status, body, _ = await cluster.post(f"/Counter/listed-{n}/hold/send", 60_000)
+        assert status == 202
+        ids.append(body["invocationId"])
+
+    async def all_running() -> bool:
+        for invocation_id in ids:
+            _, shown = await cluster.get(f"/invocations/{invocation_id}", admin=True)
+            if shown["status"] != "running":
+                return False
+        return True
+
+    await eventually(all_running, what="every hold to run")
+    _, listed = await cluster.get("/invocations?status=running&service=Counter&limit=1000", admin=True)
+    assert sorted(i["id"] for i in listed["invocations"]) == sorted(ids)
+    for invocation_id in ids:
+        assert (await cluster.admin_call("POST", f"/invocations/{invocation_id}/kill"))[0] == 202
+
+
 async def test_admin_state_edits_are_seen_by_handlers(cluster: Cluster) -> None:
     assert (await cluster.admin_call("PUT", "/state/Counter/frank/count", 41))[0] == 200
     assert (await cluster.post("/Counter/frank/add", 1))[:2] == (200, 42)

@@ -219,11 +219,12 @@ def test_cli_passes_its_options_to_serve(
     monkeypatch.setattr(sys, "path", list(sys.path))
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(cli, "serve", lambda services, **options: calls.append((services, options)))
-    cli.main(["sdk_cli_options_fixture:svc", "--port", "9999", "--suspend-after", "2.5"])
+    cli.main(["sdk_cli_options_fixture:svc", "--port", "9999", "--suspend-after", "2.5", "--reuse-port"])
     cli.main(["sdk_cli_options_fixture:svc"])
-    defaults = {"host": "127.0.0.1", "port": 9080, "heartbeat_interval": 5.0, "suspend_after": 1.0}
+    defaults = {"host": "127.0.0.1", "port": 9080, "heartbeat_interval": 5.0, "suspend_after": 1.0,
+                "reuse_port": False}
     assert calls == [
-        ([module.svc], {**defaults, "port": 9999, "suspend_after": 2.5}),  # type: ignore[attr-defined]
+        ([module.svc], {**defaults, "port": 9999, "suspend_after": 2.5, "reuse_port": True}),  # type: ignore[attr-defined]
         ([module.svc], defaults),  # type: ignore[attr-defined]
     ]
     with pytest.raises(SystemExit):
