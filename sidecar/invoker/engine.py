@@ -211,8 +211,15 @@ class Invoker(FrameHandling, OperatorActions):
             return existing
         return None
 
-    def forget_workflow_run(self, record: InvocationRecord) -> None:
-        if record.handler_kind == "workflow" and record.key is not None:
+    def purge_into(self, changes: Changes, record: InvocationRecord) -> None:
+        """Forget the finished ``record`` in ``changes``. A workflow run that a restart superseded
+        leaves the key's run slot, state and promises to the run that holds them now."""
+        slot = idempotency_slot(record)
+        if slot is not None and (held := self._store.get_idempotency(slot)) is not None \
+                and held.invocation_id != record.id:
+            slot = None
+        changes.purge(record, slot)
+        if slot is not None and record.handler_kind == "workflow" and record.key is not None:
             self._promises.forget(record.service, record.key)
 
     def hold_slot(self, slot: bytes, invocation_id: str) -> None:
@@ -493,8 +500,7 @@ class Invoker(FrameHandling, OperatorActions):
             for invocation_id in expired:
                 record = self._store.get_invocation(invocation_id)
                 if record is not None:
-                    changes.purge(record, idempotency_slot(record))
-                    self.forget_workflow_run(record)
+                    self.purge_into(changes, record)
             try:
                 await self._store.submit(changes)
             except StoreError as exc:

@@ -119,7 +119,9 @@ class OperatorActions:
                                  partition=partition_of_id(invocation_id))
         input_value = journal[0].value if type(journal[0]) is Input else b""  # type: ignore[union-attr]
         changes = Changes()
-        changes.create(record, input_value, None)
+        # A workflow's restarted run becomes the key's run (attach and output by key answer with it);
+        # anything else starts without the old one's idempotency key.
+        changes.create(record, input_value, idempotency_slot(record) if record.handler_kind == "workflow" else None)
         for index, entry in enumerate(journal[1:keep], start=1):
             changes.complete_entry(record, index, entry)  # the journal only: the state has moved on
         await self._store.submit(changes)
@@ -163,8 +165,7 @@ class OperatorActions:
             raise InvocationStateError(f"invocation {invocation_id} has not finished; kill it first")
         record = self.current(invocation_id)
         changes = Changes()
-        changes.purge(record, idempotency_slot(record))
+        self.purge_into(changes, record)
         await self._store.submit(changes)
-        self.forget_workflow_run(record)
 
 

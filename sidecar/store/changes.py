@@ -99,7 +99,8 @@ class Changes(WriteBatch):
         self.put("finished", keys.finished_key(record.completed_ms, record.id), b"")
 
     def purge(self, record: InvocationRecord, idempotency_raw_key: bytes | None) -> None:
-        """Forget a finished invocation: its record, journal, retention entry and idempotency key."""
+        """Forget a finished invocation: its record, journal, retention entry and the idempotency
+        key it holds (``None``: it holds none, or no longer: a restart took it over)."""
         self.delete("invocations", record.id.encode())
         self.delete_prefix("journal", keys.journal_prefix(record.id))
         self.delete_prefix("completions", keys.journal_prefix(record.id))
@@ -107,7 +108,7 @@ class Changes(WriteBatch):
             self.delete("finished", keys.finished_key(record.completed_ms, record.id))
         if idempotency_raw_key is not None:
             self.delete("idempotency", idempotency_raw_key)
-        if record.handler_kind == "workflow" and record.key is not None:
+        if idempotency_raw_key is not None and record.handler_kind == "workflow" and record.key is not None:
             # The key may run again: it starts from nothing, not from the old run's state and promises.
             self.delete_prefix("state", keys.object_prefix(record.service, record.key))
             self.delete_prefix("promises", keys.object_prefix(record.service, record.key))

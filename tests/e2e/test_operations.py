@@ -63,6 +63,27 @@ async def test_restart_runs_a_finished_invocation_again_with_its_input(cluster: 
     assert status == 409
 
 
+async def test_a_restarted_workflow_run_becomes_the_keys_run(cluster: Cluster) -> None:
+    """Attach and output by key answer with the restarted run; purging the first run leaves the
+    key's slot, state and promises to the second."""
+    assert (await cluster.post("/Signup/rita/approve", "yes"))[:2] == (200, "recorded")
+    status, first_output, headers = await cluster.post("/Signup/rita/run", "rita@example.com")
+    assert (status, first_output) == (200, "rita@example.com: yes")
+    first = headers["x-restate-id"]
+    status, restarted = await cluster.admin_call("POST", f"/invocations/{first}/restart")
+    assert status == 201
+
+    async def attached_by_key() -> tuple[int, str, str]:
+        async with cluster.http.get(f"http://{cluster.ingress}/restate/workflow/Signup/rita/attach") as response:
+            return response.status, await response.json(), response.headers.get("x-restate-id", "")
+
+    assert await attached_by_key() == (200, "rita@example.com: yes", restarted["id"])
+    assert (await cluster.admin_call("DELETE", f"/invocations/{first}"))[0] == 200
+    assert await attached_by_key() == (200, "rita@example.com: yes", restarted["id"])
+    assert (await cluster.post("/Signup/rita/status"))[:2] == (200, "yes")  # the key's state is kept
+    assert (await cluster.post("/Signup/rita/run", "again@example.com"))[0] == 409
+
+
 async def test_a_total_timeout_fails_the_invocation_with_408_even_while_it_waits(cluster: Cluster) -> None:
     status, error, _ = await cluster.post("/Waits/slowpoke")
     assert status == 408 and "timed out after 1 s" in error["message"]
