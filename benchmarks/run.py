@@ -89,6 +89,8 @@ class Record(msgspec.Struct, kw_only=True):
     #: The sidecar's mean group-commit size over the scenario (batches per durable commit, as
     #: counted by its worker processes' /metrics).
     group_commit_mean: float | None = None
+    #: which of ``--rounds`` produced it (1 when there is one)
+    round: int = 1
 
 
 class Missing(msgspec.Struct):
@@ -122,6 +124,8 @@ class Report(msgspec.Struct):
     records: list[Record]
     ratios: list[Ratio]
     missing: list[Missing] = []
+    #: with ``--rounds`` above 1, every round's records; ``records`` holds each pair's median round
+    rounds: list[Record] = []
 
 
 # --- one scenario against one running system --------------------------------------------------
@@ -305,6 +309,15 @@ def label(system: str, durability: str | None = None) -> str:
     return name if durability is None else f"{name} ({durability})"
 
 
+def medians(records: list[Record]) -> list[Record]:
+    """Per scenario and system, the round with the median throughput (the lower of the middle two):
+    a whole measured round, so its percentiles and CPU belong to the same run as its throughput."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for record in records:
+        groups.setdefault((record.scenario, record.system), []).append(record)
+    return [sorted(group, key=lambda r: r.throughput_rps)[(len(group) - 1) // 2] for group in groups.values()]
+
+
 def ratios(records: list[Record]) -> list[Ratio]:
     out = []
     by = {(r.scenario, r.system): r for r in records}
@@ -351,20 +364,22 @@ def print_table(report: Report) -> None:
     busy = busy_warning(m)
     if busy:
         print(f"WARNING: {busy}")
+    print_rounds(report)
     print_ratios(report)
-    for r in report.records:
+    for r in report.rounds or report.records:
+        name = f"{r.scenario}/{r.system}" + (f" (round {r.round})" if report.rounds else "")
         if r.errors or r.warmup_errors:
-            print(f"WARNING: {r.scenario}/{r.system}: {r.errors} errors in the window, {r.warmup_errors} in "
+            print(f"WARNING: {name}: {r.errors} errors in the window, {r.warmup_errors} in "
                   f"warmup: {r.error_kinds}")
         if r.verification is not None:
             v = r.verification
             if v.ok:
-                print(f"verified: {r.scenario}/{r.system}: "
+                print(f"verified: {name}: "
                       + (v.detail or f"{v.keys_checked} counters equal the successful adds"))
             elif v.detail:
-                print(f"CORRECTNESS MISMATCH: {r.scenario}/{r.system}: {v.detail}: {'; '.join(v.mismatches)}")
+                print(f"CORRECTNESS MISMATCH: {name}: {v.detail}: {'; '.join(v.mismatches)}")
             else:
-                print(f"CORRECTNESS MISMATCH: {r.scenario}/{r.system}: {len(v.mismatches)} of {v.keys_checked} "
+                print(f"CORRECTNESS MISMATCH: {name}: {len(v.mismatches)} of {v.keys_checked} "
                       "counters differ from the successful adds the load generator counted:")
                 for line in v.mismatches[:20]:
                     print(f"    {line}")
@@ -377,6 +392,21 @@ def _print_rows(rows: list[tuple[str, ...]], numeric: range) -> None:
                         for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def print_rounds(report: Report) -> None:
+    """With ``--rounds``: every round's throughput per pair, so the spread is visible."""
+    if not report.rounds:
+        return
+    rows = [("scenario", "system", *(f"round {n} req/s" for n in range(1, max(r.round for r in report.rounds) + 1)))]
+    for median in sorted(report.records, key=lambda r: _rank(r.scenario, r.system)):
+        by_round = {r.round: r for r in report.rounds if (r.scenario, r.system) == (median.scenario, median.system)}
+        rows.append((median.scenario, label(median.system, median.durability),
+                     *(f"{by_round[n].throughput_rps:,.0f}" + ("*" if by_round[n] is median else "")
+                       if n in by_round else "—" for n in range(1, len(rows[0]) - 1))))
+    print()
+    print("every round (* the median round, shown above and used for the ratios):")
+    _print_rows(rows, numeric=range(2, len(rows[0])))
 
 
 def print_ratios(report: Report) -> None:
@@ -421,6 +451,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scenarios", default=",".join(SCENARIOS),
                    help=f"comma-separated subset of: {','.join(SCENARIOS)}")
     p.add_argument("--verify-keys", type=int, default=50, help="counters read back after each Counter run")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every system this many times, alternating; report each pair's median round")
     p.add_argument("--json", metavar="PATH", help="also write the records as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, sidecar data) on success")
     args = p.parse_args(argv)
@@ -428,6 +460,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.peers:
         args.systems += [s for s in PEERS if s not in args.systems]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     for value, allowed, flag in ((args.systems, SYSTEMS + PEERS, "--systems"),
                                  (args.scenarios, tuple(SCENARIOS), "--scenarios")):
         if not value or set(value) - set(allowed):
@@ -435,40 +469,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+async def run_round(args: argparse.Namespace, log_dir: Path, session: aiohttp.ClientSession) -> tuple[
+        list[Record], list[Missing]]:
+    """Every chosen system once, one after another. Each in its own try: one that breaks is
+    reported (as ``failed``), and the others still run."""
+    records: list[Record] = []
+    missing: list[Missing] = []
+    for system, bench in (("proxy", bench_proxy), ("sidecar", bench_sidecar)):
+        if system not in args.systems:
+            continue
+        try:
+            records += await bench(args, log_dir, session)
+        except BenchError as exc:
+            print(f"\nFAILED: {system}: {exc}\nlogs kept in {log_dir}", file=sys.stderr)
+            missing += [Missing(s, system, "failed", failure_reason(exc)) for s in args.scenarios]
+    if peers := [s for s in args.systems if s in PEERS]:
+        from benchmarks.peers import bench as peer_bench  # imports this module: not at the top
+
+        got, gaps = await peer_bench.run_peers(peers, args, log_dir, session)
+        records += got
+        missing += gaps
+    return records, missing
+
+
 async def amain(args: argparse.Namespace, argv: list[str]) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sidecar-bench-"))
     command = "python -m benchmarks.run" + (" " + shlex.join(argv) if argv else "")
     print(f"{command}\nlogs: {tmp}", flush=True)
     machine = machine_info()
-    records: list[Record] = []
+    rounds: list[Record] = []
     missing: list[Missing] = []
     failed = False
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        # Each system in its own try: one that breaks is reported, and the others still run.
-        for system, bench in (("proxy", bench_proxy), ("sidecar", bench_sidecar)):
-            if system not in args.systems:
-                continue
-            try:
-                records += await bench(args, tmp, session)
-            except BenchError as exc:
-                print(f"\nFAILED: {system}: {exc}\nlogs kept in {tmp}", file=sys.stderr)
-                missing += [Missing(s, system, "failed", failure_reason(exc)) for s in args.scenarios]
-                failed = True
-        if peers := [s for s in args.systems if s in PEERS]:
-            from benchmarks.peers import bench as peer_bench  # imports this module: not at the top
-
-            got, gaps = await peer_bench.run_peers(peers, args, tmp, session)
-            records += got
-            missing += gaps
+        for number in range(1, args.rounds + 1):
+            # Each round on fresh data dirs (the counters it checks start from zero) and its own logs.
+            round_dir = tmp if args.rounds == 1 else tmp / f"round-{number}"
+            if args.rounds > 1:
+                round_dir.mkdir()
+                print(f"round {number} of {args.rounds}", flush=True)
+            got, gaps = await run_round(args, round_dir, session)
+            for record in got:
+                record.round = number
+            rounds += got
+            missing += [g for g in gaps if (g.scenario, g.system) not in {(m.scenario, m.system) for m in missing}]
             failed = failed or any(g.kind == "failed" for g in gaps)
+    records = medians(rounds)
     settings = {k: getattr(args, k) for k in ("duration", "warmup", "concurrency", "keys", "key_mode",
-                                               "durability", "workers", "systems", "scenarios")}
+                                               "durability", "workers", "systems", "scenarios", "rounds")}
     report = Report(command=command, python_executable=sys.executable, machine=machine,
-                    settings=settings, records=records, ratios=ratios(records), missing=missing)
+                    settings=settings, records=records, ratios=ratios(records), missing=missing,
+                    rounds=rounds if args.rounds > 1 else [])
     if records or missing:
         print_table(report)
     write_json(args.json, report)
-    mismatch = any(r.verification is not None and not r.verification.ok for r in records)
+    mismatch = any(r.verification is not None and not r.verification.ok for r in rounds)
     if failed or mismatch:
         if mismatch:
             print(f"logs kept in {tmp}")
