@@ -38,16 +38,6 @@ HandChild = Callable[[int, ChildSpec], Awaitable[None]]
 HandResult = Callable[[int, str, int, bytes | None, Failure | None], Awaitable[None]]
 
 
-class SendRefused(Exception):
-    """A ``Send`` names a target that cannot take it. Nothing is journaled: the sending attempt
-    fails and is retried, so the send is made once the target exists (or the operator sees why
-    the invocation does not get past it), rather than lost."""
-
-    def __init__(self, problem: Failure) -> None:
-        super().__init__(problem.message)
-        self.problem = problem
-
-
 class Calls:
     def __init__(self, invoker: Invoker, store: Store, registry: Registry, partitions: PartitionMap) -> None:
         self._invoker = invoker
@@ -61,14 +51,12 @@ class Calls:
 
     def journaled(self, live: Live, index: int, entry: Call | Send, changes: Changes) -> tuple[
             Call | Send, Callable[[], None] | None]:
-        """The entry to journal (naming its child) and what to do once the batch is submitted.
-
-        Raises ``SendRefused`` for a ``Send`` to a target that does not exist (a refused ``Call``
-        is journaled with its failure instead: the caller's await raises it)."""
+        """The entry to journal (naming its child) and what to do once the batch is submitted."""
         problem = self._refusal(live, entry)
         if problem is not None:
             if type(entry) is Send:
-                raise SendRefused(problem)
+                log.warning("%s: a send was dropped: %s", live.record.id, problem.message)
+                return entry, None
             done = msgspec.structs.replace(entry, done=True, failure=problem)
             return entry, lambda: self._invoker.complete_entry(live, index, done, None, problem)
         route = self._registry.route(entry.service, entry.handler)

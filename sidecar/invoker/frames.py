@@ -17,7 +17,6 @@ from handler_sdk.protocol import (
 from ..clock import now_ms
 from ..store import Changes, InvocationRecord
 from ..store.records import ResolutionSpec
-from .calls import SendRefused
 from .live import Attempt, Live
 from .waits import AwakeableCompleted, AwakeableNotFound, is_done, parse_awakeable_id
 
@@ -54,12 +53,7 @@ class FrameHandling:
         changes = Changes()
         after: Callable[[], None] | None = None
         if kind is Call or kind is Send:
-            try:
-                entry, after = self.calls.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
-            except SendRefused as refused:
-                attempt.detach(kill=True)
-                return self._retry_later(live, f"send to {entry.service}/{entry.handler} "  # type: ignore[union-attr]
-                                               f"refused: {refused.problem.message}")
+            entry, after = self.calls.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
         elif kind in _PROMISE_KINDS:
             after = self._promises.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
         elif kind is CompleteAwakeable:  # journaled with its delivery, so that it is delivered once

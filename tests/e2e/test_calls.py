@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from tests.e2e.conftest import Cluster
-from tests.procs import Process, eventually, free_port, python
+from tests.procs import eventually
 
 
 async def test_object_and_service_calls_and_one_way_sends(cluster: Cluster) -> None:
@@ -70,34 +70,3 @@ async def test_a_workflow_called_from_handlers_on_either_worker_still_runs_once(
     for caller in ("w1", "w2", "w3", "w4"):  # callers in both workers' partitions
         status, result, _ = await cluster.post(f"/Callers/{caller}/rerun", "cid")
         assert status == 200 and result.startswith("409: workflow Signup/cid already ran"), result
-
-
-async def test_a_send_to_a_service_not_yet_registered_waits_for_it_instead_of_vanishing(cluster: Cluster) -> None:
-    status, accepted, _ = await cluster.post("/Callers/late/notify/send", "Latecomer")
-    assert status == 202
-    sender = accepted["invocationId"]
-
-    async def refused() -> dict[str, object] | None:
-        _, shown = await cluster.get(f"/invocations/{sender}", admin=True)
-        error = shown.get("last_error") or ""
-        return shown if "unknown service 'Latecomer'" in error and shown["status"] != "completed" else None
-
-    await eventually(refused, what="the send's refusal to show on the sender")
-    port = free_port()
-    latecomer = Process("latecomer", python("-m", "handler_sdk", "tests.e2e.latecomer:latecomer",
-                                            "--port", str(port)), cluster.tmp).start()
-    try:
-        await eventually(lambda: cluster._ok(f"http://127.0.0.1:{port}/discover"), what="the latecomer")
-        status, _ = await cluster.admin_call("POST", "/deployments", {"uri": f"http://127.0.0.1:{port}"})
-        assert status in (200, 201)
-        assert await cluster.get(f"/restate/invocation/{sender}/attach") == (200, "sent")
-
-        async def pinged_once() -> bool:
-            _, listed = await cluster.get("/invocations?service=Latecomer", admin=True)
-            done = [i for i in listed["invocations"] if i["status"] == "completed"]
-            assert len(done) <= 1, listed
-            return len(done) == 1
-
-        await eventually(pinged_once, what="the latecomer's one ping")
-    finally:
-        latecomer.stop()
