@@ -163,12 +163,14 @@ class Admin:
             record, created = await self._registry.register(body.uri, force=body.force, http=self._http)
         except RegistrationError as exc:
             raise HTTPProblem(exc.status, exc.message) from None
-        await self.tell_workers_to_reload()
+        await self.deployments_changed()
         return json_response(record, status=201 if created else 200)
 
-    async def tell_workers_to_reload(self) -> None:
-        """The other workers read the new deployment from the store (the one they would miss
-        otherwise is a forced replacement: an unknown service makes them reload by themselves)."""
+    async def deployments_changed(self) -> None:
+        """Sends parked for a target not registered are made if it is now; the other workers read
+        the new deployment from the store (the one they would miss otherwise is a forced
+        replacement: an unknown service makes them reload by themselves) and do the same."""
+        self._invoker.calls.deliver_parked(self._partitions.owns_invocation)
         if self._mesh is None:
             return
         for index in range(self._mesh.workers):
@@ -190,6 +192,7 @@ class Admin:
 
     async def _reload(self, *_: object) -> web.Response:
         self._registry.reload()
+        self._invoker.calls.deliver_parked(self._partitions.owns_invocation)
         return json_response({"reloaded": True})
 
     async def deployments(self, request: web.Request) -> web.Response:

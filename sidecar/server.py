@@ -46,7 +46,7 @@ async def _register_on_start(registry: Registry, uris: list[str], http: aiohttp.
             try:
                 record, _ = await registry.register(uri, force=True, http=http)
                 log.info("registered %s: %s", uri, ", ".join(s.name for s in record.services))
-                await admin.tell_workers_to_reload()
+                await admin.deployments_changed()
                 break
             except RegistrationError as exc:
                 if asyncio.get_running_loop().time() > deadline or exc.status != 400:

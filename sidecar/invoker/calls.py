@@ -23,7 +23,7 @@ from ..ids import partition_of_id
 from ..partitions import PartitionMap
 from ..registry import Registry
 from ..store import Changes, InvocationRecord, Store
-from ..store.records import ChildSpec
+from ..store.records import ChildSpec, ParkedSend
 from .idempotency import idempotency_slot
 from .live import Live
 
@@ -55,6 +55,8 @@ class Calls:
         problem = self._refusal(live, entry)
         if problem is not None:
             if type(entry) is Send:
+                if problem.code == 404:  # not registered (yet): kept until it is
+                    return self._park(live, index, entry, changes), None
                 log.warning("%s: a send was dropped: %s", live.record.id, problem.message)
                 return entry, None
             done = msgspec.structs.replace(entry, done=True, failure=problem)
@@ -70,15 +72,64 @@ class Calls:
         # Only a caller that waits holds its key for the callee: a send passes on no chain.
         child.call_path = _path_below(live.record) if type(entry) is Call else []
         named = msgspec.structs.replace(entry, invocation_id=child.id)
-        if self._partitions.owns(partition):
+        slot = idempotency_slot(child)
+        if self._partitions.owns(partition) and slot is not None \
+                and (existing := self._invoker.existing(slot)) is not None:
+            return self._duplicate_run(live, index, named, existing)
+        return named, self._place(child, entry.input, changes)
+
+    def _place(self, child: InvocationRecord, input_value: bytes, changes: Changes) -> Callable[[], None]:
+        """Create ``child`` in ``changes`` (in its owner's outbox if another worker owns it);
+        what to do once ``changes`` is submitted."""
+        if self._partitions.owns(partition_of_id(child.id) or 0):
             slot = idempotency_slot(child)
-            if slot is not None and (existing := self._invoker.existing(slot)) is not None:
-                return self._duplicate_run(live, index, named, existing)
-            changes.create(child, entry.input, slot)
-            return named, lambda: self._invoker.accept(Live(child, [Input(entry.input)]), slot)
-        spec = ChildSpec(record=child, input=entry.input)
+            changes.create(child, input_value, slot)
+            return lambda: self._invoker.accept(Live(child, [Input(input_value)]), slot)
+        spec = ChildSpec(record=child, input=input_value)
         changes.put_outbox(spec)
-        return named, lambda: self._hand_over_once_durable(spec)
+        return lambda: self._hand_over_once_durable(spec)
+
+    # --- sends to targets not registered yet ------------------------------------------------------
+
+    def _park(self, live: Live, index: int, entry: Send, changes: Changes) -> Send:
+        """Journal the send with its child's ID, and keep it until its target is registered."""
+        partition = self._partitions.of_target(entry.service, entry.key, entry.handler, None)
+        if partition is None:  # a keyless callee runs next to its caller
+            partition = partition_of_id(live.record.id) or 0
+        named = msgspec.structs.replace(entry, invocation_id=self._invoker.new_invocation_id(partition))
+        changes.put_outbox(ParkedSend(sender_id=live.record.id, index=index, entry=named))
+        log.warning("%s: send to %s/%s kept until a deployment that has it is registered",
+                    live.record.id, entry.service, entry.handler)
+        return named
+
+    def deliver_parked(self, owns: Callable[[str], bool]) -> None:
+        """Deployments changed: make the parked sends (of senders ``owns`` says are ours) whose
+        target is registered now."""
+        for pending in self._store.outbox():
+            if type(pending) is ParkedSend and owns(pending.sender_id):
+                self._unpark(pending)
+
+    def _unpark(self, parked: ParkedSend) -> None:
+        entry, child_id = parked.entry, parked.entry.invocation_id or ""
+        route = self._registry.route(entry.service, entry.handler)
+        if route is None:
+            return  # still not registered
+        changes = Changes()
+        changes.remove_outbox(parked)
+        after: Callable[[], None] | None = None
+        keyed = route.service.kind != "service"
+        if keyed != (entry.key is not None):
+            log.warning("%s: a parked send was dropped: %s is a %s", parked.sender_id, entry.service, route.service.kind)
+        elif child_id not in self._invoker.active and self._store.get_invocation(child_id) is None:
+            child = self._invoker.new_record(route, entry.key, headers={}, partition=partition_of_id(child_id) or 0,
+                                             delay_s=entry.delay_ms / 1000, invocation_id=child_id)
+            child.parent_id, child.parent_index, child.reply = parked.sender_id, parked.index, False
+            slot = idempotency_slot(child)
+            if slot is None or self._invoker.existing(slot) is None:  # a workflow that ran: dropped, as a repeat
+                after = self._place(child, entry.input, changes)
+        self._store.submit(changes)
+        if after is not None:
+            after()
 
     def _hand_over_once_durable(self, spec: ChildSpec) -> None:
         """Hand the child over only once the caller's entry is durable: were the caller's batch
@@ -188,8 +239,11 @@ class Calls:
             if type(pending) is ChildSpec:
                 if pending.record.parent_id is not None and owns(pending.record.parent_id):
                     self._hand_over(pending)
-            elif owns(pending.sender_id):  # type: ignore[union-attr]
-                self._invoker.deliver_resolution(pending)  # type: ignore[arg-type]
+            elif type(pending) is ParkedSend:
+                if owns(pending.sender_id):
+                    self._unpark(pending)
+            elif owns(pending.sender_id):
+                self._invoker.deliver_resolution(pending)
         for live in list(self._invoker.active.values()):
             for index, entry in enumerate(self._store.read_journal(live.record.id)):
                 if type(entry) is Call and not entry.done and entry.invocation_id:

@@ -13,7 +13,7 @@ from .batch import WriteBatch
 from .lmdb_store import encode_entry, encode_record
 from .records import (
     ChildSpec, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, OutboxEntry,
-    PromiseRecord,
+    ParkedSend, PromiseRecord,
 )
 
 _EXCLUSIVE = encode_record(InboxEntry(exclusive=True))
@@ -23,6 +23,8 @@ _CONCURRENT = encode_record(InboxEntry(exclusive=False))
 def outbox_key(entry: OutboxEntry) -> bytes:
     if type(entry) is ChildSpec:
         return b"child/" + entry.record.id.encode()
+    if type(entry) is ParkedSend:
+        return b"parked/" + (entry.entry.invocation_id or "").encode()
     return b"resolve/" + entry.awakeable_id.encode()  # type: ignore[union-attr]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from handler_sdk.protocol import Failure, ServiceSpec
+from handler_sdk.protocol import Failure, Send, ServiceSpec
 
 FORMAT_VERSION = 1
 
@@ -125,7 +125,17 @@ class ResolutionSpec(msgspec.Struct, kw_only=True, tag=True):
     failure: Failure | None = None
 
 
-OutboxEntry = ChildSpec | ResolutionSpec
+class ParkedSend(msgspec.Struct, kw_only=True, tag=True):
+    """A handler's ``Send`` to a service or handler not registered (yet): journaled, with its
+    child's ID, and kept until a deployment that has the target is registered."""
+
+    v: int = FORMAT_VERSION
+    sender_id: str
+    index: int  # the Send's place in the sender's journal
+    entry: Send  # invocation_id: the child's ID, assigned when the send was journaled
+
+
+OutboxEntry = ChildSpec | ResolutionSpec | ParkedSend
 
 
 class InboxEntry(msgspec.Struct, kw_only=True, array_like=True):

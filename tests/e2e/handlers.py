@@ -234,6 +234,13 @@ async def ping(ctx: ObjectContext, depth: int) -> str:
     return await ctx.object_call("Pongs", ctx.key, "pong", depth, type=str)
 
 
+@callers.handler()
+async def notify(ctx: ObjectContext, service: str) -> str:
+    """Sends one-way to ``service``'s ``ping``, which may not be registered yet."""
+    ctx.service_send(service, "ping", ctx.key)
+    return "sent"
+
+
 pongs = VirtualObject("Pongs")
 
 

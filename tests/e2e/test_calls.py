@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from tests.e2e.conftest import Cluster
-from tests.procs import eventually
+from tests.procs import Process, eventually, free_port, python
 
 
 async def test_object_and_service_calls_and_one_way_sends(cluster: Cluster) -> None:
@@ -70,3 +70,42 @@ async def test_a_workflow_called_from_handlers_on_either_worker_still_runs_once(
     for caller in ("w1", "w2", "w3", "w4"):  # callers in both workers' partitions
         status, result, _ = await cluster.post(f"/Callers/{caller}/rerun", "cid")
         assert status == 200 and result.startswith("409: workflow Signup/cid already ran"), result
+
+
+async def _latecomer_pings(cluster: Cluster) -> list[str]:
+    _, listed = await cluster.get("/invocations?service=Latecomer&limit=100", admin=True)
+    return [i["status"] for i in listed["invocations"]]
+
+
+async def _register_latecomer(cluster: Cluster) -> Process:
+    port = free_port()
+    latecomer = Process("latecomer", python("-m", "handler_sdk", "tests.e2e.latecomer:latecomer",
+                                            "--port", str(port)), cluster.tmp).start()
+    await eventually(lambda: cluster._ok(f"http://127.0.0.1:{port}/discover"), what="the latecomer")
+    status, body = await cluster.admin_call("POST", "/deployments", {"uri": f"http://127.0.0.1:{port}"})
+    assert status in (200, 201), body
+    return latecomer
+
+
+async def test_a_send_to_a_service_not_yet_registered_is_made_once_it_is(durable_cluster: Cluster) -> None:
+    """The sender finishes at once; its send waits, across a crash, for a deployment that has
+    the target, and is then made exactly once."""
+    cluster = durable_cluster
+    status, body, _ = await cluster.post("/Callers/late/notify", "Latecomer")
+    assert (status, body) == (200, "sent")
+    assert await _latecomer_pings(cluster) == []
+    cluster.sidecar.kill()
+    await cluster.start_sidecar()
+    latecomer = await _register_latecomer(cluster)
+    try:
+        async def pinged() -> bool:
+            statuses = await _latecomer_pings(cluster)
+            assert len(statuses) <= 1, statuses
+            return statuses == ["completed"]
+
+        await eventually(pinged, what="the parked send to be made")
+        cluster.sidecar.kill()  # a restart must not make it again
+        await cluster.start_sidecar()
+        assert await _latecomer_pings(cluster) == ["completed"]
+    finally:
+        latecomer.stop()
