@@ -63,9 +63,7 @@ class Calls:
             return entry, lambda: self._invoker.complete_entry(live, index, done, None, problem)
         route = self._registry.route(entry.service, entry.handler)
         assert route is not None
-        partition = self._partitions.of_target(entry.service, entry.key, entry.handler, None)
-        if partition is None:  # a keyless callee runs next to its caller
-            partition = partition_of_id(live.record.id) or 0
+        partition = self._child_partition(live, entry)
         delay_s = entry.delay_ms / 1000 if type(entry) is Send else 0.0
         child = self._invoker.new_record(route, entry.key, headers={}, partition=partition, delay_s=delay_s)
         child.parent_id, child.parent_index, child.reply = live.record.id, index, type(entry) is Call
@@ -77,6 +75,11 @@ class Calls:
                 and (existing := self._invoker.existing(slot)) is not None:
             return self._duplicate_run(live, index, named, existing)
         return named, self._place(child, entry.input, changes)
+
+    def _child_partition(self, live: Live, entry: Call | Send) -> int:
+        """The callee's key's partition; a keyless callee runs next to its caller."""
+        partition = self._partitions.of_target(entry.service, entry.key, entry.handler, None)
+        return partition if partition is not None else partition_of_id(live.record.id) or 0
 
     def _place(self, child: InvocationRecord, input_value: bytes, changes: Changes) -> Callable[[], None]:
         """Create ``child`` in ``changes`` (in its owner's outbox if another worker owns it);
@@ -93,10 +96,8 @@ class Calls:
 
     def _park(self, live: Live, index: int, entry: Send, changes: Changes) -> Send:
         """Journal the send with its child's ID, and keep it until its target is registered."""
-        partition = self._partitions.of_target(entry.service, entry.key, entry.handler, None)
-        if partition is None:  # a keyless callee runs next to its caller
-            partition = partition_of_id(live.record.id) or 0
-        named = msgspec.structs.replace(entry, invocation_id=self._invoker.new_invocation_id(partition))
+        named = msgspec.structs.replace(
+            entry, invocation_id=self._invoker.new_invocation_id(self._child_partition(live, entry)))
         changes.put_outbox(ParkedSend(sender_id=live.record.id, index=index, entry=named))
         log.warning("%s: send to %s/%s kept until a deployment that has it is registered",
                     live.record.id, entry.service, entry.handler)
