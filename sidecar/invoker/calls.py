@@ -19,6 +19,7 @@ import msgspec
 
 from handler_sdk.protocol import Call, Failure, Input, Send
 
+from ..clock import now_ms
 from ..ids import partition_of_id
 from ..partitions import PartitionMap
 from ..registry import Registry
@@ -98,7 +99,7 @@ class Calls:
         """Journal the send with its child's ID, and keep it until its target is registered."""
         named = msgspec.structs.replace(
             entry, invocation_id=self._invoker.new_invocation_id(self._child_partition(live, entry)))
-        changes.put_outbox(ParkedSend(sender_id=live.record.id, index=index, entry=named))
+        changes.put_outbox(ParkedSend(sender_id=live.record.id, index=index, entry=named, journaled_ms=now_ms()))
         log.warning("%s: send to %s/%s kept until a deployment that has it is registered",
                     live.record.id, entry.service, entry.handler)
         return named
@@ -122,8 +123,9 @@ class Calls:
         if keyed != (entry.key is not None):
             log.warning("%s: a parked send was dropped: %s is a %s", parked.sender_id, entry.service, route.service.kind)
         elif child_id not in self._invoker.active and self._store.get_invocation(child_id) is None:
+            due_ms = (parked.journaled_ms or now_ms()) + entry.delay_ms  # a delay still to wait, if any
             child = self._invoker.new_record(route, entry.key, headers={}, partition=partition_of_id(child_id) or 0,
-                                             delay_s=entry.delay_ms / 1000, invocation_id=child_id)
+                                             delay_s=max(0, due_ms - now_ms()) / 1000, invocation_id=child_id)
             child.parent_id, child.parent_index, child.reply = parked.sender_id, parked.index, False
             slot = idempotency_slot(child)
             if slot is None or self._invoker.existing(slot) is None:  # a workflow that ran: dropped, as a repeat

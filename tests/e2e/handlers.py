@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import timedelta
 
 import aiohttp
 import msgspec
@@ -238,6 +239,13 @@ async def ping(ctx: ObjectContext, depth: int) -> str:
 async def notify(ctx: ObjectContext, service: str) -> str:
     """Sends one-way to ``service``'s ``ping``, which may not be registered yet."""
     ctx.service_send(service, "ping", ctx.key)
+    return "sent"
+
+
+@callers.handler()
+async def notify_later(ctx: ObjectContext, service: str) -> str:
+    """Like ``notify``, with the send due one second from now."""
+    ctx.service_send(service, "ping", ctx.key, delay=timedelta(seconds=1))
     return "sent"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 
 from tests.e2e.conftest import Cluster
 from tests.procs import Process, eventually, free_port, python
@@ -109,3 +111,33 @@ async def test_a_send_to_a_service_not_yet_registered_is_made_once_it_is(durable
         assert await _latecomer_pings(cluster) == ["completed"]
     finally:
         latecomer.stop()
+
+
+async def test_a_parked_send_s_delay_counts_from_when_it_was_sent(cluster: Cluster) -> None:
+    """Due one second after it was sent, a send whose target is registered later than that
+    starts at registration, without waiting its delay a second time."""
+    status, body, _ = await cluster.post("/Callers/late/notify_later", "Latecomer")
+    assert (status, body) == (200, "sent")
+    due_ms = time.time() * 1000 + 1000  # no earlier than the send's due time
+
+    async def due() -> bool:
+        return time.time() * 1000 > due_ms
+
+    await eventually(due, what="the send to be due")
+    registered_ms = time.time() * 1000
+    latecomer = await _register_latecomer(cluster)
+    try:
+        async def pinged() -> bool:
+            return await _latecomer_pings(cluster) == ["completed"]
+
+        await eventually(pinged, what="the parked send to be made")
+        _, listed = await cluster.get("/invocations?service=Latecomer", admin=True)
+        _, ping = await cluster.get(f"/invocations/{listed['invocations'][0]['id']}", admin=True)
+        start_at = ping["start_at"]
+        assert start_at is None or _epoch_ms(start_at) <= registered_ms, (start_at, registered_ms)
+    finally:
+        latecomer.stop()
+
+
+def _epoch_ms(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000
