@@ -180,11 +180,18 @@ def main(ingress: str, admin: str) -> None:
               help=f"Keep finished invocations and idempotency keys this long [{_DEFAULTS.retention_s:g}].")
 @click.option("--workers", type=click.IntRange(min=0), metavar="N",
               help="Worker processes sharing the ingress port [one per CPU core].")
+@click.option("--max-queue-per-key", type=click.IntRange(min=0), metavar="N",
+              help="Refuse a client's call or send (429) to a key with this many waiting in line; 0: no "
+                   f"limit [{_DEFAULTS.max_queue_per_key}].")
+@click.option("--max-invocations", type=click.IntRange(min=0), metavar="N",
+              help="Refuse clients' new invocations (503) while a worker holds this many unfinished; 0: no "
+                   f"limit [{_DEFAULTS.max_invocations}].")
 @click.pass_context
 def serve(
     ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
     admin: str | None, register: tuple[str, ...], durability: str | None,
     inactivity_timeout: float | None, retention: float | None, workers: int | None,
+    max_queue_per_key: int | None, max_invocations: int | None,
 ) -> None:
     """Run the sidecar until SIGINT or SIGTERM."""
     # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
@@ -198,6 +205,7 @@ def serve(
             "data_dir": data_dir, "ingress": ingress, "admin": admin,
             "register": list(register) or None, "durability": durability,
             "inactivity_timeout_s": inactivity_timeout, "retention_s": retention, "workers": workers,
+            "max_queue_per_key": max_queue_per_key, "max_invocations": max_invocations,
         })
     except ConfigError as exc:
         raise _ConfigFailure(str(exc)) from None

@@ -47,6 +47,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     workers: int = 0
     #: Partitions of the key space; fixed when a data directory is created, read from it after.
     partitions: int = 64
+    #: A client's call or send to an object key that already has this many invocations waiting
+    #: in its line is refused with 429 and ``Retry-After`` (0: no limit).
+    max_queue_per_key: int = 10_000
+    #: A worker that holds this many unfinished invocations (in line, delayed, running or
+    #: waiting) refuses new ones from clients with 503 and ``Retry-After`` (0: no limit).
+    max_invocations: int = 100_000
 
 
 class ConfigError(ValueError):
@@ -86,6 +92,9 @@ def load_settings(
     if not 1 <= settings.partitions <= MAX_PARTITIONS:
         raise ConfigError(
             f"invalid setting: partitions must be between 1 and {MAX_PARTITIONS}, not {settings.partitions}")
+    for name in ("max_queue_per_key", "max_invocations"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"invalid setting: {name} must be 0 (no limit) or more, not {getattr(settings, name)}")
     if settings.durability not in ("fsync", "none"):
         raise ConfigError(f"invalid setting: durability must be 'fsync' or 'none', not {settings.durability!r}")
     for name in ("ingress", "admin"):

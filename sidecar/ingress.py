@@ -24,7 +24,9 @@ from .mesh import Mesh
 from .partitions import PartitionMap
 from .durations import parse_duration
 from .http_errors import HTTPProblem, error_response, json_errors, json_response
-from .invoker import AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, parse_awakeable_id
+from .invoker import (
+    AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, Overloaded, parse_awakeable_id,
+)
 from .invoker.idempotency import WORKFLOW_RUN
 from .registry import Registry, Route
 from .store import InvocationRecord
@@ -148,8 +150,11 @@ class Ingress:
             except msgspec.DecodeError as exc:
                 raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
         forwarded = {k.lower(): v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
-        invocation_id, previously = await self._invoker.submit(
-            target.route, target.key, body, forwarded, idem, delay_s=delay_s, partition=partition)
+        try:
+            invocation_id, previously = await self._invoker.submit(
+                target.route, target.key, body, forwarded, idem, delay_s=delay_s, partition=partition)
+        except Overloaded as refusal:
+            raise HTTPProblem(503 if refusal.whole_worker else 429, str(refusal), {"Retry-After": "1"}) from None
         response_headers = {"x-restate-id": invocation_id}
         if idem:
             response_headers["idempotency-expires"] = self._expiry(None)

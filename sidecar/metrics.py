@@ -26,6 +26,9 @@ class Metrics:
         self.invocations = Counter(
             "sidecar_invocations_finished", "Invocations that reached a final status.", ["status"],
             registry=registry)
+        self.refused = Counter(
+            "sidecar_invocations_refused", "New invocations from clients refused because a key's line (key) "
+            "or the worker (worker) was full.", ["limit"], registry=registry)
         self.attempts = Counter("sidecar_attempts_started", "Attempts sent to handlers.", registry=registry)
         self.retries = Counter(
             "sidecar_attempts_failed", "Attempts that failed and were retried or paused.", registry=registry)

@@ -31,6 +31,7 @@ from ..retry import RetryPolicy
 from ..clock import now_ms
 from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
+from .admission import Overloaded, admit
 from .calls import Calls
 from .idempotency import idempotency_slot
 from .keylocks import KeyLocks
@@ -165,6 +166,13 @@ class Invoker(FrameHandling, OperatorActions):
         if raw_idem is not None and (existing := self.existing(raw_idem)) is not None:
             return existing, True
         live = Live(record, [Input(body)])
+        lock_key = live.lock_key
+        try:
+            admit(record, self._settings, unfinished=len(self.active),
+                  waiting_on_key=self._keys.waiting(lock_key) if lock_key and not delay_s else 0)
+        except Overloaded as refusal:
+            self._metrics.refused.labels("worker" if refusal.whole_worker else "key").inc()
+            raise
         changes = Changes()
         changes.create(record, body, raw_idem)
         if raw_idem is not None:

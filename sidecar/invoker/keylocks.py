@@ -31,6 +31,11 @@ class KeyLocks(Generic[T]):
         self._waiting.pop(key, None)
         return None
 
+    def waiting(self, key: tuple[str, str]) -> int:
+        """How many wait in ``key``'s line (its holder not counted)."""
+        queue = self._waiting.get(key)
+        return len(queue) if queue else 0
+
     def withdraw(self, key: tuple[str, str], item: T) -> bool:
         """Take a waiting ``item`` out of line (it was killed). False if it was not waiting."""
         queue = self._waiting.get(key)

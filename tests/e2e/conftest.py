@@ -110,7 +110,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @asynccontextmanager
-async def _running(tmp: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+async def running_cluster(tmp: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
                    flags: list[str], **options: Any) -> AsyncIterator[Cluster]:
     """A started cluster (the test handlers unless ``handlers=`` says otherwise), stopped after;
     its logs are printed when the test failed."""
@@ -130,7 +130,7 @@ async def cluster(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.F
     """Two workers sharing the partitions (requests cross between them); durability off: a
     process crash loses nothing either way."""
     flags = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "2"]
-    async with _running(tmp_path, http, request, flags) as running:
+    async with running_cluster(tmp_path, http, request, flags) as running:
         yield running
 
 
@@ -140,7 +140,7 @@ async def durable_cluster(
 ) -> AsyncIterator[Cluster]:
     """fsync on, and both ways of running: one process, or workers sharing the partitions."""
     flags = ["--inactivity-timeout", "3", "--workers", str(request.param)]
-    async with _running(tmp_path, http, request, flags) as running:
+    async with running_cluster(tmp_path, http, request, flags) as running:
         yield running
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import _running
+from tests.e2e.conftest import running_cluster
 from tests.procs import ROOT, Process, eventually, python
 
 
@@ -27,7 +27,7 @@ async def test_two_handler_processes_share_a_port_and_one_can_die(
     tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
 ) -> None:
     flags = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "1"]
-    async with _running(tmp_path, http, request, flags, handler_flags=("--reuse-port",)) as cluster:
+    async with running_cluster(tmp_path, http, request, flags, handler_flags=("--reuse-port",)) as cluster:
         second = Process("handlers-2", cluster.handlers.args, tmp_path, {"SINK_URL": cluster.sink_url}).start()
         try:
             async def both_listen() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -62,11 +63,12 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     ({"overrides": {"ingress": "127.0.0.1:0"}}, "ingress must be HOST:PORT"),
     ({"overrides": {"ingress": ":8080"}}, "ingress must be HOST:PORT"),
     ({"environ": {"SIDECAR_RETENTION_S": "a day"}}, "retention_s"),
+    ({"environ": {"SIDECAR_MAX_QUEUE_PER_KEY": "-1"}}, "max_queue_per_key must be 0 (no limit) or more, not -1"),
     ({"config_file": "/nonexistent/sidecar.toml"}, "cannot read config file /nonexistent/sidecar.toml"),
 ])
 def test_errors_name_the_setting(kwargs: dict, message: str) -> None:
     kwargs.setdefault("environ", {})
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(**kwargs)
 
 
