@@ -52,8 +52,10 @@ from .protocol import (
     CompletePromise,
     End,
     Entry,
+    Event,
     Failure,
     Now,
+    Publish,
     Run,
     Send,
     Sleep,
@@ -151,6 +153,8 @@ class Attempt(Context):
         self.steps_running = 0
         self._waits = Waits(suspend_after, self._only_waiting, self._suspend, self._interrupt_if_blocked)
         self.task: asyncio.Task[None] | None = None
+        #: Where the last ephemeral event was published: (after entry, seq).
+        self._event_place = (-1, -1)
 
     # --- the engine, driven by the connection -----------------------------------------------
 
@@ -506,6 +510,22 @@ class Attempt(Context):
     def uuid(self) -> uuid.UUID:
         self._check_live()
         return uuid.UUID(int=self._random().getrandbits(128), version=4)
+
+    def publish(self, event: Any, *, ephemeral: bool = False) -> None:
+        raw = _json_encode(event)  # before claiming an index: a failed encode leaves no gap
+        if not ephemeral:
+            index, recorded = self._step(Publish, "")
+            if recorded is None:
+                self._command(index, Publish(event=raw))
+            return
+        if self._closed:
+            raise AttemptAborted()
+        if self._replay.replaying:
+            return  # an earlier attempt published it, from this same place
+        after = self._replay.next_index - 1
+        seq = self._event_place[1] + 1 if self._event_place[0] == after else 0
+        self._event_place = (after, seq)
+        self._emit(Event(invocation_id=self._id, after=after, seq=seq, event=raw))
 
     def idempotency_key(self) -> str:
         step = _steps.current_step.get()

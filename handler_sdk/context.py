@@ -207,6 +207,17 @@ class Context(ABC):
         """A version-4 UUID from the same seeded generator as ``random()``."""
 
     @abstractmethod
+    def publish(self, event: Any, *, ephemeral: bool = False) -> None:
+        """Stream ``event`` (anything JSON-encodable) to the invocation's subscribers
+        (``GET /restate/invocation/{id}/events``).
+
+        By default it is a milestone: journaled, sent once durable, replayed to subscribers that
+        come later, and published once however often the handler is replayed. ``ephemeral=True``
+        is for token deltas and progress: sent at once to the subscribers of the moment, never
+        journaled, and allowed inside a ``run`` function; a step that runs again publishes again.
+        """
+
+    @abstractmethod
     def idempotency_key(self) -> str:
         """A key to pass to external systems, stable across retries and replays.
 

@@ -168,9 +168,16 @@ class CompletePromise(_Entry, frozen=True):
     outcome: Failure | None = None
 
 
+class Publish(_Entry, frozen=True):
+    """A milestone the handler published (``ctx.publish``), JSON: streamed to subscribers once
+    durable, and replayed to every later one."""
+
+    event: bytes
+
+
 Entry = Union[
     Input, Run, GetState, SetState, ClearState, ClearAllState, GetStateKeys, Now, Output, Sleep, Awakeable,
-    CompleteAwakeable, Call, Send, GetPromise, PeekPromise, CompletePromise,
+    CompleteAwakeable, Call, Send, GetPromise, PeekPromise, CompletePromise, Publish,
 ]
 
 #: Entry kinds the sidecar completes later; a handler awaiting one may suspend meanwhile.
@@ -266,7 +273,18 @@ class End(_ToSidecar, frozen=True):
     failure: Failure | None = None
 
 
-ToSidecar = Union[Command, Heartbeat, Suspend, End]
+class Event(_ToSidecar, frozen=True):
+    """An ephemeral event (``ctx.publish(..., ephemeral=True)``, JSON): streamed to the subscribers
+    of the moment, never journaled. Its place in the stream: after journal entry ``after`` (the
+    last one the handler had reached), ``seq``-th of the events published there. An attempt that
+    re-runs the same code publishes under the same places, so a subscriber can skip repeats."""
+
+    after: int
+    seq: int
+    event: bytes
+
+
+ToSidecar = Union[Command, Heartbeat, Suspend, End, Event]
 
 
 # --- one encoder and one decoder per direction, built once ------------------------------------

@@ -23,6 +23,7 @@ from .ids import partition_of_id
 from .mesh import Mesh
 from .partitions import PartitionMap
 from .durations import parse_duration
+from .event_stream import EventStreamRoute
 from .http_errors import HTTPProblem, error_response, json_errors, json_response
 from .invoker import (
     AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, Overloaded, parse_awakeable_id,
@@ -67,6 +68,7 @@ class Ingress:
         self._settings = settings
         self._partitions = partitions
         self._mesh = mesh
+        self._events = EventStreamRoute(invoker, partitions, mesh)
         if mesh is not None:
             mesh.handlers["ingress.call"] = self.answer_call
             mesh.handlers["ingress.invocation"] = self.answer_invocation
@@ -78,6 +80,7 @@ class Ingress:
         app = web.Application(
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
         app.router.add_get("/restate/health", self.health)
+        self._events.install(app)  # before the next route, which would take .../events too
         app.router.add_get("/restate/invocation/{tail:.+}", self._invocation)
         app.router.add_post("/restate/awakeables/{id}/{action:resolve|reject}", self._awakeable)
         app.router.add_get("/restate/workflow/{name}/{key}/{action:attach|output}", self._workflow)

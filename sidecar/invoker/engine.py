@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 import aiohttp
+import msgspec
 
 from handler_sdk.protocol import (
     ClearAllState, ClearState, CompletePromise,
-    Failure, GetPromise, Input, Output, PeekPromise, RetrySpec, SetState, Start, encoder, Cancel,
+    Failure, GetPromise, Input, Output, PeekPromise, Publish, RetrySpec, SetState, Start, encoder, Cancel,
 )
 
 from ..config import Settings
@@ -33,6 +34,7 @@ from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
 from .admission import Overloaded, admit
 from .calls import Calls
+from .events import EventPage, EventStreams, Place, StreamEnd, StreamEvent, milestones
 from .idempotency import idempotency_slot
 from .keylocks import KeyLocks
 from .live import Attempt, Live
@@ -78,6 +80,7 @@ class Invoker(FrameHandling, OperatorActions):
         self._waits = Waits(self, store)
         self.calls = Calls(self, store, registry, partitions)
         self._promises = Promises(self, store)
+        self.events = EventStreams()
         #: Set where workers share the partitions: cancels a callee another worker owns.
         self.forward_cancel: Callable[[str], Awaitable[None]] | None = None
         #: Set where workers share the partitions: completes an awakeable another worker owns.
@@ -95,6 +98,7 @@ class Invoker(FrameHandling, OperatorActions):
 
     async def close(self) -> None:
         self._closing = True
+        self.events.close()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -280,6 +284,36 @@ class Invoker(FrameHandling, OperatorActions):
             raise InvocationNotFound(invocation_id)
         return record
 
+    async def event_page(self, invocation_id: str, after: Place | None, wait_s: float) -> EventPage:
+        """What ``invocation_id`` published after ``after`` (waiting up to ``wait_s`` for
+        something, if nothing yet), and its end once it has ended and nothing more follows."""
+        while True:
+            record = self.current(invocation_id)  # InvocationNotFound for an unknown one
+            over = invocation_id not in self.active  # its end is durable
+            durable = self._store.read_journal(invocation_id)
+            found = sorted(milestones(durable, after) + self.events.buffered(
+                invocation_id, after, before=self._first_pending_milestone(invocation_id, len(durable))))
+            if found or over or wait_s <= 0:
+                break
+            await self.events.wait(invocation_id, wait_s)
+            wait_s = 0
+        events = [StreamEvent(str(place), msgspec.Raw(event)) for place, event in found]
+        end = None
+        if over and not found:
+            end = StreamEnd(record.status, msgspec.Raw(record.output or b"null"), record.failure)
+        return EventPage(events, end)
+
+    def _first_pending_milestone(self, invocation_id: str, durable: int) -> Place | None:
+        """The place of the first milestone journaled but not durable yet: ephemeral events
+        published after it wait until it can go first."""
+        live = self.active.get(invocation_id)
+        journal = live.journal if live is not None else None
+        if journal is not None:
+            for index in range(durable, len(journal)):
+                if type(journal[index]) is Publish:
+                    return Place(index, -1)
+        return None
+
     def find_by_idempotency_key(self, service: str, key: str | None, handler: str, idem: str) -> str:
         raw = store_keys.idempotency_key(service, key, handler, idem)
         existing = self._idempotency_inflight.get(raw)
@@ -451,6 +485,7 @@ class Invoker(FrameHandling, OperatorActions):
         self.active.pop(live.record.id, None)
         record = live.record
         self.calls.child_finished(record)
+        self.events.finished(record.id)
         self._metrics.invocations.labels(record.status).inc()
         self._metrics.duration.observe(((record.completed_ms or record.created_ms) - record.created_ms) / 1000)
         for waiter in live.waiters:

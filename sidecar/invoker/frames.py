@@ -11,12 +11,13 @@ from functools import partial
 
 from handler_sdk.protocol import (
     ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Failure, GetPromise, Input, Output, PeekPromise, Send, SetState, Suspend, ToSidecar,
+    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Suspend, ToSidecar,
 )
 
 from ..clock import now_ms
 from ..store import Changes, InvocationRecord
 from ..store.records import ResolutionSpec
+from .events import Place
 from .live import Attempt, Live
 from .waits import AwakeableCompleted, AwakeableNotFound, is_done, parse_awakeable_id
 
@@ -37,6 +38,9 @@ class FrameHandling:
             self._ended(attempt, message)  # type: ignore[arg-type]
         elif kind is Suspend:
             self._suspend(attempt, message)  # type: ignore[arg-type]
+        elif kind is Event:
+            event: Event = message  # type: ignore[assignment]
+            self.events.ephemeral(attempt.live.record.id, Place(event.after, event.seq), event.event)
 
     def _append(self, attempt: Attempt, command: Command) -> None:
         live = attempt.live
@@ -72,6 +76,8 @@ class FrameHandling:
             written.add_done_callback(partial(self._written, attempt))
         if after is not None:
             after()
+        if kind is Publish:  # subscribers see a milestone once it is durable
+            written.add_done_callback(lambda _: self.events.changed(live.record.id))
         if kind in _STATE_WRITES:
             self._state_in_flight.add(live.record, entry)  # type: ignore[arg-type]
             written.add_done_callback(partial(self._state_written, live.record))

@@ -292,4 +292,26 @@ async def rerun(ctx: ObjectContext, workflow_key: str) -> str:
         return f"{exc.code}: {exc.message}"
 
 
-SERVICES = [counter, steps, waits, callers, pongs, signup]
+streams = Service("Streams")
+
+
+@streams.handler()
+async def chat(ctx: Context, prompt: str) -> str:
+    """Streams its words as tokens from inside a step, then waits for a verdict on an
+    awakeable whose ID it publishes, and answers with both."""
+    ctx.publish({"stage": "thinking"})
+
+    async def generate() -> str:
+        for word in prompt.split():
+            ctx.publish(word, ephemeral=True)
+        return prompt.upper()
+
+    text = await ctx.run("generate", generate)
+    awakeable_id, verdict = ctx.awakeable()
+    ctx.publish({"stage": "review", "awakeable": awakeable_id})
+    decided = await verdict
+    ctx.publish({"stage": "done", "verdict": decided})
+    return f"{text} ({decided})"
+
+
+SERVICES = [counter, steps, waits, callers, pongs, signup, streams]

@@ -1,0 +1,106 @@
+"""``GET /restate/invocation/{id}/events``: what an invocation publishes, as Server-Sent Events.
+
+The worker that owns the invocation answers pages of events (``Invoker.event_page``); a request
+that lands on another worker fetches those pages over the mesh, one long poll at a time, so any
+worker serves any stream. Each event's SSE ``id`` is its place in the stream, so a client that
+reconnects with ``Last-Event-ID`` goes on where it was. The stream ends with an ``end`` event
+that carries the invocation's status, output and failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import msgspec
+from aiohttp import web
+from multidict import CIMultiDict
+
+from .http_errors import HTTPProblem, json_response
+from .ids import partition_of_id
+from .invoker import InvocationNotFound, Invoker
+from .invoker.events import EventPage, Place
+from .mesh import Mesh
+from .partitions import PartitionMap
+
+#: The longest a stream waits for news before it sends a comment line to keep the connection up.
+POLL_S = 10.0
+
+_page_decoder = msgspec.json.Decoder(EventPage)
+_encoder = msgspec.json.Encoder()
+
+
+def sse(page: EventPage) -> bytes:
+    """A page as SSE: one message per event (its data is compact JSON: one line), then the end."""
+    parts = [b"id: %s\ndata: %s\n\n" % (event.id.encode(), bytes(event.data)) for event in page.events]
+    if page.end is not None:
+        parts.append(b"event: end\ndata: %s\n\n" % _encoder.encode(page.end))
+    return b"".join(parts)
+
+
+class EventStreamRoute:
+    def __init__(self, invoker: Invoker, partitions: PartitionMap, mesh: Mesh | None) -> None:
+        self._invoker = invoker
+        self._partitions = partitions
+        self._mesh = mesh
+        self._streams: set[asyncio.Task[object]] = set()
+        if mesh is not None:
+            mesh.handlers["ingress.events"] = self.answer_page
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/restate/invocation/{id}/events", self.stream)
+        app.on_shutdown.append(self._end_streams)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        invocation_id = request.match_info["id"]
+        last = request.headers.get("Last-Event-ID")
+        try:
+            after = Place.parse(last) if last else None
+        except ValueError:
+            raise HTTPProblem(400, f"Last-Event-ID {last!r} is not an id this stream sends (like 7 or 7.2)") from None
+        page = await self._page(invocation_id, after, 0.0)  # an unknown invocation is a 404, not a stream
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "x-restate-id": invocation_id})
+        await response.prepare(request)
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            while True:
+                await response.write(sse(page) or b": waiting\n\n")
+                if page.end is not None:
+                    break
+                if page.events:
+                    after = Place.parse(page.events[-1].id)
+                page = await self._page(invocation_id, after, POLL_S)
+        except (ConnectionError, HTTPProblem):
+            pass  # the client left, or the invocation was purged or its owner went away: it may reconnect
+        finally:
+            self._streams.discard(task)
+        return response
+
+    async def answer_page(
+        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
+    ) -> web.Response:
+        """A page for a stream that another worker serves (``path`` is the invocation ID)."""
+        after = Place.parse(query["after"]) if query.get("after") else None
+        return json_response(await self._page(path, after, float(query.get("wait", "0"))))
+
+    async def _page(self, invocation_id: str, after: Place | None, wait_s: float) -> EventPage:
+        partition = partition_of_id(invocation_id)
+        if self._mesh is not None and partition is not None and not self._partitions.owns(partition):
+            query = {"after": str(after) if after else "", "wait": str(wait_s)}
+            response = await self._mesh.forward(
+                self._partitions.owner(partition), "ingress.events", "GET", invocation_id, query, CIMultiDict(), b"")
+            if response.status != 200:
+                raise HTTPProblem(response.status, msgspec.json.decode(response.body or b"{}").get("message", ""))
+            return _page_decoder.decode(response.body)  # type: ignore[arg-type]
+        try:
+            return await self._invoker.event_page(invocation_id, after, wait_s)
+        except InvocationNotFound:
+            raise HTTPProblem(404, f"no such invocation: {invocation_id}") from None
+
+    async def _end_streams(self, app: web.Application) -> None:
+        """Shutting down: end open streams now rather than make the server wait for them."""
+        for task in list(self._streams):
+            task.cancel()
