@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import Cluster, _running
+from tests.e2e.conftest import Cluster, running_cluster
 from tests.procs import eventually
 
 ROUNDS = int(os.environ.get("CRASH_ROUNDS", "6"))
@@ -102,7 +102,7 @@ def _workers_of(supervisor_pid: int) -> list[int]:
 async def test_a_killed_worker_is_replaced_and_its_partitions_recover(
     tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
 ) -> None:
-    async with _running(tmp_path, http, request, ["--inactivity-timeout", "3", "--workers", "2"]) as cluster:
+    async with running_cluster(tmp_path, http, request, ["--inactivity-timeout", "3", "--workers", "2"]) as cluster:
         assert cluster.sidecar.proc is not None
         ids = []
         for n in range(INVOCATIONS):
@@ -135,7 +135,7 @@ async def test_a_killed_worker_is_replaced_and_its_partitions_recover(
 async def test_a_sidecar_whose_writer_died_stops_rather_than_serve_without_durability(
     tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
 ) -> None:
-    async with _running(tmp_path, http, request, ["--workers", "1"]) as cluster:
+    async with running_cluster(tmp_path, http, request, ["--workers", "1"]) as cluster:
         assert cluster.sidecar.proc is not None
         assert (await cluster.post("/Counter/w/add", 1))[0] == 200
         (writer,) = _children(cluster.sidecar.proc.pid, b"sidecar.store.writer")

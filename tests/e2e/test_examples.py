@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import Cluster, _running
+from tests.e2e.conftest import Cluster, running_cluster
 from tests.procs import eventually
 
 ORDER = {"customer": "alice", "amount_cents": 4200, "email": "alice@example.com"}
@@ -16,7 +16,7 @@ ORDER = {"customer": "alice", "amount_cents": 4200, "email": "alice@example.com"
 
 @pytest.fixture
 async def shop(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    async with _running(tmp_path, http, request, ["--durability", "none"], handlers="examples.checkout:checkout",
+    async with running_cluster(tmp_path, http, request, ["--durability", "none"], handlers="examples.checkout:checkout",
                         sink="examples.vendors", sink_env="VENDORS_URL", sink_ready="/stats") as cluster:
         yield cluster
 
@@ -52,7 +52,7 @@ async def test_checkout_after_a_handler_crash_still_charges_once(shop: Cluster) 
 async def approvals(
     tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
 ) -> AsyncIterator[Cluster]:
-    async with _running(tmp_path, http, request, ["--workers", "2"], handlers="examples.approval:approval") as cluster:
+    async with running_cluster(tmp_path, http, request, ["--workers", "2"], handlers="examples.approval:approval") as cluster:
         yield cluster
 
 
