@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +26,7 @@ from .http_errors import HTTPProblem, json_errors, json_response
 from .invoker import InvocationNotFound, InvocationStateError, Invoker
 from .registry import Registry, RegistrationError
 from .store import Changes, InvocationRecord, Store
-from .store.records import ALL_STATUSES
+from .store.records import ALL_STATUSES, DeploymentRecord
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class Admin:
         r.add_get("/metrics", self.metrics)
         r.add_post("/deployments", self.register)
         r.add_get("/deployments", self.deployments)
+        r.add_delete("/deployments/{id}", self.delete_deployment)
         r.add_get("/services", self.services)
         r.add_get("/services/{name}", self.service)
         r.add_get("/invocations", self.invocations)
@@ -192,14 +194,51 @@ class Admin:
 
     async def _reload(self, *_: object) -> web.Response:
         self._registry.reload()
+        self._invoker.close_deleted_pools()
         self._invoker.calls.deliver_parked(self._partitions.owns_invocation)
         return json_response({"reloaded": True})
 
+    def _pinned(self) -> Counter[str]:
+        """Unfinished invocations per deployment, every worker's (as stored: all share the store)."""
+        pinned: Counter[str] = Counter()
+        for _, _, invocation_id, _ in self._store.scan_inbox():
+            record = self._store.get_invocation(invocation_id)
+            if record is not None and not record.finished:
+                pinned[record.deployment_id] += 1
+        return pinned
+
+    def _deployment_view(self, record: DeploymentRecord, pinned: int) -> dict[str, Any]:
+        serving = self._registry.serving(record.id)
+        return {
+            "id": record.id, "uri": record.uri, "services": [s.name for s in record.services],
+            "created_at": _iso(record.created_ms),
+            "status": "active" if serving else "draining" if pinned else "drained",
+            "serving": serving, "pinned_invocations": pinned,
+        }
+
     async def deployments(self, request: web.Request) -> web.Response:
+        pinned = self._pinned()
         return json_response({"deployments": [
-            {"id": d.id, "uri": d.uri, "services": [s.name for s in d.services], "created_at": _iso(d.created_ms)}
-            for d in self._registry.deployments.values()
-        ]})
+            self._deployment_view(d, pinned[d.id]) for d in self._registry.reload().deployments.values()]})
+
+    async def delete_deployment(self, request: web.Request) -> web.Response:
+        """Forget a drained deployment: one that serves nothing new and has nothing pinned to it."""
+        deployment_id = request.match_info["id"]
+        record = self._registry.reload().deployments.get(deployment_id)
+        if record is None:
+            raise HTTPProblem(404, f"no such deployment: {deployment_id}")
+        serving = self._registry.serving(deployment_id)
+        if serving:
+            raise HTTPProblem(409, f"deployment {deployment_id} is where new invocations of {', '.join(serving)} "
+                                   "go: register the deployment that replaces it first")
+        pinned = self._pinned()[deployment_id]
+        if pinned:
+            raise HTTPProblem(409, f"{pinned} unfinished invocations are pinned to deployment {deployment_id}: "
+                                   "let them finish, or resume them on another deployment")
+        await self._registry.delete(deployment_id)
+        self._invoker.close_deleted_pools()
+        await self.deployments_changed()
+        return json_response({**self._deployment_view(record, 0), "status": "deleted"})
 
     def _service_view(self, deployment_id: str, spec: Any) -> dict[str, Any]:
         return {**msgspec.structs.asdict(spec), "deployment_id": deployment_id}

@@ -250,6 +250,31 @@ def services(ctx: click.Context) -> None:
     _echo_table(["NAME", "KIND", "DEPLOYMENT", "HANDLERS"], rows)
 
 
+@main.group(invoke_without_command=True)
+@click.pass_context
+def deployments(ctx: click.Context) -> None:
+    """List deployments: active (new invocations go there), draining (invocations still pinned),
+    drained (safe to stop and delete)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    reply = _decode(_request(_admin(ctx), "GET", ["deployments"]))
+    rows = [[d["id"], d["status"], str(d["pinned_invocations"]), d["uri"], ", ".join(d["services"])]
+            for d in reply.get("deployments", [])]
+    if not rows:
+        click.echo("no deployments registered: see `sidecar register --help`")
+        return
+    _echo_table(["ID", "STATUS", "PINNED", "URI", "SERVICES"], rows)
+
+
+@deployments.command("delete")
+@click.argument("deployment_id", metavar="ID")
+@click.pass_context
+def delete_deployment(ctx: click.Context, deployment_id: str) -> None:
+    """Forget a drained deployment."""
+    _decode(_request(_admin(ctx), "DELETE", ["deployments", deployment_id]))
+    click.echo(f"deleted deployment {deployment_id}")
+
+
 # --- invoke ------------------------------------------------------------------------------------
 
 

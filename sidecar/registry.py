@@ -53,11 +53,26 @@ class Registry:
             self._services[spec.name] = (record.id, spec)
 
     def reload(self) -> Registry:
-        """Pick up deployments another worker registered (the store is shared)."""
-        for record in sorted(self._store.list_deployments(), key=lambda d: d.created_ms):
+        """Pick up deployments another worker registered or deleted (the store is shared)."""
+        stored = sorted(self._store.list_deployments(), key=lambda d: d.created_ms)
+        if any(deployment_id not in {r.id for r in stored} for deployment_id in self.deployments):
+            self.deployments.clear()
+            self._services.clear()
+        for record in stored:
             if self.deployments.get(record.id) != record:
                 self._install(record)
         return self
+
+    def serving(self, deployment_id: str) -> list[str]:
+        """The services whose new invocations go to ``deployment_id``."""
+        return sorted(name for name, (routed, _) in self._services.items() if routed == deployment_id)
+
+    async def delete(self, deployment_id: str) -> None:
+        """Forget a deployment that serves nothing (the caller checked that none is pinned to it)."""
+        changes = Changes()
+        changes.delete_deployment(deployment_id)
+        await self._store.submit(changes)
+        self.deployments.pop(deployment_id, None)
 
     def services(self) -> list[tuple[str, ServiceSpec]]:
         return [self._services[name] for name in sorted(self._services)]

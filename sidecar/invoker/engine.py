@@ -364,6 +364,11 @@ class Invoker(FrameHandling, OperatorActions):
         live.retry_handle = None
         live.record.status = "running"
         pool = self._pool(live.record.deployment_id)
+        if pool is None:
+            live.record.attempts += 1
+            self._retry_later(live, f"deployment {live.record.deployment_id} is not registered any more: "
+                                    "resume this invocation on another deployment")
+            return
         link = pool.ready()
         if link is not None:
             self._begin(live, link)
@@ -381,13 +386,22 @@ class Invoker(FrameHandling, OperatorActions):
         if live.record.status == "running" and live.attempt is None:  # not killed meanwhile
             self._begin(live, link)
 
-    def _pool(self, deployment_id: str) -> DeploymentPool:
+    def _pool(self, deployment_id: str) -> DeploymentPool | None:
+        """The links to a deployment; None if it is not registered (any more)."""
         pool = self._pools.get(deployment_id)
         if pool is None:
-            uri = self._registry.deployments[deployment_id].uri
+            record = self._registry.deployments.get(deployment_id) or self._registry.reload().deployments.get(
+                deployment_id)
+            if record is None:
+                return None
             pool = self._pools[deployment_id] = DeploymentPool(
-                uri, self._http, self._settings.connections_per_deployment)
+                record.uri, self._http, self._settings.connections_per_deployment)
         return pool
+
+    def close_deleted_pools(self) -> None:
+        """Close the links to deployments that are not registered any more."""
+        for deployment_id in [d for d in self._pools if d not in self._registry.deployments]:
+            self.spawn(self._pools.pop(deployment_id).close())
 
     def _begin(self, live: Live, link: Link) -> None:
         record = live.record

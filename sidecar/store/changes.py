@@ -117,3 +117,6 @@ class Changes(WriteBatch):
 
     def put_deployment(self, record: DeploymentRecord) -> None:
         self.put("deployments", record.id.encode(), encode_record(record))
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        self.delete("deployments", deployment_id.encode())

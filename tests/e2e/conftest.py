@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -78,6 +81,12 @@ class Cluster:
         base = self.admin if admin else self.ingress
         async with self.http.get(f"http://{base}{path}") as response:
             return response.status, await _body(response)
+
+    async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``sidecar ARGS`` pointed at this cluster, as an operator would run it."""
+        env = {**os.environ, "SIDECAR_INGRESS": self.ingress, "SIDECAR_ADMIN": self.admin}
+        return await asyncio.to_thread(
+            subprocess.run, sidecar_cli(*args), capture_output=True, text=True, env=env, timeout=60)
 
     async def admin_call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         async with self.http.request(method, f"http://{self.admin}{path}", json=body) as response:

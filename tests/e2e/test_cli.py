@@ -2,44 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
 
 from tests.e2e.conftest import Cluster
-from tests.procs import eventually, sidecar_cli
-
-
-async def _cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SIDECAR_INGRESS": cluster.ingress, "SIDECAR_ADMIN": cluster.admin}
-    return await asyncio.to_thread(
-        subprocess.run, sidecar_cli(*args), capture_output=True, text=True, env=env, timeout=60)
+from tests.procs import eventually
 
 
 async def test_cli_invokes_lists_shows_and_edits_state(cluster: Cluster) -> None:
-    done = await _cli(cluster, "invoke", "Counter/cli/add", "4")
+    done = await cluster.cli("invoke", "Counter/cli/add", "4")
     assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr
     invocation_id = done.stderr.strip().split()[-1]
     assert invocation_id.startswith("inv_")
 
-    sent = await _cli(cluster, "invoke", "Counter/cli/add", "1", "--send", "--idempotency-key", "k1")
+    sent = await cluster.cli("invoke", "Counter/cli/add", "1", "--send", "--idempotency-key", "k1")
     assert sent.returncode == 0 and json.loads(sent.stdout)["status"] == "Accepted"
 
-    listed = await _cli(cluster, "invocations", "list", "--key", "cli")
+    listed = await cluster.cli("invocations", "list", "--key", "cli")
     assert listed.returncode == 0 and invocation_id in listed.stdout
-    shown = await _cli(cluster, "invocations", "show", invocation_id)
+    shown = await cluster.cli("invocations", "show", invocation_id)
     assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "completed"
 
-    assert (await _cli(cluster, "state", "set", "Counter", "cli", "count", "100")).returncode == 0
-    got = await _cli(cluster, "state", "get", "Counter", "cli", "count")
+    assert (await cluster.cli("state", "set", "Counter", "cli", "count", "100")).returncode == 0
+    got = await cluster.cli("state", "get", "Counter", "cli", "count")
     assert got.returncode == 0 and got.stdout.strip() == "100"
-    services = await _cli(cluster, "services")
+    services = await cluster.cli("services")
     assert services.returncode == 0 and "Counter" in services.stdout and "Steps" in services.stdout
 
 
 async def test_cli_reports_server_errors_without_a_traceback(cluster: Cluster) -> None:
-    failed = await _cli(cluster, "invoke", "Nope/x", "1")
+    failed = await cluster.cli("invoke", "Nope/x", "1")
     assert failed.returncode == 1
     assert "unknown service" in failed.stderr and "Traceback" not in failed.stderr
 
@@ -52,12 +43,12 @@ async def test_cli_resolves_an_awakeable_and_cancels(cluster: Cluster) -> None:
             return await response.json() if response.status == 200 else ""
 
     awakeable_id = await eventually(note, what="the awakeable ID")
-    done = await _cli(cluster, "awakeable", "resolve", awakeable_id, '"from the cli"')
+    done = await cluster.cli("awakeable", "resolve", awakeable_id, '"from the cli"')
     assert done.returncode == 0, done.stderr
     assert await cluster.get(f"/restate/invocation/{body['invocationId']}/attach") == (200, "approved: from the cli")
-    again = await _cli(cluster, "awakeable", "resolve", awakeable_id, "1")
+    again = await cluster.cli("awakeable", "resolve", awakeable_id, "1")
     assert again.returncode == 1 and "Traceback" not in again.stderr
     parked = (await cluster.post("/Waits/park/send", 60))[1]["invocationId"]
-    cancelled = await _cli(cluster, "invocations", "cancel", parked)
+    cancelled = await cluster.cli("invocations", "cancel", parked)
     assert cancelled.returncode == 0, cancelled.stderr
     assert (await cluster.get(f"/restate/invocation/{parked}/attach"))[0] == 409
