@@ -18,8 +18,10 @@ import msgspec
 
 from handler_sdk.protocol import Entry, Failure, Publish
 
-#: Ephemeral events kept per running invocation, for subscribers that connect or reconnect late.
+#: Ephemeral events kept per running invocation, for subscribers that connect or reconnect late:
+#: the newest ``KEEP``, at most ``KEEP_BYTES`` of them.
 KEEP = 1000
+KEEP_BYTES = 256 * 1024
 #: How long an ended invocation's ephemeral events stay, so that subscribers drain them.
 LINGER_S = 10.0
 
@@ -74,13 +76,18 @@ class EventStreams:
 
     def __init__(self) -> None:
         self._buffers: dict[str, deque[tuple[Place, bytes]]] = {}
+        self._buffered_bytes: dict[str, int] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     def ephemeral(self, invocation_id: str, place: Place, event: bytes) -> None:
         buffer = self._buffers.get(invocation_id)
         if buffer is None:
-            buffer = self._buffers[invocation_id] = deque(maxlen=KEEP)
+            buffer = self._buffers[invocation_id] = deque()
         buffer.append((place, event))
+        size = self._buffered_bytes.get(invocation_id, 0) + len(event)
+        while len(buffer) > KEEP or (size > KEEP_BYTES and len(buffer) > 1):
+            size -= len(buffer.popleft()[1])
+        self._buffered_bytes[invocation_id] = size
         self.changed(invocation_id)
 
     def buffered(self, invocation_id: str, after: Place | None, before: Place | None) -> list[tuple[Place, bytes]]:
@@ -99,7 +106,11 @@ class EventStreams:
     def finished(self, invocation_id: str) -> None:
         self.changed(invocation_id)
         if invocation_id in self._buffers:
-            asyncio.get_running_loop().call_later(LINGER_S, self._buffers.pop, invocation_id, None)
+            asyncio.get_running_loop().call_later(LINGER_S, self._forget, invocation_id)
+
+    def _forget(self, invocation_id: str) -> None:
+        self._buffers.pop(invocation_id, None)
+        self._buffered_bytes.pop(invocation_id, None)
 
     async def wait(self, invocation_id: str, timeout: float) -> None:
         """Until something changes for ``invocation_id``, or ``timeout`` seconds."""
