@@ -1,12 +1,15 @@
 """Approval: draft something, wait for a human's decision with a deadline, then act or escalate.
 
+Its progress streams to subscribers: milestones as it reaches them, the draft as it is written.
+
 The workflow runs once per key. Its wait costs nothing while it lasts (the handler suspends),
 and it survives restarts of everything: the decision, or the deadline, wakes it up.
 
     python -m handler_sdk examples.approval:approval --port 9082
     sidecar register http://127.0.0.1:9082
     curl -s localhost:8080/Approval/post-7/run/send -H 'content-type: application/json' \\
-        -d '{"topic": "launch day", "deadline_s": 300}'
+        -d '{"topic": "launch day", "deadline_s": 300}'          # {"invocationId": "inv_...", ...}
+    curl -sN localhost:8080/restate/invocation/inv_.../events    # milestones and draft tokens, live
     curl -s -X POST localhost:8080/Approval/post-7/draft
     curl -s localhost:8080/Approval/post-7/decide -H 'content-type: application/json' -d '"approved"'
     curl -s localhost:8080/restate/workflow/Approval/post-7/attach
@@ -29,9 +32,13 @@ class Request(msgspec.Struct):
     deadline_s: float = 3600.0
 
 
-async def write_draft(topic: str) -> str:
-    # Stands in for an LLM call: slow, costly, not repeatable. Journaled, so it runs once.
-    return f"Announcing {topic}: it is finally here."
+async def write_draft(ctx: WorkflowContext, topic: str) -> str:
+    # Stands in for an LLM call: slow, costly, not repeatable. Journaled, so it runs once; its
+    # tokens stream to whoever follows the run's events as they come.
+    words = f"Announcing {topic}: it is finally here.".split()
+    for word in words:
+        ctx.publish(word, ephemeral=True)
+    return " ".join(words)
 
 
 async def publish(draft: str) -> str:
@@ -44,13 +51,16 @@ async def escalate(draft: str, why: str) -> str:
 
 @approval.main()
 async def run(ctx: WorkflowContext, request: Request) -> str:
-    draft = await ctx.run("draft", write_draft, request.topic)
+    ctx.publish({"stage": "drafting"})
+    draft = await ctx.run("draft", write_draft, ctx, request.topic)
     ctx.set("draft", draft)
     # The deadline is a durable, delayed message to this workflow: it decides "timed out" unless
     # a human decided first (the first decision wins; the later one is refused).
     ctx.object_send(approval, ctx.key, expire, None, delay=timedelta(seconds=request.deadline_s))
+    ctx.publish({"stage": "awaiting a decision", "draft": draft})
     decision = await ctx.promise("decision", type=str).value()
     ctx.set("decision", decision)
+    ctx.publish({"stage": "decided", "decision": decision})
     if decision == "approved":
         return await ctx.run("publish", publish, draft)
     return await ctx.run("escalate", escalate, draft, decision)

@@ -128,6 +128,7 @@ class Attempt(Context):
         self._headers = start.headers
         self._key = start.key
         self._emit = emit
+        self._loop = asyncio.get_running_loop()
         self._replay = Replay(start.invocation_id, start.journal)
         # Snapshot plus this attempt's own writes. The snapshot already includes what earlier
         # attempts wrote (writes are applied as they commit), so replayed writes change nothing.
@@ -520,8 +521,16 @@ class Attempt(Context):
             return
         if self._closed:
             raise AttemptAborted()
-        if self._replay.replaying:
-            return  # an earlier attempt published it, from this same place
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a sync step's function, in its thread: the loop sends it
+            self._loop.call_soon_threadsafe(self._publish_ephemeral, raw)
+        else:
+            self._publish_ephemeral(raw)
+
+    def _publish_ephemeral(self, raw: bytes) -> None:
+        if self._closed or self._replay.replaying:
+            return  # over, or an earlier attempt published it from this same place
         after = self._replay.next_index - 1
         seq = self._event_place[1] + 1 if self._event_place[0] == after else 0
         self._event_place = (after, seq)

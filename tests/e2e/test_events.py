@@ -3,53 +3,8 @@ resumed with ``Last-Event-ID``, replayed to late subscribers, and across a sidec
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import Callable
-from typing import Any
-
-import aiohttp
-
 from tests.e2e.conftest import Cluster
-
-#: One SSE message: (id, event type, decoded data).
-Message = tuple[str | None, str, Any]
-
-
-async def _read(response: aiohttp.ClientResponse, until: Callable[[Message], bool] | None = None) -> list[Message]:
-    """Messages from an open stream, up to the first one ``until`` accepts, or to its end."""
-
-    async def collect() -> list[Message]:
-        messages: list[Message] = []
-        fields: dict[str, str] = {}
-        async for raw in response.content:
-            line = raw.decode().rstrip("\n")
-            if line.startswith(":"):
-                continue
-            if line:
-                name, _, value = line.partition(": ")
-                fields[name] = value
-                continue
-            if "data" in fields:
-                messages.append((fields.get("id"), fields.get("event", "message"), json.loads(fields["data"])))
-                if until is not None and until(messages[-1]):
-                    return messages
-            fields = {}
-        return messages
-
-    return await asyncio.wait_for(collect(), 30)
-
-
-def _stage(name: str) -> Callable[[Message], bool]:
-    return lambda message: isinstance(message[2], dict) and message[2].get("stage") == name
-
-
-async def _subscribe(cluster: Cluster, invocation_id: str, last: str | None = None) -> aiohttp.ClientResponse:
-    response = await cluster.http.get(f"http://{cluster.ingress}/restate/invocation/{invocation_id}/events",
-                                      headers={"Last-Event-ID": last} if last else None)
-    assert response.status == 200, await response.text()
-    assert response.headers["Content-Type"].startswith("text/event-stream")
-    return response
+from tests.e2e.sse import read_events, stage, subscribe
 
 
 async def _start_chat(cluster: Cluster, prompt: str) -> str:
@@ -66,24 +21,24 @@ async def _resolve(cluster: Cluster, awakeable_id: str, verdict: str) -> None:
 
 async def test_a_subscriber_sees_milestones_and_tokens_as_they_come_then_the_end(cluster: Cluster) -> None:
     invocation_id = await _start_chat(cluster, "hello brave world")
-    async with await _subscribe(cluster, invocation_id) as stream:
-        so_far = await _read(stream, until=_stage("review"))  # the handler is waiting now: this is live
+    async with await subscribe(cluster, invocation_id) as stream:
+        so_far = await read_events(stream, until=stage("review"))  # the handler is waiting now: this is live
         assert [(i, kind) for i, kind, _ in so_far] == [
             ("1", "message"), ("2.0", "message"), ("2.1", "message"), ("2.2", "message"), ("4", "message")]
         assert [data for _, _, data in so_far[:4]] == [{"stage": "thinking"}, "hello", "brave", "world"]
         await _resolve(cluster, so_far[-1][2]["awakeable"], "ship it")
-        rest = await _read(stream)
+        rest = await read_events(stream)
     assert rest == [("5", "message", {"stage": "done", "verdict": "ship it"}),
                     (None, "end", {"status": "completed", "output": "HELLO BRAVE WORLD (ship it)", "failure": None})]
 
     # Resumed after the review milestone: only what followed it.
-    async with await _subscribe(cluster, invocation_id, last="4") as stream:
-        assert await _read(stream) == rest
+    async with await subscribe(cluster, invocation_id, last="4") as stream:
+        assert await read_events(stream) == rest
     # A late subscriber gets every milestone again, once, and the end, from either worker (each
     # connection lands on one of the two; the owner's pages reach the other over the mesh).
     for _ in range(4):
-        async with await _subscribe(cluster, invocation_id) as stream:
-            late = await _read(stream)
+        async with await subscribe(cluster, invocation_id) as stream:
+            late = await read_events(stream)
         assert [i for i, _, _ in late if i is None or "." not in i] == ["1", "4", "5", None]
 
 
@@ -100,17 +55,17 @@ async def test_bad_requests_get_json_errors(cluster: Cluster) -> None:
 async def test_a_stream_resumes_across_a_sidecar_crash_without_repeats(durable_cluster: Cluster) -> None:
     cluster = durable_cluster
     invocation_id = await _start_chat(cluster, "one two")
-    async with await _subscribe(cluster, invocation_id) as stream:
-        before = await _read(stream, until=_stage("review"))
+    async with await subscribe(cluster, invocation_id) as stream:
+        before = await read_events(stream, until=stage("review"))
         cluster.sidecar.kill()
     await cluster.start_sidecar()
     last, awakeable_id = before[-1][0], before[-1][2]["awakeable"]
 
-    async with await _subscribe(cluster, invocation_id, last=last) as stream:
+    async with await subscribe(cluster, invocation_id, last=last) as stream:
         await _resolve(cluster, awakeable_id, "ok")
-        after = await _read(stream)
+        after = await read_events(stream)
     assert after == [("5", "message", {"stage": "done", "verdict": "ok"}),
                      (None, "end", {"status": "completed", "output": "ONE TWO (ok)", "failure": None})]
-    async with await _subscribe(cluster, invocation_id) as stream:
-        milestones = [data["stage"] for i, kind, data in await _read(stream) if kind == "message" and "." not in i]
+    async with await subscribe(cluster, invocation_id) as stream:
+        milestones = [data["stage"] for i, kind, data in await read_events(stream) if kind == "message" and "." not in i]
     assert milestones == ["thinking", "review", "done"]

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Cluster, running_cluster
+from tests.e2e.sse import read_events, stage, subscribe
 from tests.procs import eventually
 
 ORDER = {"customer": "alice", "amount_cents": 4200, "email": "alice@example.com"}
@@ -69,6 +70,20 @@ async def test_approval_publishes_once_approved_even_across_a_sidecar_crash(appr
     assert (await approvals.post("/Approval/post-1/decide", "approved"))[:2] == (200, "recorded: approved")
     status, result = await approvals.get("/restate/workflow/Approval/post-1/attach")
     assert status == 200 and result.startswith("published: Announcing launch")
+
+
+async def test_approval_streams_its_progress_and_its_draft_as_it_writes_it(approvals: Cluster) -> None:
+    status, accepted, _ = await approvals.post("/Approval/post-3/run/send", {"topic": "streams", "deadline_s": 60})
+    assert status == 202
+    async with await subscribe(approvals, accepted["invocationId"]) as stream:
+        waiting = await read_events(stream, until=stage("awaiting a decision"))
+        assert waiting[0][2] == {"stage": "drafting"}
+        assert " ".join(data for _, _, data in waiting[1:-1]) == "Announcing streams: it is finally here."
+        assert (await approvals.post("/Approval/post-3/decide", "approved"))[0] == 200
+        rest = await read_events(stream)
+    assert rest[0][2] == {"stage": "decided", "decision": "approved"}
+    assert rest[-1][1:] == ("end", {"status": "completed", "failure": None,
+                                    "output": "published: Announcing streams: it is finally here."})
 
 
 async def test_approval_escalates_when_nobody_decides_in_time(approvals: Cluster) -> None:

@@ -81,3 +81,23 @@ async def test_a_replay_publishes_nothing_again_and_a_rerun_publishes_at_the_sam
     messages = await _until_end(sidecar, rerun)
     assert _events(messages) == [(1, 0, b'"t0"'), (1, 1, b'"t1"'), (2, 0, b'"s0"')]
     assert _entries(messages) == journal[1:] and ran == ["tea", "tea"]
+
+
+async def test_a_sync_step_publishes_tokens_from_its_thread(connect: Connect) -> None:
+    service = Service("Talker")
+
+    @service.handler()
+    async def talk(ctx: Context, topic: str) -> str:
+        def generate() -> str:  # sync: the SDK runs it in a thread
+            for word in ("one", "two"):
+                ctx.publish(word, ephemeral=True)
+            return topic
+
+        return await ctx.run("generate", generate)
+
+    sidecar = await connect(service)
+    inv = await sidecar.start("Talker", "talk", b'"x"', key=None)
+    messages = await _until_end(sidecar, inv)
+    assert _events(messages) == [(1, 0, b'"one"'), (1, 1, b'"two"')]
+    assert _entries(messages) == [Run(name="generate", value=b'"x"')]
+
