@@ -164,6 +164,7 @@ class WorkflowAttempt(_Promises, _WriteState, WorkflowContext):
 
 def new_attempt(
     start: Start, handler: HandlerDef, emit: Emit, service_kind: str, *, suspend_after: float = 1.0,
+    suspend_for_acks: bool = False,
 ) -> Attempt:
     """The context class that matches what the handler may do."""
     cls: type[Attempt]
@@ -173,4 +174,4 @@ def new_attempt(
         cls = WorkflowSharedAttempt if handler.kind == "shared" else WorkflowAttempt
     else:
         cls = SharedAttempt if handler.kind == "shared" else ExclusiveAttempt
-    return cls(start, handler, emit, suspend_after=suspend_after)
+    return cls(start, handler, emit, suspend_after=suspend_after, suspend_for_acks=suspend_for_acks)

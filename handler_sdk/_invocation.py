@@ -121,7 +121,10 @@ def _cancelled() -> TerminalError:
 class Attempt(Context):
     """Engine and ``Context`` methods shared by every kind of handler."""
 
-    def __init__(self, start: Start, handler: HandlerDef, emit: Emit, *, suspend_after: float = 1.0) -> None:
+    def __init__(
+        self, start: Start, handler: HandlerDef, emit: Emit, *, suspend_after: float = 1.0,
+        suspend_for_acks: bool = False,
+    ) -> None:
         self._id = start.invocation_id
         self._handler = handler
         self._input = start.input
@@ -129,6 +132,9 @@ class Attempt(Context):
         self._key = start.key
         self._emit = emit
         self._loop = asyncio.get_running_loop()
+        #: Request-response mode: nothing can arrive during the attempt, so a step that needs its
+        #: acknowledgement ends it with a ``Suspend`` on that step, and the next one replays it.
+        self._suspend_for_acks = suspend_for_acks
         self._replay = Replay(start.invocation_id, start.journal)
         # Snapshot plus this attempt's own writes. The snapshot already includes what earlier
         # attempts wrote (writes are applied as they commit), so replayed writes change nothing.
@@ -340,6 +346,8 @@ class Attempt(Context):
     async def _durable(self, index: int) -> None:
         if self._acked >= index:
             return
+        if self._suspend_for_acks:
+            raise self._suspend([index])()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((index, future))
         self._waits.reschedule()
@@ -427,7 +435,7 @@ class Attempt(Context):
         if recorded is None:
             # The wall clock is fine here: the wake-up instant is journaled, and replays use it.
             self._command(index, Sleep(wake_at_ms=time.time_ns() // 1_000_000 + ms))
-        _, failure = await self._waits.wait(index)
+        _, failure = await self._outcome(index)  # a cancellation recorded at this wait surfaces here
         if failure is not None:
             raise TerminalError(failure.message, failure.code)
 

@@ -1,4 +1,4 @@
-"""The handler service's HTTP face: ``GET /discover`` and the ``GET /connect`` WebSocket.
+"""The handler service's HTTP face: ``GET /discover``, the ``GET /connect`` WebSocket, and ``POST /invoke``.
 
 One socket carries many invocations, each running as its own task; the sidecar may open several.
 This is the benchmark's hot path, so a frame costs one decode and a dict lookup on the way in,
@@ -72,6 +72,7 @@ class Registry:
 
 
 REGISTRY = web.AppKey("handler_sdk.registry", Registry)
+_start_decoder = msgspec.msgpack.Decoder(Start)
 
 
 class Connection:
@@ -197,6 +198,31 @@ class Connection:
             logger.error("invocation %s: SDK error", attempt.invocation_id, exc_info=task.exception())
 
 
+async def _invoke(request: web.Request) -> web.Response:
+    """Request-response mode, for hosts that cannot hold a socket: the body is one ``Start``; the
+    answer, a msgpack array of the attempt's messages up to its ``End`` or ``Suspend``. A step
+    that needs its acknowledgement ends the attempt with a ``Suspend`` on it: the sidecar makes
+    it durable and invokes again with the longer journal. ``x-sidecar-cancel: 1``: the
+    invocation is being cancelled (cooperatively)."""
+    registry = request.app[REGISTRY]
+    try:
+        start = _start_decoder.decode(await request.read())
+    except msgspec.DecodeError as exc:
+        return web.json_response({"code": 400, "message": f"expected one msgpack Start: {exc}"}, status=400)
+    messages: list[ToSidecar] = []
+    found = registry.handlers.get((start.service, start.handler))
+    if found is None:
+        messages.append(End(invocation_id=start.invocation_id,
+                            failure=Failure(code=404, message=f"no handler {start.service}/{start.handler} here")))
+    else:
+        handler, service_kind = found
+        attempt = new_attempt(start, handler, messages.append, service_kind, suspend_after=0.0, suspend_for_acks=True)
+        if request.headers.get("x-sidecar-cancel") == "1":
+            attempt.cancel()
+        await attempt.execute()
+    return web.Response(body=encoder.encode(messages), content_type="application/msgpack")
+
+
 async def _discover(request: web.Request) -> web.Response:
     body = request.app[REGISTRY].discovery
     return web.Response(body=body, content_type="application/json")
@@ -235,6 +261,7 @@ def app(
     application[REGISTRY] = registry
     application.router.add_get("/discover", _discover)
     application.router.add_get("/connect", _connect)
+    application.router.add_post("/invoke", _invoke)
     application.on_shutdown.append(registry.close_sockets)
     return application
 

@@ -57,6 +57,7 @@ def _from(query: Mapping[str, str]) -> int:
 class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
     uri: str
     force: bool = False
+    transport: str = "websocket"
 
 
 def _iso(ms: int | None) -> str | None:
@@ -160,9 +161,11 @@ class Admin:
         try:
             body = msgspec.json.decode(await request.read(), type=RegisterRequest)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise HTTPProblem(400, f'expected {{"uri": "http://host:port", "force": false}}: {exc}') from None
+            raise HTTPProblem(400, f'expected {{"uri": "http://host:port", "force": false, '
+                                   f'"transport": "websocket" | "request-response"}}: {exc}') from None
         try:
-            record, created = await self._registry.register(body.uri, force=body.force, http=self._http)
+            record, created = await self._registry.register(
+                body.uri, force=body.force, http=self._http, transport=body.transport)
         except RegistrationError as exc:
             raise HTTPProblem(exc.status, exc.message) from None
         await self.deployments_changed()
@@ -211,7 +214,7 @@ class Admin:
         serving = self._registry.serving(record.id)
         return {
             "id": record.id, "uri": record.uri, "services": [s.name for s in record.services],
-            "created_at": _iso(record.created_ms),
+            "created_at": _iso(record.created_ms), "transport": record.transport,
             "status": "active" if serving else "draining" if pinned else "drained",
             "serving": serving, "pinned_invocations": pinned,
         }

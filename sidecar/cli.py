@@ -226,10 +226,13 @@ def serve(
 @main.command()
 @click.argument("uri")
 @click.option("--force", is_flag=True, help="Replace an existing deployment at the same URI.")
+@click.option("--request-response", is_flag=True,
+              help="Reach it with one POST /invoke per step, for hosts that cannot hold a WebSocket.")
 @click.pass_context
-def register(ctx: click.Context, uri: str, force: bool) -> None:
+def register(ctx: click.Context, uri: str, force: bool, request_response: bool) -> None:
     """Discover the handler service at URI and register its services."""
-    body = msgspec.json.encode({"uri": uri, "force": force})
+    body = msgspec.json.encode(
+        {"uri": uri, "force": force, "transport": "request-response" if request_response else "websocket"})
     deployment = _decode(_request(_admin(ctx), "POST", ["deployments"], body=body,
                                   headers={"content-type": "application/json"}))
     click.echo(f"registered deployment {deployment.get('id', '?')} at {deployment.get('uri', uri)}")

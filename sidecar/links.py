@@ -34,6 +34,8 @@ class Session(Protocol):
 
     def on_link_lost(self, reason: str) -> None: ...
 
+    def alive(self) -> None: ...
+
 
 class Link:
     """One open WebSocket to a deployment's ``/connect``."""

@@ -15,6 +15,7 @@ from handler_sdk.protocol import PROTOCOL_VERSION, Discovery, HandlerSpec, Servi
 
 from .ids import IdGenerator
 from .store import Changes, DeploymentRecord, Store
+from .store.records import TRANSPORTS
 
 _discovery_decoder = msgspec.json.Decoder(Discovery)
 
@@ -98,21 +99,25 @@ class Registry:
                 return next((h for h in spec.handlers if h.name == handler), None)
         return None
 
-    async def register(self, uri: str, *, force: bool, http: aiohttp.ClientSession) -> tuple[DeploymentRecord, bool]:
+    async def register(
+        self, uri: str, *, force: bool, http: aiohttp.ClientSession, transport: str = "websocket",
+    ) -> tuple[DeploymentRecord, bool]:
         """Discover ``uri`` and register it. Returns the record and whether it is new."""
         uri = uri.rstrip("/")
         if not uri.startswith(("http://", "https://")):
             raise RegistrationError(400, f"deployment uri must be http:// or https://, not {uri!r}")
+        if transport not in TRANSPORTS:
+            raise RegistrationError(400, f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         discovery = await _discover(uri, http)
         existing = next((d for d in self.deployments.values() if d.uri == uri), None)
-        if existing is not None and existing.services == discovery.services:
+        if existing is not None and (existing.services, existing.transport) == (discovery.services, transport):
             return existing, False
         if existing is not None and not force:
-            raise RegistrationError(
-                409, f"a deployment at {uri} is already registered with other services; pass force to replace it")
+            raise RegistrationError(409, f"a deployment at {uri} is already registered with other services or "
+                                         "another transport; pass force to replace it")
         record = DeploymentRecord(
             id=existing.id if existing else self._ids.deployment_id(), uri=uri, services=discovery.services,
-            created_ms=int(time.time() * 1000),
+            created_ms=int(time.time() * 1000), transport=transport,
         )
         changes = Changes()
         changes.put_deployment(record)

@@ -24,6 +24,7 @@ from handler_sdk.protocol import (
 
 from ..config import Settings
 from ..ids import IdGenerator
+from ..invoke_link import InvokePool
 from ..links import DeploymentPool, Link, LinkError
 from ..metrics import Metrics
 from ..partitions import PartitionMap
@@ -71,7 +72,7 @@ class Invoker(FrameHandling, OperatorActions):
         self._ids = ids
         self.active: dict[str, Live] = {}
         self._keys: KeyLocks[Live] = KeyLocks()
-        self._pools: dict[str, DeploymentPool] = {}
+        self._pools: dict[str, DeploymentPool | InvokePool] = {}
         #: Idempotency keys whose invocation is accepted but not yet committed: a concurrent
         #: repeat must attach to it, and the store cannot tell it yet.
         self._idempotency_inflight: dict[bytes, str] = {}
@@ -375,7 +376,7 @@ class Invoker(FrameHandling, OperatorActions):
         else:
             self.spawn(self._connect_and_begin(live, pool))
 
-    async def _connect_and_begin(self, live: Live, pool: DeploymentPool) -> None:
+    async def _connect_and_begin(self, live: Live, pool: DeploymentPool | InvokePool) -> None:
         try:
             link = await pool.acquire()
         except LinkError as exc:
@@ -386,7 +387,7 @@ class Invoker(FrameHandling, OperatorActions):
         if live.record.status == "running" and live.attempt is None:  # not killed meanwhile
             self._begin(live, link)
 
-    def _pool(self, deployment_id: str) -> DeploymentPool | None:
+    def _pool(self, deployment_id: str) -> DeploymentPool | InvokePool | None:
         """The links to a deployment; None if it is not registered (any more)."""
         pool = self._pools.get(deployment_id)
         if pool is None:
@@ -394,8 +395,9 @@ class Invoker(FrameHandling, OperatorActions):
                 deployment_id)
             if record is None:
                 return None
-            pool = self._pools[deployment_id] = DeploymentPool(
-                record.uri, self._http, self._settings.connections_per_deployment)
+            pool = self._pools[deployment_id] = InvokePool(record.uri, self._http) \
+                if record.transport == "request-response" \
+                else DeploymentPool(record.uri, self._http, self._settings.connections_per_deployment)
         return pool
 
     def close_deleted_pools(self) -> None:

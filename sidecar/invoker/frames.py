@@ -117,6 +117,13 @@ class FrameHandling:
         live = attempt.live
         journal = live.journal
         assert journal is not None
+        if suspend.waiting_on and all(i < len(journal) and type(journal[i]) in ACKED_KINDS for i in suspend.waiting_on):
+            # Request-response mode: the handler stopped where a step needs its ack. Once the
+            # step is durable (an empty batch commits after it), it runs again with it journaled.
+            attempt.detach()
+            live.record.failures = 0
+            self._store.submit(Changes()).add_done_callback(partial(self._resume_after_ack, live))
+            return
         if not suspend.waiting_on or any(
                 i >= len(journal) or type(journal[i]) not in COMPLETABLE_KINDS for i in suspend.waiting_on):
             return self._violation(attempt, f"suspended waiting on {suspend.waiting_on}, not completable entries")
@@ -129,6 +136,12 @@ class FrameHandling:
         record.status = "suspended"
         record.modified_ms = now_ms()
         self._persist(record)
+
+    def _resume_after_ack(self, live: Live, written: asyncio.Future[None]) -> None:
+        record = live.record
+        if written.exception() is None and live.attempt is None and record.status == "running" \
+                and record.id in self.active:  # not killed, paused or failed meanwhile
+            self.resume(live)
 
     def complete_entry(
         self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None,

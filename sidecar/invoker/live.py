@@ -58,6 +58,10 @@ class Attempt:
         self.last_activity = time.monotonic()
         self._invoker.on_message(self, message)
 
+    def alive(self) -> None:
+        """Its handler is busy, though silent (a request-response link says so)."""
+        self.last_activity = time.monotonic()
+
     def on_link_lost(self, reason: str) -> None:
         if not self.over:
             self._invoker.attempt_failed(self, reason)

@@ -80,12 +80,17 @@ class IdempotencyRecord(msgspec.Struct, kw_only=True):
     invocation_id: str
 
 
+#: How the sidecar reaches a deployment: its ``/connect`` WebSocket, or ``POST /invoke`` per step.
+TRANSPORTS = ("websocket", "request-response")
+
+
 class DeploymentRecord(msgspec.Struct, kw_only=True):
     v: int = FORMAT_VERSION
     id: str
     uri: str
     services: list[ServiceSpec]
     created_ms: int
+    transport: str = "websocket"  # one of TRANSPORTS
 
 
 class EarlyCompletion(msgspec.Struct, kw_only=True):

@@ -144,6 +144,15 @@ async def test_a_later_attempt_replays_the_cancellation_where_it_surfaced(connec
     assert entries == [] and end.output == b'"refund confirmed"'
 
 
+async def test_a_cancellation_recorded_at_a_sleep_surfaces_there_on_replay(connect: Connect) -> None:
+    sidecar = await connect(shop([]))
+    journal: list[Entry] = [Sleep(wake_at_ms=2**41), CANCELLED]  # the sleep is far from over
+    inv = await sidecar.start("Shop", "stubborn", key=None, journal=journal)
+    await sidecar.cancel(inv)
+    second_sleep = await sidecar.command(inv)  # not a suspension on the first sleep
+    assert second_sleep.index == 3 and isinstance(second_sleep.entry, Sleep)
+
+
 async def test_a_cancellation_surfaces_once_and_a_swallowed_one_ends_as_usual(connect: Connect) -> None:
     sidecar = await connect(shop([]), suspend_after=NEVER)
     inv = await sidecar.start("Shop", "stubborn", key=None)
