@@ -44,7 +44,9 @@ async def _register_on_start(registry: Registry, uris: list[str], http: aiohttp.
         delay = 0.05
         while True:
             try:
-                record, _ = await registry.register(uri, force=True, http=http)
+                known = next((d for d in registry.deployments.values() if d.uri == uri.rstrip("/")), None)
+                record, _ = await registry.register(  # a restart keeps the transport it was registered with
+                    uri, force=True, http=http, transport=known.transport if known else "websocket")
                 log.info("registered %s: %s", uri, ", ".join(s.name for s in record.services))
                 await admin.deployments_changed()
                 break

@@ -27,7 +27,27 @@ STEPS = 20
 
 @pytest.mark.timeout(60 + ROUNDS * 30)
 async def test_no_step_is_lost_or_repeated_across_sigkills(durable_cluster: Cluster) -> None:
-    cluster = durable_cluster
+    await _storm(durable_cluster)
+
+
+@pytest.mark.timeout(60 + ROUNDS * 30)
+async def test_no_step_is_lost_or_repeated_across_sigkills_in_request_response_mode(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+) -> None:
+    """The same storm, the handlers reached with one POST /invoke per step (a restarted sidecar
+    registers them again with --register, and keeps their transport)."""
+    async with running_cluster(tmp_path, http, request, ["--inactivity-timeout", "3", "--workers", "1"]) as cluster:
+        registered = await cluster.cli("register", f"http://127.0.0.1:{cluster.handler_port}", "--force",
+                                       "--request-response")
+        assert registered.returncode == 0, registered.stderr
+        await _storm(cluster)
+        _, listed = await cluster.get("/deployments", admin=True)
+        assert [d["transport"] for d in listed["deployments"]] == ["request-response"]
+
+
+async def _storm(cluster: Cluster) -> None:
+    """Kill the handlers, the sidecar or both, ``ROUNDS`` times, while 20-step jobs run; then
+    check every job's output, journal and side effects."""
     rng = random.Random(1234)
     ids: list[str] = []
 
