@@ -35,7 +35,7 @@ from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
 from .admission import Overloaded, admit
 from .calls import Calls
-from .events import EventPage, EventStreams, Place, StreamEnd, StreamEvent, milestones
+from .events import EventPage, EventStreams, Place, StreamEnd, StreamEvent
 from .idempotency import idempotency_slot
 from .keylocks import KeyLocks
 from .live import Attempt, Live
@@ -291,9 +291,10 @@ class Invoker(FrameHandling, OperatorActions):
         while True:
             record = self.current(invocation_id)  # InvocationNotFound for an unknown one
             over = invocation_id not in self.active  # its end is durable
-            durable = self._store.read_journal(invocation_id)
-            found = sorted(milestones(durable, after) + self.events.buffered(
-                invocation_id, after, before=self._first_pending_milestone(invocation_id, len(durable))))
+            durable, published = self.events.durable(
+                invocation_id, partial(self._store.read_journal, invocation_id), running=not over)
+            found = sorted([m for m in published if after is None or m[0] > after] + self.events.buffered(
+                invocation_id, after, before=self._first_pending_milestone(invocation_id, durable)))
             if found or over or wait_s <= 0:
                 break
             await self.events.wait(invocation_id, wait_s)

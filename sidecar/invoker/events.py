@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple
 
 import msgspec
@@ -60,10 +61,10 @@ class EventPage(msgspec.Struct, frozen=True):
     end: StreamEnd | None = None
 
 
-def milestones(journal: list[Entry], after: Place | None) -> list[tuple[Place, bytes]]:
-    """The journal's ``Publish`` entries placed after ``after``."""
+def milestones(journal: list[Entry], after: Place | None, start: int = 0) -> list[tuple[Place, bytes]]:
+    """The ``Publish`` entries placed after ``after`` in ``journal``, whose first entry is ``start``."""
     found = []
-    for index, entry in enumerate(journal):
+    for index, entry in enumerate(journal, start):
         if type(entry) is Publish:
             place = Place(index, -1)
             if after is None or place > after:
@@ -75,9 +76,24 @@ class EventStreams:
     """Ephemeral events in memory, and subscribers waiting for something new."""
 
     def __init__(self) -> None:
+        #: Per running invocation: how many journal entries are known durable, and their milestones
+        #: (a durable prefix never changes, so a page reads only what is new).
+        self._durable: dict[str, tuple[int, list[tuple[Place, bytes]]]] = {}
         self._buffers: dict[str, deque[tuple[Place, bytes]]] = {}
         self._buffered_bytes: dict[str, int] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    def durable(self, invocation_id: str, read_from: Callable[[int], list[Entry]], *,
+                running: bool) -> tuple[int, list[tuple[Place, bytes]]]:
+        """(how many entries are durable, the milestones among them), reading the journal with
+        ``read_from(first index)`` past what was read before; remembered while ``running``."""
+        known, found = self._durable.get(invocation_id, (0, []))
+        more = read_from(known)
+        if more:
+            known, found = known + len(more), found + milestones(more, None, known)
+        if running:
+            self._durable[invocation_id] = (known, found)
+        return known, found
 
     def ephemeral(self, invocation_id: str, place: Place, event: bytes) -> None:
         buffer = self._buffers.get(invocation_id)
@@ -105,6 +121,7 @@ class EventStreams:
 
     def finished(self, invocation_id: str) -> None:
         self.changed(invocation_id)
+        self._durable.pop(invocation_id, None)
         if invocation_id in self._buffers:
             asyncio.get_running_loop().call_later(LINGER_S, self._forget, invocation_id)
 

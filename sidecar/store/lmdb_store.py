@@ -139,13 +139,18 @@ class Store:
         raw = self._get("invocations", invocation_id.encode())
         return None if raw is None else _invocation_decoder.decode(raw)
 
-    def read_journal(self, invocation_id: str) -> list[Entry]:
-        """The journal's dense prefix. Entries past a gap (a later write of a failed attempt that
-        committed after an earlier one failed) are not part of it; the next attempt overwrites them."""
+    def read_journal(self, invocation_id: str, start: int = 0) -> list[Entry]:
+        """The journal's dense prefix (from entry ``start``, for a caller that read the entries
+        before it already). Entries past a gap (a later write of a failed attempt that committed
+        after an earlier one failed) are not part of it; the next attempt overwrites them."""
         journal: list[Entry] = []
+        prefix = keys.journal_prefix(invocation_id)
         with self._env.begin(db=self._dbs["journal"]) as txn:
-            for raw_key, value in _scan(txn.cursor(), keys.journal_prefix(invocation_id)):
-                if keys.journal_index(raw_key) != len(journal):
+            cursor = txn.cursor()
+            if not cursor.set_range(keys.journal_key(invocation_id, start)):
+                return journal
+            for raw_key, value in cursor:
+                if not raw_key.startswith(prefix) or keys.journal_index(raw_key) != start + len(journal):
                     break
                 journal.append(entry_decoder.decode(value))
         return journal

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from handler_sdk.protocol import Input, Publish, Run
+from handler_sdk.protocol import Entry, Input, Publish, Run
 from sidecar.invoker import events
 from sidecar.invoker.events import EventStreams, Place, milestones
 
@@ -52,3 +52,22 @@ async def test_a_waiting_subscriber_wakes_on_news_or_after_its_timeout() -> None
     asyncio.get_running_loop().call_soon(streams.ephemeral, "inv", Place(1, 0), b"1")
     await asyncio.wait_for(waiting, 5)
     await asyncio.wait_for(streams.wait("other", 0.01), 5)  # nothing came: back after the timeout
+
+
+async def test_a_running_invocations_durable_journal_is_read_once() -> None:
+    journal = [Input(b"1"), Publish(b'"a"'), Run("step", b"2"), Publish(b'"b"')]
+    durable = 2  # entries committed so far
+    reads: list[int] = []
+
+    def read_from(start: int) -> list[Entry]:
+        reads.append(start)
+        return journal[start:durable]
+
+    streams = EventStreams()
+    assert streams.durable("inv", read_from, running=True) == (2, [(Place(1, -1), b'"a"')])
+    durable = 4
+    assert streams.durable("inv", read_from, running=True) == (4, [(Place(1, -1), b'"a"'), (Place(3, -1), b'"b"')])
+    assert reads == [0, 2]  # the second page read only what was new
+    streams.finished("inv")
+    assert streams.durable("inv", read_from, running=False)[0] == 4 and reads[-1] == 0  # forgotten once over
+
