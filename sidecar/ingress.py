@@ -22,6 +22,7 @@ from .config import Settings
 from .ids import partition_of_id
 from .mesh import Mesh
 from .partitions import PartitionMap
+from .client_watch import ClientWatch
 from .durations import parse_duration
 from .event_stream import EventStreamRoute
 from .http_errors import HTTPProblem, error_response, json_errors, json_response
@@ -69,6 +70,7 @@ class Ingress:
         self._partitions = partitions
         self._mesh = mesh
         self._events = EventStreamRoute(invoker, partitions, mesh)
+        self._clients = ClientWatch()
         if mesh is not None:
             mesh.handlers["ingress.call"] = self.answer_call
             mesh.handlers["ingress.invocation"] = self.answer_invocation
@@ -80,6 +82,7 @@ class Ingress:
         app = web.Application(
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
         app.router.add_get("/restate/health", self.health)
+        app.cleanup_ctx.append(self._clients.run)
         self._events.install(app)  # before the next route, which would take .../events too
         app.router.add_get("/restate/invocation/{tail:.+}", self._invocation)
         app.router.add_post("/restate/awakeables/{id}/{action:resolve|reject}", self._awakeable)
@@ -120,8 +123,9 @@ class Ingress:
 
     async def _call(self, request: web.Request) -> web.Response:
         body = await request.read()
-        return await self.answer_call(
-            request.method, request.match_info["tail"], dict(request.query), request.headers, body)
+        with self._clients.waiting(request):
+            return await self.answer_call(
+                request.method, request.match_info["tail"], dict(request.query), request.headers, body)
 
     def _owner(self, partition: int | None) -> int | None:
         """The worker to hand a request to, or None when this one owns it."""
@@ -230,7 +234,8 @@ class Ingress:
     # --- attach / output ------------------------------------------------------------------------
 
     async def _invocation(self, request: web.Request) -> web.Response:
-        return await self.answer_invocation(request.method, request.match_info["tail"], {}, request.headers, b"")
+        with self._clients.waiting(request):
+            return await self.answer_invocation(request.method, request.match_info["tail"], {}, request.headers, b"")
 
     async def answer_invocation(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
@@ -276,8 +281,9 @@ class Ingress:
 
     async def _workflow(self, request: web.Request) -> web.Response:
         info = request.match_info
-        return await self.answer_workflow(
-            request.method, f"{info['name']}/{info['key']}/{info['action']}", {}, request.headers, b"")
+        with self._clients.waiting(request):
+            return await self.answer_workflow(
+                request.method, f"{info['name']}/{info['key']}/{info['action']}", {}, request.headers, b"")
 
     async def answer_workflow(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _CONNECT_PATIENCE_S = 5.0
 
 
-class Forwarded(msgspec.Struct, array_like=True):
+class Forwarded(msgspec.Struct, array_like=True, tag=True):
     """An HTTP request, as the receiving worker read it."""
 
     number: int
@@ -41,6 +41,12 @@ class Forwarded(msgspec.Struct, array_like=True):
     body: bytes
 
 
+class Abandoned(msgspec.Struct, array_like=True, tag=True):
+    """The client of request ``number`` went away: stop working on its answer."""
+
+    number: int
+
+
 class Answer(msgspec.Struct, array_like=True):
     number: int
     status: int
@@ -49,7 +55,7 @@ class Answer(msgspec.Struct, array_like=True):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_forwarded_decoder = msgspec.msgpack.Decoder(Forwarded)
+_forwarded_decoder = msgspec.msgpack.Decoder(Forwarded | Abandoned)
 _answer_decoder = msgspec.msgpack.Decoder(Answer)
 
 #: An entry point: (method, path, query, headers, body) -> response, as for a local request.
@@ -104,6 +110,7 @@ class _Server(asyncio.Protocol):
         self._mesh = mesh
         self._transport: asyncio.Transport | None = None
         self._inbound = bytearray()
+        self._answering: dict[int, asyncio.Task[None]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -111,7 +118,15 @@ class _Server(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._inbound += data
         for payload in split_frames(self._inbound):
-            self._mesh.spawn(self._answer(_forwarded_decoder.decode(payload)))
+            message = _forwarded_decoder.decode(payload)
+            if type(message) is Abandoned:
+                task = self._answering.pop(message.number, None)
+                if task is not None:
+                    task.cancel()
+                continue
+            task = self._mesh.spawn(self._answer(message))  # type: ignore[arg-type]
+            self._answering[message.number] = task
+            task.add_done_callback(lambda _t, number=message.number: self._answering.pop(number, None))
 
     async def _answer(self, request: Forwarded) -> None:
         response = await self._mesh.handle(request)
@@ -153,10 +168,11 @@ class Mesh:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def spawn(self, coro: Awaitable[None]) -> None:
+    def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def handle(self, request: Forwarded) -> web.Response:
         handler = self.handlers.get(request.kind)
@@ -201,12 +217,19 @@ class Mesh:
         """Have worker ``owner`` answer this request; its response, as if made here."""
         peer = await self._peer(owner)
         self._number += 1
+        number = self._number
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        peer.waiting[self._number] = future
+        peer.waiting[number] = future
         assert peer.transport is not None
         peer.transport.write(frame_bytes(_encoder.encode(Forwarded(
-            self._number, kind, method, path, query, [(str(k), v) for k, v in headers.items()], body))))
-        answer = await future
+            number, kind, method, path, query, [(str(k), v) for k, v in headers.items()], body))))
+        try:
+            answer = await future
+        except asyncio.CancelledError:  # our client went away: so may the owner's work for it
+            peer.waiting.pop(number, None)
+            if peer.transport is not None and not peer.transport.is_closing():
+                peer.transport.write(frame_bytes(_encoder.encode(Abandoned(number))))
+            raise
         response = web.Response(status=answer.status, body=answer.body)
         for name, value in answer.headers:
             if name.lower() != "content-length":

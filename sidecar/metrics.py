@@ -43,6 +43,9 @@ class Metrics:
         self.active = Gauge(
             "sidecar_active_invocations", "Invocations not yet finished.", multiprocess_mode="livesum",
             registry=registry)
+        self.callers = Gauge(
+            "sidecar_waiting_callers", "Client requests waiting for an invocation's result (calls, attaches).",
+            multiprocess_mode="livesum", registry=registry)
         self.running = Gauge(
             "sidecar_running_attempts", "Attempts a handler is running now (suspended invocations hold none).",
             multiprocess_mode="livesum", registry=registry)

@@ -183,16 +183,18 @@ class Invoker(FrameHandling, OperatorActions):
         if raw_idem is not None:
             self._idempotency_inflight[raw_idem] = record.id
         self.active[record.id] = live
-        try:
-            await self._store.submit(changes)
-        except BaseException:
-            self.active.pop(record.id, None)
-            raise
-        finally:
-            if raw_idem is not None:
-                self._idempotency_inflight.pop(raw_idem, None)
-        self.accept(live)
+        written = self._store.submit(changes)
+        written.add_done_callback(partial(self._created, live, raw_idem))
+        await asyncio.shield(written)  # accepted once durable, even if the client has left meanwhile
         return record.id, False
+
+    def _created(self, live: Live, raw_idem: bytes | None, written: asyncio.Future[None]) -> None:
+        if raw_idem is not None:
+            self._idempotency_inflight.pop(raw_idem, None)
+        if written.cancelled() or written.exception() is not None:
+            self.active.pop(live.record.id, None)
+        else:
+            self.accept(live)
 
     def new_record(
         self, route: Route, key: str | None, *, headers: dict[str, str], idempotency_key: str | None = None,
@@ -273,7 +275,11 @@ class Invoker(FrameHandling, OperatorActions):
             return record
         waiter: asyncio.Future[InvocationRecord] = asyncio.get_running_loop().create_future()
         live.waiters.append(waiter)
-        return await waiter
+        try:
+            return await waiter
+        finally:
+            if waiter.cancelled() and waiter in live.waiters:  # the caller gave up waiting
+                live.waiters.remove(waiter)
 
     def current(self, invocation_id: str) -> InvocationRecord:
         """The record as it stands now (live status for unfinished invocations)."""
@@ -532,6 +538,7 @@ class Invoker(FrameHandling, OperatorActions):
     def _sample_gauges(self) -> None:
         self._metrics.active.set(len(self.active))
         self._metrics.running.set(sum(1 for live in self.active.values() if live.attempt is not None))
+        self._metrics.callers.set(sum(len(live.waiters) for live in self.active.values()))
         commits, batches = self._store.commits
         self._metrics.group_commits.inc(commits - self._commits_seen[0])
         self._metrics.batches.inc(batches - self._commits_seen[1])
