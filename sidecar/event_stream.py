@@ -74,7 +74,7 @@ class EventStreamRoute:
                     after = Place.parse(page.events[-1].id)
                 page = await self._page(invocation_id, after, POLL_S)
         except (ConnectionError, HTTPProblem):
-            pass  # the client left, or the invocation was purged or its owner went away: it may reconnect
+            return response  # the client left, or the invocation was purged or its owner went away
         finally:
             self._streams.discard(task)
         return response
