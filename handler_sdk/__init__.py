@@ -1,34 +1,60 @@
 """handler_sdk: write durable handlers in Python, served to the sidecar over a WebSocket.
 
 The whole public surface is listed in ``__all__``; everything in a ``_module`` is internal.
+
+Names are imported on first use (PEP 562): the sidecar and its writer process import
+``handler_sdk.protocol``, the wire module, and must not pay for (or depend on) the SDK's runtime
+and aiohttp just because Python runs this file before any submodule.
 """
 
-from ._definition import Service, VirtualObject, Workflow
-from ._server import app, serve
-from .context import (
-    Context,
-    DurablePromise,
-    ObjectContext,
-    ObjectSharedContext,
-    WorkflowContext,
-    WorkflowSharedContext,
-)
-from .errors import NondeterminismError, TerminalError
-from .options import RetryPolicy
+from __future__ import annotations
 
-__all__ = [
-    "Service",
-    "VirtualObject",
-    "Workflow",
-    "Context",
-    "ObjectContext",
-    "ObjectSharedContext",
-    "WorkflowContext",
-    "WorkflowSharedContext",
-    "DurablePromise",
-    "TerminalError",
-    "NondeterminismError",
-    "RetryPolicy",
-    "serve",
-    "app",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._definition import Service, VirtualObject, Workflow
+    from ._server import app, serve
+    from .context import (
+        Context,
+        DurablePromise,
+        ObjectContext,
+        ObjectSharedContext,
+        WorkflowContext,
+        WorkflowSharedContext,
+    )
+    from .errors import NondeterminismError, TerminalError
+    from .options import RetryPolicy
+
+#: Each public name and the module that defines it.
+_HOMES = {
+    "Service": "._definition",
+    "VirtualObject": "._definition",
+    "Workflow": "._definition",
+    "Context": ".context",
+    "ObjectContext": ".context",
+    "ObjectSharedContext": ".context",
+    "WorkflowContext": ".context",
+    "WorkflowSharedContext": ".context",
+    "DurablePromise": ".context",
+    "TerminalError": ".errors",
+    "NondeterminismError": ".errors",
+    "RetryPolicy": ".options",
+    "serve": "._server",
+    "app": "._server",
+}
+
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'handler_sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
