@@ -30,7 +30,7 @@ from .store.records import ChildSpec
 from .metrics import Metrics
 from .partitions import PartitionMap
 from .registry import Registry, RegistrationError
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger("sidecar")
 
@@ -173,9 +173,13 @@ async def serve(settings: Settings, worker: WorkerSpec | None = None) -> int:
         failure.append(reason)
         stop.set()
 
-    async with running(settings, store_lost, worker):
+    async with running(settings, store_lost, worker) as invoker:
         await stop.wait()
         log.info("shutting down")
+        if failure:
+            # Before the HTTP sites drain their requests: callers waiting on an invocation must
+            # not hold up the exit, and no attempt may run on (its steps could never be journaled).
+            await invoker.close(StoreError(failure[0]))
     return 1 if failure else 0
 
 

@@ -2,7 +2,7 @@
 
 The supervisor fixes the data directory's partition count, hands each worker one end of a
 socket pair whose other end goes to the writer process, and waits. Children die with it (a
-SIGKILLed supervisor leaves nothing running), and if any worker dies, the whole group is stopped
+SIGKILLed supervisor leaves nothing running), and if any worker or the writer dies, the whole group is stopped
 and started again: each worker's recovery then picks up exactly its own partitions, so a
 partition is never served by two processes at once.
 """
@@ -77,7 +77,7 @@ def supervise(settings: Settings, workers: int) -> int:
             return 0
         if time.monotonic() - started > 60:
             delay = 0.5
-        log.error("a worker died; restarting all workers in %.1f s to recover its partitions", delay)
+        log.error("a worker or the writer died; restarting all workers in %.1f s to recover their partitions", delay)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not stop.requested:
             time.sleep(_POLL_S)
@@ -95,7 +95,7 @@ def _fresh_metrics_dir(data_dir: str) -> None:
 
 
 def _generation(settings: Settings, workers: int, partitions: int, stop: _Stop) -> bool:
-    """Start the writer and the workers, wait; True if a worker died (not asked to stop)."""
+    """Start the writer and the workers, wait; True if a worker or the writer died (not asked to stop)."""
     pairs = [socket.socketpair() for _ in range(workers)]
     hook = _die_with_parent()
     writer = subprocess.Popen(
@@ -116,9 +116,12 @@ def _generation(settings: Settings, workers: int, partitions: int, stop: _Stop) 
             pass_fds=[ours.fileno()], preexec_fn=hook, env=env,
         ))
         ours.close()  # the worker holds it now: when the worker dies, the writer sees it hang up
-    while not stop.requested and all(child.poll() is None for child in children):
+    # The writer is watched too: workers whose writer died can make nothing durable.
+    while not stop.requested and writer.poll() is None and all(child.poll() is None for child in children):
         time.sleep(_POLL_S)
     crashed = not stop.requested
+    if crashed and writer.returncode is not None:
+        log.error("the writer process (pid %d) died with status %d", writer.pid, writer.returncode)
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGKILL if crashed else signal.SIGTERM)

@@ -97,7 +97,11 @@ class Invoker(FrameHandling, OperatorActions):
         self.spawn(self._watch_inactivity())
         self.spawn(self._sweep_retention())
 
-    async def close(self) -> None:
+    async def close(self, reason: StoreError | None = None) -> None:
+        """Stop every attempt and let every waiting caller go, told ``reason`` if the store was
+        lost (a second call does nothing)."""
+        if self._closing:
+            return
         self._closing = True
         self.events.close()
         for task in list(self._background):
@@ -107,7 +111,10 @@ class Invoker(FrameHandling, OperatorActions):
             if live.retry_handle is not None:
                 live.retry_handle.cancel()
             for waiter in live.waiters:
-                waiter.cancel()
+                if reason is None:
+                    waiter.cancel()
+                elif not waiter.done():
+                    waiter.set_exception(reason)
         await asyncio.gather(*(pool.close() for pool in self._pools.values()), return_exceptions=True)
 
     def spawn(self, coro) -> None:  # type: ignore[no-untyped-def]

@@ -138,6 +138,19 @@ async def long_step(ctx: Context, seconds: float) -> str:
 
 
 @steps.handler()
+async def slow_steps(ctx: Context, name: str) -> list[int]:
+    """Five steps of a second each, every one delivering a side effect counted at the sink."""
+    results = []
+    for i in range(5):
+        async def deliver(i: int = i) -> int:
+            await asyncio.sleep(1.0)
+            await _post("/effect", {"idempotency-key": f"{name}-{i}"})
+            return i
+        results.append(await ctx.run(f"slow-{i}", deliver))
+    return results
+
+
+@steps.handler()
 async def hang_once(ctx: Context, name: str) -> int:
     """The first attempt hangs outside any step (no heartbeats): the sidecar must give up on it."""
     tries = await _post(f"/incr/{name}")

@@ -1,0 +1,120 @@
+"""The store's failure modes: a killed writer process, a full map or disk, a damaged data directory.
+
+Every case runs the real sidecar; crashes are SIGKILLs of the real process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import Cluster, running_cluster
+from tests.procs import eventually
+
+SLOW_STEPS = 5
+
+
+def _children(parent_pid: int, marker: bytes) -> list[int]:
+    """PIDs of ``parent_pid``'s children whose command line holds ``marker`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == parent_pid and marker in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _writer_of(cluster: Cluster) -> int:
+    assert cluster.sidecar.proc is not None
+    writers = _children(cluster.sidecar.proc.pid, b"sidecar.store.writer")
+    assert len(writers) == 1, writers
+    return writers[0]
+
+
+async def _start_slow_job(cluster: Cluster, name: str) -> str:
+    """A job of five one-second steps, killed into once its first step's effect arrived."""
+    status, body, _ = await cluster.post("/Steps/slow_steps/send", name)
+    assert status == 202, body
+
+    async def first_step_done() -> bool:
+        return (await cluster.sink_counts()).get(f"{name}-0", 0) >= 1
+
+    await eventually(first_step_done, what="the first step")
+    return body["invocationId"]
+
+
+async def _attach(cluster: Cluster, invocation_id: str) -> tuple[int, object]:
+    status, body = await cluster.get(f"/restate/invocation/{invocation_id}/attach")
+    assert status != 503, body
+    return status, body
+
+
+async def _assert_steps_ran_at_most_twice(cluster: Cluster, name: str) -> None:
+    counts = await cluster.sink_counts()
+    steps = {i: counts.get(f"{name}-{i}", 0) for i in range(SLOW_STEPS)}
+    assert all(1 <= n <= 2 for n in steps.values()), steps
+
+
+@pytest.mark.timeout(120)
+async def test_one_worker_exits_at_once_when_its_writer_is_killed(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+) -> None:
+    async with running_cluster(tmp_path, http, request, ["--inactivity-timeout", "3", "--workers", "1"]) as cluster:
+        invocation_id = await _start_slow_job(cluster, "solo")
+        # A caller waiting on the job keeps a request open: it must not hold up the exit.
+        waiting = asyncio.ensure_future(cluster.get(f"/restate/invocation/{invocation_id}/attach"))
+        await asyncio.sleep(0)
+        os.kill(_writer_of(cluster), signal.SIGKILL)
+        assert cluster.sidecar.proc is not None
+        killed = time.monotonic()
+        code = await asyncio.to_thread(cluster.sidecar.proc.wait, 10)
+        assert time.monotonic() - killed < 5
+        assert code == 1
+        lines = [line for line in cluster.sidecar.log().splitlines() if "writer process" in line]
+        assert lines and "CRITICAL" in lines[-1], cluster.sidecar.log()[-2000:]
+        await asyncio.gather(waiting, return_exceptions=True)
+
+        await cluster.start_sidecar()
+        assert await eventually(lambda: _attach(cluster, invocation_id), timeout=60, what="the result") \
+            == (200, list(range(SLOW_STEPS)))
+        await _assert_steps_ran_at_most_twice(cluster, "solo")
+
+
+@pytest.mark.timeout(120)
+async def test_the_supervisor_restarts_the_workers_when_the_writer_is_killed(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+) -> None:
+    async with running_cluster(tmp_path, http, request, ["--inactivity-timeout", "3", "--workers", "2"]) as cluster:
+        invocation_id = await _start_slow_job(cluster, "group")
+        # Callers waiting on the job, over several connections: both workers hold a request open.
+        waiting = asyncio.gather(*(cluster.get(f"/restate/invocation/{invocation_id}/attach") for _ in range(6)),
+                                 return_exceptions=True)
+        await asyncio.sleep(0.2)
+        killed_writer = _writer_of(cluster)
+        assert cluster.sidecar.proc is not None
+        old_workers = set(_children(cluster.sidecar.proc.pid, b"sidecar.worker"))
+        os.kill(killed_writer, signal.SIGKILL)
+
+        async def new_generation() -> bool:
+            assert cluster.sidecar.proc is not None
+            writers = _children(cluster.sidecar.proc.pid, b"sidecar.store.writer")
+            workers = set(_children(cluster.sidecar.proc.pid, b"sidecar.worker"))
+            return bool(writers) and writers != [killed_writer] and len(workers) == 2 and not workers & old_workers
+
+        await eventually(new_generation, timeout=5, what="a new writer and new workers")
+        assert cluster.sidecar.running
+        await waiting
+        assert await eventually(lambda: _attach(cluster, invocation_id), timeout=30, what="the result") \
+            == (200, list(range(SLOW_STEPS)))
+        await _assert_steps_ran_at_most_twice(cluster, "group")
+        assert "writer process" in cluster.sidecar.log()
