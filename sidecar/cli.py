@@ -210,9 +210,14 @@ def serve(
     except ConfigError as exc:
         raise _ConfigFailure(str(exc)) from None
     from sidecar.server import run  # imported late: client commands need none of the server
+    from sidecar.store.check import DamagedStore
 
     try:
         run(settings)
+    except DamagedStore as exc:
+        # Status 2, apart from a crash (1): restarting will not help, an operator must look.
+        click.echo(f"cannot start the sidecar: {exc}", err=True)
+        ctx.exit(2)
     except OSError as exc:
         # The usual operator mistakes (port taken, no permission) deserve a line, not a traceback.
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):

@@ -14,6 +14,7 @@ from typing import Any
 import lmdb
 
 from .batch import WriteBatch, apply_batch
+from .check import check_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,9 @@ DATABASES = (
 
 def open_environment(path: str | Path, *, durability: str, map_size: int) -> tuple[lmdb.Environment, dict[str, Any]]:
     """The environment and its named databases. ``durability="fsync"`` syncs data and meta pages
-    on every commit; ``"none"`` leaves flushing to the OS (safe against process crashes only)."""
+    on every commit; ``"none"`` leaves flushing to the OS (safe against process crashes only).
+    Raises :class:`check.DamagedStore` for a data directory LMDB must not map."""
+    check_data_dir(path)
     Path(path).mkdir(parents=True, exist_ok=True)
     synced = durability == "fsync"
     env = lmdb.open(

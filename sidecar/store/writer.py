@@ -18,6 +18,7 @@ import selectors
 import signal
 import socket
 
+from .check import DamagedStore
 from .environment import commit_group, open_environment
 from .wire import Committed, frame, split_frames, submit_decoder
 
@@ -99,7 +100,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sockets = [socket.socket(fileno=fd) for fd in args.fd]
-    serve(args.data_dir, args.durability, args.map_size, sockets)
+    try:
+        serve(args.data_dir, args.durability, args.map_size, sockets)
+    except DamagedStore as exc:  # the sidecar checked it first: damaged since
+        log.critical("refusing to write: %s", exc)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -6,8 +6,12 @@ Every case runs the real sidecar; crashes are SIGKILLs of the real process.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import random
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +19,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Cluster, running_cluster
-from tests.procs import eventually
+from tests.procs import ROOT, eventually, free_port, sidecar_cli
 
 SLOW_STEPS = 5
 
@@ -118,3 +122,103 @@ async def test_the_supervisor_restarts_the_workers_when_the_writer_is_killed(
             == (200, list(range(SLOW_STEPS)))
         await _assert_steps_ran_at_most_twice(cluster, "group")
         assert "writer process" in cluster.sidecar.log()
+
+
+# --- a damaged data directory ---------------------------------------------------------------------
+
+PAGE = 4096
+
+
+def _damage_half(data: Path) -> Path:
+    size = (data / "data.mdb").stat().st_size
+    os.truncate(data / "data.mdb", size // 2 // PAGE * PAGE)
+    return data / "data.mdb"
+
+
+def _damage_odd(data: Path) -> Path:
+    os.truncate(data / "data.mdb", (data / "data.mdb").stat().st_size - 1001)
+    return data / "data.mdb"
+
+
+def _damage_empty(data: Path) -> Path:
+    os.truncate(data / "data.mdb", 0)
+    return data / "data.mdb"
+
+
+def _damage_to_meta_pages(data: Path) -> Path:
+    os.truncate(data / "data.mdb", 2 * PAGE)
+    return data / "data.mdb"
+
+
+def _damage_first_pages(data: Path) -> Path:
+    with (data / "data.mdb").open("r+b") as file:
+        file.write(random.Random(7).randbytes(3 * PAGE))
+    return data / "data.mdb"
+
+
+def _damage_meta_one(data: Path) -> Path:
+    with (data / "data.mdb").open("r+b") as file:
+        file.seek(PAGE + 16)
+        file.write(b"\0" * 8)
+    return data / "data.mdb"
+
+
+def _regular_file(data: Path) -> Path:
+    shutil.rmtree(data)
+    data.write_bytes(b"not a directory\n")
+    return data
+
+
+DAMAGE = {
+    "half": (_damage_half, "truncated"), "odd-length": (_damage_odd, "whole number"),
+    "empty": (_damage_empty, "empty"), "meta-pages-only": (_damage_to_meta_pages, "truncated"),
+    "random-first-pages": (_damage_first_pages, "not an LMDB file"), "meta-page-1": (_damage_meta_one, "meta page 1"),
+    "regular-file": (_regular_file, "not a directory"),
+}
+
+
+@pytest.fixture(scope="module")
+def stored_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory the sidecar wrote: 100 invocations on as many keys, then a clean stop."""
+    tmp = tmp_path_factory.mktemp("stored")
+
+    async def fill() -> None:
+        async with aiohttp.ClientSession() as http:
+            cluster = Cluster(tmp, http, handlers="tests.e2e.handlers:SERVICES",
+                              sidecar_flags=["--workers", "1", "--durability", "none"])
+            try:
+                await cluster.start()
+                for n in range(100):
+                    assert (await cluster.post(f"/Counter/k{n}/add", n))[0] == 200
+            finally:
+                cluster.stop()
+
+    asyncio.run(fill())
+    return tmp / "data"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_data_directory_is_refused_untouched(
+    stored_data: Path, tmp_path: Path, damage: str, workers: str,
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(stored_data, data)
+    spoil, what = DAMAGE[damage]
+    damaged = spoil(data)
+    before = _digest(damaged)
+    result = subprocess.run(
+        sidecar_cli("serve", "--data-dir", str(data), "--ingress", f"127.0.0.1:{free_port()}",
+                    "--admin", f"127.0.0.1:{free_port()}", "--workers", workers),
+        capture_output=True, text=True, timeout=30, cwd=ROOT)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 2, output
+    assert len(output.splitlines()) == 1, output
+    assert str(damaged) in output and what in output, output
+    assert "Traceback" not in output
+    assert _digest(damaged) == before
