@@ -58,6 +58,8 @@ def exception_response(exc: Exception, what: str, max_body: int = 0) -> web.Resp
     """The JSON error a client gets for ``exc``, raised while serving ``what``."""
     if isinstance(exc, HTTPProblem):
         return error_response(exc.status, exc.message, headers=exc.headers)
+    if isinstance(exc, StoreError) and exc.refused:
+        return error_response(400, str(exc))
     if isinstance(exc, StoreError):
         return error_response(503, f"the store cannot take writes now: {exc}", headers={"Retry-After": "1"})
     if isinstance(exc, web.HTTPException) and exc.status >= 400:

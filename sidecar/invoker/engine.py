@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
-
+#: While the store has no room, an attempt due to start looks again this much later.
+_FULL_STORE_WAIT_S = 1.0
 
 
 def _seed(invocation_id: str) -> int:
@@ -375,7 +376,11 @@ class Invoker(FrameHandling, OperatorActions):
         self._launch(live)
 
     def _launch(self, live: Live) -> None:
-        """Begin an attempt: synchronously when a link is open (the hot path), else connect first."""
+        """Begin an attempt: synchronously when a link is open (the hot path), else connect first.
+        Not while the store has no room: the attempt's steps would run and never be journaled."""
+        if self._store.full:
+            live.retry_handle = asyncio.get_running_loop().call_later(_FULL_STORE_WAIT_S, self._launch, live)
+            return
         live.retry_handle = None
         live.record.status = "running"
         pool = self._pool(live.record.deployment_id)
@@ -506,8 +511,7 @@ class Invoker(FrameHandling, OperatorActions):
     def _finished(self, live: Live, changes: Changes, future: asyncio.Future[None]) -> None:
         error = future.exception()
         if error is not None:
-            # Waiters keep waiting: the end is written once the disk lets us (a failed write also
-            # stops this process: see WriterClient._broken).
+            # Waiters keep waiting: the end is written once the disk lets us.
             log.error("could not record the end of %s, trying again in 1 s: %s", live.record.id, error)
             if not self._closing:
                 asyncio.get_running_loop().call_later(1.0, self._write_end, live, changes)
@@ -557,6 +561,8 @@ class Invoker(FrameHandling, OperatorActions):
         while True:
             await asyncio.sleep(period)
             self._sample_gauges()
+            if self._store.full:  # a write that commits tells that there is room again
+                self._store.probe().add_done_callback(_ignore_failure)
             now = time.monotonic()
             for live in list(self.active.values()):
                 attempt = live.attempt
@@ -585,6 +591,11 @@ class Invoker(FrameHandling, OperatorActions):
                 log.error("retention sweep could not write, trying again later: %s", exc)
                 continue
             log.info("swept %d invocations past retention", len(expired))
+
+
+def _ignore_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _log_write_error(future: asyncio.Future[None]) -> None:

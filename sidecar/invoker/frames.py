@@ -139,9 +139,13 @@ class FrameHandling:
 
     def _resume_after_ack(self, live: Live, written: asyncio.Future[None]) -> None:
         record = live.record
-        if written.exception() is None and live.attempt is None and record.status == "running" \
-                and record.id in self.active:  # not killed, paused or failed meanwhile
+        if live.attempt is not None or record.status != "running" or record.id not in self.active:
+            return  # killed, paused or failed meanwhile
+        error = written.exception()
+        if error is None:
             self.resume(live)
+        else:  # the step's entry may not be durable: a later attempt runs it again
+            self._retry_later(live, f"journal write failed: {error}")
 
     def complete_entry(
         self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None,

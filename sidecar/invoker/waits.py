@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _INVOCATION_ID_LENGTH = 30  # "inv_" + 26
+#: A fired timer whose completion could not be written (no room) fires again this much later.
+_REFIRE_S = 1.0
 
 
 class AwakeableNotFound(LookupError):
@@ -102,7 +104,13 @@ class Waits:
             return
         changes = Changes()
         changes.remove_timer(due_ms, invocation_id, index)
-        self.complete(live, index, Sleep(wake_at_ms=due_ms, done=True), None, None, changes)
+        self.complete(live, index, Sleep(wake_at_ms=due_ms, done=True), None, None, changes).add_done_callback(
+            partial(self._fired, due_ms, invocation_id, index))
+
+    def _fired(self, due_ms: int, invocation_id: str, index: int, written: asyncio.Future[None]) -> None:
+        """A timer whose completion could not be written fires again a little later."""
+        if not written.cancelled() and written.exception() is not None:
+            asyncio.get_running_loop().call_later(_REFIRE_S, self._fire, due_ms, invocation_id, index)
 
     # --- awakeables -------------------------------------------------------------------------------
 

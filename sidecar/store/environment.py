@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import msgspec
 
 from .batch import WriteBatch, apply_batch
 from .check import check_data_dir
@@ -63,12 +64,27 @@ class TxnTarget:
         return found
 
 
-def commit_group(env: lmdb.Environment, dbs: dict[str, Any], batches: Sequence[WriteBatch]) -> list[str | None]:
+#: What a batch's own contents can make LMDB (or the batch's application) refuse: a key or value
+#: LMDB cannot store, a database that does not exist. Every other LMDB error is the disk's or the
+#: map's (full, I/O error) and may pass later.
+_INPUT_ERRORS = (lmdb.BadValsizeError, KeyError, TypeError, ValueError)
+
+
+class WriteFailed(msgspec.Struct, frozen=True):
+    """Why a batch was not committed; ``refused``: because of its own contents."""
+
+    message: str
+    refused: bool
+
+
+def commit_group(env: lmdb.Environment, dbs: dict[str, Any], batches: Sequence[WriteBatch]) -> list[WriteFailed | None]:
     """Commit ``batches`` in order in one transaction; per batch, ``None`` or why it failed.
 
-    If the group fails as a whole (map full, disk full), its batches are tried one by one, in
-    order, up to the first that fails: that one and every later one fail, so what is durable is
-    always a prefix of what was submitted (the invoker's ordering guarantees rest on it).
+    If the group fails as a whole, its batches are tried one by one, in order. A batch refused
+    for its own contents fails alone (nothing of it is written; its client is told which, so the
+    gap is known). The first that fails for want of room fails every later one too: what is
+    durable stays a prefix of what was submitted, with no gap nobody knows of (the invoker's
+    ordering guarantees rest on it; the writer fences its clients' later batches, see writer.py).
     """
     try:
         with env.begin(write=True) as txn:
@@ -76,19 +92,26 @@ def commit_group(env: lmdb.Environment, dbs: dict[str, Any], batches: Sequence[W
             for batch in batches:
                 apply_batch(target, batch)
         return [None] * len(batches)
-    except lmdb.Error:
-        results: list[str | None] = []
+    except (lmdb.Error, *_INPUT_ERRORS):
+        results: list[WriteFailed | None] = []
+        full: WriteFailed | None = None
         for batch in batches:
-            error = _commit_alone(env, dbs, batch) if not any(results) else "an earlier write failed"
+            error = _commit_alone(env, dbs, batch) if full is None else WriteFailed(
+                f"an earlier write failed: {full.message}", refused=False)
+            if error is not None and not error.refused:
+                full = full or error
             results.append(error)
         return results
 
 
-def _commit_alone(env: lmdb.Environment, dbs: dict[str, Any], batch: WriteBatch) -> str | None:
+def _commit_alone(env: lmdb.Environment, dbs: dict[str, Any], batch: WriteBatch) -> WriteFailed | None:
     try:
         with env.begin(write=True) as txn:
             apply_batch(TxnTarget(txn, dbs), batch)
+    except _INPUT_ERRORS as exc:
+        log.warning("write refused: %s", exc)
+        return WriteFailed(f"the store cannot hold this write: {exc}", refused=True)
     except lmdb.Error as exc:
         log.error("write failed: %s", exc)
-        return f"write failed: {exc}"
+        return WriteFailed(f"write failed: {exc}", refused=False)
     return None

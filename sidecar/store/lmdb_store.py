@@ -100,6 +100,17 @@ class Store:
         self._env.close()
 
     @property
+    def full(self) -> bool:
+        """A write failed for want of room (map or disk full) and none has committed since."""
+        return self._writer is not None and self._writer.full
+
+    def probe(self) -> asyncio.Future[None]:
+        """A one-page write: while the store is ``full``, tells whether there is room again."""
+        batch = WriteBatch()
+        batch.put("meta", b"probe", b"")
+        return self.submit(batch)
+
+    @property
     def commits(self) -> tuple[int, int]:
         """(group commits, batches they carried) so far: their ratio is the mean group size."""
         if self._writer is None:

@@ -18,11 +18,17 @@ _LENGTH = struct.Struct(">I")
 class Submit(msgspec.Struct, array_like=True):
     seq: int
     batch: WriteBatch
+    #: The highest sequence number whose failure (for want of room) the client had taken in when
+    #: it sent this: a submit past the writer's fence lifts it (see ``writer.py``).
+    resume: int = 0
 
 
 class Committed(msgspec.Struct, array_like=True):
     upto: int
     failed: dict[int, str] = {}
+    #: Those of ``failed`` that their own contents made fail (a key LMDB cannot store); the
+    #: others failed for want of room or a disk error, and may succeed later.
+    refused: list[int] = []
 
 
 _encoder = msgspec.msgpack.Encoder()

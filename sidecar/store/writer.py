@@ -7,6 +7,19 @@ more sidecar processes over inherited sockets, and every pass commits whatever a
 meanwhile in one transaction (group commit), then tells each the highest sequence number now
 durable. It exits once every client has closed its socket, after committing what it received.
 
+A failed write is never a reason to stop. A batch refused for its own contents (a key LMDB
+cannot store) fails alone and its client is told so. A batch that fails for want of room (map
+or disk full, an I/O error) fails too, and so does every later batch of the same client until
+that client sends a submit whose ``resume`` is at least the failed batch's sequence number,
+which it does only once everyone waiting on its batches has been told of the failure. Why a
+fence and not "fail the rest of this group": batches the client sent before it heard of the
+failure may arrive in the next pass, and if one of them committed (a small one, after a purge
+made room) the store would hold a later batch without an earlier one, a gap the invoker does
+not know of (an invocation's end committed without a state write before it). Behind the fence
+every batch that could land past the gap fails; the client, knowing the rule, fails those
+itself the moment it sees the first failure, so that the invoker hears of all of them before
+it submits anything that may commit again.
+
     python -m sidecar.store.writer --data-dir DIR --durability fsync --map-size BYTES --fd N [--fd M ...]
 """
 
@@ -18,28 +31,34 @@ import selectors
 import signal
 import socket
 
+from .batch import Put, WriteBatch
 from .check import DamagedStore
-from .environment import commit_group, open_environment
+from .environment import WriteFailed, commit_group, open_environment
 from .wire import Committed, frame, split_frames, submit_decoder
 
 log = logging.getLogger("sidecar.writer")
 
 _READ_CHUNK = 1 << 20
+_PAGE_RELEASE = WriteBatch([Put("meta", b"release", b"")])
 
 
 class _Client:
-    __slots__ = ("sock", "buffer", "open")
+    __slots__ = ("sock", "buffer", "open", "fenced")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
         self.open = True
+        #: The first failed sequence number and why: this client's batches fail until one
+        #: carries a ``resume`` at least as high (see the module docstring).
+        self.fenced: tuple[int, str] | None = None
 
 
 def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.socket]) -> None:
     env, dbs = open_environment(data_dir, durability=durability, map_size=map_size)
     selector = selectors.DefaultSelector()
     clients = [_Client(sock) for sock in sockets]
+    short_of_room = False
     for client in clients:
         selector.register(client.sock, selectors.EVENT_READ, client)
     while any(c.open for c in clients):
@@ -49,13 +68,35 @@ def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.so
                    for payload in split_frames(client.buffer)]
         if not submits:
             continue
-        errors = commit_group(env, dbs, [submit.batch for _, submit in submits])
+        results: list[WriteFailed | None] = [None] * len(submits)
+        tried: list[int] = []
+        for n, (client, submit) in enumerate(submits):
+            if client.fenced is not None and submit.resume >= client.fenced[0]:
+                client.fenced = None
+            if client.fenced is not None:
+                results[n] = WriteFailed(f"an earlier write failed: {client.fenced[1]}", refused=False)
+            else:
+                tried.append(n)
+        for n, error in zip(tried, commit_group(env, dbs, [submits[n][1].batch for n in tried])):
+            results[n] = error
+            client, submit = submits[n]
+            if error is not None and not error.refused and client.fenced is None:
+                client.fenced = (submit.seq, error.message)
+        if short_of_room and any(error is None for error in results):
+            # Pages a commit freed (a purge) are reused only once a later transaction has
+            # committed (LMDB keeps the last snapshot whole): commit one now, so that the room
+            # a purge made is there for the next write.
+            commit_group(env, dbs, [_PAGE_RELEASE])
+        short_of_room = any(error is not None and not error.refused for error in results) or (
+            short_of_room and all(error is not None for error in results))
         replies: dict[_Client, Committed] = {}
-        for (client, submit), error in zip(submits, errors):
+        for (client, submit), error in zip(submits, results):
             reply = replies.setdefault(client, Committed(upto=submit.seq))
             reply.upto = submit.seq
             if error is not None:
-                reply.failed[submit.seq] = error
+                reply.failed[submit.seq] = error.message
+                if error.refused:
+                    reply.refused.append(submit.seq)
         for client, reply in replies.items():
             if client.open:
                 try:

@@ -6,6 +6,13 @@ that a handler is blocked on (a ``Run`` waiting for its acknowledgement) leaves 
 with what is queued before it, and its ``on_durable`` runs as soon as the reply is read: on one
 hot key every invocation waits for such a commit, and each pass of the loop it would otherwise
 wait for costs tens of microseconds of that key's latency.
+
+A failed write fails its future with :class:`StoreError` and nothing else: the client goes on.
+A batch refused for its contents is ``refused``. One that failed for want of room (``full``
+until a later batch commits) fences the writer against this client's later batches (see
+``writer.py``): the client fails at once every pending batch the fence will fail, and only once
+their callbacks have run do its submits carry the ``resume`` that lifts it. Only a writer that
+is gone ends the client.
 """
 
 from __future__ import annotations
@@ -28,7 +35,12 @@ log = logging.getLogger(__name__)
 
 
 class StoreError(RuntimeError):
-    """A write could not be made durable (disk full, map full, writer gone)."""
+    """A write could not be made durable (disk full, map full, writer gone); ``refused``: because
+    of what the batch held (a key LMDB cannot store), so trying it again will not help."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class WriterClient(asyncio.Protocol):
@@ -36,12 +48,19 @@ class WriterClient(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._seq = 0
-        self._pending: deque[tuple[int, asyncio.Future[None], OnDurable | None]] = deque()
+        #: (seq, future, on_durable, the resume it was sent with), in submit order.
+        self._pending: deque[tuple[int, asyncio.Future[None], OnDurable | None, int]] = deque()
         self._outgoing: list[bytes] = []
         self._inbound = bytearray()
         self._lost: str | None = None
         self._closing = False
         self._on_lost = on_lost
+        #: A write failed for want of room and none has committed since: writes are refused.
+        self.full = False
+        #: The first failed seq of the writer's fence on us, as far as we know; what we resume past.
+        self._fence = 0
+        self._resume = 0
+        self._resume_epoch = 0
         self._closed = self._loop.create_future()
         #: Group-commit statistics: replies received and batches they covered.
         self.commits = 0
@@ -59,37 +78,69 @@ class WriterClient(asyncio.Protocol):
             self.commits += 1
             pending = self._pending
             while pending and pending[0][0] <= reply.upto:
-                seq, future, on_durable = pending.popleft()
+                seq, future, on_durable, resume = pending.popleft()
                 self.batches_committed += 1
-                if future.done():
-                    continue
                 error = reply.failed.get(seq)
-                if on_durable is not None:
-                    on_durable(error)
+                refused = error is not None and seq in reply.refused
                 if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(StoreError(error))
-                    self._broken(f"a write failed: {error}")
-                    return
+                    self.full = False
+                if not future.done():  # else failed here already, behind a fence (or cancelled)
+                    if on_durable is not None:
+                        on_durable(error)
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(StoreError(error, refused=refused))
+                if error is not None and not refused and resume >= self._fence:  # the writer fenced us here
+                    self._fenced(seq, error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._broken("closed" if self._closing else "the writer process is gone")
         if not self._closed.done():
             self._closed.set_result(None)
 
-    def _broken(self, reason: str) -> None:
-        """Nothing more can be made durable through this client: fail what waits, tell the owner.
+    def _fenced(self, seq: int, error: str) -> None:
+        """Batch ``seq`` failed for want of room, and the writer fails our later batches until
+        one carries ``resume >= seq``: fail them all now, and every submit until then, so that
+        whoever waits on them has been told before anything of ours may commit again."""
+        if not self.full:
+            log.error("the store cannot take writes now: %s", error)
+        self.full = True
+        self._fence = seq
+        reason = f"an earlier write failed: {error}"
+        for _, future, on_durable, resume in self._pending:
+            if not future.done() and resume < seq:
+                if on_durable is not None:
+                    on_durable(reason)
+                future.set_exception(StoreError(reason))
+        self._resume_later()
 
-        A write that failed (disk or map full) counts too: batches after it may not commit
-        before it, or the store would no longer hold a prefix of what was submitted, so the
-        owner stops and a restart recovers from what is on disk.
-        """
+    def _resume_later(self) -> None:
+        """Lift the fence after the callbacks of every future failed so far (queued before this)."""
+        self._resume_epoch += 1
+        self._loop.call_soon(self._resume_past, self._resume_epoch)
+
+    def _resume_past(self, epoch: int) -> None:
+        if epoch == self._resume_epoch:  # no failure since whose callbacks are still queued
+            self._resume = self._fence
+
+    def _fail_behind_fence(self, future: asyncio.Future[None], on_durable: OnDurable | None) -> None:
+        """A submit made while the fence stands (failed from the loop, once its caller holds the
+        future and has added its callbacks)."""
+        reason = "the store cannot take writes now: an earlier write failed for want of room"
+        if on_durable is not None:
+            on_durable(reason)
+        if not future.done():
+            future.set_exception(StoreError(reason))
+        self._resume_later()
+
+    def _broken(self, reason: str) -> None:
+        """The writer is gone: nothing more can be made durable, fail what waits, tell the owner."""
         if self._lost is not None:
             return
         self._lost = reason
         while self._pending:
-            _, future, on_durable = self._pending.popleft()
+            _, future, on_durable, _ = self._pending.popleft()
             if not future.done():
                 if on_durable is not None:
                     on_durable(reason)
@@ -108,11 +159,14 @@ class WriterClient(asyncio.Protocol):
                 on_durable(self._lost)
             future.set_exception(StoreError(self._lost))
             return future
+        if self._resume < self._fence:  # told of a failure, not everyone it concerns yet
+            self._loop.call_soon(self._fail_behind_fence, future, on_durable)
+            return future
         self._seq += 1
-        self._pending.append((self._seq, future, on_durable))
+        self._pending.append((self._seq, future, on_durable, self._resume))
         if not self._outgoing and on_durable is None:
             self._loop.call_soon(self._flush)
-        self._outgoing.append(frame(Submit(self._seq, batch)))
+        self._outgoing.append(frame(Submit(self._seq, batch, self._resume)))
         if on_durable is not None:
             self._flush()
         return future
@@ -128,7 +182,7 @@ class WriterClient(asyncio.Protocol):
         """Wait for every submitted batch, then hang up (the writer exits when all clients have)."""
         self._closing = True
         if self._pending:
-            await asyncio.gather(*(future for _, future, _ in list(self._pending)), return_exceptions=True)
+            await asyncio.gather(*(future for _, future, _, _ in list(self._pending)), return_exceptions=True)
         if self._transport is not None:
             self._transport.close()
         await self._closed

@@ -151,6 +151,11 @@ async def slow_steps(ctx: Context, name: str) -> list[int]:
 
 
 @steps.handler()
+async def length(ctx: Context, text: str) -> int:
+    return len(text)
+
+
+@steps.handler()
 async def hang_once(ctx: Context, name: str) -> int:
     """The first attempt hangs outside any step (no heartbeats): the sidecar must give up on it."""
     tries = await _post(f"/incr/{name}")

@@ -222,3 +222,65 @@ def test_a_damaged_data_directory_is_refused_untouched(
     assert str(damaged) in output and what in output, output
     assert "Traceback" not in output
     assert _digest(damaged) == before
+
+
+# --- a full map or disk ---------------------------------------------------------------------------
+
+BIG = "x" * (200 * 1024)
+
+
+async def _fill(cluster: Cluster) -> list[str]:
+    """200 KiB calls until one is refused for want of room; the IDs of those that completed."""
+    done = []
+    for _ in range(200):
+        status, body, headers = await cluster.post("/Steps/length", BIG)
+        if status == 503:
+            assert headers.get("Retry-After"), headers
+            assert "cannot take writes" in body["message"], body
+            return done
+        assert status == 200, body
+        assert body == len(BIG)
+        done.append(headers["x-restate-id"])
+    raise AssertionError("the store never filled up")
+
+
+async def _reads_and_room(cluster: Cluster, done: list[str]) -> list[str]:
+    """While full: reads answer, writes get 503; purging makes room without a restart. Returns
+    the IDs of the completed invocations still stored."""
+    assert cluster.sidecar.running
+    assert (await cluster.get("/restate/health"))[0] == 200
+    assert (await cluster.get("/health", admin=True))[0] == 200
+    assert await cluster.get(f"/restate/invocation/{done[-1]}/output") == (200, len(BIG))
+    status, listed = await cluster.get("/invocations?limit=1000", admin=True)
+    assert status == 200 and {i["id"] for i in listed["invocations"]} >= set(done)
+    status, _, headers = await cluster.post("/Steps/length", BIG)
+    assert status == 503 and headers.get("Retry-After")
+
+    purged = done[:8]
+    for invocation_id in purged:
+        status, body = await cluster.admin_call("DELETE", f"/invocations/{invocation_id}")
+        assert status == 200, body
+
+    async def written_again() -> str:
+        status, _, headers = await cluster.post("/Steps/length", BIG)
+        return headers["x-restate-id"] if status == 200 else ""
+
+    added = await eventually(written_again, timeout=15, what="a write to succeed after the purge")
+    return done[len(purged):] + [added]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_full_map_refuses_writes_serves_reads_and_writes_again_after_a_purge(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+    workers: str,
+) -> None:
+    monkeypatch.setenv("SIDECAR_MAP_SIZE_BYTES", str(8 << 20))
+    async with running_cluster(tmp_path, http, request, ["--workers", workers, "--durability", "none"]) as cluster:
+        done = await _fill(cluster)
+        assert len(done) >= 10
+        kept = await _reads_and_room(cluster, done)
+        assert cluster.sidecar.stop() == 0
+        await cluster.start_sidecar()
+        for invocation_id in kept:  # nothing acknowledged was lost
+            assert await cluster.get(f"/restate/invocation/{invocation_id}/output") == (200, len(BIG))

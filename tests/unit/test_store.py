@@ -172,3 +172,60 @@ def test_read_journal_stops_at_a_gap_left_by_a_failed_write(tmp_path: Path) -> N
     store.write_now(changes)
     assert store.read_journal("inv_G") == [Input(b"1"), Run("a", value=b"1")]
     asyncio.run(store.close())
+
+
+async def test_a_batch_the_store_cannot_hold_fails_alone_and_the_store_goes_on(tmp_path: Path) -> None:
+    lost: list[str] = []
+    store = Store(tmp_path, durability="none", map_size=1 << 24)
+    await store.start(on_lost=lost.append)
+    before, bad, after = WriteBatch(), WriteBatch(), WriteBatch()
+    before.put("state", b"a", b"1")
+    bad.put("state", b"k" * 600, b"2")  # past LMDB's 511-byte key limit
+    after.put("state", b"c", b"3")
+    results = await asyncio.gather(*(store.submit(b) for b in (before, bad, after)), return_exceptions=True)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], StoreError) and results[1].refused and "cannot hold" in str(results[1])
+    assert not store.full and not lost
+    await store.submit(after)
+    assert store._get("state", b"a") == b"1" and store._get("state", b"c") == b"3"
+    assert store._get("state", b"k" * 500) is None
+    await store.close()
+
+
+async def test_a_full_map_fails_every_later_batch_until_there_is_room_again(tmp_path: Path) -> None:
+    """What commits is a prefix of what was submitted, with no gap: once one batch finds no room,
+    every batch submitted before its failure was heard of fails too, even one small enough to
+    fit; after a delete makes room, writes succeed again with no restart."""
+    lost: list[str] = []
+    store = Store(tmp_path, durability="none", map_size=8 << 20)
+    await store.start(on_lost=lost.append)
+    batches = []
+    for n in range(60):
+        batch = WriteBatch()
+        batch.put("state", b"big-%03d" % n, bytes(200 * 1024))
+        batches.append(batch)
+        if n % 7 == 6:  # small batches in between, that would fit where a big one does not
+            small = WriteBatch()
+            small.put("state", b"small-%03d" % n, b"x")
+            batches.append(small)
+    results = await asyncio.gather(*(store.submit(b) for b in batches), return_exceptions=True)
+    failed = [n for n, r in enumerate(results) if r is not None]
+    assert failed and failed == list(range(failed[0], len(batches))), failed
+    assert all(isinstance(results[n], StoreError) and not results[n].refused for n in failed)
+    assert store.full and not lost
+    committed = {n for n in range(len(batches)) if results[n] is None}
+    for n, batch in enumerate(batches):
+        assert (store._get("state", batch.ops[0].key) is not None) == (n in committed)
+
+    with pytest.raises(StoreError):  # still no room for a big one
+        await store.submit(batches[failed[0]])
+    with pytest.raises(StoreError):  # submitted before everyone was told of that failure
+        await store.submit(WriteBatch())
+    await asyncio.sleep(0)  # they have been now
+    purge = WriteBatch()
+    for n in range(10):
+        purge.delete("state", b"big-%03d" % n)
+    await store.submit(purge)
+    await store.submit(batches[failed[0]])
+    assert not store.full and not lost
+    await store.close()
