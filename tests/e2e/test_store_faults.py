@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -282,5 +283,38 @@ async def test_a_full_map_refuses_writes_serves_reads_and_writes_again_after_a_p
         kept = await _reads_and_room(cluster, done)
         assert cluster.sidecar.stop() == 0
         await cluster.start_sidecar()
+        await eventually(lambda: cluster.get("/restate/health"), what="the ingress")  # bound after the admin
         for invocation_id in kept:  # nothing acknowledged was lost
+            assert await cluster.get(f"/restate/invocation/{invocation_id}/output") == (200, len(BIG))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path/data`` on a 16 MiB tmpfs of its own (needs the right to mount: root)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(data)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield data
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_full_disk_refuses_writes_serves_reads_and_writes_again_after_a_purge(
+    small_disk: Path, tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest, workers: str,
+) -> None:
+    async with running_cluster(tmp_path, http, request, ["--workers", workers, "--durability", "none"]) as cluster:
+        assert cluster.data_dir == small_disk
+        done = await _fill(cluster)
+        assert len(done) >= 10
+        kept = await _reads_and_room(cluster, done)
+        assert cluster.sidecar.stop() == 0
+        await cluster.start_sidecar()
+        await eventually(lambda: cluster.get("/restate/health"), what="the ingress")
+        for invocation_id in kept:
             assert await cluster.get(f"/restate/invocation/{invocation_id}/output") == (200, len(BIG))
