@@ -25,6 +25,26 @@ DATABASES = (
 )
 
 
+def headroom(map_size: int) -> int:
+    """Bytes mapped past ``map_size`` that only deletes may fill.
+
+    Found by trying: in a map that small writes filled, LMDB cannot commit deletes for long
+    (each copies the pages it changes, and pages a commit frees are reused only after the next
+    one), so a store full of small records could never be purged. The writer refuses writes
+    that would take the data past ``map_size`` (see ``writer.py``); purges and the commits that
+    free their pages run in the headroom. The map is virtual: the file grows only as it fills.
+    """
+    return max(4 << 20, map_size // 64)
+
+
+def used_bytes(env: lmdb.Environment, dbs: dict[str, Any]) -> int:
+    """Bytes in the pages that hold data (every database's tree; free pages not counted)."""
+    with env.begin() as txn:
+        stats = [txn.stat(db) for db in dbs.values()]
+    stats.append(env.stat())
+    return sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats) * stats[-1]["psize"]
+
+
 def open_environment(path: str | Path, *, durability: str, map_size: int) -> tuple[lmdb.Environment, dict[str, Any]]:
     """The environment and its named databases. ``durability="fsync"`` syncs data and meta pages
     on every commit; ``"none"`` leaves flushing to the OS (safe against process crashes only).
@@ -33,7 +53,7 @@ def open_environment(path: str | Path, *, durability: str, map_size: int) -> tup
     Path(path).mkdir(parents=True, exist_ok=True)
     synced = durability == "fsync"
     env = lmdb.open(
-        str(path), map_size=map_size, max_dbs=len(DATABASES) + 1, sync=synced, metasync=synced, max_spare_txns=4,
+        str(path), map_size=map_size + headroom(map_size), max_dbs=len(DATABASES) + 1, sync=synced, metasync=synced, max_spare_txns=4,
     )
     return env, {name: env.open_db(name.encode()) for name in DATABASES}
 

@@ -20,6 +20,10 @@ every batch that could land past the gap fails; the client, knowing the rule, fa
 itself the moment it sees the first failure, so that the invoker hears of all of them before
 it submits anything that may commit again.
 
+"Full" is ``map_size`` bytes of data (see ``environment.headroom``): a batch that writes past it
+fails for want of room before LMDB is asked, and the map's headroom past it is left to purges,
+which LMDB could not otherwise commit in a map that small writes filled.
+
     python -m sidecar.store.writer --data-dir DIR --durability fsync --map-size BYTES --fd N [--fd M ...]
 """
 
@@ -33,7 +37,7 @@ import socket
 
 from .batch import Put, WriteBatch
 from .check import DamagedStore
-from .environment import WriteFailed, commit_group, open_environment
+from .environment import WriteFailed, commit_group, open_environment, used_bytes
 from .wire import Committed, frame, split_frames, submit_decoder
 
 log = logging.getLogger("sidecar.writer")
@@ -59,6 +63,7 @@ def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.so
     selector = selectors.DefaultSelector()
     clients = [_Client(sock) for sock in sockets]
     short_of_room = False
+    room = 0  # what may still be written before the data reaches map_size, at least
     for client in clients:
         selector.register(client.sock, selectors.EVENT_READ, client)
     while any(c.open for c in clients):
@@ -70,13 +75,23 @@ def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.so
             continue
         results: list[WriteFailed | None] = [None] * len(submits)
         tried: list[int] = []
+        passing = 0  # bytes the batches of this pass put, not committed yet
         for n, (client, submit) in enumerate(submits):
             if client.fenced is not None and submit.resume >= client.fenced[0]:
                 client.fenced = None
             if client.fenced is not None:
                 results[n] = WriteFailed(f"an earlier write failed: {client.fenced[1]}", refused=False)
-            else:
-                tried.append(n)
+                continue
+            need = _put_bytes(submit.batch)
+            if need and need > room:  # measured again only when the estimate runs out: rarely, unless nearly full
+                room = map_size - used_bytes(env, dbs) - passing
+                if need > room:  # the rest of the map is the purges' headroom
+                    results[n] = WriteFailed(_full_message(map_size), refused=False)
+                    client.fenced = (submit.seq, results[n].message)  # type: ignore[union-attr]
+                    continue
+            room -= need
+            passing += need
+            tried.append(n)
         for n, error in zip(tried, commit_group(env, dbs, [submits[n][1].batch for n in tried])):
             results[n] = error
             client, submit = submits[n]
@@ -104,6 +119,15 @@ def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.so
                 except OSError:
                     _close(client, selector)
     env.close()
+
+
+def _put_bytes(batch: WriteBatch) -> int:
+    return sum(len(op.key) + len(op.value) for op in batch.ops if type(op) is Put)
+
+
+def _full_message(map_size: int) -> str:
+    return (f"the store is full (map_size_bytes {map_size} in use): purge finished invocations "
+            "or raise map_size_bytes")
 
 
 def _read_available(client: _Client, selector: selectors.BaseSelector) -> None:

@@ -229,3 +229,32 @@ async def test_a_full_map_fails_every_later_batch_until_there_is_room_again(tmp_
     await store.submit(batches[failed[0]])
     assert not store.full and not lost
     await store.close()
+
+
+async def test_a_map_full_of_small_records_can_still_be_purged(tmp_path: Path) -> None:
+    """LMDB alone cannot commit deletes in a map that small writes filled (each delete copies
+    pages it cannot take from anywhere): the map keeps headroom that only deletes may use."""
+    store = Store(tmp_path, durability="none", map_size=1 << 20)
+    await store.start()
+    written = 0
+    while True:
+        batch = WriteBatch()
+        for n in range(written, written + 50):
+            batch.put("state", b"k%08d" % n, bytes(100))
+        try:
+            await store.submit(batch)
+        except StoreError:
+            break
+        written += 50
+    assert written > 1000 and store.full
+    await asyncio.sleep(0)
+    for start in range(0, written, 200):  # purges, one batch after another
+        purge = WriteBatch()
+        for n in range(start, min(written, start + 200)):
+            purge.delete("state", b"k%08d" % n)
+        await store.submit(purge)
+    again = WriteBatch()
+    again.put("state", b"again", b"1")
+    await store.submit(again)
+    assert store._get("state", b"again") == b"1" and store._get("state", b"k%08d" % 0) is None
+    await store.close()
