@@ -258,3 +258,39 @@ async def test_a_map_full_of_small_records_can_still_be_purged(tmp_path: Path) -
     await store.submit(again)
     assert store._get("state", b"again") == b"1" and store._get("state", b"k%08d" % 0) is None
     await store.close()
+
+
+@settings(max_examples=6, deadline=None)
+@given(sizes=st.lists(st.sampled_from([1, 100 * 1024, 300 * 1024]), min_size=5, max_size=40),
+       pauses=st.sets(st.integers(0, 39), max_size=4))
+def test_what_commits_is_always_a_prefix_of_what_was_submitted(tmp_path_factory: pytest.TempPathFactory,
+                                                               sizes: list[int], pauses: set[int]) -> None:
+    """Whatever the mix of writes that fit and writes that do not, and wherever the client
+    pauses to hear answers, no batch commits past one that failed before the client knew."""
+
+    async def run() -> None:
+        store = Store(tmp_path_factory.mktemp("prefix"), durability="none", map_size=2 << 20)
+        await store.start()
+        futures: list[asyncio.Future[None]] = []
+        known_failed = 0  # failures the client had heard of when it submitted each batch
+        heard: list[int] = []
+        for n, size in enumerate(sizes):
+            if n in pauses:
+                await asyncio.gather(*futures, return_exceptions=True)
+                await asyncio.sleep(0)
+                known_failed = sum(1 for f in futures if f.exception() is not None)
+            heard.append(known_failed)
+            batch = WriteBatch()
+            batch.put("state", b"b-%03d" % n, bytes(size))
+            futures.append(store.submit(batch))
+        await asyncio.gather(*futures, return_exceptions=True)
+        ok = [f.exception() is None for f in futures]
+        for n in range(len(sizes)):
+            stored = store._get("state", b"b-%03d" % n) is not None
+            assert stored == ok[n]
+            # A batch submitted before the client heard of an earlier failure must not commit.
+            unheard = [m for m in range(n) if not ok[m] and sum(not x for x in ok[:m + 1]) > heard[n]]
+            assert not (ok[n] and unheard), (n, sizes, pauses)
+        await store.close()
+
+    asyncio.run(run())
