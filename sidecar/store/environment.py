@@ -53,7 +53,8 @@ def open_environment(path: str | Path, *, durability: str, map_size: int) -> tup
     Path(path).mkdir(parents=True, exist_ok=True)
     synced = durability == "fsync"
     env = lmdb.open(
-        str(path), map_size=map_size + headroom(map_size), max_dbs=len(DATABASES) + 1, sync=synced, metasync=synced, max_spare_txns=4,
+        str(path), map_size=map_size + headroom(map_size), max_dbs=len(DATABASES) + 1, sync=synced,
+        metasync=synced, max_spare_txns=4,
     )
     return env, {name: env.open_db(name.encode()) for name in DATABASES}
 

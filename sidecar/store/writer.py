@@ -34,11 +34,14 @@ import logging
 import selectors
 import signal
 import socket
+from typing import Any
+
+import lmdb
 
 from .batch import Put, WriteBatch
 from .check import DamagedStore
 from .environment import WriteFailed, commit_group, open_environment, used_bytes
-from .wire import Committed, frame, split_frames, submit_decoder
+from .wire import Committed, Submit, frame, split_frames, submit_decoder
 
 log = logging.getLogger("sidecar.writer")
 
@@ -58,12 +61,31 @@ class _Client:
         self.fenced: tuple[int, str] | None = None
 
 
+class _Room:
+    """What may still be written before the data reaches ``map_size``: an estimate from below
+    (overwrites and purges are not counted), measured again only when it runs out."""
+
+    def __init__(self, env: lmdb.Environment, dbs: dict[str, Any], map_size: int) -> None:
+        self._env, self._dbs, self.map_size = env, dbs, map_size
+        self._left = 0
+        #: A write failed for want of room and none has committed since.
+        self.short = False
+
+    def take(self, need: int, passing: int) -> bool:
+        """Whether a batch putting ``need`` bytes fits, after ``passing`` bytes not committed yet."""
+        if need > self._left:
+            self._left = self.map_size - used_bytes(self._env, self._dbs) - passing
+            if need > self._left:  # the rest of the map is the purges' headroom
+                return False
+        self._left -= need
+        return True
+
+
 def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.socket]) -> None:
     env, dbs = open_environment(data_dir, durability=durability, map_size=map_size)
     selector = selectors.DefaultSelector()
     clients = [_Client(sock) for sock in sockets]
-    short_of_room = False
-    room = 0  # what may still be written before the data reaches map_size, at least
+    room = _Room(env, dbs, map_size)
     for client in clients:
         selector.register(client.sock, selectors.EVENT_READ, client)
     while any(c.open for c in clients):
@@ -73,37 +95,7 @@ def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.so
                    for payload in split_frames(client.buffer)]
         if not submits:
             continue
-        results: list[WriteFailed | None] = [None] * len(submits)
-        tried: list[int] = []
-        passing = 0  # bytes the batches of this pass put, not committed yet
-        for n, (client, submit) in enumerate(submits):
-            if client.fenced is not None and submit.resume >= client.fenced[0]:
-                client.fenced = None
-            if client.fenced is not None:
-                results[n] = WriteFailed(f"an earlier write failed: {client.fenced[1]}", refused=False)
-                continue
-            need = _put_bytes(submit.batch)
-            if need and need > room:  # measured again only when the estimate runs out: rarely, unless nearly full
-                room = map_size - used_bytes(env, dbs) - passing
-                if need > room:  # the rest of the map is the purges' headroom
-                    results[n] = WriteFailed(_full_message(map_size), refused=False)
-                    client.fenced = (submit.seq, results[n].message)  # type: ignore[union-attr]
-                    continue
-            room -= need
-            passing += need
-            tried.append(n)
-        for n, error in zip(tried, commit_group(env, dbs, [submits[n][1].batch for n in tried])):
-            results[n] = error
-            client, submit = submits[n]
-            if error is not None and not error.refused and client.fenced is None:
-                client.fenced = (submit.seq, error.message)
-        if short_of_room and any(error is None for error in results):
-            # Pages a commit freed (a purge) are reused only once a later transaction has
-            # committed (LMDB keeps the last snapshot whole): commit one now, so that the room
-            # a purge made is there for the next write.
-            commit_group(env, dbs, [_PAGE_RELEASE])
-        short_of_room = any(error is not None and not error.refused for error in results) or (
-            short_of_room and all(error is not None for error in results))
+        results = _commit_pass(env, dbs, submits, room)
         replies: dict[_Client, Committed] = {}
         for (client, submit), error in zip(submits, results):
             reply = replies.setdefault(client, Committed(upto=submit.seq))
@@ -119,6 +111,38 @@ def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.so
                 except OSError:
                     _close(client, selector)
     env.close()
+
+
+def _commit_pass(env: lmdb.Environment, dbs: dict[str, Any], submits: list[tuple[_Client, Submit]],
+                 room: _Room) -> list[WriteFailed | None]:
+    """Commit what this pass received, but no batch behind a fence or past ``map_size``."""
+    results: list[WriteFailed | None] = [None] * len(submits)
+    tried: list[int] = []
+    passing = 0
+    for n, (client, submit) in enumerate(submits):
+        if client.fenced is not None and submit.resume >= client.fenced[0]:
+            client.fenced = None
+        need = _put_bytes(submit.batch)
+        if client.fenced is not None:
+            results[n] = WriteFailed(f"an earlier write failed: {client.fenced[1]}", refused=False)
+        elif need and not room.take(need, passing):
+            results[n] = WriteFailed(_full_message(room.map_size), refused=False)
+            client.fenced = (submit.seq, results[n].message)  # type: ignore[union-attr]
+        else:
+            passing += need
+            tried.append(n)
+    for n, error in zip(tried, commit_group(env, dbs, [submits[n][1].batch for n in tried])):
+        results[n] = error
+        client, submit = submits[n]
+        if error is not None and not error.refused and client.fenced is None:
+            client.fenced = (submit.seq, error.message)
+    if room.short and any(error is None for error in results):
+        # Pages a commit freed (a purge) are reused only once a later transaction has committed
+        # (LMDB keeps the last snapshot whole): commit one now, so the room is there for the next.
+        commit_group(env, dbs, [_PAGE_RELEASE])
+    failed = [error is not None and not error.refused for error in results]
+    room.short = any(failed) or (room.short and all(error is not None for error in results))
+    return results
 
 
 def _put_bytes(batch: WriteBatch) -> int:
