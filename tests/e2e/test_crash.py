@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Cluster, running_cluster
-from tests.procs import eventually
+from tests.procs import children, eventually
 
 ROUNDS = int(os.environ.get("CRASH_ROUNDS", "6"))
 INVOCATIONS = 6
@@ -100,22 +100,9 @@ async def _storm(cluster: Cluster) -> None:
     assert repeats <= ROUNDS * len(ids)
 
 
-def _children(parent_pid: int, marker: bytes) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if ppid == parent_pid and marker in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
 def _workers_of(supervisor_pid: int) -> list[int]:
     """PIDs of the worker processes the supervisor started."""
-    return _children(supervisor_pid, b"sidecar.worker")
+    return children(supervisor_pid, b"sidecar.worker")
 
 
 @pytest.mark.timeout(120)
@@ -158,7 +145,7 @@ async def test_a_sidecar_whose_writer_died_stops_rather_than_serve_without_durab
     async with running_cluster(tmp_path, http, request, ["--workers", "1"]) as cluster:
         assert cluster.sidecar.proc is not None
         assert (await cluster.post("/Counter/w/add", 1))[0] == 200
-        (writer,) = _children(cluster.sidecar.proc.pid, b"sidecar.store.writer")
+        (writer,) = children(cluster.sidecar.proc.pid, b"sidecar.store.writer")
         os.kill(writer, signal.SIGKILL)
         assert await asyncio.to_thread(cluster.sidecar.proc.wait, 30) == 1
         await cluster.start_sidecar()  # a restart recovers from what is on disk

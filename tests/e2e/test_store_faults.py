@@ -20,28 +20,14 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Cluster, running_cluster
-from tests.procs import ROOT, eventually, free_port, sidecar_cli
+from tests.procs import ROOT, children, eventually, free_port, sidecar_cli
 
 SLOW_STEPS = 5
 
 
-def _children(parent_pid: int, marker: bytes) -> list[int]:
-    """PIDs of ``parent_pid``'s children whose command line holds ``marker`` (read from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if ppid == parent_pid and marker in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
 def _writer_of(cluster: Cluster) -> int:
     assert cluster.sidecar.proc is not None
-    writers = _children(cluster.sidecar.proc.pid, b"sidecar.store.writer")
+    writers = children(cluster.sidecar.proc.pid, b"sidecar.store.writer")
     assert len(writers) == 1, writers
     return writers[0]
 
@@ -107,13 +93,13 @@ async def test_the_supervisor_restarts_the_workers_when_the_writer_is_killed(
         await asyncio.sleep(0.2)
         killed_writer = _writer_of(cluster)
         assert cluster.sidecar.proc is not None
-        old_workers = set(_children(cluster.sidecar.proc.pid, b"sidecar.worker"))
+        old_workers = set(children(cluster.sidecar.proc.pid, b"sidecar.worker"))
         os.kill(killed_writer, signal.SIGKILL)
 
         async def new_generation() -> bool:
             assert cluster.sidecar.proc is not None
-            writers = _children(cluster.sidecar.proc.pid, b"sidecar.store.writer")
-            workers = set(_children(cluster.sidecar.proc.pid, b"sidecar.worker"))
+            writers = children(cluster.sidecar.proc.pid, b"sidecar.store.writer")
+            workers = set(children(cluster.sidecar.proc.pid, b"sidecar.worker"))
             return bool(writers) and writers != [killed_writer] and len(workers) == 2 and not workers & old_workers
 
         await eventually(new_generation, timeout=5, what="a new writer and new workers")
