@@ -63,19 +63,26 @@ class _Client:
 
 class _Room:
     """What may still be written before the data reaches ``map_size``: an estimate from below
-    (overwrites and purges are not counted), measured again only when it runs out."""
+    (overwrites and purges are not counted), measured again only when it runs out.
+
+    Once a write found no room, writes resume only when ``margin`` bytes more than they need
+    are free: else, with a few bytes left, each small write that fits would let attempts start
+    again, only to fail at their next write after their steps ran once more.
+    """
 
     def __init__(self, env: lmdb.Environment, dbs: dict[str, Any], map_size: int) -> None:
         self._env, self._dbs, self.map_size = env, dbs, map_size
+        self.margin = max(64 << 10, map_size >> 10)
         self._left = 0
-        #: A write failed for want of room and none has committed since.
+        #: A write failed for want of room and no put has committed since.
         self.short = False
 
     def take(self, need: int, passing: int) -> bool:
         """Whether a batch putting ``need`` bytes fits, after ``passing`` bytes not committed yet."""
-        if need > self._left:
+        wanted = need + self.margin if self.short else need
+        if wanted > self._left:
             self._left = self.map_size - used_bytes(self._env, self._dbs) - passing
-            if need > self._left:  # the rest of the map is the purges' headroom
+            if wanted > self._left:  # the rest of the map is the purges' headroom
                 return False
         self._left -= need
         return True
@@ -119,6 +126,7 @@ def _commit_pass(env: lmdb.Environment, dbs: dict[str, Any], submits: list[tuple
     results: list[WriteFailed | None] = [None] * len(submits)
     tried: list[int] = []
     passing = 0
+    puts: set[int] = set()
     for n, (client, submit) in enumerate(submits):
         if client.fenced is not None and submit.resume >= client.fenced[0]:
             client.fenced = None
@@ -131,6 +139,8 @@ def _commit_pass(env: lmdb.Environment, dbs: dict[str, Any], submits: list[tuple
         else:
             passing += need
             tried.append(n)
+            if need:
+                puts.add(n)
     for n, error in zip(tried, commit_group(env, dbs, [submits[n][1].batch for n in tried])):
         results[n] = error
         client, submit = submits[n]
@@ -140,8 +150,8 @@ def _commit_pass(env: lmdb.Environment, dbs: dict[str, Any], submits: list[tuple
         # Pages a commit freed (a purge) are reused only once a later transaction has committed
         # (LMDB keeps the last snapshot whole): commit one now, so the room is there for the next.
         commit_group(env, dbs, [_PAGE_RELEASE])
-    failed = [error is not None and not error.refused for error in results]
-    room.short = any(failed) or (room.short and all(error is not None for error in results))
+    failed = any(error is not None and not error.refused for error in results)
+    room.short = failed or (room.short and all(results[n] is not None for n in puts))
     return results
 
 

@@ -216,17 +216,17 @@ def test_a_damaged_data_directory_is_refused_untouched(
 BIG = "x" * (200 * 1024)
 
 
-async def _fill(cluster: Cluster) -> list[str]:
-    """200 KiB calls until one is refused for want of room; the IDs of those that completed."""
+async def _fill(cluster: Cluster, text: str = BIG) -> list[str]:
+    """Calls with ``text`` until one is refused for want of room; the IDs of those that completed."""
     done = []
-    for _ in range(200):
-        status, body, headers = await cluster.post("/Steps/length", BIG)
+    for _ in range(1000):
+        status, body, headers = await cluster.post("/Steps/length", text)
         if status == 503:
             assert headers.get("Retry-After"), headers
             assert "cannot take writes" in body["message"], body
             return done
         assert status == 200, body
-        assert body == len(BIG)
+        assert body == len(text)
         done.append(headers["x-restate-id"])
     raise AssertionError("the store never filled up")
 
@@ -275,6 +275,33 @@ async def test_a_full_map_refuses_writes_serves_reads_and_writes_again_after_a_p
         await eventually(lambda: cluster.get("/restate/health"), what="the ingress")  # bound after the admin
         for invocation_id in kept:  # nothing acknowledged was lost
             assert await cluster.get(f"/restate/invocation/{invocation_id}/output") == (200, len(BIG))
+
+
+@pytest.mark.timeout(120)
+async def test_a_job_caught_by_a_full_map_waits_without_rerunning_its_step_and_completes_after_a_purge(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SIDECAR_MAP_SIZE_BYTES", str(8 << 20))
+    flags = ["--workers", "1", "--durability", "none", "--inactivity-timeout", "3"]
+    async with running_cluster(tmp_path, http, request, flags) as cluster:
+        invocation_id = await _start_slow_job(cluster, "caught")
+        done = await _fill(cluster)
+        await _fill(cluster, "y" * (16 * 1024))  # down to less than the room writes resume at
+
+        async def waiting_for_room() -> bool:
+            _, shown = await cluster.get(f"/invocations/{invocation_id}", admin=True)
+            return shown["status"] == "backing-off" and "write" in (shown["last_error"] or "")
+
+        await eventually(waiting_for_room, what="the job's attempt to fail at a write")
+        before = await cluster.sink_counts()
+        await asyncio.sleep(3)  # a window in which nothing may happen: no attempt while full
+        assert await cluster.sink_counts() == before
+
+        for purged in done[:10]:
+            assert (await cluster.admin_call("DELETE", f"/invocations/{purged}"))[0] == 200
+        assert await eventually(lambda: _attach(cluster, invocation_id), timeout=30, what="the result") \
+            == (200, list(range(SLOW_STEPS)))
+        await _assert_steps_ran_at_most_twice(cluster, "caught")
 
 
 @pytest.fixture
