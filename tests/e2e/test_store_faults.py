@@ -304,6 +304,36 @@ async def test_a_job_caught_by_a_full_map_waits_without_rerunning_its_step_and_c
         await _assert_steps_ran_at_most_twice(cluster, "caught")
 
 
+@pytest.mark.timeout(120)
+async def test_a_timer_that_fires_while_the_map_is_full_fires_again_once_there_is_room(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SIDECAR_MAP_SIZE_BYTES", str(8 << 20))
+    async with running_cluster(tmp_path, http, request, ["--workers", "1", "--durability", "none"]) as cluster:
+        status, body, _ = await cluster.post("/Waits/park/send", 8.0)
+        assert status == 202, body
+        invocation_id = body["invocationId"]
+        due = time.monotonic() + 8.0
+
+        async def suspended() -> bool:
+            return (await cluster.get(f"/invocations/{invocation_id}", admin=True))[1]["status"] == "suspended"
+
+        await eventually(suspended, what="the sleep to suspend the invocation")
+        done = await _fill(cluster)
+        await _fill(cluster, "y" * (16 * 1024))
+        assert time.monotonic() < due, "the map filled only after the timer was due"
+
+        async def overdue() -> bool:
+            return time.monotonic() > due + 1.5
+
+        await eventually(overdue, timeout=15, what="the timer to fire into a full map")
+        assert await suspended()  # its completion could not be written
+        for purged in done[:10]:
+            assert (await cluster.admin_call("DELETE", f"/invocations/{purged}"))[0] == 200
+        assert await eventually(lambda: _attach(cluster, invocation_id), timeout=15, what="the result") \
+            == (200, "back")
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """``tmp_path/data`` on a 16 MiB tmpfs of its own (needs the right to mount: root)."""
