@@ -278,12 +278,18 @@ async def test_a_full_map_refuses_writes_serves_reads_and_writes_again_after_a_p
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["websocket", "request-response"])
 async def test_a_job_caught_by_a_full_map_waits_without_rerunning_its_step_and_completes_after_a_purge(
     tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+    transport: str,
 ) -> None:
     monkeypatch.setenv("SIDECAR_MAP_SIZE_BYTES", str(8 << 20))
     flags = ["--workers", "1", "--durability", "none", "--inactivity-timeout", "3"]
     async with running_cluster(tmp_path, http, request, flags) as cluster:
+        if transport == "request-response":
+            registered = await cluster.cli("register", f"http://127.0.0.1:{cluster.handler_port}", "--force",
+                                           "--request-response")
+            assert registered.returncode == 0, registered.stderr
         invocation_id = await _start_slow_job(cluster, "caught")
         done = await _fill(cluster)
         await _fill(cluster, "y" * (16 * 1024))  # down to less than the room writes resume at
