@@ -99,8 +99,7 @@ class Invoker(FrameHandling, OperatorActions):
         self.spawn(self._sweep_retention())
 
     async def close(self, reason: StoreError | None = None) -> None:
-        """Stop every attempt and let every waiting caller go, told ``reason`` if the store was
-        lost (a second call does nothing)."""
+        """Stop every attempt, let waiting callers go (told ``reason``: the store was lost); once."""
         if self._closing:
             return
         self._closing = True
@@ -561,8 +560,7 @@ class Invoker(FrameHandling, OperatorActions):
         while True:
             await asyncio.sleep(period)
             self._sample_gauges()
-            if self._store.full:  # a write that commits tells that there is room again
-                self._store.probe().add_done_callback(_ignore_failure)
+            self._store.probe()  # while full: a write that commits tells that there is room again
             now = time.monotonic()
             for live in list(self.active.values()):
                 attempt = live.attempt
@@ -591,11 +589,6 @@ class Invoker(FrameHandling, OperatorActions):
                 log.error("retention sweep could not write, trying again later: %s", exc)
                 continue
             log.info("swept %d invocations past retention", len(expired))
-
-
-def _ignore_failure(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def _log_write_error(future: asyncio.Future[None]) -> None:

@@ -50,6 +50,12 @@ def encode_entry(entry: Entry) -> bytes:
     return wire_encoder.encode(entry)
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Takes a failure nobody waits for (it is not an error worth a log line)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _scan(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     if not cursor.set_range(prefix):
         return
@@ -104,11 +110,12 @@ class Store:
         """A write failed for want of room (map or disk full) and none has committed since."""
         return self._writer is not None and self._writer.full
 
-    def probe(self) -> asyncio.Future[None]:
-        """A one-page write: while the store is ``full``, tells whether there is room again."""
-        batch = WriteBatch()
-        batch.put("meta", b"probe", b"")
-        return self.submit(batch)
+    def probe(self) -> None:
+        """While the store is ``full``: a small write, whose commit tells that there is room again."""
+        if self.full:
+            batch = WriteBatch()
+            batch.put("meta", b"probe", b"")
+            self.submit(batch).add_done_callback(_retrieve)
 
     @property
     def commits(self) -> tuple[int, int]:
