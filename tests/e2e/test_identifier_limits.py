@@ -44,7 +44,13 @@ async def test_object_keys_up_to_the_limit_work_and_longer_ones_are_400(durable_
         assert (await cluster.post(path, 1))[:2] == (200, 1), len(key)
         assert (await cluster.post(path, 2))[:2] == (200, 3), len(key)
         assert await _state(cluster, "Counter", key) == {"count": 3}
+    key = "w" * LIMIT  # a workflow's run, promise and result under a key at the limit
+    assert (await cluster.post(f"/Signup/{key}/run/send", "a@b.c"))[0] == 202
+    assert (await cluster.post(f"/Signup/{key}/approve", "yes"))[:2] == (200, "recorded")
+    assert await cluster.get(f"/restate/workflow/Signup/{key}/attach") == (200, "a@b.c: yes")
     before = await _invocation_count(cluster)
+    status, body, _ = await cluster.post(f"/restate/awakeables/awk_{'a' * LIMIT}/resolve", 1)
+    assert _refused(status, body, "awakeable ID"), body
     for key in TOO_LONG:
         for path in (f"/Counter/{quote(key)}/add", f"/Counter/{quote(key)}/add/send"):
             status, body, _ = await cluster.post(path, 1)

@@ -1,5 +1,6 @@
-"""Key layouts for identifiers of any allowed length: every key fits LMDB, no two identifiers
-share a key, no object's keys fall under another object's prefix, and names read back exactly."""
+"""Identifiers of any allowed length: every key layout fits LMDB, no two identifiers share a key,
+no object's keys fall under another object's prefix, names read back exactly; and longer ones are
+found wherever a client or a handler can send them."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import asyncio
 import zlib
 from pathlib import Path
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
-from handler_sdk.protocol import MAX_IDENTIFIER_BYTES
+from handler_sdk.protocol import (
+    MAX_IDENTIFIER_BYTES, Call, ClearState, CompleteAwakeable, CompletePromise, GetPromise, GetState, PeekPromise, Run,
+    Send, SetState, identifier_problem,
+)
+from sidecar.invoker.identifiers import entry_identifier_problem
 from sidecar.partitions import PartitionMap
 from sidecar.store import Changes, Store
 from sidecar.store import keys
@@ -42,6 +47,9 @@ def _layouts(service: str, key: str | None, name: str, handler: str) -> dict[str
 
 
 @settings(max_examples=200, deadline=None)
+@example(first=("Counter", "k" * 435), second=("Counter", "k" * 436), names=("n", "n"), handlers=("add", "add"))
+@example(first=("Counter", "k" * 600), second=("Counter", "k" * 601), names=("", ""), handlers=("add", "add"))
+@example(first=("C", None), second=("C", "k" * 900), names=("é" * 512, "é" * 512), handlers=("h", "h"))
 @given(first=objects, second=objects, names=st.tuples(identifiers, identifiers),
        handlers=st.tuples(identifiers, identifiers))
 def test_every_layout_fits_and_is_injective_and_prefix_free(
@@ -115,3 +123,30 @@ def test_long_promise_names_and_resolutions_are_stored(tmp_path: Path) -> None:
     assert store.get_promise("Flow", "k" * MAX_IDENTIFIER_BYTES, name[:-1]) is None
     assert store.outbox() == [resolution]
     asyncio.run(store.close())
+
+
+@given(text=st.one_of(st.text(), st.builds(lambda c, n: c * n, st.sampled_from(["k", "é", "😀"]),
+                                            st.integers(200, 1100))))
+def test_an_identifier_is_refused_exactly_when_it_is_over_the_limit(text: str) -> None:
+    problem = identifier_problem("state name", text)
+    size = len(text.encode(errors="surrogatepass"))
+    assert (problem is None) == (size <= MAX_IDENTIFIER_BYTES)
+    if problem is not None:
+        assert problem.startswith(f"state name is {size} bytes long") and str(MAX_IDENTIFIER_BYTES) in problem
+
+
+def test_the_sidecar_finds_every_identifier_a_handler_can_journal() -> None:
+    over = "x" * (MAX_IDENTIFIER_BYTES + 1)
+    for entry, what in [
+        (SetState(name=over, value=b""), "state name"), (GetState(name=over), "state name"),
+        (ClearState(name=over), "state name"), (GetPromise(name=over), "promise name"),
+        (PeekPromise(name=over), "promise name"), (CompletePromise(name=over), "promise name"),
+        (Call(service="S", handler="h", key=over), "object key"), (Send(service=over, handler="h"), "service name"),
+        (Send(service="S", handler=over), "handler name"), (CompleteAwakeable(id=over), "awakeable ID"),
+    ]:
+        problem = entry_identifier_problem(entry)
+        assert problem is not None and problem.startswith(what), entry
+    at_limit = "x" * MAX_IDENTIFIER_BYTES
+    assert entry_identifier_problem(SetState(name=at_limit, value=b"")) is None
+    assert entry_identifier_problem(Call(service="S", handler="h", key=at_limit)) is None
+    assert entry_identifier_problem(Run(name=over)) is None  # a step's name is never a key
