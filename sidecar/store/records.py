@@ -154,7 +154,7 @@ class NamedState(msgspec.Struct, kw_only=True):
 
 
 class InboxEntry(msgspec.Struct, kw_only=True, array_like=True):
-    """An unfinished invocation, filed under its key in arrival order; recovery reads these."""
+    """An unfinished invocation, filed under its key in arrival order; recovery scans their keys."""
 
     v: int = FORMAT_VERSION
     exclusive: bool
