@@ -62,6 +62,7 @@ from .protocol import (
     Start,
     Suspend,
     ToSidecar,
+    identifier_problem,
 )
 
 logger = logging.getLogger("handler_sdk")
@@ -100,6 +101,14 @@ def _check_types(**arguments: tuple[Any, type]) -> None:
     for name, (value, expected) in arguments.items():
         if not isinstance(value, expected):
             raise TypeError(f"{name} must be {expected.__name__}, got {value!r}")
+
+
+def _check_identifier(what: str, value: str) -> None:
+    """Refuse an identifier over the limit where the handler names it: the sidecar would fail
+    the attempt for it, and every retry would send it again."""
+    problem = identifier_problem(what, value)
+    if problem is not None:
+        raise TerminalError(problem, code=400)
 
 
 def _encode_arg(arg: Any) -> bytes:
@@ -454,6 +463,7 @@ class Attempt(Context):
     def resolve_awakeable(self, id: str, value: Any) -> None:
         # Checked before claiming an index: a command that fails to encode would leave a gap.
         _check_types(id=(id, str))
+        _check_identifier("awakeable ID", id)
         raw = _json_encode(value)
         index, recorded = self._step(CompleteAwakeable, "")
         if recorded is None:
@@ -461,6 +471,7 @@ class Attempt(Context):
 
     def reject_awakeable(self, id: str, reason: str, *, code: int = 500) -> None:
         _check_types(id=(id, str), reason=(reason, str), code=(code, int))
+        _check_identifier("awakeable ID", id)
         index, recorded = self._step(CompleteAwakeable, "")
         if recorded is None:
             failure = Failure(code=code, message=reason, terminal=True)
@@ -475,6 +486,7 @@ class Attempt(Context):
     def object_call(self, obj: Any, key: str, handler: HandlerRef, arg: Any = None, *,
                     type: Any = Any) -> EntryFuture[Any]:
         _check_types(key=(key, str))
+        _check_identifier("object key", key)
         return self._call(call_target(obj, handler, keyed=True), key, arg, type)
 
     def service_send(self, service: Any, handler: HandlerRef, arg: Any = None, *,
@@ -484,12 +496,15 @@ class Attempt(Context):
     def object_send(self, obj: Any, key: str, handler: HandlerRef, arg: Any = None, *,
                     delay: float | datetime.timedelta | None = None) -> None:
         _check_types(key=(key, str))
+        _check_identifier("object key", key)
         self._send(call_target(obj, handler, keyed=True), key, arg, delay)
 
     def _call(self, target: tuple[str, str], key: str | None, arg: Any, type: Any) -> EntryFuture[Any]:
         decoder = _steps.decoder_for(type)
         raw = _encode_arg(arg)  # everything that can fail, before the index is claimed
         service, handler = target
+        _check_identifier("service name", service)
+        _check_identifier("handler name", handler)
         index, recorded = self._completable(Call, f"{service}/{handler}")
         if recorded is None:
             self._command(index, Call(service=service, handler=handler, key=key, input=raw))
@@ -501,6 +516,8 @@ class Attempt(Context):
         delay_ms = 0 if delay is None else max(0, _delay_ms(delay))
         raw = _encode_arg(arg)
         service, handler = target
+        _check_identifier("service name", service)
+        _check_identifier("handler name", handler)
         index, recorded = self._step(Send, f"{service}/{handler}")
         if recorded is None:
             self._command(index, Send(service=service, handler=handler, key=key, input=raw, delay_ms=delay_ms))

@@ -17,6 +17,20 @@ import msgspec
 
 PROTOCOL_VERSION = 1
 
+#: The longest identifier, in UTF-8 bytes: an object key, idempotency key, state or promise name,
+#: service or handler name, awakeable ID. Shorter ones all work; longer ones are refused (400).
+MAX_IDENTIFIER_BYTES = 1024
+
+
+def identifier_problem(what: str, value: str) -> str | None:
+    """Why ``value`` cannot be the identifier ``what`` (it is too long), or ``None`` if it can."""
+    if len(value) <= MAX_IDENTIFIER_BYTES // 4:  # at most 4 bytes a character: no need to encode
+        return None
+    size = len(value.encode(errors="surrogatepass"))
+    if size <= MAX_IDENTIFIER_BYTES:
+        return None
+    return f"{what} is {size} bytes long; identifiers may be at most {MAX_IDENTIFIER_BYTES} bytes (UTF-8)"
+
 
 class Failure(msgspec.Struct, frozen=True):
     """Why a step or an attempt failed. ``terminal`` failures are never retried."""

@@ -22,7 +22,7 @@ from .ids import partition_of_id
 from .mesh import Mesh, MeshError
 from .metrics import Metrics
 from .partitions import PartitionMap
-from .http_errors import HTTPProblem, json_errors, json_response
+from .http_errors import HTTPProblem, json_errors, json_response, refuse_long_identifiers
 from .invoker import InvocationNotFound, InvocationStateError, Invoker
 from .registry import Registry, RegistrationError
 from .store import Changes, InvocationRecord, Store
@@ -204,7 +204,7 @@ class Admin:
     def _pinned(self) -> Counter[str]:
         """Unfinished invocations per deployment, every worker's (as stored: all share the store)."""
         pinned: Counter[str] = Counter()
-        for _, _, invocation_id, _ in self._store.scan_inbox():
+        for invocation_id in self._store.scan_inbox():
             record = self._store.get_invocation(invocation_id)
             if record is not None and not record.finished:
                 pinned[record.deployment_id] += 1
@@ -366,11 +366,13 @@ class Admin:
     # --- state ----------------------------------------------------------------------------------
 
     def _object(self, request: web.Request) -> tuple[str, str]:
-        name = request.match_info["object"]
+        info = request.match_info
+        refuse_long_identifiers(("object key", info["key"]), ("state name", info.get("name")))
+        name = info["object"]
         found = self._registry.service(name)
         if found is None or found[1].kind == "service":
             raise HTTPProblem(404, f"no virtual object or workflow named {name!r}")
-        return name, request.match_info["key"]
+        return name, info["key"]
 
     async def get_state(self, request: web.Request) -> web.Response:
         service, key = self._object(request)

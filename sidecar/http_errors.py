@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 
+from handler_sdk.protocol import identifier_problem
+
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,14 @@ class HTTPProblem(Exception):
         self.status = status
         self.message = message
         self.headers = headers
+
+
+def refuse_long_identifiers(*named: tuple[str, str | None]) -> None:
+    """Answer 400 for the first ``(what, value)`` over the identifier limit, before anything is
+    looked up or written (``None``: absent)."""
+    for what, value in named:
+        if value is not None and (problem := identifier_problem(what, value)) is not None:
+            raise HTTPProblem(400, problem)
 
 
 def _framework_message(exc: web.HTTPException, max_body: int) -> str:

@@ -25,7 +25,7 @@ from .partitions import PartitionMap
 from .client_watch import ClientWatch
 from .durations import parse_duration
 from .event_stream import EventStreamRoute
-from .http_errors import HTTPProblem, error_response, json_errors, json_response
+from .http_errors import HTTPProblem, error_response, json_errors, json_response, refuse_long_identifiers
 from .invoker import (
     AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, Overloaded, parse_awakeable_id,
 )
@@ -138,6 +138,7 @@ class Ingress:
     ) -> web.Response:
         target = self._target(path)
         idem = headers.get("idempotency-key") or None
+        refuse_long_identifiers(("object key", target.key), ("idempotency key", idem))
         partition = self._partitions.of_target(target.route.service.name, target.key, target.route.handler.name, idem)
         owner = self._owner(partition)
         if owner is not None:
@@ -193,6 +194,7 @@ class Ingress:
     ) -> web.Response:
         """Resolve (body: the JSON value) or reject (body: the reason) an awakeable: 202 once durable."""
         awakeable_id, action = path.rsplit("/", 1)
+        refuse_long_identifiers(("awakeable ID", awakeable_id))
         try:
             invocation_id, _ = parse_awakeable_id(awakeable_id)
         except ValueError:
@@ -246,10 +248,13 @@ class Ingress:
             raise HTTPProblem(404, "expected /restate/invocation/{id}/attach|output or "
                                    "/restate/invocation/{service}[/{key}]/{handler}/{idempotency-key}/attach|output")
         if len(parts) == 2:
+            refuse_long_identifiers(("invocation ID", parts[0]))
             partition = partition_of_id(parts[0])
         else:
-            partition = self._partitions.of_target(parts[0], parts[1] if len(parts) == 5 else None, parts[-3],
-                                                   parts[-2])
+            key = parts[1] if len(parts) == 5 else None
+            refuse_long_identifiers(("service name", parts[0]), ("object key", key), ("handler name", parts[-3]),
+                                    ("idempotency key", parts[-2]))
+            partition = self._partitions.of_target(parts[0], key, parts[-3], parts[-2])
         owner = self._owner(partition)
         if owner is not None:
             assert self._mesh is not None
@@ -290,6 +295,7 @@ class Ingress:
     ) -> web.Response:
         """A workflow's result by its key: ``{name}/{key}/attach|output``."""
         name, key, action = [unquote(p) for p in path.split("/")]
+        refuse_long_identifiers(("workflow key", key))
         found = self._registry.service(name) or self._registry.reload().service(name)
         main = next((h.name for h in found[1].handlers if h.kind == "workflow"), None) if found else None
         if main is None:

@@ -118,7 +118,7 @@ class Invoker(FrameHandling, OperatorActions):
     def _recover(self) -> None:
         """Re-admit every unfinished invocation, per key in arrival order, as the store has it."""
         now = now_ms()
-        records = [self._store.get_invocation(i) for _, _, i, _ in self._store.scan_inbox()
+        records = [self._store.get_invocation(i) for i in self._store.scan_inbox()
                    if self._partitions.owns_invocation(i)]
         # An invocation that already started holds its key, even if one that arrived earlier
         # (a delayed send now due) is also waiting: admit the holders first.

@@ -18,6 +18,7 @@ from ..clock import now_ms
 from ..store import Changes, InvocationRecord
 from ..store.records import ResolutionSpec
 from .events import Place
+from .identifiers import entry_identifier_problem
 from .live import Attempt, Live
 from .waits import AwakeableCompleted, AwakeableNotFound, is_done, parse_awakeable_id
 
@@ -54,6 +55,8 @@ class FrameHandling:
             return self._violation(attempt, f"handlers may not write {kind.__name__} entries")
         if kind in _STATE_WRITES and not live.record.exclusive:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
+        if (problem := entry_identifier_problem(entry)) is not None:
+            return self._violation(attempt, problem)
         changes = Changes()
         after: Callable[[], None] | None = None
         if kind is Call or kind is Send:

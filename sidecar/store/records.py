@@ -144,8 +144,17 @@ class ParkedSend(msgspec.Struct, kw_only=True, tag=True):
 OutboxEntry = ChildSpec | ResolutionSpec | ParkedSend
 
 
+class NamedState(msgspec.Struct, kw_only=True):
+    """A state value whose name is too long for its key: the key holds the name's hash (see
+    ``keys``), this the name itself."""
+
+    v: int = FORMAT_VERSION
+    name: str
+    value: bytes
+
+
 class InboxEntry(msgspec.Struct, kw_only=True, array_like=True):
-    """An unfinished invocation, filed under its key in arrival order; recovery reads these."""
+    """An unfinished invocation, filed under its key in arrival order; recovery scans their keys."""
 
     v: int = FORMAT_VERSION
     exclusive: bool

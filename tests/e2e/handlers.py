@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import timedelta
+from typing import cast
 
 import aiohttp
 import msgspec
@@ -13,6 +14,9 @@ from handler_sdk import (
     Context, ObjectContext, ObjectSharedContext, RetryPolicy, Service, TerminalError, VirtualObject, Workflow,
     WorkflowContext, WorkflowSharedContext,
 )
+
+from handler_sdk._invocation import Attempt  # the rogue handler below reaches past the SDK
+from handler_sdk.protocol import MAX_IDENTIFIER_BYTES, CompletePromise, Entry, Send, SetState, entry_name
 
 SINK = os.environ.get("SINK_URL", "http://127.0.0.1:1")
 _session: aiohttp.ClientSession | None = None
@@ -314,4 +318,46 @@ async def chat(ctx: Context, prompt: str) -> str:
     return f"{text} ({decided})"
 
 
-SERVICES = [counter, steps, waits, callers, pongs, signup, streams]
+names = VirtualObject("Names")
+
+
+@names.handler()
+async def remember(ctx: ObjectContext, name: str) -> int:
+    """Sets state ``name`` (as long as the caller likes) to the name's length in bytes."""
+    ctx.set(name, len(name.encode()))
+    return len(name.encode())
+
+
+@names.handler(kind="shared")
+async def recall(ctx: ObjectSharedContext, name: str) -> int | None:
+    return await ctx.get(name, type=int)
+
+
+@names.handler()
+async def send_add(ctx: ObjectContext, key: str) -> str:
+    ctx.object_send(counter, key, add, 1)
+    return "sent"
+
+
+@names.handler()
+async def call_add(ctx: ObjectContext, key: str) -> int:
+    return await ctx.object_call(counter, key, add, 1, type=int)
+
+
+@names.handler(retry=RetryPolicy(max_attempts=2, initial_interval=0.01))
+async def forge(ctx: ObjectContext, what: str) -> str:
+    """Journals an identifier over the limit past the SDK's own checks, as a handler built on
+    another SDK could: the sidecar must fail the attempt, never the write that would carry it."""
+    too_long = "x" * (MAX_IDENTIFIER_BYTES + 1)
+    entry: Entry = {
+        "state": SetState(name=too_long, value=b"1"),
+        "send": Send(service="Counter", handler="add", key=too_long, input=b"1"),
+        "promise": CompletePromise(name=too_long, value=b"1"),
+    }[what]
+    attempt = cast(Attempt, ctx)
+    index, _ = attempt._step(type(entry), entry_name(entry))
+    attempt._command(index, entry)
+    return "forged"
+
+
+SERVICES = [counter, steps, waits, callers, pongs, signup, streams, names]
