@@ -11,7 +11,7 @@ from functools import partial
 
 from handler_sdk.protocol import (
     ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Suspend, ToSidecar,
+    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Sleep, Suspend, ToSidecar,
 )
 
 from ..clock import now_ms
@@ -25,6 +25,21 @@ log = logging.getLogger(__name__)
 
 _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
+#: The latest instant a timer may name or a delayed send start at (9999-12-31, UTC): what lies
+#: past it fits no clock, and no unsigned 64-bit store key beyond 2**64 ms.
+LATEST_MS = 253_402_300_799_999
+
+
+def _absurd(entry: Entry) -> str | None:
+    """What is wrong with a new entry that decodes but makes no sense, if anything."""
+    kind = type(entry)
+    if kind in COMPLETABLE_KINDS and entry.done:  # type: ignore[union-attr]
+        return f"a new {kind.__name__} entry cannot be done already: the sidecar completes it"
+    if kind is Sleep and not 0 <= entry.wake_at_ms <= LATEST_MS:  # type: ignore[union-attr]
+        return f"Sleep wake_at_ms {entry.wake_at_ms} is not between 0 and {LATEST_MS} (9999-12-31)"  # type: ignore[union-attr]
+    if kind is Send and not 0 <= entry.delay_ms <= LATEST_MS - now_ms():  # type: ignore[union-attr]
+        return f"Send delay_ms {entry.delay_ms} is negative or ends after 9999-12-31"  # type: ignore[union-attr]
+    return None
 
 
 class FrameHandling:
@@ -54,6 +69,8 @@ class FrameHandling:
             return self._violation(attempt, f"handlers may not write {kind.__name__} entries")
         if kind in _STATE_WRITES and not live.record.exclusive:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
+        if (absurd := _absurd(entry)) is not None:
+            return self._violation(attempt, absurd)
         changes = Changes()
         after: Callable[[], None] | None = None
         if kind is Call or kind is Send:
