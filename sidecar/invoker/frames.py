@@ -17,6 +17,7 @@ from handler_sdk.protocol import (
 from ..clock import now_ms
 from ..store import Changes, InvocationRecord
 from ..store.records import ResolutionSpec
+from .commits import recheck_if_cancelled
 from .events import Place
 from .live import Attempt, Live
 from .waits import AwakeableCompleted, AwakeableNotFound, is_done, parse_awakeable_id
@@ -111,7 +112,7 @@ class FrameHandling:
             try:
                 invocation_id, _ = parse_awakeable_id(awakeable_id)
                 if self._partitions.owns_invocation(invocation_id) or self.forward_resolution is None:
-                    await self._waits.resolve(awakeable_id, resolution.value, resolution.failure)
+                    await self.resolve_awakeable(awakeable_id, resolution.value, resolution.failure)
                 else:
                     await self.forward_resolution(awakeable_id, resolution.value, resolution.failure)
                 break
@@ -127,8 +128,11 @@ class FrameHandling:
         await self._store.submit(delivered)
 
     def resolve_awakeable(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> asyncio.Future[None]:
-        """Resolve or reject an awakeable this worker owns; the future resolves once durable."""
-        return self._waits.resolve(awakeable_id, value, failure)
+        """Resolve or reject an awakeable this worker owns; the future resolves once durable.
+
+        Shielded: a caller that stops waiting (its client hung up) must not cancel the commit
+        whose callback hands the result to the attempt."""
+        return asyncio.shield(self._waits.resolve(awakeable_id, value, failure))
 
     def _suspend(self, attempt: Attempt, suspend: Suspend) -> None:
         live = attempt.live
@@ -155,6 +159,8 @@ class FrameHandling:
         self._persist(record)
 
     def _resume_after_ack(self, live: Live, written: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, written, partial(self._resume_after_ack, live)):
+            return
         record = live.record
         if written.exception() is None and live.attempt is None and record.status == "running" \
                 and record.id in self.active:  # not killed, paused or failed meanwhile
@@ -176,6 +182,8 @@ class FrameHandling:
         self._state_in_flight.settled(record)
 
     def _written(self, attempt: Attempt, future: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, future, partial(self._written, attempt)):
+            return
         error = future.exception()
         if error is not None:
             self.attempt_failed(attempt, f"journal write failed: {error}")
