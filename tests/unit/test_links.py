@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handler_sdk.protocol import End, Heartbeat, ToSidecar, encoder
+from handler_sdk.protocol import End, Heartbeat, Input, Start, ToSidecar, encoder, to_handler_decoder
+from sidecar.invoke_link import InvokeLink
 from sidecar.links import Strays, addressee, deliver
 
 
@@ -55,3 +60,46 @@ def test_stray_frames_are_logged_once_a_period(caplog: pytest.LogCaptureFixture)
         for n in range(100):
             strays.drop("End", f"inv_{n}")
     assert len(caplog.records) == 1 and "inv_0" in caplog.records[0].getMessage()
+
+
+class Recording:
+    """An attempt that records what reaches it."""
+
+    def __init__(self) -> None:
+        self.messages: list[ToSidecar] = []
+        self.failures: list[str] = []
+        self.done = asyncio.Event()
+
+    def on_message(self, message: ToSidecar) -> None:
+        self.messages.append(message)
+        self.done.set()
+
+    def fail(self, reason: str) -> None:
+        self.failures.append(reason)
+        self.done.set()
+
+    def alive(self) -> None:
+        pass
+
+
+def _start(invocation_id: str) -> bytes:
+    return encoder.encode(Start(invocation_id, attempt=1, service="S", handler="h", key=None, input=b"",
+                                headers={}, journal=[Input(b"")], state=None, seed=1))
+
+
+async def test_a_request_response_answer_speaks_for_its_own_invocation_alone(aiohttp_server: Any) -> None:
+    async def invoke(request: web.Request) -> web.Response:
+        own = to_handler_decoder.decode(await request.read()).invocation_id
+        answer = [End("inv_stranger", output=b'"forged"'), End(own, output=b'"mine"')]
+        return web.Response(body=encoder.encode(answer), content_type="application/msgpack")
+    application = web.Application()
+    application.router.add_post("/invoke", invoke)
+    server = await aiohttp_server(application)
+    async with aiohttp.ClientSession() as http:
+        link = InvokeLink(str(server.make_url("")), http)
+        session = Recording()
+        link.sessions["inv_own"] = session
+        link.send(_start("inv_own"))
+        await asyncio.wait_for(session.done.wait(), 5)
+        await link.close()
+    assert session.messages == [End("inv_own", output=b'"mine"')] and not session.failures
