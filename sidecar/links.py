@@ -98,7 +98,7 @@ class Strays:
 class Link:
     """One open WebSocket to a deployment's ``/connect``."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, uri: str = "") -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, uri: str) -> None:
         self._ws = ws
         self._strays = Strays(f"link to {uri}")
         self.sessions: dict[str, Session] = {}

@@ -11,7 +11,8 @@ from functools import partial
 
 from handler_sdk.protocol import (
     ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Sleep, Suspend, ToSidecar,
+    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Sleep, Suspend,
+    ToSidecar,
 )
 
 from ..clock import now_ms
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 
 _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
-#: The latest instant a timer may name or a delayed send start at (9999-12-31, UTC): what lies
-#: past it fits no clock, and no unsigned 64-bit store key beyond 2**64 ms.
+#: The latest instant a timer may name or a delayed send start at (9999-12-31, UTC). Timers are
+#: keyed by an unsigned 64-bit due time and scheduled on the event loop's clock: this bound keeps
+#: both well inside their range, and no real wait comes near it.
 LATEST_MS = 253_402_300_799_999
 
 
@@ -37,7 +39,7 @@ def _absurd(entry: Entry) -> str | None:
     if kind in COMPLETABLE_KINDS and entry.done:  # type: ignore[union-attr]
         return f"a new {kind.__name__} entry cannot be done already: the sidecar completes it"
     if kind is Sleep and not 0 <= entry.wake_at_ms <= LATEST_MS:  # type: ignore[union-attr]
-        return f"Sleep wake_at_ms {entry.wake_at_ms} is not between 0 and {LATEST_MS} (9999-12-31)"  # type: ignore[union-attr]
+        return f"Sleep wake_at_ms {entry.wake_at_ms} is negative or after 9999-12-31"  # type: ignore[union-attr]
     if kind is Send and not 0 <= entry.delay_ms <= LATEST_MS - now_ms():  # type: ignore[union-attr]
         return f"Send delay_ms {entry.delay_ms} is negative or ends after 9999-12-31"  # type: ignore[union-attr]
     return None
@@ -138,15 +140,16 @@ class FrameHandling:
         live = attempt.live
         journal = live.journal
         assert journal is not None
-        if suspend.waiting_on and all(i < len(journal) and type(journal[i]) in ACKED_KINDS for i in suspend.waiting_on):
+        if suspend.waiting_on and all(0 <= i < len(journal) and type(journal[i]) in ACKED_KINDS
+                                      for i in suspend.waiting_on):
             # Request-response mode: the handler stopped where a step needs its ack. Once the
             # step is durable (an empty batch commits after it), it runs again with it journaled.
             attempt.detach()
             live.record.failures = 0
             self._store.submit(Changes()).add_done_callback(partial(self._resume_after_ack, live))
             return
-        if not suspend.waiting_on or any(
-                i >= len(journal) or type(journal[i]) not in COMPLETABLE_KINDS for i in suspend.waiting_on):
+        if not suspend.waiting_on or any(  # a negative index would count from the end
+                not 0 <= i < len(journal) or type(journal[i]) not in COMPLETABLE_KINDS for i in suspend.waiting_on):
             return self._violation(attempt, f"suspended waiting on {suspend.waiting_on}, not completable entries")
         attempt.detach()
         record = live.record

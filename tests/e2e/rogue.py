@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 
 from handler_sdk.protocol import (
     PROTOCOL_VERSION, Awakeable, Command, Discovery, End, HandlerSpec, Heartbeat, RetrySpec, Send, ServiceSpec,
-    SetState, Sleep, Start, encoder, to_handler_decoder,
+    SetState, Sleep, Start, Suspend, encoder, to_handler_decoder,
 )
 
 #: Over the sidecar's frame limit (links.MAX_FRAME_BYTES).
@@ -92,6 +92,9 @@ SCENARIOS: dict[str, Scenario] = {
     "send-far": lambda ws, inv, args: _frames(ws, _command(inv, Send("Rogue", "act", delay_ms=2**63))),
     "forged-awakeable": lambda ws, inv, args: _frames(
         ws, _command(inv, Awakeable(id=f"awk_{inv}_1_forged", done=True, value=b'"forged"'))),
+    # -1 is the awakeable's index counted from the end; taken as is, no completion would match it.
+    "suspend-negative": lambda ws, inv, args: _frames(
+        ws, _command(inv, Awakeable(id=f"awk_{inv}_1_secret")), encoder.encode(Suspend(inv, waiting_on=[-1]))),
 }
 
 

@@ -22,6 +22,7 @@ ATTEMPT_FAILS: dict[str, tuple[str, str]] = {
     "sleep-negative": ("/Rogue/act", "wake_at_ms"),
     "send-far": ("/Rogue/act", "delay_ms"),
     "forged-awakeable": ("/Rogue/act", "done already"),
+    "suspend-negative": ("/Rogue/act", "suspended waiting on [-1]"),
 }
 
 #: Frames that name no invocation: nobody can tell whose message was lost, so the link closes
