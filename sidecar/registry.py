@@ -19,6 +19,10 @@ from .store.records import TRANSPORTS
 
 _discovery_decoder = msgspec.json.Decoder(Discovery)
 
+#: The longest interval or timeout a handler may ask for (100 years): deadlines and retry times
+#: computed from it must fit a clock and the store's 64-bit fields.
+MAX_DURATION_MS = 100 * 365 * 24 * 3600 * 1000
+
 
 class RegistrationError(Exception):
     """Registration refused; ``status`` is the HTTP status that says why."""
@@ -142,4 +146,24 @@ async def _discover(uri: str, http: aiohttp.ClientSession) -> Discovery:
         raise RegistrationError(400, f"{uri} speaks protocol {discovery.protocol}; this sidecar speaks {PROTOCOL_VERSION}")
     if not discovery.services:
         raise RegistrationError(400, f"{uri} serves no services")
+    problem = _out_of_range(discovery)
+    if problem is not None:
+        raise RegistrationError(400, f"discovery at {uri}/discover asks for {problem}")
     return discovery
+
+
+def _out_of_range(discovery: Discovery) -> str | None:
+    """The first handler option no retry or deadline can be computed from, if any."""
+    for service in discovery.services:
+        for handler in service.handlers:
+            retry, timeouts = handler.retry, handler.timeouts
+            where = f"{service.name}/{handler.name}"
+            for name, value in (("retry.initial_interval_ms", retry.initial_interval_ms),
+                                ("retry.max_interval_ms", retry.max_interval_ms),
+                                ("timeouts.inactivity_ms", timeouts.inactivity_ms),
+                                ("timeouts.total_ms", timeouts.total_ms)):
+                if value is not None and not 0 <= value <= MAX_DURATION_MS:
+                    return f"{where} {name} = {value}: not between 0 and {MAX_DURATION_MS} (100 years)"
+            if retry.multiplier is not None and not retry.multiplier >= 1:  # NaN too
+                return f"{where} retry.multiplier = {retry.multiplier}: less than 1"
+    return None

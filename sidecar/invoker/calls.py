@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -25,6 +26,7 @@ from ..partitions import PartitionMap
 from ..registry import Registry
 from ..store import Changes, InvocationRecord, Store
 from ..store.records import ChildSpec, ParkedSend
+from .commits import recheck_if_cancelled
 from .idempotency import idempotency_slot
 from .live import Live
 
@@ -138,8 +140,12 @@ class Calls:
         """Hand the child over only once the caller's entry is durable: were the caller's batch
         lost in a crash, its replay would ask for a new child and the old one would run too.
         An empty batch commits after the caller's (submit order): it marks the moment."""
-        self._store.submit(Changes()).add_done_callback(
-            lambda written: None if written.exception() else self._hand_over(spec))
+        self._store.submit(Changes()).add_done_callback(partial(self._hand_over_if_durable, spec))
+
+    def _hand_over_if_durable(self, spec: ChildSpec, written: asyncio.Future[None]) -> None:
+        if not recheck_if_cancelled(self._store, written, partial(self._hand_over_if_durable, spec)) \
+                and written.exception() is None:
+            self._hand_over(spec)
 
     def _duplicate_run(self, live: Live, index: int, entry: Call | Send, existing: str) -> tuple[
             Call | Send, Callable[[], None] | None]:
@@ -204,12 +210,7 @@ class Calls:
             return
         changes = Changes()
         changes.create(record, spec.input, slot)
-        self._invoker.hold_slot(slot, record.id)
-        try:
-            await self._store.submit(changes)
-        finally:
-            self._invoker.release_slot(slot)
-        self._invoker.accept(Live(record, [Input(spec.input)]))
+        await self._invoker.create(Live(record, [Input(spec.input)]), changes, slot)
 
     # --- results ----------------------------------------------------------------------------------
 

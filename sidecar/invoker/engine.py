@@ -35,6 +35,7 @@ from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
 from .admission import Overloaded, admit
 from .calls import Calls
+from .commits import recheck_if_cancelled
 from .events import EventPage, EventStreams, Place, StreamEnd, StreamEvent
 from .idempotency import idempotency_slot
 from .keylocks import KeyLocks
@@ -180,21 +181,37 @@ class Invoker(FrameHandling, OperatorActions):
             raise
         changes = Changes()
         changes.create(record, body, raw_idem)
-        if raw_idem is not None:
-            self._idempotency_inflight[raw_idem] = record.id
-        self.active[record.id] = live
-        written = self._store.submit(changes)
-        written.add_done_callback(partial(self._created, live, raw_idem))
-        await asyncio.shield(written)  # accepted once durable, even if the client has left meanwhile
+        self.active[record.id] = live  # from now on, a kill or a cancel finds it
+        await self.create(live, changes, raw_idem)
         return record.id, False
 
-    def _created(self, live: Live, raw_idem: bytes | None, written: asyncio.Future[None]) -> None:
-        if raw_idem is not None:
-            self._idempotency_inflight.pop(raw_idem, None)
-        if written.cancelled() or written.exception() is not None:
+    async def create(self, live: Live, changes: Changes, slot: bytes | None) -> None:
+        """Commit ``changes``, which create ``live`` (holding idempotency ``slot``); returns once
+        durable. It is accepted then, even if whoever awaits this has given up meanwhile: what
+        they await is a future of our own, not the store's."""
+        if slot is not None:
+            self._idempotency_inflight[slot] = live.record.id
+        durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._store.submit(changes).add_done_callback(partial(self._created, live, slot, durable))
+        await durable
+
+    def _created(self, live: Live, slot: bytes | None, durable: asyncio.Future[None],
+                 written: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, written, partial(self._created, live, slot, durable)):
+            return
+        if slot is not None:
+            self._idempotency_inflight.pop(slot, None)
+        error = written.exception()
+        if error is not None:
             self.active.pop(live.record.id, None)
-        else:
+        elif not live.record.finished:  # killed or cancelled before it was durable: never launched
             self.accept(live)
+        if durable.done():  # its awaiter left
+            return
+        if error is not None:
+            durable.set_exception(error)
+        else:
+            durable.set_result(None)
 
     def new_record(
         self, route: Route, key: str | None, *, headers: dict[str, str], idempotency_key: str | None = None,
@@ -468,7 +485,9 @@ class Invoker(FrameHandling, OperatorActions):
         self._persist(record).add_done_callback(partial(self._retry_after_commit, live, delay))
 
     def _retry_after_commit(self, live: Live, delay: float, future: asyncio.Future[None]) -> None:
-        if live.record.status != "backing-off" or future.cancelled():
+        if recheck_if_cancelled(self._store, future, partial(self._retry_after_commit, live, delay)):
+            return
+        if live.record.status != "backing-off":
             return
         live.retry_handle = asyncio.get_running_loop().call_later(delay, self._launch, live)
 
@@ -497,6 +516,8 @@ class Invoker(FrameHandling, OperatorActions):
         self._store.submit(changes).add_done_callback(partial(self._finished, live, changes))
 
     def _finished(self, live: Live, changes: Changes, future: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, future, partial(self._finished, live, changes)):
+            return
         error = future.exception()
         if error is not None:
             # Waiters keep waiting: the end is written once the disk lets us (a failed write also
@@ -581,7 +602,7 @@ class Invoker(FrameHandling, OperatorActions):
 
 
 def _log_write_error(future: asyncio.Future[None]) -> None:
-    error = future.exception()
+    error = None if future.cancelled() else future.exception()  # cancelled: its batch commits anyway
     if error is not None:
         log.error("could not record an invocation's status: %s", error)
 

@@ -11,12 +11,14 @@ from functools import partial
 
 from handler_sdk.protocol import (
     ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Suspend, ToSidecar,
+    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Sleep, Suspend,
+    ToSidecar,
 )
 
 from ..clock import now_ms
 from ..store import Changes, InvocationRecord
 from ..store.records import ResolutionSpec
+from .commits import recheck_if_cancelled
 from .events import Place
 from .identifiers import entry_identifier_problem
 from .live import Attempt, Live
@@ -26,6 +28,22 @@ log = logging.getLogger(__name__)
 
 _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
+#: The latest instant a timer may name or a delayed send start at (9999-12-31, UTC). Timers are
+#: keyed by an unsigned 64-bit due time and scheduled on the event loop's clock: this bound keeps
+#: both well inside their range, and no real wait comes near it.
+LATEST_MS = 253_402_300_799_999
+
+
+def _absurd(entry: Entry) -> str | None:
+    """What is wrong with a new entry that decodes but makes no sense, if anything."""
+    kind = type(entry)
+    if kind in COMPLETABLE_KINDS and entry.done:  # type: ignore[union-attr]
+        return f"a new {kind.__name__} entry cannot be done already: the sidecar completes it"
+    if kind is Sleep and not 0 <= entry.wake_at_ms <= LATEST_MS:  # type: ignore[union-attr]
+        return f"Sleep wake_at_ms {entry.wake_at_ms} is negative or after 9999-12-31"  # type: ignore[union-attr]
+    if kind is Send and not 0 <= entry.delay_ms <= LATEST_MS - now_ms():  # type: ignore[union-attr]
+        return f"Send delay_ms {entry.delay_ms} is negative or ends after 9999-12-31"  # type: ignore[union-attr]
+    return None
 
 
 class FrameHandling:
@@ -55,7 +73,7 @@ class FrameHandling:
             return self._violation(attempt, f"handlers may not write {kind.__name__} entries")
         if kind in _STATE_WRITES and not live.record.exclusive:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
-        if (problem := entry_identifier_problem(entry)) is not None:
+        if (problem := entry_identifier_problem(entry) or _absurd(entry)) is not None:
             return self._violation(attempt, problem)
         changes = Changes()
         after: Callable[[], None] | None = None
@@ -97,7 +115,7 @@ class FrameHandling:
             try:
                 invocation_id, _ = parse_awakeable_id(awakeable_id)
                 if self._partitions.owns_invocation(invocation_id) or self.forward_resolution is None:
-                    await self._waits.resolve(awakeable_id, resolution.value, resolution.failure)
+                    await self.resolve_awakeable(awakeable_id, resolution.value, resolution.failure)
                 else:
                     await self.forward_resolution(awakeable_id, resolution.value, resolution.failure)
                 break
@@ -113,22 +131,26 @@ class FrameHandling:
         await self._store.submit(delivered)
 
     def resolve_awakeable(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> asyncio.Future[None]:
-        """Resolve or reject an awakeable this worker owns; the future resolves once durable."""
-        return self._waits.resolve(awakeable_id, value, failure)
+        """Resolve or reject an awakeable this worker owns; the future resolves once durable.
+
+        Shielded: a caller that stops waiting (its client hung up) must not cancel the commit
+        whose callback hands the result to the attempt."""
+        return asyncio.shield(self._waits.resolve(awakeable_id, value, failure))
 
     def _suspend(self, attempt: Attempt, suspend: Suspend) -> None:
         live = attempt.live
         journal = live.journal
         assert journal is not None
-        if suspend.waiting_on and all(i < len(journal) and type(journal[i]) in ACKED_KINDS for i in suspend.waiting_on):
+        if suspend.waiting_on and all(0 <= i < len(journal) and type(journal[i]) in ACKED_KINDS
+                                      for i in suspend.waiting_on):
             # Request-response mode: the handler stopped where a step needs its ack. Once the
             # step is durable (an empty batch commits after it), it runs again with it journaled.
             attempt.detach()
             live.record.failures = 0
             self._store.submit(Changes()).add_done_callback(partial(self._resume_after_ack, live))
             return
-        if not suspend.waiting_on or any(
-                i >= len(journal) or type(journal[i]) not in COMPLETABLE_KINDS for i in suspend.waiting_on):
+        if not suspend.waiting_on or any(  # a negative index would count from the end
+                not 0 <= i < len(journal) or type(journal[i]) not in COMPLETABLE_KINDS for i in suspend.waiting_on):
             return self._violation(attempt, f"suspended waiting on {suspend.waiting_on}, not completable entries")
         attempt.detach()
         record = live.record
@@ -141,6 +163,8 @@ class FrameHandling:
         self._persist(record)
 
     def _resume_after_ack(self, live: Live, written: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, written, partial(self._resume_after_ack, live)):
+            return
         record = live.record
         if written.exception() is None and live.attempt is None and record.status == "running" \
                 and record.id in self.active:  # not killed, paused or failed meanwhile
@@ -162,6 +186,8 @@ class FrameHandling:
         self._state_in_flight.settled(record)
 
     def _written(self, attempt: Attempt, future: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, future, partial(self._written, attempt)):
+            return
         error = future.exception()
         if error is not None:
             self.attempt_failed(attempt, f"journal write failed: {error}")

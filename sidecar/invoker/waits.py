@@ -20,6 +20,7 @@ from handler_sdk.protocol import Awakeable, Completion, Entry, Failure, Sleep, e
 from ..clock import now_ms
 from ..store import Changes, Store
 from ..store.records import EarlyCompletion
+from .commits import recheck_if_cancelled
 from .live import Live
 
 if TYPE_CHECKING:
@@ -154,6 +155,8 @@ class Waits:
         self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None,
         written: asyncio.Future[None],
     ) -> None:
+        if recheck_if_cancelled(self._store, written, partial(self._deliver, live, index, done, value, failure)):
+            return
         if written.exception() is not None or live.record.finished:
             return
         if live.journal is not None and index < len(live.journal):
