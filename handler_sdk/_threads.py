@@ -1,0 +1,63 @@
+"""Threads for sync ``ctx.run`` functions that never hold up the service's exit.
+
+A thread cannot be stopped, and the default executor's threads are joined at exit: one sync step
+blocked on a slow vendor would keep a SIGTERMed service alive for as long as it blocks. These
+threads are daemons and ``shutdown`` does not wait for them, so a step still running when the
+service stops is abandoned, as in a crash; the sidecar retries it under the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any
+
+_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class DaemonExecutor(Executor):
+    """A pool of daemon threads, grown on demand up to ``max_workers`` (the default executor's size)."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._shut = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._shut:
+                raise RuntimeError("cannot schedule new steps after shutdown")
+            if self._idle <= 0 and self._threads < self._max_workers:
+                self._threads += 1
+                threading.Thread(target=self._run, name="handler_sdk-step", daemon=True).start()
+            else:
+                self._idle -= 1  # this item is taken by an idle thread (or waits for the next free one)
+            self._work.put((future, fn, args, kwargs))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting step
+                    future.set_exception(exc)
+            del item, future, fn, args, kwargs
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking work and let idle threads end; never waits for a running step."""
+        with self._lock:
+            self._shut = True
+            threads = self._threads
+        for _ in range(threads):
+            self._work.put(None)
