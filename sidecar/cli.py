@@ -179,7 +179,8 @@ def main(ingress: str, admin: str) -> None:
 @click.option("--retention", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help=f"Keep finished invocations and idempotency keys this long [{_DEFAULTS.retention_s:g}].")
 @click.option("--workers", type=click.IntRange(min=0), metavar="N",
-              help="Worker processes sharing the ingress port [one per CPU core].")
+              help="Worker processes sharing the ingress port; 0: 1 below 4 usable cores, else half "
+                   "of them [0].")
 @click.option("--max-queue-per-key", type=click.IntRange(min=0), metavar="N",
               help="Refuse a client's call or send (429) to a key with this many waiting in line; 0: no "
                    f"limit [{_DEFAULTS.max_queue_per_key}].")
