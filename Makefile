@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 .PHONY: run test bench
 
 run: $(VENV)/.installed-test
-	VENV=$(VENV) scripts/run-example.sh
+	VENV=$(VENV) exec scripts/run-example.sh  # exec: the script's parent is make (see the script)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
