@@ -77,7 +77,8 @@ async def test_approval_streams_its_progress_and_its_draft_as_it_writes_it(appro
     assert status == 202
     async with await subscribe(approvals, accepted["invocationId"]) as stream:
         waiting = await read_events(stream, until=stage("awaiting a decision"))
-        assert waiting[0][2] == {"stage": "drafting"}
+        assert waiting[0][1:] == ("milestone", {"stage": "drafting"})
+        assert {kind for _, kind, _ in waiting[1:-1]} == {"token"}
         assert " ".join(data for _, _, data in waiting[1:-1]) == "Announcing streams: it is finally here."
         assert (await approvals.post("/Approval/post-3/decide", "approved"))[0] == 200
         rest = await read_events(stream)
