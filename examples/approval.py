@@ -5,8 +5,8 @@ Its progress streams to subscribers: milestones as it reaches them, the draft as
 The workflow runs once per key. Its wait costs nothing while it lasts (the handler suspends),
 and it survives restarts of everything: the decision, or the deadline, wakes it up.
 
-    python -m handler_sdk examples.approval:approval --port 9082
-    sidecar register http://127.0.0.1:9082
+    .venv/bin/python -m handler_sdk examples.approval:approval --port 9082
+    .venv/bin/sidecar register http://127.0.0.1:9082
     curl -s localhost:8080/Approval/post-7/run/send -H 'content-type: application/json' \\
         -d '{"topic": "launch day", "deadline_s": 300}'          # {"invocationId": "inv_...", ...}
     curl -sN localhost:8080/restate/invocation/inv_.../events    # milestones and draft tokens, live
