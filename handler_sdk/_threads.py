@@ -12,16 +12,20 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 _Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
-class DaemonExecutor(Executor):
-    """A pool of daemon threads, grown on demand up to ``max_workers`` (the default executor's size)."""
+class DaemonExecutor(ThreadPoolExecutor):
+    """A pool of daemon threads, grown on demand up to ``max_workers`` (the default executor's size).
 
-    def __init__(self, max_workers: int | None = None) -> None:
+    A ``ThreadPoolExecutor`` only by type (``loop.set_default_executor`` insists on one): it
+    shares none of its machinery, whose threads are joined at interpreter exit.
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:  # no super().__init__(): none of its state is used
         self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
