@@ -36,7 +36,7 @@ os.execvp(sys.argv[2], sys.argv[2:])
 
 if [[ -z "${RUN_EXAMPLE_GUARDED:-}" ]]; then  # once: this script itself, towards its parent
     export RUN_EXAMPLE_GUARDED=1
-    guarded "$PPID" bash "$0" "$@"
+    guarded "$PPID" bash "$PWD/scripts/$(basename "$0")" "$@"
 fi
 
 stop() {
