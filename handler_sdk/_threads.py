@@ -27,27 +27,27 @@ class DaemonExecutor(ThreadPoolExecutor):
 
     def __init__(self, max_workers: int | None = None) -> None:  # no super().__init__(): none of its state is used
         self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
-        self._shut = False
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._guard = threading.Lock()
+        self._started = 0
+        self._idle_threads = 0
+        self._stopped = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = Future()
-        with self._lock:
-            if self._shut:
+        with self._guard:
+            if self._stopped:
                 raise RuntimeError("cannot schedule new steps after shutdown")
-            if self._idle <= 0 and self._threads < self._max_workers:
-                self._threads += 1
+            if self._idle_threads <= 0 and self._started < self._max_workers:
+                self._started += 1
                 threading.Thread(target=self._run, name="handler_sdk-step", daemon=True).start()
             else:
-                self._idle -= 1  # this item is taken by an idle thread (or waits for the next free one)
-            self._work.put((future, fn, args, kwargs))
+                self._idle_threads -= 1  # this item is taken by an idle thread (or waits for the next free one)
+            self._queue.put((future, fn, args, kwargs))
         return future
 
     def _run(self) -> None:
-        while (item := self._work.get()) is not None:
+        while (item := self._queue.get()) is not None:
             future, fn, args, kwargs = item
             if future.set_running_or_notify_cancel():
                 try:
@@ -55,13 +55,13 @@ class DaemonExecutor(ThreadPoolExecutor):
                 except BaseException as exc:  # noqa: BLE001 - handed to the awaiting step
                     future.set_exception(exc)
             del item, future, fn, args, kwargs
-            with self._lock:
-                self._idle += 1
+            with self._guard:
+                self._idle_threads += 1
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking work and let idle threads end; never waits for a running step."""
-        with self._lock:
-            self._shut = True
-            threads = self._threads
+        with self._guard:
+            self._stopped = True
+            threads = self._started
         for _ in range(threads):
-            self._work.put(None)
+            self._queue.put(None)
