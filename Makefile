@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test bench
 
+# exec: make, not a shell, is the script's parent, so the script can end with make (see the script).
 run: $(VENV)/.installed-test
-	VENV=$(VENV) exec scripts/run-example.sh  # exec: the script's parent is make (see the script)
+	VENV=$(VENV) exec scripts/run-example.sh
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
