@@ -85,14 +85,27 @@ class HandlerDef:
         if not raw:
             if _accepts_none(self.input_type):
                 return (None,)
-            raise BadInput(f"missing input: expected JSON for {_type_name(self.input_type)}")
+            raise BadInput(f"{self.service}/{self.name}: {self._param}: missing input: expected JSON "
+                           f"for {_type_name(self.input_type)}")
         if self._decoder is None:
             self.resolve()
         assert self._decoder is not None
         try:
             return (self._decoder.decode(raw),)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-            raise BadInput(str(exc)) from None
+            raise BadInput(self._bad_input(exc)) from None
+
+    def _bad_input(self, exc: msgspec.DecodeError) -> str:
+        """``Counter/add: n: expected int, got str``: the handler, the parameter (and where in it,
+        ``order.items[0]``), then msgspec's reason (``Expected `int`, got `str` - at `$.x```)."""
+        reason, at, path = str(exc).partition(" - at `$")
+        where = f"{self._param}{path.rstrip('`')}" if at else self._param
+        if isinstance(exc, msgspec.ValidationError):
+            reason = reason.replace("`", "")
+            reason = reason[:1].lower() + reason[1:]
+        else:
+            reason = f"not valid JSON: {reason}"
+        return f"{self.service}/{self.name}: {where}: {reason}"
 
     def spec(self) -> HandlerSpec:
         retry = RetrySpec()

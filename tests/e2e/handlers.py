@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from datetime import timedelta
 from typing import cast
 
@@ -139,6 +140,12 @@ async def long_step(ctx: Context, seconds: float) -> str:
         return "done"
 
     return await ctx.run("slow vendor", work)
+
+
+@steps.handler()
+async def blocking_step(ctx: Context, seconds: float) -> str:
+    """One step whose sync function blocks a thread (the SDK runs sync steps in threads)."""
+    return await ctx.run("blocking vendor", lambda: time.sleep(seconds) or "done")
 
 
 @steps.handler()

@@ -19,14 +19,27 @@ async def test_cli_invokes_lists_shows_and_edits_state(cluster: Cluster) -> None
 
     listed = await cluster.cli("invocations", "list", "--key", "cli")
     assert listed.returncode == 0 and invocation_id in listed.stdout
-    shown = await cluster.cli("invocations", "show", invocation_id)
+    shown = await cluster.cli("invocations", "show", invocation_id, "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "completed"
+    readable = await cluster.cli("invocations", "show", invocation_id)
+    assert readable.returncode == 0 and "status: completed" in readable.stdout and "Output" in readable.stdout
+    listed_json = await cluster.cli("invocations", "list", "--key", "cli", "--json")
+    assert invocation_id in [inv["id"] for inv in json.loads(listed_json.stdout)["invocations"]]
 
     assert (await cluster.cli("state", "set", "Counter", "cli", "count", "100")).returncode == 0
     got = await cluster.cli("state", "get", "Counter", "cli", "count")
     assert got.returncode == 0 and got.stdout.strip() == "100"
     services = await cluster.cli("services")
     assert services.returncode == 0 and "Counter" in services.stdout and "Steps" in services.stdout
+    assert (await cluster.cli("services", "list")).stdout == services.stdout  # the verb form, same table
+    names = {s["name"] for s in json.loads((await cluster.cli("services", "list", "--json")).stdout)["services"]}
+    assert {"Counter", "Steps"} <= names
+    deployments = json.loads((await cluster.cli("deployments", "list", "--json")).stdout)["deployments"]
+    assert [d["status"] for d in deployments] == ["active"]
+    again = await cluster.cli("deployments", "register", "--force", deployments[0]["uri"])
+    assert again.returncode == 0 and "registered deployment" in again.stdout, again.stderr
+    version = await cluster.cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("sidecar ")
 
 
 async def test_cli_reports_server_errors_without_a_traceback(cluster: Cluster) -> None:
