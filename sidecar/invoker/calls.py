@@ -87,7 +87,7 @@ class Calls:
         what to do once ``changes`` is submitted."""
         if self._partitions.owns(partition_of_id(child.id) or 0):
             slot = idempotency_slot(child)
-            changes.create(child, input_value, slot)
+            self._invoker.create_into(changes, child, input_value, slot)
             return lambda: self._invoker.accept(Live(child, [Input(input_value)]), slot)
         spec = ChildSpec(record=child, input=input_value)
         changes.put_outbox(spec)
@@ -203,7 +203,7 @@ class Calls:
                 self._report(record.parent_id, record.parent_index, None, problem)
             return
         changes = Changes()
-        changes.create(record, spec.input, slot)
+        self._invoker.create_into(changes, record, spec.input, slot)  # its seq: ours, the owner's
         self._invoker.hold_slot(slot, record.id)
         try:
             await self._store.submit(changes)

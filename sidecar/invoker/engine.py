@@ -30,7 +30,7 @@ from ..metrics import Metrics
 from ..partitions import PartitionMap
 from ..registry import Registry, Route
 from ..retry import RetryPolicy
-from ..clock import now_ms
+from ..clock import InboxClock, now_ms
 from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
 from .admission import Overloaded, admit
@@ -70,6 +70,7 @@ class Invoker(FrameHandling, OperatorActions):
         self._settings = settings
         self._http = http
         self._ids = ids
+        self._inbox_clock = InboxClock()
         self.active: dict[str, Live] = {}
         self._keys: KeyLocks[Live] = KeyLocks()
         self._pools: dict[str, DeploymentPool | InvokePool] = {}
@@ -120,6 +121,9 @@ class Invoker(FrameHandling, OperatorActions):
         now = now_ms()
         records = [self._store.get_invocation(i) for _, _, i, _ in self._store.scan_inbox()
                    if self._partitions.owns_invocation(i)]
+        for record in records:
+            if record is not None:
+                self._inbox_clock.observe(record.inbox_seq)
         # An invocation that already started holds its key, even if one that arrived earlier
         # (a delayed send now due) is also waiting: admit the holders first.
         started = [r for r in records if r is not None and not r.finished and r.attempts > 0]
@@ -179,7 +183,7 @@ class Invoker(FrameHandling, OperatorActions):
             self._metrics.refused.labels("worker" if refusal.whole_worker else "key").inc()
             raise
         changes = Changes()
-        changes.create(record, body, raw_idem)
+        self.create_into(changes, record, body, raw_idem)
         if raw_idem is not None:
             self._idempotency_inflight[raw_idem] = record.id
         self.active[record.id] = live
@@ -216,6 +220,13 @@ class Invoker(FrameHandling, OperatorActions):
             start_at_ms=now + int(delay_s * 1000) if delay_s > 0 else None,
             deadline_ms=now + int(delay_s * 1000) + total_ms if total_ms else None,
         )
+
+    def create_into(self, changes: Changes, record: InvocationRecord, input_value: bytes,
+                    raw_idempotency_key: bytes | None) -> None:
+        """Create ``record`` in ``changes``, last in its key's inbox. Only the worker that owns its
+        partition does this, so a key's inbox is in the order its owner accepted invocations."""
+        record.inbox_seq = self._inbox_clock.next()
+        changes.create(record, input_value, raw_idempotency_key)
 
     def new_invocation_id(self, partition: int) -> str:
         return self._ids.invocation_id(partition)

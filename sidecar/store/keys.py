@@ -2,7 +2,7 @@
 
 Strings are length-prefixed (u16 big-endian) so that ``(object, key)`` prefixes never run into
 each other ("ab"+"c" vs "a"+"bc"), and integers are big-endian so that LMDB's byte order is their
-numeric order. Invocation IDs sort by creation time, so ``prefix + id`` keeps arrival order.
+numeric order: an inbox is ``prefix + seq + id``, in the order its invocations joined it.
 """
 
 from __future__ import annotations
@@ -44,8 +44,19 @@ def journal_index(raw: bytes) -> int:
     return _U32.unpack_from(raw, len(raw) - 4)[0]
 
 
-def inbox_key(service: str, key: str | None, invocation_id: str) -> bytes:
-    return object_prefix(service, key) + invocation_id.encode()
+def inbox_key(service: str, key: str | None, seq: int, invocation_id: str) -> bytes:
+    """``seq`` orders the key's inbox; the ID after it keeps two equal seqs apart."""
+    return object_prefix(service, key) + _U64.pack(seq) + invocation_id.encode()
+
+
+#: An invocation ID's length: the first layout's inbox keys end with one.
+_ID_LENGTH = 30
+
+
+def upgrade_inbox_key(old: bytes, seq: int) -> tuple[bytes, str]:
+    """A first-layout inbox key (object prefix + ID) as it is now, with ``seq``; and its ID."""
+    prefix, invocation_id = old[:-_ID_LENGTH], old[-_ID_LENGTH:]
+    return prefix + _U64.pack(seq) + invocation_id, invocation_id.decode()
 
 
 def split_inbox_key(raw: bytes) -> tuple[str, str | None, str]:
@@ -60,7 +71,7 @@ def split_inbox_key(raw: bytes) -> tuple[str, str | None, str]:
         pos += 3 + m
     else:
         pos += 1
-    return service, key, raw[pos:].decode()
+    return service, key, raw[pos + 8:].decode()
 
 
 def idempotency_key(service: str, key: str | None, handler: str, idem: str) -> bytes:

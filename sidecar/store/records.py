@@ -57,6 +57,9 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: Failed attempts since the last progress (a suspension): what the retry policy counts, so
     #: that a long wait with many resumes does not use up the retries.
     failures: int = 0
+    #: Its place in its key's inbox (``clock.InboxClock``, assigned by the partition's owner when
+    #: it joined): the inbox key holds it, so finishing can delete that key.
+    inbox_seq: int = 0
 
     @property
     def exclusive(self) -> bool:

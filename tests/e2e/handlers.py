@@ -56,6 +56,19 @@ async def hold(ctx: ObjectContext, ms: int) -> str:
     return ctx.invocation_id
 
 
+@counter.handler()
+async def append(ctx: ObjectContext, item: str) -> list[str]:
+    """Keeps every item in the order the key ran them."""
+    items = [*(await ctx.get("items", type=list[str]) or []), item]
+    ctx.set("items", items)
+    return items
+
+
+@counter.handler(kind="shared")
+async def items(ctx: ObjectSharedContext) -> list[str]:
+    return await ctx.get("items", type=list[str]) or []
+
+
 steps = Service("Steps")
 
 
@@ -246,6 +259,14 @@ async def notify(ctx: ObjectContext, service: str) -> str:
 async def notify_later(ctx: ObjectContext, service: str) -> str:
     """Like ``notify``, with the send due one second from now."""
     ctx.service_send(service, "ping", ctx.key, delay=timedelta(seconds=1))
+    return "sent"
+
+
+@callers.handler()
+async def fan_out(ctx: ObjectContext, n: int) -> str:
+    """Sends ``n`` appends to one Counter key, one-way, in order."""
+    for i in range(n):
+        ctx.object_send(counter, "fan", append, f"{ctx.key}-{i}")
     return "sent"
 
 
