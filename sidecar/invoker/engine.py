@@ -436,6 +436,7 @@ class Invoker(FrameHandling, OperatorActions):
             record.id, attempt=record.attempts, service=record.service, handler=record.handler, key=record.key,
             input=input_entry.value if type(input_entry) is Input else b"", headers=record.headers,
             journal=live.journal, state=state, seed=_seed(record.id),
+            awakeable_key=self._waits.awakeable_key(record.id),
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))

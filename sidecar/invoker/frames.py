@@ -17,9 +17,10 @@ from handler_sdk.protocol import (
 from ..clock import now_ms
 from ..store import Changes, InvocationRecord
 from ..store.records import ResolutionSpec
+from .awakeable_ids import parse_awakeable_id
 from .events import Place
 from .live import Attempt, Live
-from .waits import AwakeableCompleted, AwakeableNotFound, is_done, parse_awakeable_id
+from .waits import AwakeableCompleted, AwakeableNotFound, is_done
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import urllib.error
+import urllib.request
 from datetime import timedelta
 
 import aiohttp
@@ -209,6 +211,21 @@ async def compensating(ctx: Context, name: str) -> str:
 async def slowpoke(ctx: Context) -> str:
     await ctx.sleep(30)
     return "too late"
+
+
+@waits.handler()
+async def resolve_own_early(ctx: Context, ingress: str) -> str:
+    """Resolves its own awakeable over HTTP before the awakeable's entry can reach the sidecar:
+    the blocking request holds the event loop, so the entry is still queued to be sent."""
+    awakeable_id, decision = ctx.awakeable(type=str)
+    request = urllib.request.Request(f"http://{ingress}/restate/awakeables/{awakeable_id}/resolve",
+                                     data=b'"early"', method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a test's own URL
+            status = response.status
+    except urllib.error.HTTPError as exc:  # a replay finds it completed already
+        status = exc.code
+    return f"{status}: {await decision}"
 
 
 @waits.handler()
