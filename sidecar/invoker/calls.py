@@ -24,7 +24,7 @@ from ..ids import partition_of_id
 from ..partitions import PartitionMap
 from ..registry import Registry
 from ..store import Changes, InvocationRecord, Store
-from ..store.records import ChildSpec, ParkedSend
+from ..store.records import ChildSpec, OutboxEntry, ParkedSend
 from .idempotency import idempotency_slot
 from .live import Live
 
@@ -89,7 +89,7 @@ class Calls:
             slot = idempotency_slot(child)
             self._invoker.create_into(changes, child, input_value, slot)
             return lambda: self._invoker.accept(Live(child, [Input(input_value)]), slot)
-        spec = ChildSpec(record=child, input=input_value)
+        spec = ChildSpec(record=child, input=input_value, seq=self._invoker.inbox_clock.next())
         changes.put_outbox(spec)
         return lambda: self._hand_over_once_durable(spec)
 
@@ -237,8 +237,10 @@ class Calls:
         self._invoker.complete_entry(live, index, done, value, failure)
 
     def recover(self, owns: Callable[[str], bool]) -> None:
-        """After a restart: hand over what is still in the outbox; pull results that came meanwhile."""
-        for pending in self._store.outbox():
+        """After a restart: hand over what is still in the outbox, children in the order they were
+        made (a child's ID is random within its millisecond, so the outbox's key order is not
+        that); pull results that came meanwhile."""
+        for pending in sorted(self._store.outbox(), key=_made_order):
             if type(pending) is ChildSpec:
                 if pending.record.parent_id is not None and owns(pending.record.parent_id):
                     self._hand_over(pending)
@@ -253,6 +255,12 @@ class Calls:
                     child = self._store.get_invocation(entry.invocation_id)
                     if child is not None and child.finished:
                         self.complete_call(live.record.id, index, child.output, child.failure)
+
+
+def _made_order(entry: OutboxEntry) -> tuple[int, str]:
+    """Children by their seq (0 for those made before seqs, whose IDs did count up); the rest
+    keep the outbox's order (a stable sort)."""
+    return (entry.seq, entry.record.id) if type(entry) is ChildSpec else (0, "")
 
 
 def _path_below(record: InvocationRecord) -> list[str]:

@@ -70,7 +70,7 @@ class Invoker(FrameHandling, OperatorActions):
         self._settings = settings
         self._http = http
         self._ids = ids
-        self._inbox_clock = InboxClock()
+        self.inbox_clock = InboxClock()
         self.active: dict[str, Live] = {}
         self._keys: KeyLocks[Live] = KeyLocks()
         self._pools: dict[str, DeploymentPool | InvokePool] = {}
@@ -123,7 +123,7 @@ class Invoker(FrameHandling, OperatorActions):
                    if self._partitions.owns_invocation(i)]
         for record in records:
             if record is not None:
-                self._inbox_clock.observe(record.inbox_seq)
+                self.inbox_clock.observe(record.inbox_seq)
         # An invocation that already started holds its key, even if one that arrived earlier
         # (a delayed send now due) is also waiting: admit the holders first.
         started = [r for r in records if r is not None and not r.finished and r.attempts > 0]
@@ -225,7 +225,7 @@ class Invoker(FrameHandling, OperatorActions):
                     raw_idempotency_key: bytes | None) -> None:
         """Create ``record`` in ``changes``, last in its key's inbox. Only the worker that owns its
         partition does this, so a key's inbox is in the order its owner accepted invocations."""
-        record.inbox_seq = self._inbox_clock.next()
+        record.inbox_seq = self.inbox_clock.next()
         changes.create(record, input_value, raw_idempotency_key)
 
     def new_invocation_id(self, partition: int) -> str:

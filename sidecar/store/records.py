@@ -121,6 +121,9 @@ class ChildSpec(msgspec.Struct, kw_only=True, tag=True):
     v: int = FORMAT_VERSION
     record: InvocationRecord
     input: bytes
+    #: When the caller's worker made it (its ``InboxClock``): after a restart the children still
+    #: to hand over go in this order, so the owner accepts them in the order they were made.
+    seq: int = 0
 
 
 class ResolutionSpec(msgspec.Struct, kw_only=True, tag=True):
