@@ -204,8 +204,9 @@ class _ToHandler(msgspec.Struct, tag_field="t", tag=True, frozen=True):
     invocation_id: str
 
 
-class Start(_ToHandler, frozen=True):
-    """Run (or resume) one attempt. ``journal`` holds every committed entry, ``Input`` first."""
+class Start(_ToHandler, frozen=True, omit_defaults=True):
+    """Run (or resume) one attempt. ``journal`` holds every committed entry, ``Input`` first.
+    (Only the fields added since version 1 have defaults: left out when unset, as before.)"""
 
     attempt: int
     service: str

@@ -24,7 +24,7 @@ from ..ids import partition_of_id
 from ..partitions import PartitionMap
 from ..registry import Registry
 from ..store import Changes, InvocationRecord, Store
-from ..store.records import ChildSpec, OutboxEntry, ParkedSend
+from ..store.records import ChildSpec, OutboxEntry, ParkedSend, ResolutionSpec
 from .idempotency import idempotency_slot
 from .live import Live
 
@@ -99,7 +99,8 @@ class Calls:
         """Journal the send with its child's ID, and keep it until its target is registered."""
         named = msgspec.structs.replace(
             entry, invocation_id=self._invoker.new_invocation_id(self._child_partition(live, entry)))
-        changes.put_outbox(ParkedSend(sender_id=live.record.id, index=index, entry=named, journaled_ms=now_ms()))
+        changes.put_outbox(ParkedSend(sender_id=live.record.id, index=index, entry=named, journaled_ms=now_ms(),
+                                      seq=self._invoker.inbox_clock.next()))
         log.warning("%s: send to %s/%s kept until a deployment that has it is registered",
                     live.record.id, entry.service, entry.handler)
         return named
@@ -107,7 +108,7 @@ class Calls:
     def deliver_parked(self, owns: Callable[[str], bool]) -> None:
         """Deployments changed: make the parked sends (of senders ``owns`` says are ours) whose
         target is registered now."""
-        for pending in self._store.outbox():
+        for pending in sorted(self._store.outbox(), key=_made_order):
             if type(pending) is ParkedSend and owns(pending.sender_id):
                 self._unpark(pending)
 
@@ -257,10 +258,10 @@ class Calls:
                         self.complete_call(live.record.id, index, child.output, child.failure)
 
 
-def _made_order(entry: OutboxEntry) -> tuple[int, str]:
-    """Children by their seq (0 for those made before seqs, whose IDs did count up); the rest
-    keep the outbox's order (a stable sort)."""
-    return (entry.seq, entry.record.id) if type(entry) is ChildSpec else (0, "")
+def _made_order(entry: OutboxEntry) -> int:
+    """Children and parked sends by their seq (0 for those made before seqs, whose IDs did count
+    up: their outbox order); resolutions keep the outbox's order (a stable sort)."""
+    return 0 if type(entry) is ResolutionSpec else entry.seq  # type: ignore[union-attr]
 
 
 def _path_below(record: InvocationRecord) -> list[str]:

@@ -145,6 +145,7 @@ class ParkedSend(msgspec.Struct, kw_only=True, tag=True):
     index: int  # the Send's place in the sender's journal
     entry: Send  # invocation_id: the child's ID, assigned when the send was journaled
     journaled_ms: int = 0  # when the send was journaled: its ``delay_ms`` counts from then
+    seq: int = 0  # as ``ChildSpec.seq``: parked sends are delivered in the order they were made
 
 
 OutboxEntry = ChildSpec | ResolutionSpec | ParkedSend
