@@ -35,15 +35,25 @@ class LayoutError(Exception):
     """The data directory cannot be served by this sidecar (its message says why)."""
 
 
-def prepare(env: lmdb.Environment, dbs: dict[str, Any], path: str) -> bytes:
-    """Bring the directory to :data:`FORMAT` (or refuse it); its awakeable secret."""
+def refuse_newer_layout(env: lmdb.Environment, path: str) -> None:
+    """Raise :class:`LayoutError` if the directory's layout is newer than :data:`FORMAT`."""
+    try:
+        meta = env.open_db(b"meta", create=False)
+    except lmdb.NotFoundError:
+        return  # a new directory
+    with env.begin(db=meta) as txn:
+        raw = txn.get(_FORMAT_KEY)
+    if raw is not None and int(raw) > FORMAT:
+        raise LayoutError(f"{path}: data directory layout {int(raw)} is newer than this sidecar's ({FORMAT})")
+
+
+def prepare(env: lmdb.Environment, dbs: dict[str, Any]) -> bytes:
+    """Bring the directory to :data:`FORMAT` (``refuse_newer_layout`` checked it is not newer);
+    its awakeable secret."""
     meta = dbs["meta"]
     with env.begin(write=True) as txn:
         raw = txn.get(_FORMAT_KEY, db=meta)
-        found = int(raw) if raw is not None else 1
-        if found > FORMAT:
-            raise LayoutError(f"{path}: data directory layout {found} is newer than this sidecar's ({FORMAT})")
-        if found < FORMAT:
+        if (int(raw) if raw is not None else 1) < FORMAT:
             _file_inbox_by_seq(txn, dbs)
             txn.put(_FORMAT_KEY, str(FORMAT).encode(), db=meta)
         secret = txn.get(_SECRET_KEY, db=meta)

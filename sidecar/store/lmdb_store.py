@@ -69,11 +69,7 @@ class Store:
         self._map_size = map_size
         self._env, self._dbs = open_environment(path, durability=durability, map_size=map_size)
         #: Signs awakeable IDs; the same in every worker (they share the directory).
-        try:
-            self.awakeable_secret = prepare(self._env, self._dbs, self._path)
-        except BaseException:
-            self._env.close()
-            raise
+        self.awakeable_secret = prepare(self._env, self._dbs)
         self._writer: WriterClient | None = None
         self._writer_process: subprocess.Popen[bytes] | None = None
 
