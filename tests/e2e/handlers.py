@@ -229,6 +229,12 @@ async def resolve_own_early(ctx: Context, ingress: str) -> str:
 
 
 @waits.handler()
+async def resolve_all(ctx: Context, awakeable_ids: list[str]) -> None:
+    for awakeable_id in awakeable_ids:
+        ctx.resolve_awakeable(awakeable_id, "by a handler, at last")
+
+
+@waits.handler()
 async def approve_for(ctx: Context, awakeable_id: str) -> None:
     ctx.resolve_awakeable(awakeable_id, "by another handler")
 
