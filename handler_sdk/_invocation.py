@@ -62,6 +62,7 @@ from .protocol import (
     Start,
     Suspend,
     ToSidecar,
+    awakeable_id as awakeable_id_for,
     identifier_problem,
 )
 
@@ -135,6 +136,7 @@ class Attempt(Context):
         suspend_for_acks: bool = False,
     ) -> None:
         self._id = start.invocation_id
+        self._awakeable_key = start.awakeable_key
         self._handler = handler
         self._input = start.input
         self._headers = start.headers
@@ -452,9 +454,11 @@ class Attempt(Context):
         decoder = _steps.decoder_for(type)
         index, recorded = self._completable(Awakeable, "")
         if recorded is None:
-            # The sidecar finds the entry from the ID (invocation, index); the secret makes it
-            # unguessable. Random, not seeded: it is journaled, so replays reuse it.
-            awakeable_id = f"awk_{self._id}_{index}_{secrets.token_urlsafe(16)}"
+            # The sidecar finds the entry from the ID (invocation, index) and checks its tag, made
+            # with this invocation's key; a sidecar that gives no key gets a random tag. Either
+            # way it is journaled, so replays reuse it.
+            awakeable_id = awakeable_id_for(self._id, index, self._awakeable_key) if self._awakeable_key \
+                else f"awk_{self._id}_{index}_{secrets.token_urlsafe(16)}"
             self._command(index, Awakeable(id=awakeable_id))
         else:
             awakeable_id = cast(Awakeable, recorded).id

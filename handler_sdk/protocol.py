@@ -11,6 +11,9 @@ passes them through untouched and only the SDK decodes them, with the handler's 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from typing import Union
 
 import msgspec
@@ -215,8 +218,9 @@ class _ToHandler(msgspec.Struct, tag_field="t", tag=True, frozen=True):
     invocation_id: str
 
 
-class Start(_ToHandler, frozen=True):
-    """Run (or resume) one attempt. ``journal`` holds every committed entry, ``Input`` first."""
+class Start(_ToHandler, frozen=True, omit_defaults=True):
+    """Run (or resume) one attempt. ``journal`` holds every committed entry, ``Input`` first.
+    (Only the fields added since version 1 have defaults: left out when unset, as before.)"""
 
     attempt: int
     service: str
@@ -227,6 +231,10 @@ class Start(_ToHandler, frozen=True):
     journal: list[Entry]
     state: dict[str, bytes] | None
     seed: int
+    #: Signs this invocation's awakeable IDs (:func:`awakeable_id`). The sidecar derives it from a
+    #: secret of its data directory, so it mints this invocation's IDs and no other's. Empty from
+    #: a sidecar that does not check awakeable IDs.
+    awakeable_key: bytes = b""
 
 
 class Ack(_ToHandler, frozen=True):
@@ -343,3 +351,10 @@ class ServiceSpec(msgspec.Struct, frozen=True):
 class Discovery(msgspec.Struct, frozen=True):
     protocol: int
     services: list[ServiceSpec]
+
+
+def awakeable_id(invocation_id: str, index: int, key: bytes) -> str:
+    """``awk_<invocation id>_<index>_<tag>``: the tag, HMAC-SHA256(``key``, index) cut to 128 bits
+    and URL-safe, lets the sidecar tell an ID it handed the key out for from a guess."""
+    digest = hmac.new(key, str(index).encode(), hashlib.sha256).digest()[:16]
+    return f"awk_{invocation_id}_{index}_{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"

@@ -49,7 +49,8 @@ class Reply(NamedTuple):
 
 
 class _ConfigFailure(click.ClickException):
-    """A setting is wrong (flag, environment or file): a usage problem, hence exit status 2."""
+    """A setting (flag, environment or file) or the data directory is wrong: the operator must
+    act before a start can work, hence exit status 2."""
 
     exit_code = 2
 
@@ -228,9 +229,12 @@ def serve(
     except ConfigError as exc:
         raise _ConfigFailure(str(exc)) from None
     from sidecar.server import run  # imported late: client commands need none of the server
+    from sidecar.store import LayoutError
 
     try:
         run(settings)
+    except LayoutError as exc:
+        raise _ConfigFailure(f"cannot start the sidecar: {exc}") from None
     except OSError as exc:
         # The usual operator mistakes (port taken, no permission) deserve a line, not a traceback.
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):

@@ -30,7 +30,7 @@ from ..metrics import Metrics
 from ..partitions import PartitionMap
 from ..registry import Registry, Route
 from ..retry import RetryPolicy
-from ..clock import now_ms
+from ..clock import InboxClock, now_ms
 from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
 from .admission import Overloaded, admit
@@ -71,6 +71,7 @@ class Invoker(FrameHandling, OperatorActions):
         self._settings = settings
         self._http = http
         self._ids = ids
+        self.inbox_clock = InboxClock()
         self.active: dict[str, Live] = {}
         self._keys: KeyLocks[Live] = KeyLocks()
         self._pools: dict[str, DeploymentPool | InvokePool] = {}
@@ -121,6 +122,9 @@ class Invoker(FrameHandling, OperatorActions):
         now = now_ms()
         records = [self._store.get_invocation(i) for i in self._store.scan_inbox()
                    if self._partitions.owns_invocation(i)]
+        for record in records:
+            if record is not None:
+                self.inbox_clock.observe(record.inbox_seq)
         # An invocation that already started holds its key, even if one that arrived earlier
         # (a delayed send now due) is also waiting: admit the holders first.
         started = [r for r in records if r is not None and not r.finished and r.attempts > 0]
@@ -180,7 +184,7 @@ class Invoker(FrameHandling, OperatorActions):
             self._metrics.refused.labels("worker" if refusal.whole_worker else "key").inc()
             raise
         changes = Changes()
-        changes.create(record, body, raw_idem)
+        self.create_into(changes, record, body, raw_idem)
         self.active[record.id] = live  # from now on, a kill or a cancel finds it
         await self.create(live, changes, raw_idem)
         return record.id, False
@@ -233,6 +237,13 @@ class Invoker(FrameHandling, OperatorActions):
             start_at_ms=now + int(delay_s * 1000) if delay_s > 0 else None,
             deadline_ms=now + int(delay_s * 1000) + total_ms if total_ms else None,
         )
+
+    def create_into(self, changes: Changes, record: InvocationRecord, input_value: bytes,
+                    raw_idempotency_key: bytes | None) -> None:
+        """Create ``record`` in ``changes``, last in its key's inbox. Only the worker that owns its
+        partition does this, so a key's inbox is in the order its owner accepted invocations."""
+        record.inbox_seq = self.inbox_clock.next()
+        changes.create(record, input_value, raw_idempotency_key)
 
     def new_invocation_id(self, partition: int) -> str:
         return self._ids.invocation_id(partition)
@@ -442,6 +453,7 @@ class Invoker(FrameHandling, OperatorActions):
             record.id, attempt=record.attempts, service=record.service, handler=record.handler, key=record.key,
             input=input_entry.value if type(input_entry) is Input else b"", headers=record.headers,
             journal=live.journal, state=state, seed=_seed(record.id),
+            awakeable_key=self._waits.awakeable_key(record.id),
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))

@@ -18,11 +18,12 @@ from handler_sdk.protocol import (
 from ..clock import now_ms
 from ..store import Changes, InvocationRecord
 from ..store.records import ResolutionSpec
+from .awakeable_ids import parse_awakeable_id
 from .commits import recheck_if_cancelled
 from .events import Place
 from .identifiers import entry_identifier_problem
 from .live import Attempt, Live
-from .waits import AwakeableCompleted, AwakeableNotFound, is_done, parse_awakeable_id
+from .waits import AwakeableCompleted, AwakeableNotFound, is_done
 
 log = logging.getLogger(__name__)
 

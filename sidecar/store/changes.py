@@ -88,7 +88,7 @@ class Changes(WriteBatch):
         self.delete("state", keys.state_key(service, key, name))
 
     def enqueue(self, record: InvocationRecord) -> None:
-        self.put("inbox", keys.inbox_key(record.service, record.key, record.id),
+        self.put("inbox", keys.inbox_key(record.service, record.key, record.inbox_seq, record.id),
                  _EXCLUSIVE if record.exclusive else _CONCURRENT)
 
     def put_idempotency(self, raw_key: bytes, invocation_id: str) -> None:
@@ -98,7 +98,7 @@ class Changes(WriteBatch):
         """``record`` has reached a final status: leave the inbox, join the retention index."""
         assert record.completed_ms is not None
         self.put_invocation(record)
-        self.delete("inbox", keys.inbox_key(record.service, record.key, record.id))
+        self.delete("inbox", keys.inbox_key(record.service, record.key, record.inbox_seq, record.id))
         self.put("finished", keys.finished_key(record.completed_ms, record.id), b"")
 
     def purge(self, record: InvocationRecord, idempotency_raw_key: bytes | None) -> None:

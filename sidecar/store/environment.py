@@ -14,6 +14,7 @@ from typing import Any
 import lmdb
 
 from .batch import WriteBatch, apply_batch
+from .layout import LayoutError, refuse_newer_layout
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,11 @@ def open_environment(path: str | Path, *, durability: str, map_size: int) -> tup
     env = lmdb.open(
         str(path), map_size=map_size, max_dbs=len(DATABASES) + 1, sync=synced, metasync=synced, max_spare_txns=4,
     )
+    try:
+        refuse_newer_layout(env, str(path))  # before anything is created: a refusal writes nothing
+    except LayoutError:
+        env.close()
+        raise
     return env, {name: env.open_db(name.encode()) for name in DATABASES}
 
 

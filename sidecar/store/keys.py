@@ -2,7 +2,7 @@
 
 Strings are length-prefixed (u16 big-endian) so that ``(object, key)`` prefixes never run into
 each other ("ab"+"c" vs "a"+"bc"), and integers are big-endian so that LMDB's byte order is their
-numeric order. Invocation IDs sort by creation time, so ``prefix + id`` keeps arrival order.
+numeric order: an inbox is ``prefix + seq + id``, in the order its invocations joined it.
 
 LMDB refuses keys over 511 bytes, and identifiers may be up to ``MAX_IDENTIFIER_BYTES`` (1,024):
 what does not fit is stored as ``0xFF + SHA-256`` of its bytes. UTF-8 never produces 0xFF, and a
@@ -17,7 +17,7 @@ key's partition (a hash of its object prefix) do not change.
   state value under a hashed name is a ``records.NamedState`` that holds the name, so that
   ``Store.read_state`` gives every name back; promises are only looked up by name.
 - Idempotency: ``prefix + part(handler) + key``, its tail hashed where it would not fit.
-- Inbox: ``prefix + invocation ID``; the ID is read back, the object is in the invocation's record.
+- Inbox: ``prefix + seq + invocation ID``; the ID is read back, the object is in the invocation's record.
 - Journal, completions, timers, finished: invocation IDs (made by the sidecar, 30 bytes) and
   integers: always short. Outbox: ``resolve/`` + an awakeable ID, hashed where it would not fit
   (the value holds the whole resolution).
@@ -93,8 +93,19 @@ def journal_index(raw: bytes) -> int:
     return _U32.unpack_from(raw, len(raw) - 4)[0]
 
 
-def inbox_key(service: str, key: str | None, invocation_id: str) -> bytes:
-    return object_prefix(service, key) + invocation_id.encode()
+def inbox_key(service: str, key: str | None, seq: int, invocation_id: str) -> bytes:
+    """``seq`` orders the key's inbox; the ID after it keeps two equal seqs apart."""
+    return object_prefix(service, key) + _U64.pack(seq) + invocation_id.encode()
+
+
+#: An invocation ID's length: the first layout's inbox keys end with one.
+_ID_LENGTH = 30
+
+
+def upgrade_inbox_key(old: bytes, seq: int) -> tuple[bytes, str]:
+    """A first-layout inbox key (object prefix + ID) as it is now, with ``seq``; and its ID."""
+    prefix, invocation_id = old[:-_ID_LENGTH], old[-_ID_LENGTH:]
+    return prefix + _U64.pack(seq) + invocation_id, invocation_id.decode()
 
 
 def _prefix_length(raw: bytes) -> int:
@@ -111,7 +122,7 @@ def _prefix_length(raw: bytes) -> int:
 
 def inbox_invocation_id(raw: bytes) -> str:
     """The invocation an inbox key files (the object is in its record)."""
-    return raw[_prefix_length(raw):].decode()
+    return raw[_prefix_length(raw) + _U64.size:].decode()
 
 
 def idempotency_key(service: str, key: str | None, handler: str, idem: str) -> bytes:

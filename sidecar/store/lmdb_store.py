@@ -25,6 +25,7 @@ from handler_sdk.protocol import Entry, encoder as wire_encoder, entry_decoder
 from . import keys
 from .batch import WriteBatch, apply_batch
 from .environment import TxnTarget, open_environment
+from .layout import prepare
 from .records import (
     DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord, NamedState, OutboxEntry, PromiseRecord,
 )
@@ -67,6 +68,8 @@ class Store:
         self._durability = durability
         self._map_size = map_size
         self._env, self._dbs = open_environment(path, durability=durability, map_size=map_size)
+        #: Signs awakeable IDs; the same in every worker (they share the directory).
+        self.awakeable_secret = prepare(self._env, self._dbs)
         self._writer: WriterClient | None = None
         self._writer_process: subprocess.Popen[bytes] | None = None
 

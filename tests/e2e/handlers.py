@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import urllib.error
+import urllib.request
 from datetime import timedelta
 from typing import cast
 
@@ -59,6 +61,19 @@ async def hold(ctx: ObjectContext, ms: int) -> str:
     await asyncio.sleep(ms / 1000)
     await _post(f"/exit/{ctx.key}")
     return ctx.invocation_id
+
+
+@counter.handler()
+async def append(ctx: ObjectContext, item: str) -> list[str]:
+    """Keeps every item in the order the key ran them."""
+    items = [*(await ctx.get("items", type=list[str]) or []), item]
+    ctx.set("items", items)
+    return items
+
+
+@counter.handler(kind="shared")
+async def items(ctx: ObjectSharedContext) -> list[str]:
+    return await ctx.get("items", type=list[str]) or []
 
 
 steps = Service("Steps")
@@ -210,6 +225,27 @@ async def slowpoke(ctx: Context) -> str:
 
 
 @waits.handler()
+async def resolve_own_early(ctx: Context, ingress: str) -> str:
+    """Resolves its own awakeable over HTTP before the awakeable's entry can reach the sidecar:
+    the blocking request holds the event loop, so the entry is still queued to be sent."""
+    awakeable_id, decision = ctx.awakeable(type=str)
+    request = urllib.request.Request(f"http://{ingress}/restate/awakeables/{awakeable_id}/resolve",
+                                     data=b'"early"', method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a test's own URL
+            status = response.status
+    except urllib.error.HTTPError as exc:  # a replay finds it completed already
+        status = exc.code
+    return f"{status}: {await decision}"
+
+
+@waits.handler()
+async def resolve_all(ctx: Context, awakeable_ids: list[str]) -> None:
+    for awakeable_id in awakeable_ids:
+        ctx.resolve_awakeable(awakeable_id, "by a handler, at last")
+
+
+@waits.handler()
 async def approve_for(ctx: Context, awakeable_id: str) -> None:
     ctx.resolve_awakeable(awakeable_id, "by another handler")
 
@@ -257,6 +293,14 @@ async def notify(ctx: ObjectContext, service: str) -> str:
 async def notify_later(ctx: ObjectContext, service: str) -> str:
     """Like ``notify``, with the send due one second from now."""
     ctx.service_send(service, "ping", ctx.key, delay=timedelta(seconds=1))
+    return "sent"
+
+
+@callers.handler()
+async def fan_out(ctx: ObjectContext, n: int) -> str:
+    """Sends ``n`` appends to one Counter key, one-way, in order."""
+    for i in range(n):
+        ctx.object_send(counter, "fan", append, f"{ctx.key}-{i}")
     return "sent"
 
 

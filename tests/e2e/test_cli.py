@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
+
+import lmdb
+import pytest
 
 from tests.e2e.conftest import Cluster
-from tests.procs import eventually
+from tests.procs import eventually, free_port, sidecar_cli
 
 
 async def test_cli_invokes_lists_shows_and_edits_state(cluster: Cluster) -> None:
@@ -65,3 +70,20 @@ async def test_cli_resolves_an_awakeable_and_cancels(cluster: Cluster) -> None:
     cancelled = await cluster.cli("invocations", "cancel", parked)
     assert cancelled.returncode == 0, cancelled.stderr
     assert (await cluster.get(f"/restate/invocation/{parked}/attach"))[0] == 409
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_data_directory_of_a_newer_layout_is_refused_in_one_line(tmp_path: Path, workers: str) -> None:
+    data = tmp_path / "data"
+    env = lmdb.open(str(data), max_dbs=20)
+    with env.begin(write=True, db=env.open_db(b"meta")) as txn:
+        txn.put(b"format", b"99")
+    env.close()
+    before = (data / "data.mdb").read_bytes()
+    refused = subprocess.run(sidecar_cli("serve", "--data-dir", str(data), "--workers", workers,
+                                         "--ingress", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{free_port()}"),
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "layout 99 is newer" in lines[0] and str(data) in lines[0], refused.stderr
+    assert (data / "data.mdb").read_bytes() == before
