@@ -22,7 +22,8 @@ from .ids import partition_of_id
 from .mesh import Mesh, MeshError
 from .metrics import Metrics
 from .partitions import PartitionMap
-from .http_errors import HTTPProblem, json_errors, json_response
+from .http_errors import HTTPProblem, json_errors, json_only, json_response
+from .http_input import json_body, json_value
 from .invoker import InvocationNotFound, InvocationStateError, Invoker
 from .registry import Registry, RegistrationError
 from .store import Changes, InvocationRecord, Store
@@ -41,10 +42,7 @@ class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _resume_body(body: bytes) -> ResumeRequest:
-    try:
-        return msgspec.json.decode(body or b"{}", type=ResumeRequest)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise HTTPProblem(400, f'expected {{"deployment": "dp_..."}} or no body: {exc}') from None
+    return json_body(body or b"{}", ResumeRequest, '{"deployment": "dp_..."} or no body')
 
 
 def _from(query: Mapping[str, str]) -> int:
@@ -72,7 +70,7 @@ def _payload(raw: bytes | None) -> Any:
         return None
     try:
         return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested too deep to show as such
         return raw.decode(errors="replace")
 
 
@@ -101,10 +99,7 @@ def _summary(record: InvocationRecord) -> dict[str, Any]:
 
 
 def _read_json_value(body: bytes) -> bytes:
-    try:
-        msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
+    json_value(body)
     return body
 
 
@@ -130,6 +125,7 @@ class Admin:
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
+        app.on_response_prepare.append(json_only)
         r = app.router
         r.add_get("/health", self.health)
         r.add_get("/metrics", self.metrics)
@@ -158,11 +154,8 @@ class Admin:
     # --- deployments and services ---------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.Response:
-        try:
-            body = msgspec.json.decode(await request.read(), type=RegisterRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise HTTPProblem(400, f'expected {{"uri": "http://host:port", "force": false, '
-                                   f'"transport": "websocket" | "request-response"}}: {exc}') from None
+        body = json_body(await request.read(), RegisterRequest,
+                         '{"uri": "http://host:port", "force": false, "transport": "websocket" | "request-response"}')
         try:
             record, created = await self._registry.register(
                 body.uri, force=body.force, http=self._http, transport=body.transport)

@@ -68,6 +68,22 @@ def exception_response(exc: Exception, what: str, max_body: int = 0) -> web.Resp
     return error_response(500, "internal error; the sidecar log has the details")
 
 
+async def json_only(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: an error aiohttp answers before any middleware runs (an ``Expect``
+    it does not take) is text; make it JSON too."""
+    if response.status < 400 or not isinstance(response, web.Response) or response.content_type == "application/json":
+        return
+    text = response.text.strip() if response.body is not None and response.charset else ""
+    if response.status == 417:
+        text = f"{text}: only Expect: 100-continue is supported"
+    body = _encoder.encode(ErrorBody(response.status, text[:500] or response.reason))
+    response.body = body
+    response.content_type = "application/json"
+    response.charset = None
+    if "Content-Length" in response.headers:  # counted already: this hook runs as headers are written
+        response.headers["Content-Length"] = str(len(body))
+
+
 def json_errors(max_body: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Middleware turning every failure into a JSON error response."""
 

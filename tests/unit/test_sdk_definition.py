@@ -230,3 +230,22 @@ def test_cli_passes_its_options_to_serve(
     with pytest.raises(SystemExit):
         cli.main(["sdk_cli_options_fixture:svc", "--suspend-after", "-1"])
     assert "--suspend-after" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../../../../tmp/x", "a/b", "", " S", "S ", "1st", "h\n", "x" * 129, "naïve", "a b"])
+def test_service_and_handler_names_must_be_identifiers(name: str) -> None:
+    with pytest.raises(ValueError, match="not a valid name"):
+        Service(name)
+
+    async def h(ctx: Context) -> None: ...
+
+    if name:  # an empty handler name means the function's name
+        with pytest.raises(ValueError, match="invalid handler name in S: .*not a valid name"):
+            Service("S").handler(name)(h)
+
+
+@pytest.mark.parametrize("name", ["Counter", "_private", "v2.Orders", "order-service", "x" * 128])
+def test_identifier_names_are_accepted(name: str) -> None:
+    async def h(ctx: Context) -> None: ...
+
+    Service(name).handler(name)(h)
