@@ -314,6 +314,10 @@ class TimeoutSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     total_ms: int | None = None
 
 
+#: The longest delay a send or a sleep may ask for, and a client's delayed send: 3,650 days (ten
+#: years). Longer is a mistake, and past it timestamps would no longer fit the store's 64 bits.
+MAX_DELAY_MS = 3650 * 86_400_000
+
 #: Service and handler names: identifiers, since they are path parts of every ingress URL and
 #: parts of every stored key. Checked by the SDK when a service is defined and by the sidecar when
 #: a deployment is discovered.

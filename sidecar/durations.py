@@ -6,15 +6,13 @@ from __future__ import annotations
 import math
 import re
 
+from handler_sdk.protocol import MAX_DELAY_MS
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _HUMAN = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _ISO = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 
-#: The longest delay (a delayed send, a handler's sleep or delayed send): 3,650 days, ten years.
-#: Longer is a mistake, and a number past it would not fit the store's 64-bit timestamps.
-MAX_DELAY_DAYS = 3650
-MAX_DELAY_MS = MAX_DELAY_DAYS * 86_400_000
-_TOO_LONG = f"at most {MAX_DELAY_DAYS} days (10 years)"
+_TOO_LONG = f"at most {MAX_DELAY_MS // 86_400_000} days (10 years)"
 
 
 def parse_duration(text: str) -> float:

@@ -11,10 +11,12 @@ from functools import partial
 
 from handler_sdk.protocol import (
     ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Suspend, ToSidecar,
+    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Sleep, Suspend,
+    ToSidecar,
 )
 
 from ..clock import now_ms
+from ..durations import delay_problem, wake_problem
 from ..store import Changes, InvocationRecord
 from ..store.records import ResolutionSpec
 from .events import Place
@@ -54,6 +56,11 @@ class FrameHandling:
             return self._violation(attempt, f"handlers may not write {kind.__name__} entries")
         if kind in _STATE_WRITES and not live.record.exclusive:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
+        if isinstance(entry, (Sleep, Send)):  # an instant past 64 bits would fail the whole batch
+            problem = wake_problem(entry.wake_at_ms, now_ms()) if isinstance(entry, Sleep) \
+                else delay_problem(entry.delay_ms)
+            if problem is not None:
+                return self._violation(attempt, problem)
         changes = Changes()
         after: Callable[[], None] | None = None
         if kind is Call or kind is Send:
