@@ -22,7 +22,7 @@ from .ids import partition_of_id
 from .mesh import Mesh, MeshError
 from .metrics import Metrics
 from .partitions import PartitionMap
-from .http_errors import HTTPProblem, json_errors, json_only, json_response
+from .http_errors import HTTPProblem, JsonRoutes, json_errors, json_only, json_response
 from .http_input import json_body, json_value
 from .invoker import InvocationNotFound, InvocationStateError, Invoker
 from .registry import Registry, RegistrationError
@@ -126,7 +126,7 @@ class Admin:
         app = web.Application(
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
         app.on_response_prepare.append(json_only)
-        r = app.router
+        r = JsonRoutes(app.router)
         r.add_get("/health", self.health)
         r.add_get("/metrics", self.metrics)
         r.add_post("/deployments", self.register)

@@ -24,7 +24,7 @@ from .partitions import PartitionMap
 from .client_watch import ClientWatch
 from .durations import parse_delay
 from .event_stream import EventStreamRoute
-from .http_errors import HTTPProblem, error_response, json_errors, json_only, json_response
+from .http_errors import HTTPProblem, JsonRoutes, error_response, json_errors, json_only, json_response
 from .http_input import json_value, path_parts, storable
 from .invoker import (
     AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, Overloaded, parse_awakeable_id,
@@ -82,13 +82,14 @@ class Ingress:
         app = web.Application(
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
         app.on_response_prepare.append(json_only)
-        app.router.add_get("/restate/health", self.health)
+        r = JsonRoutes(app.router)
+        r.add_get("/restate/health", self.health)
         app.cleanup_ctx.append(self._clients.run)
-        self._events.install(app)  # before the next route, which would take .../events too
-        app.router.add_get("/restate/invocation/{tail:.+}", self._invocation)
-        app.router.add_post("/restate/awakeables/{id}/{action:resolve|reject}", self._awakeable)
-        app.router.add_get("/restate/workflow/{name}/{key}/{action:attach|output}", self._workflow)
-        app.router.add_post("/{tail:.+}", self._call)
+        self._events.install(app, r)  # before the next route, which would take .../events too
+        r.add_get("/restate/invocation/{tail:.+}", self._invocation)
+        r.add_post("/restate/awakeables/{id}/{action:resolve|reject}", self._awakeable)
+        r.add_get("/restate/workflow/{name}/{key}/{action:attach|output}", self._workflow)
+        r.add_post("/{tail:.+}", self._call)
         return app
 
     async def health(self, request: web.Request) -> web.Response:

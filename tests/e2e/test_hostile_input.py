@@ -171,4 +171,9 @@ async def test_an_unknown_expectation_is_a_json_417(cluster: Cluster) -> None:
     assert "Expect" in _error(response, 417)
     response = await exchange(cluster.admin, request_bytes("PUT", b"/state/Counter/e/n", [(b"expect", b"x")], b"1"))
     assert "Expect" in _error(response, 417)
-    assert (await cluster.post("/Counter/e/get"))[:2] == (200, 0)
+    for path in [b"/restate/health", b"/restate/invocation/inv_x/events"]:
+        response = await exchange(cluster.ingress, request_bytes("GET", path, [(b"expect", b"\x80")]))
+        assert "Expect" in _error(response, 417)
+    async with cluster.http.post(f"http://{cluster.ingress}/Counter/e/add", json=2, expect100=True) as answer:
+        assert (answer.status, await answer.json()) == (200, 2)
+    assert (await cluster.post("/Counter/e/get"))[:2] == (200, 2)
