@@ -141,6 +141,7 @@ class Admin:
         r.add_get("/state/{object}/{key}", self.get_state)
         r.add_put("/state/{object}/{key}/{name}", self.put_state)
         r.add_delete("/state/{object}/{key}/{name}", self.delete_state)
+        r.add_fallback()
         return app
 
     async def health(self, request: web.Request) -> web.Response:

@@ -98,6 +98,22 @@ class JsonRoutes:
     def add_delete(self, path: str, handler: Handler) -> None:
         self._router.add_delete(path, handler, expect_handler=expect_continue)
 
+    def add_fallback(self) -> None:
+        """The last route: what no other route takes is a 404 or a 405 as aiohttp would answer,
+        but with :func:`expect_continue` too (aiohttp's own no-route answer has its expect handler)."""
+        fallback = self._router.add_resource("/{tail:.*}")
+
+        async def unrouted(request: web.Request) -> web.StreamResponse:
+            allowed: set[str] = set()
+            for resource in self._router.resources():
+                if resource is not fallback:
+                    allowed |= (await resource.resolve(request))[1]
+            if allowed:
+                raise web.HTTPMethodNotAllowed(request.method, allowed)
+            raise web.HTTPNotFound()
+
+        fallback.add_route(hdrs.METH_ANY, unrouted, expect_handler=expect_continue)
+
 
 async def json_only(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: an error aiohttp answers by itself, past the middleware, is text;

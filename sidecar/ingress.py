@@ -90,6 +90,7 @@ class Ingress:
         r.add_post("/restate/awakeables/{id}/{action:resolve|reject}", self._awakeable)
         r.add_get("/restate/workflow/{name}/{key}/{action:attach|output}", self._workflow)
         r.add_post("/{tail:.+}", self._call)
+        r.add_fallback()
         return app
 
     async def health(self, request: web.Request) -> web.Response:

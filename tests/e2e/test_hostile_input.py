@@ -171,9 +171,15 @@ async def test_an_unknown_expectation_is_a_json_417(cluster: Cluster) -> None:
     assert "Expect" in _error(response, 417)
     response = await exchange(cluster.admin, request_bytes("PUT", b"/state/Counter/e/n", [(b"expect", b"x")], b"1"))
     assert "Expect" in _error(response, 417)
-    for path in [b"/restate/health", b"/restate/invocation/inv_x/events"]:
-        response = await exchange(cluster.ingress, request_bytes("GET", path, [(b"expect", b"\x80")]))
+    for address, method, path in [(cluster.ingress, "GET", b"/restate/health"), (cluster.admin, "POST", b"/health"),
+                                  (cluster.ingress, "GET", b"/restate/invocation/inv_x/events"),
+                                  (cluster.ingress, "PUT", b"/nowhere"), (cluster.admin, "GET", b"/nowhere")]:
+        response = await exchange(address, request_bytes(method, path, [(b"expect", b"\x80")]))
         assert "Expect" in _error(response, 417)
+    response = await exchange(cluster.admin, request_bytes("POST", b"/health"))
+    assert "allowed: GET, HEAD" in _error(response, 405)
+    response = await exchange(cluster.admin, request_bytes("GET", b"/nowhere/at/all"))
+    assert "no such route" in _error(response, 404)
     async with cluster.http.post(f"http://{cluster.ingress}/Counter/e/add", json=2, expect100=True) as answer:
         assert (answer.status, await answer.json()) == (200, 2)
     assert (await cluster.post("/Counter/e/get"))[:2] == (200, 2)
