@@ -101,7 +101,7 @@ class JsonRoutes:
     def add_fallback(self) -> None:
         """The last route: what no other route takes is a 404 or a 405 as aiohttp would answer,
         but with :func:`expect_continue` too (aiohttp's own no-route answer has its expect handler)."""
-        fallback = self._router.add_resource("/{tail:.*}")
+        fallback = self._router.add_resource(r"/{tail:[\s\S]*}")
 
         async def unrouted(request: web.Request) -> web.StreamResponse:
             allowed: set[str] = set()

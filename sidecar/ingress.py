@@ -86,10 +86,11 @@ class Ingress:
         r.add_get("/restate/health", self.health)
         app.cleanup_ctx.append(self._clients.run)
         self._events.install(app, r)  # before the next route, which would take .../events too
-        r.add_get("/restate/invocation/{tail:.+}", self._invocation)
+        # [\s\S], not ".": a part may hold a newline (%0A) too
+        r.add_get(r"/restate/invocation/{tail:[\s\S]+}", self._invocation)
         r.add_post("/restate/awakeables/{id}/{action:resolve|reject}", self._awakeable)
         r.add_get("/restate/workflow/{name}/{key}/{action:attach|output}", self._workflow)
-        r.add_post("/{tail:.+}", self._call)
+        r.add_post(r"/{tail:[\s\S]+}", self._call)
         r.add_fallback()
         return app
 

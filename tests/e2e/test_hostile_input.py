@@ -183,3 +183,13 @@ async def test_an_unknown_expectation_is_a_json_417(cluster: Cluster) -> None:
     async with cluster.http.post(f"http://{cluster.ingress}/Counter/e/add", json=2, expect100=True) as answer:
         assert (answer.status, await answer.json()) == (200, 2)
     assert (await cluster.post("/Counter/e/get"))[:2] == (200, 2)
+
+
+async def test_a_newline_in_a_key_is_a_key_like_any_other(cluster: Cluster) -> None:
+    assert (await cluster.post("/Counter/a%0Ab/add", 3))[:2] == (200, 3)
+    assert (await cluster.post("/Counter/a%0Ab/get"))[:2] == (200, 3)
+    status, state = await cluster.get("/state/Counter/a%0Ab", admin=True)
+    assert (status, state["state"]) == (200, {"count": 3})
+    response = await exchange(cluster.ingress, request_bytes(
+        "GET", b"/restate/invocation/Counter/a%0Ab/add/none/output", [(b"expect", b"\x80")]))
+    assert "Expect" in _error(response, 417)
