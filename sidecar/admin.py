@@ -23,7 +23,7 @@ from .mesh import Mesh, MeshError
 from .metrics import Metrics
 from .partitions import PartitionMap
 from .http_errors import HTTPProblem, JsonRoutes, json_errors, json_only, json_response
-from .http_input import json_body, json_value
+from .http_input import json_body, json_value, path_parts, storable
 from .invoker import InvocationNotFound, InvocationStateError, Invoker
 from .registry import Registry, RegistrationError
 from .store import Changes, InvocationRecord, Store
@@ -298,14 +298,16 @@ class Admin:
         partition = partition_of_id(request.match_info["id"])
         if self._mesh is not None and partition is not None and not self._partitions.owns(partition):
             return await self._mesh.forward(self._partitions.owner(partition), "admin.invocation", request.method,
-                                            request.path, dict(request.query), request.headers, await request.read())
+                                            request.rel_url.raw_path, dict(request.query), request.headers,
+                                            await request.read())
         return await self.answer_invocation(
-            request.method, request.path, dict(request.query), request.headers, await request.read())
+            request.method, request.rel_url.raw_path, dict(request.query), request.headers, await request.read())
 
     async def answer_invocation(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
-        parts = path.strip("/").split("/")  # invocations/{id}[/action]
+        storable(headers, query)
+        parts = path_parts(path)  # invocations/{id}[/action]
         invocation_id = parts[1]
         if method == "GET":
             return self._show(invocation_id)

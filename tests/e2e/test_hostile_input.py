@@ -163,6 +163,10 @@ async def test_head_answers_on_get_routes_with_a_slash_inside_a_part(cluster: Cl
         assert "no" in _error(get, 404)
     head = await exchange(cluster.admin, request_bytes("HEAD", b"/services/%2F"))
     assert head is not None and head.status == 404
+    for method, path in [("GET", b"/invocations/%2F"), ("HEAD", b"/invocations/a%2Fb"), ("DELETE", b"/invocations/%2F"),
+                         ("POST", b"/invocations/%2F/kill"), ("POST", b"/invocations/a%2F%2F/restart")]:
+        response = await exchange(cluster.admin, request_bytes(method, path))
+        assert response is not None and response.status == 404, (method, path, response)
 
 
 async def test_an_unknown_expectation_is_a_json_417(cluster: Cluster) -> None:
