@@ -38,14 +38,17 @@ async def exchange(address: str, data: bytes, *, timeout: float = 5.0) -> RawRes
 
 
 async def _read_response(reader: asyncio.StreamReader, *, head_only: bool) -> RawResponse | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            return None
-        raise
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    response = RawResponse(int(status_line.split(" ")[1]))
+    while True:  # past any interim answer (100 Continue)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                return None
+            raise
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        response = RawResponse(int(status_line.split(" ")[1]))
+        if response.status >= 200:
+            break
     for line in header_lines:
         if ":" in line:
             name, value = line.split(":", 1)
