@@ -48,9 +48,9 @@ def parse_delay(text: str) -> float:
 
 
 def delay_problem(delay_ms: int) -> str | None:
-    """Why a handler's delay (a delayed send) cannot be taken, or None."""
-    if not 0 <= delay_ms <= MAX_DELAY_MS:
-        return f"a delay of {delay_ms} ms is out of range: 0 to {MAX_DELAY_MS} ms ({_TOO_LONG})"
+    """Why a handler's delay (a delayed send; a negative one is now) cannot be taken, or None."""
+    if delay_ms > MAX_DELAY_MS:
+        return f"a delay of {delay_ms} ms is too long: {_TOO_LONG}"
     return None
 
 
