@@ -306,7 +306,7 @@ class Admin:
     async def answer_invocation(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
-        storable(headers, query)
+        storable(headers)
         parts = path_parts(path)  # invocations/{id}[/action]
         invocation_id = parts[1]
         if method == "GET":

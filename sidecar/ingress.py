@@ -140,7 +140,7 @@ class Ingress:
     async def answer_call(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
-        storable(headers, query)
+        storable(headers)
         target = self._target(path)
         idem = headers.get("idempotency-key") or None
         partition = self._partitions.of_target(target.route.service.name, target.key, target.route.handler.name, idem)
@@ -194,7 +194,7 @@ class Ingress:
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
         """Resolve (body: the JSON value) or reject (body: the reason) an awakeable: 202 once durable."""
-        storable(headers, query)
+        storable(headers)
         awakeable_id, action = path.rsplit("/", 1)
         try:
             invocation_id, _ = parse_awakeable_id(awakeable_id)
@@ -242,7 +242,7 @@ class Ingress:
     async def answer_invocation(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
-        storable(headers, query)
+        storable(headers)
         parts = path_parts(path)
         action = parts[-1]
         if action not in ("attach", "output") or len(parts) not in (2, 4, 5):
@@ -291,7 +291,7 @@ class Ingress:
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
         """A workflow's result by its key: ``{name}/{key}/attach|output``."""
-        storable(headers, query)
+        storable(headers)
         name, key, action = path_parts(path)
         found = self._registry.service(name) or self._registry.reload().service(name)
         main = next((h.name for h in found[1].handlers if h.kind == "workflow"), None) if found else None
