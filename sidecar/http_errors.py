@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
-from aiohttp.web_urldispatcher import _default_expect_handler as _aiohttp_expect
+from aiohttp.web_urldispatcher import _default_expect_handler as _aiohttp_expect  # sends 100 Continue
 
 from .store import StoreError
 
