@@ -58,7 +58,8 @@ def test_header_values_that_are_not_utf8_are_refused() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.text(max_size=60), st.builds("http://{}".format, st.text(max_size=80)),
-                 st.builds("https://{}:{}/{}".format, st.text(max_size=20), st.integers(-5, 70000), st.text(max_size=5))))
+                 st.builds("https://{}:{}/{}".format, st.text(max_size=20), st.integers(-5, 70000),
+                           st.text(max_size=5))))
 def test_any_uri_is_taken_or_refused_with_400(uri: str) -> None:
     try:
         checked = checked_uri(uri)
@@ -70,7 +71,8 @@ def test_any_uri_is_taken_or_refused_with_400(uri: str) -> None:
 
 @pytest.mark.parametrize(("uri", "fragment"), [
     (f"http://{'a' * 64}", "not a valid host name"), ("http://" + "a" * 3000, "too long"), ("ftp://x", "http"),
-    ("http://", "no host"), ("http://[::1", "not a valid uri"), ("http://x/?q=1", "query"), ("http://u:p@x", "credentials"),
+    ("http://", "no host"), ("http://[::1", "not a valid uri"), ("http://x/?q=1", "query"),
+    ("http://u:p@x", "credentials"),
 ])
 def test_bad_deployment_uris_say_what_is_wrong(uri: str, fragment: str) -> None:
     with pytest.raises(RegistrationError, match=fragment):
