@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 from .options import RetryPolicy
-from .protocol import HandlerSpec, RetrySpec, ServiceSpec, TimeoutSpec
+from .protocol import HandlerSpec, RetrySpec, ServiceSpec, TimeoutSpec, name_problem
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
@@ -187,8 +187,9 @@ class _Definition:
     _default_handler_kind: ClassVar[str]
 
     def __init__(self, name: str) -> None:
-        if not name or "/" in name or name.strip() != name:
-            raise ValueError(f"invalid service name {name!r}")
+        problem = name_problem(name)
+        if problem is not None:
+            raise ValueError(f"invalid service name: {problem}")
         self.name = name
         self._handlers: dict[str, HandlerDef] = {}
 
@@ -206,6 +207,9 @@ class _Definition:
         def register(fn: H) -> H:
             _check_signature(fn)
             handler_name = name or fn.__name__
+            problem = name_problem(handler_name)
+            if problem is not None:
+                raise ValueError(f"invalid handler name in {self.name}: {problem}")
             if handler_name in self._handlers:
                 raise ValueError(f"{self.name} already has a handler named {handler_name!r}")
             self._handlers[handler_name] = HandlerDef(

@@ -45,6 +45,7 @@ from .context import Context, HandlerRef
 from .errors import AttemptAborted, NondeterminismError, Suspended, TerminalError
 from .options import DEFAULT_STEP_RETRY, RetryPolicy
 from .protocol import (
+    MAX_DELAY_MS,
     Awakeable,
     Call,
     Command,
@@ -91,11 +92,17 @@ Ts = TypeVarTuple("Ts")
 
 
 def _delay_ms(delay: float | datetime.timedelta) -> int:
+    """A sleep's or send's delay in ms (a negative one means now); one past the longest the
+    sidecar takes is a ValueError here rather than a failed attempt."""
     if isinstance(delay, datetime.timedelta):
-        return delay // datetime.timedelta(milliseconds=1)  # integer arithmetic, no float rounding
-    if not math.isfinite(delay):
+        ms = delay // datetime.timedelta(milliseconds=1)  # integer arithmetic, no float rounding
+    elif not math.isfinite(delay):
         raise ValueError(f"a delay must be finite, got {delay!r}")
-    return round(delay * 1000)
+    else:
+        ms = round(delay * 1000)
+    if abs(ms) > MAX_DELAY_MS:
+        raise ValueError(f"a delay may be at most {MAX_DELAY_MS // 86_400_000} days (10 years), got {delay!r}")
+    return ms
 
 
 def _check_types(**arguments: tuple[Any, type]) -> None:

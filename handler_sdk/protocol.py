@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from typing import Union
 
 import msgspec
@@ -333,6 +334,27 @@ class TimeoutSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     inactivity_ms: int | None = None
     #: The whole invocation, waits included: past it, it fails terminally (code 408).
     total_ms: int | None = None
+
+
+#: The longest delay a send or a sleep may ask for, and a client's delayed send: 3,650 days (ten
+#: years). Longer is a mistake, and past it timestamps would no longer fit the store's 64 bits.
+MAX_DELAY_MS = 3650 * 86_400_000
+
+#: Service and handler names: identifiers, since they are path parts of every ingress URL and
+#: parts of every stored key. Checked by the SDK when a service is defined and by the sidecar when
+#: a deployment is discovered.
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+MAX_NAME_BYTES = 128
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a service or handler, or None."""
+    if not NAME_PATTERN.fullmatch(name):
+        return (f"{name[:140]!r} is not a valid name: a letter or '_', then letters, digits, "
+                "'_', '.' or '-'")
+    if len(name) > MAX_NAME_BYTES:
+        return f"{name[:40]!r}... is not a valid name: {len(name)} characters, at most {MAX_NAME_BYTES}"
+    return None
 
 
 class HandlerSpec(msgspec.Struct, frozen=True):

@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .http_errors import HTTPProblem, json_response
+from .http_errors import HTTPProblem, JsonRoutes, json_response
 from .ids import partition_of_id
 from .invoker import InvocationNotFound, Invoker
 from .invoker.events import EventPage, Place
@@ -50,8 +50,8 @@ class EventStreamRoute:
         if mesh is not None:
             mesh.handlers["ingress.events"] = self.answer_page
 
-    def install(self, app: web.Application) -> None:
-        app.router.add_get("/restate/invocation/{id}/events", self.stream)
+    def install(self, app: web.Application, routes: JsonRoutes) -> None:
+        routes.add_get("/restate/invocation/{id}/events", self.stream)
         app.on_shutdown.append(self._end_streams)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:

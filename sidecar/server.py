@@ -25,6 +25,7 @@ from .config import Settings, parse_address
 from .ids import IdGenerator
 from .ingress import Ingress
 from .invoker import Invoker
+from .log_limits import limit_server_log
 from .mesh import Mesh
 from .store.records import ChildSpec
 from .metrics import Metrics
@@ -181,6 +182,7 @@ async def serve(settings: Settings, worker: WorkerSpec | None = None) -> int:
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_server_log()
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:

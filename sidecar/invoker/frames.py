@@ -16,6 +16,7 @@ from handler_sdk.protocol import (
 )
 
 from ..clock import now_ms
+from ..durations import delay_problem, wake_problem
 from ..store import Changes, InvocationRecord
 from ..store.records import ResolutionSpec
 from .awakeable_ids import parse_awakeable_id
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 
 _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
-#: The latest instant a timer may name or a delayed send start at (9999-12-31, UTC). Timers are
-#: keyed by an unsigned 64-bit due time and scheduled on the event loop's clock: this bound keeps
-#: both well inside their range, and no real wait comes near it.
-LATEST_MS = 253_402_300_799_999
 
 
 def _absurd(entry: Entry) -> str | None:
@@ -40,10 +37,10 @@ def _absurd(entry: Entry) -> str | None:
     kind = type(entry)
     if kind in COMPLETABLE_KINDS and entry.done:  # type: ignore[union-attr]
         return f"a new {kind.__name__} entry cannot be done already: the sidecar completes it"
-    if kind is Sleep and not 0 <= entry.wake_at_ms <= LATEST_MS:  # type: ignore[union-attr]
-        return f"Sleep wake_at_ms {entry.wake_at_ms} is negative or after 9999-12-31"  # type: ignore[union-attr]
-    if kind is Send and not 0 <= entry.delay_ms <= LATEST_MS - now_ms():  # type: ignore[union-attr]
-        return f"Send delay_ms {entry.delay_ms} is negative or ends after 9999-12-31"  # type: ignore[union-attr]
+    if kind is Sleep:  # an instant past 64 bits would fail the whole batch
+        return wake_problem(entry.wake_at_ms, now_ms())  # type: ignore[union-attr]
+    if kind is Send:
+        return delay_problem(entry.delay_ms)  # type: ignore[union-attr]
     return None
 
 

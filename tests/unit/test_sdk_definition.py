@@ -255,3 +255,22 @@ def test_any_bad_input_names_the_handler_and_the_parameter(raw: bytes) -> None:
     except BadInput as exc:
         assert str(exc).startswith("S/point: p"), str(exc)
         assert "`" not in str(exc).split(": ", 2)[1]
+
+
+@pytest.mark.parametrize("name", ["../../../../tmp/x", "a/b", "", " S", "S ", "1st", "h\n", "x" * 129, "naïve", "a b"])
+def test_service_and_handler_names_must_be_identifiers(name: str) -> None:
+    with pytest.raises(ValueError, match="not a valid name"):
+        Service(name)
+
+    async def h(ctx: Context) -> None: ...
+
+    if name:  # an empty handler name means the function's name
+        with pytest.raises(ValueError, match="invalid handler name in S: .*not a valid name"):
+            Service("S").handler(name)(h)
+
+
+@pytest.mark.parametrize("name", ["Counter", "_private", "v2.Orders", "order-service", "x" * 128])
+def test_identifier_names_are_accepted(name: str) -> None:
+    async def h(ctx: Context) -> None: ...
+
+    Service(name).handler(name)(h)

@@ -127,6 +127,22 @@ async def test_zero_negative_and_timedelta_delays(connect: Connect) -> None:
     assert (await ended(sidecar, inv)).output == b'"done"'
 
 
+async def test_a_sleep_longer_than_ten_years_is_a_value_error_and_claims_no_index(connect: Connect) -> None:
+    svc = Service("LongNap")
+
+    @svc.handler()
+    async def nap(ctx: Context, seconds: float) -> str:
+        try:
+            await ctx.sleep(seconds)
+        except ValueError as exc:
+            return str(exc)
+        return "slept"
+
+    sidecar = await connect(svc)
+    entries, end = await sidecar.finish(await sidecar.start("LongNap", "nap", b"1e12", key=None))
+    assert entries == [] and end.output is not None and b"at most 3650 days" in end.output
+
+
 async def test_a_replayed_done_sleep_does_not_wait_and_a_pending_one_waits(connect: Connect) -> None:
     sidecar = await connect(sleeper(), suspend_after=NEVER)
     done: list[Entry] = [Sleep(wake_at_ms=1, done=True)]
