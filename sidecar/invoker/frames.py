@@ -38,9 +38,11 @@ def _absurd(entry: Entry) -> str | None:
     if kind in COMPLETABLE_KINDS and entry.done:  # type: ignore[union-attr]
         return f"a new {kind.__name__} entry cannot be done already: the sidecar completes it"
     if kind is Sleep:  # an instant past 64 bits would fail the whole batch
-        return wake_problem(entry.wake_at_ms, now_ms())  # type: ignore[union-attr]
+        problem = wake_problem(entry.wake_at_ms, now_ms())  # type: ignore[union-attr]
+        return problem and f"Sleep wake_at_ms: {problem}"
     if kind is Send:
-        return delay_problem(entry.delay_ms)  # type: ignore[union-attr]
+        problem = delay_problem(entry.delay_ms)  # type: ignore[union-attr]
+        return problem and f"Send delay_ms: {problem}"
     return None
 
 

@@ -150,7 +150,7 @@ async def test_discovered_names_must_be_identifiers(cluster: Cluster) -> None:
             assert status == 400 and "name" in body["message"], (name, body)
     _, services = await cluster.get("/services", admin=True)
     assert {s["name"] for s in services["services"]} == {
-        "Counter", "Steps", "Waits", "Callers", "Pongs", "Signup", "Streams"}
+        "Counter", "Steps", "Waits", "Callers", "Pongs", "Signup", "Streams", "Names"}
 
 
 async def test_head_answers_on_get_routes_with_a_slash_inside_a_part(cluster: Cluster) -> None:
