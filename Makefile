@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test bench
 
+# exec: make, not a shell, is the script's parent, so the script can end with make (see the script).
 run: $(VENV)/.installed-test
-	VENV=$(VENV) scripts/run-example.sh
+	VENV=$(VENV) exec scripts/run-example.sh
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

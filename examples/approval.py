@@ -5,8 +5,8 @@ Its progress streams to subscribers: milestones as it reaches them, the draft as
 The workflow runs once per key. Its wait costs nothing while it lasts (the handler suspends),
 and it survives restarts of everything: the decision, or the deadline, wakes it up.
 
-    python -m handler_sdk examples.approval:approval --port 9082
-    sidecar register http://127.0.0.1:9082
+    .venv/bin/python -m handler_sdk examples.approval:approval --port 9082
+    .venv/bin/sidecar register http://127.0.0.1:9082
     curl -s localhost:8080/Approval/post-7/run/send -H 'content-type: application/json' \\
         -d '{"topic": "launch day", "deadline_s": 300}'          # {"invocationId": "inv_...", ...}
     curl -sN localhost:8080/restate/invocation/inv_.../events    # milestones and draft tokens, live
@@ -17,6 +17,7 @@ and it survives restarts of everything: the decision, or the deadline, wakes it 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import msgspec
@@ -54,11 +55,20 @@ async def run(ctx: WorkflowContext, request: Request) -> str:
     ctx.publish({"stage": "drafting"})
     draft = await ctx.run("draft", write_draft, ctx, request.topic)
     ctx.set("draft", draft)
-    # The deadline is a durable, delayed message to this workflow: it decides "timed out" unless
-    # a human decided first (the first decision wins; the later one is refused).
-    ctx.object_send(approval, ctx.key, expire, None, delay=timedelta(seconds=request.deadline_s))
     ctx.publish({"stage": "awaiting a decision", "draft": draft})
-    decision = await ctx.promise("decision", type=str).value()
+    # A human's decision or the deadline (a durable timer), whichever comes first. The timer is
+    # this run's own: it ends with the run, so nothing is left waiting once it is decided.
+    human = asyncio.ensure_future(ctx.promise("decision", type=str).value())
+    deadline = asyncio.ensure_future(ctx.sleep(timedelta(seconds=request.deadline_s)))
+    await asyncio.wait([human, deadline], return_when=asyncio.FIRST_COMPLETED)
+    deadline.cancel()
+    # The promise settles the race, not which await woke first: "timed out" counts only if nobody
+    # decided before it (the first resolution wins), so a replay takes the same path.
+    try:
+        await ctx.promise("decision").resolve("timed out")
+    except TerminalError:
+        pass  # a human decided in time
+    decision = await human
     ctx.set("decision", decision)
     ctx.publish({"stage": "decided", "decision": decision})
     if decision == "approved":
@@ -71,14 +81,6 @@ async def decide(ctx: WorkflowSharedContext, decision: str) -> str:
     """A human's decision: "approved", or anything else to escalate."""
     await ctx.promise("decision").resolve(decision)
     return f"recorded: {decision}"
-
-
-@approval.handler()
-async def expire(ctx: WorkflowSharedContext) -> None:
-    try:
-        await ctx.promise("decision").resolve("timed out")
-    except TerminalError:
-        pass  # a human decided in time
 
 
 @approval.handler()

@@ -4,9 +4,9 @@ Each side effect is a `ctx.run` step that hands the vendor that step's `ctx.idem
 if the handler dies after the vendor acted but before the sidecar journaled the result, the retry
 sends the same key and the vendor answers with what it already did instead of doing it again.
 
-    python -m examples.vendors --port 9090
-    python -m handler_sdk examples.checkout:checkout --port 9081
-    sidecar register http://127.0.0.1:9081
+    .venv/bin/python -m examples.vendors --port 9090
+    .venv/bin/python -m handler_sdk examples.checkout:checkout --port 9081
+    .venv/bin/sidecar register http://127.0.0.1:9081
     curl -s localhost:8080/Checkout/order-1/place -H 'content-type: application/json' \\
         -d '{"customer": "alice", "amount_cents": 4200, "email": "alice@example.com"}'
 """

@@ -1,6 +1,6 @@
 """A counter per key: the smallest virtual object.
 
-    python -m handler_sdk examples.counter:counter --port 9080
+    .venv/bin/python -m handler_sdk examples.counter:counter --port 9080
     curl -s localhost:8080/Counter/alice/add -H 'content-type: application/json' -d 5
 """
 

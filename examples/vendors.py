@@ -3,7 +3,7 @@
 Both demand an ``idempotency-key`` header, the way Stripe or Postmark do, and count what they did,
 so that a demo or a crash test can check that a retried checkout charged and mailed exactly once:
 
-    python -m examples.vendors --port 9090
+    .venv/bin/python -m examples.vendors --port 9090
     curl -s localhost:9090/stats
 """
 

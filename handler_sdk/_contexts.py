@@ -14,7 +14,7 @@ import msgspec
 
 from . import _steps
 from ._definition import HandlerDef
-from ._invocation import Attempt, Emit, _check_types, _json_encode
+from ._invocation import Attempt, Emit, _check_identifier, _check_types, _json_encode
 from ._waits import EntryFuture
 from .context import (
     DurablePromise,
@@ -50,6 +50,7 @@ class _ReadState(Attempt):
 
     async def get(self, name: str, *, type: Any = Any) -> Any:
         self._cancellation_point()
+        _check_identifier("state name", name)
         index, recorded = self._step(GetState, name)
         if recorded is not None:
             raw = cast(GetState, recorded).value
@@ -72,6 +73,7 @@ class _ReadState(Attempt):
 
 class _WriteState(_ReadState):
     def set(self, name: str, value: Any) -> None:
+        _check_identifier("state name", name)
         raw = _json_encode(value)  # before claiming an index: a failed encode leaves no gap
         index, recorded = self._step(SetState, name)
         if recorded is None:
@@ -79,6 +81,7 @@ class _WriteState(_ReadState):
             self._command(index, SetState(name=name, value=raw))
 
     def clear(self, name: str) -> None:
+        _check_identifier("state name", name)
         index, recorded = self._step(ClearState, name)
         if recorded is None:
             self._state.pop(name, None)
@@ -143,6 +146,7 @@ class _Promise(DurablePromise[T], Generic[T]):
 class _Promises(Attempt):
     def promise(self, name: str, *, type: Any = Any) -> DurablePromise[Any]:
         _check_types(name=(name, str))
+        _check_identifier("promise name", name)
         return _Promise(self, name, _steps.decoder_for(type))
 
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 from .options import RetryPolicy
-from .protocol import HandlerSpec, RetrySpec, ServiceSpec, TimeoutSpec
+from .protocol import HandlerSpec, RetrySpec, ServiceSpec, TimeoutSpec, name_problem
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
@@ -85,14 +85,27 @@ class HandlerDef:
         if not raw:
             if _accepts_none(self.input_type):
                 return (None,)
-            raise BadInput(f"missing input: expected JSON for {_type_name(self.input_type)}")
+            raise BadInput(f"{self.service}/{self.name}: {self._param}: missing input: expected JSON "
+                           f"for {_type_name(self.input_type)}")
         if self._decoder is None:
             self.resolve()
         assert self._decoder is not None
         try:
             return (self._decoder.decode(raw),)
         except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-            raise BadInput(str(exc)) from None
+            raise BadInput(self._bad_input(exc)) from None
+
+    def _bad_input(self, exc: msgspec.DecodeError) -> str:
+        """``Counter/add: n: expected int, got str``: the handler, the parameter (and where in it,
+        ``order.items[0]``), then msgspec's reason (``Expected `int`, got `str` - at `$.x```)."""
+        reason, at, path = str(exc).partition(" - at `$")
+        where = f"{self._param}{path.rstrip('`')}" if at else self._param
+        if isinstance(exc, msgspec.ValidationError):
+            reason = reason.replace("`", "")
+            reason = reason[:1].lower() + reason[1:]
+        else:
+            reason = f"not valid JSON: {reason}"
+        return f"{self.service}/{self.name}: {where}: {reason}"
 
     def spec(self) -> HandlerSpec:
         retry = RetrySpec()
@@ -174,8 +187,9 @@ class _Definition:
     _default_handler_kind: ClassVar[str]
 
     def __init__(self, name: str) -> None:
-        if not name or "/" in name or name.strip() != name:
-            raise ValueError(f"invalid service name {name!r}")
+        problem = name_problem(name)
+        if problem is not None:
+            raise ValueError(f"invalid service name: {problem}")
         self.name = name
         self._handlers: dict[str, HandlerDef] = {}
 
@@ -193,6 +207,9 @@ class _Definition:
         def register(fn: H) -> H:
             _check_signature(fn)
             handler_name = name or fn.__name__
+            problem = name_problem(handler_name)
+            if problem is not None:
+                raise ValueError(f"invalid handler name in {self.name}: {problem}")
             if handler_name in self._handlers:
                 raise ValueError(f"{self.name} already has a handler named {handler_name!r}")
             self._handlers[handler_name] = HandlerDef(

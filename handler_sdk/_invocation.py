@@ -45,6 +45,7 @@ from .context import Context, HandlerRef
 from .errors import AttemptAborted, NondeterminismError, Suspended, TerminalError
 from .options import DEFAULT_STEP_RETRY, RetryPolicy
 from .protocol import (
+    MAX_DELAY_MS,
     Awakeable,
     Call,
     Command,
@@ -62,6 +63,8 @@ from .protocol import (
     Start,
     Suspend,
     ToSidecar,
+    awakeable_id as awakeable_id_for,
+    identifier_problem,
 )
 
 logger = logging.getLogger("handler_sdk")
@@ -89,17 +92,31 @@ Ts = TypeVarTuple("Ts")
 
 
 def _delay_ms(delay: float | datetime.timedelta) -> int:
+    """A sleep's or send's delay in ms (a negative one means now); one past the longest the
+    sidecar takes is a ValueError here rather than a failed attempt."""
     if isinstance(delay, datetime.timedelta):
-        return delay // datetime.timedelta(milliseconds=1)  # integer arithmetic, no float rounding
-    if not math.isfinite(delay):
+        ms = delay // datetime.timedelta(milliseconds=1)  # integer arithmetic, no float rounding
+    elif not math.isfinite(delay):
         raise ValueError(f"a delay must be finite, got {delay!r}")
-    return round(delay * 1000)
+    else:
+        ms = round(delay * 1000)
+    if abs(ms) > MAX_DELAY_MS:
+        raise ValueError(f"a delay may be at most {MAX_DELAY_MS // 86_400_000} days (10 years), got {delay!r}")
+    return ms
 
 
 def _check_types(**arguments: tuple[Any, type]) -> None:
     for name, (value, expected) in arguments.items():
         if not isinstance(value, expected):
             raise TypeError(f"{name} must be {expected.__name__}, got {value!r}")
+
+
+def _check_identifier(what: str, value: str) -> None:
+    """Refuse an identifier over the limit where the handler names it: the sidecar would fail
+    the attempt for it, and every retry would send it again."""
+    problem = identifier_problem(what, value)
+    if problem is not None:
+        raise TerminalError(problem, code=400)
 
 
 def _encode_arg(arg: Any) -> bytes:
@@ -126,6 +143,7 @@ class Attempt(Context):
         suspend_for_acks: bool = False,
     ) -> None:
         self._id = start.invocation_id
+        self._awakeable_key = start.awakeable_key
         self._handler = handler
         self._input = start.input
         self._headers = start.headers
@@ -443,9 +461,11 @@ class Attempt(Context):
         decoder = _steps.decoder_for(type)
         index, recorded = self._completable(Awakeable, "")
         if recorded is None:
-            # The sidecar finds the entry from the ID (invocation, index); the secret makes it
-            # unguessable. Random, not seeded: it is journaled, so replays reuse it.
-            awakeable_id = f"awk_{self._id}_{index}_{secrets.token_urlsafe(16)}"
+            # The sidecar finds the entry from the ID (invocation, index) and checks its tag, made
+            # with this invocation's key; a sidecar that gives no key gets a random tag. Either
+            # way it is journaled, so replays reuse it.
+            awakeable_id = awakeable_id_for(self._id, index, self._awakeable_key) if self._awakeable_key \
+                else f"awk_{self._id}_{index}_{secrets.token_urlsafe(16)}"
             self._command(index, Awakeable(id=awakeable_id))
         else:
             awakeable_id = cast(Awakeable, recorded).id
@@ -454,6 +474,7 @@ class Attempt(Context):
     def resolve_awakeable(self, id: str, value: Any) -> None:
         # Checked before claiming an index: a command that fails to encode would leave a gap.
         _check_types(id=(id, str))
+        _check_identifier("awakeable ID", id)
         raw = _json_encode(value)
         index, recorded = self._step(CompleteAwakeable, "")
         if recorded is None:
@@ -461,6 +482,7 @@ class Attempt(Context):
 
     def reject_awakeable(self, id: str, reason: str, *, code: int = 500) -> None:
         _check_types(id=(id, str), reason=(reason, str), code=(code, int))
+        _check_identifier("awakeable ID", id)
         index, recorded = self._step(CompleteAwakeable, "")
         if recorded is None:
             failure = Failure(code=code, message=reason, terminal=True)
@@ -475,6 +497,7 @@ class Attempt(Context):
     def object_call(self, obj: Any, key: str, handler: HandlerRef, arg: Any = None, *,
                     type: Any = Any) -> EntryFuture[Any]:
         _check_types(key=(key, str))
+        _check_identifier("object key", key)
         return self._call(call_target(obj, handler, keyed=True), key, arg, type)
 
     def service_send(self, service: Any, handler: HandlerRef, arg: Any = None, *,
@@ -484,12 +507,15 @@ class Attempt(Context):
     def object_send(self, obj: Any, key: str, handler: HandlerRef, arg: Any = None, *,
                     delay: float | datetime.timedelta | None = None) -> None:
         _check_types(key=(key, str))
+        _check_identifier("object key", key)
         self._send(call_target(obj, handler, keyed=True), key, arg, delay)
 
     def _call(self, target: tuple[str, str], key: str | None, arg: Any, type: Any) -> EntryFuture[Any]:
         decoder = _steps.decoder_for(type)
         raw = _encode_arg(arg)  # everything that can fail, before the index is claimed
         service, handler = target
+        _check_identifier("service name", service)
+        _check_identifier("handler name", handler)
         index, recorded = self._completable(Call, f"{service}/{handler}")
         if recorded is None:
             self._command(index, Call(service=service, handler=handler, key=key, input=raw))
@@ -501,6 +527,8 @@ class Attempt(Context):
         delay_ms = 0 if delay is None else max(0, _delay_ms(delay))
         raw = _encode_arg(arg)
         service, handler = target
+        _check_identifier("service name", service)
+        _check_identifier("handler name", handler)
         index, recorded = self._step(Send, f"{service}/{handler}")
         if recorded is None:
             self._command(index, Send(service=service, handler=handler, key=key, input=raw, delay_ms=delay_ms))

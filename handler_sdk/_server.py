@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ._definition import Definition, HandlerDef, _Definition
 from ._contexts import new_attempt
 from ._invocation import Attempt
+from ._threads import DaemonExecutor
 from .protocol import (
     PROTOCOL_VERSION, Ack, Cancel, Completion, Discovery, End, Failure, Heartbeat, Start, ToHandler,
     ToSidecar, encoder, to_handler_decoder,
@@ -33,6 +34,9 @@ logger = logging.getLogger("handler_sdk")
 _CLOSED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 #: How long a closing socket waits for its cancelled invocations to unwind.
 _UNWIND_TIMEOUT = 1.0
+#: How long a stopping service lets request-response attempts run before cancelling them: an
+#: attempt cut off is retried by the sidecar, so SIGTERM means exit now, not "finish first".
+_SHUTDOWN_TIMEOUT = 0.1
 
 
 class Registry:
@@ -66,9 +70,9 @@ class Registry:
         self.sockets: set[web.WebSocketResponse] = set()
 
     async def close_sockets(self, _app: web.Application) -> None:
-        """On shutdown: close every open socket, or the server would wait for them."""
-        for ws in list(self.sockets):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"shutting down")
+        """On shutdown: close every open socket (all at once), or the server would wait for them."""
+        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"shutting down")
+                               for ws in list(self.sockets)))
 
 
 REGISTRY = web.AppKey("handler_sdk.registry", Registry)
@@ -275,7 +279,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 async def _serve_forever(application: web.Application, host: str, port: int, reuse_port: bool) -> None:
-    runner = web.AppRunner(application, access_log=None, handle_signals=False)
+    asyncio.get_running_loop().set_default_executor(DaemonExecutor())  # sync steps never delay exit
+    runner = web.AppRunner(application, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()

@@ -131,7 +131,7 @@ async def execute(
                                    exc_info=True)
                     message = f"step {name!r} failed after {attempts} attempts: {type(exc).__name__}: {exc}"
                     return Run(name=name, failure=Failure(code=500, message=message), cost=cost), None
-                delay = _jitter.uniform(0.0, policy.delay_cap(attempts))
+                delay = policy.delay(attempts, _jitter)
                 logger.info("step %r attempt %d failed (%s: %s); retrying in %.3f s",
                             name, attempts, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)

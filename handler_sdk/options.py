@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import msgspec
+
+from . import backoff
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,14 +41,11 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def delay_cap(self, failures: int) -> float:
         """Upper bound, in seconds, of the pause after the ``failures``-th failed try (1-based)."""
-        # Compare exponents rather than computing multiplier ** n first: n may be large enough
-        # (unlimited retries) for the power to overflow a float.
-        cap = self.initial_interval
-        for _ in range(failures - 1):
-            cap *= self.multiplier
-            if cap >= self.max_interval:
-                return self.max_interval
-        return min(cap, self.max_interval)
+        return backoff.ceiling(failures, self.initial_interval, self.multiplier, self.max_interval)
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        """The pause after the ``failures``-th failed try, drawn below :meth:`delay_cap`."""
+        return backoff.delay(failures, self.initial_interval, self.multiplier, self.max_interval, rng=rng)
 
 
 #: In-process retries of a step when ``ctx.run`` is given no policy: a transient failure (a

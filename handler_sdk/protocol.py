@@ -11,11 +11,29 @@ passes them through untouched and only the SDK decodes them, with the handler's 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import re
 from typing import Union
 
 import msgspec
 
 PROTOCOL_VERSION = 1
+
+#: The longest identifier, in UTF-8 bytes: an object key, idempotency key, state or promise name,
+#: service or handler name, awakeable ID. Shorter ones all work; longer ones are refused (400).
+MAX_IDENTIFIER_BYTES = 1024
+
+
+def identifier_problem(what: str, value: str) -> str | None:
+    """Why ``value`` cannot be the identifier ``what`` (it is too long), or ``None`` if it can."""
+    if len(value) <= MAX_IDENTIFIER_BYTES // 4:  # at most 4 bytes a character: no need to encode
+        return None
+    size = len(value.encode(errors="surrogatepass"))
+    if size <= MAX_IDENTIFIER_BYTES:
+        return None
+    return f"{what} is {size} bytes long; identifiers may be at most {MAX_IDENTIFIER_BYTES} bytes (UTF-8)"
 
 
 class Failure(msgspec.Struct, frozen=True):
@@ -201,8 +219,9 @@ class _ToHandler(msgspec.Struct, tag_field="t", tag=True, frozen=True):
     invocation_id: str
 
 
-class Start(_ToHandler, frozen=True):
-    """Run (or resume) one attempt. ``journal`` holds every committed entry, ``Input`` first."""
+class Start(_ToHandler, frozen=True, omit_defaults=True):
+    """Run (or resume) one attempt. ``journal`` holds every committed entry, ``Input`` first.
+    (Only the fields added since version 1 have defaults: left out when unset, as before.)"""
 
     attempt: int
     service: str
@@ -213,6 +232,10 @@ class Start(_ToHandler, frozen=True):
     journal: list[Entry]
     state: dict[str, bytes] | None
     seed: int
+    #: Signs this invocation's awakeable IDs (:func:`awakeable_id`). The sidecar derives it from a
+    #: secret of its data directory, so it mints this invocation's IDs and no other's. Empty from
+    #: a sidecar that does not check awakeable IDs.
+    awakeable_key: bytes = b""
 
 
 class Ack(_ToHandler, frozen=True):
@@ -313,6 +336,27 @@ class TimeoutSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     total_ms: int | None = None
 
 
+#: The longest delay a send or a sleep may ask for, and a client's delayed send: 3,650 days (ten
+#: years). Longer is a mistake, and past it timestamps would no longer fit the store's 64 bits.
+MAX_DELAY_MS = 3650 * 86_400_000
+
+#: Service and handler names: identifiers, since they are path parts of every ingress URL and
+#: parts of every stored key. Checked by the SDK when a service is defined and by the sidecar when
+#: a deployment is discovered.
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+MAX_NAME_BYTES = 128
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a service or handler, or None."""
+    if not NAME_PATTERN.fullmatch(name):
+        return (f"{name[:140]!r} is not a valid name: a letter or '_', then letters, digits, "
+                "'_', '.' or '-'")
+    if len(name) > MAX_NAME_BYTES:
+        return f"{name[:40]!r}... is not a valid name: {len(name)} characters, at most {MAX_NAME_BYTES}"
+    return None
+
+
 class HandlerSpec(msgspec.Struct, frozen=True):
     name: str
     kind: str  # "exclusive" | "shared" | "workflow"
@@ -329,3 +373,10 @@ class ServiceSpec(msgspec.Struct, frozen=True):
 class Discovery(msgspec.Struct, frozen=True):
     protocol: int
     services: list[ServiceSpec]
+
+
+def awakeable_id(invocation_id: str, index: int, key: bytes) -> str:
+    """``awk_<invocation id>_<index>_<tag>``: the tag, HMAC-SHA256(``key``, index) cut to 128 bits
+    and URL-safe, lets the sidecar tell an ID it handed the key out for from a guess."""
+    digest = hmac.new(key, str(index).encode(), hashlib.sha256).digest()[:16]
+    return f"awk_{invocation_id}_{index}_{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"

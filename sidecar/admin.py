@@ -22,7 +22,8 @@ from .ids import partition_of_id
 from .mesh import Mesh, MeshError
 from .metrics import Metrics
 from .partitions import PartitionMap
-from .http_errors import HTTPProblem, json_errors, json_response
+from .http_errors import HTTPProblem, JsonRoutes, json_errors, json_only, json_response, refuse_long_identifiers
+from .http_input import json_body, json_value, path_parts, storable
 from .invoker import InvocationNotFound, InvocationStateError, Invoker
 from .registry import Registry, RegistrationError
 from .store import Changes, InvocationRecord, Store
@@ -41,10 +42,7 @@ class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _resume_body(body: bytes) -> ResumeRequest:
-    try:
-        return msgspec.json.decode(body or b"{}", type=ResumeRequest)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise HTTPProblem(400, f'expected {{"deployment": "dp_..."}} or no body: {exc}') from None
+    return json_body(body or b"{}", ResumeRequest, '{"deployment": "dp_..."} or no body')
 
 
 def _from(query: Mapping[str, str]) -> int:
@@ -72,7 +70,7 @@ def _payload(raw: bytes | None) -> Any:
         return None
     try:
         return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested too deep to show as such
         return raw.decode(errors="replace")
 
 
@@ -101,10 +99,7 @@ def _summary(record: InvocationRecord) -> dict[str, Any]:
 
 
 def _read_json_value(body: bytes) -> bytes:
-    try:
-        msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
+    json_value(body)
     return body
 
 
@@ -130,7 +125,8 @@ class Admin:
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
-        r = app.router
+        app.on_response_prepare.append(json_only)
+        r = JsonRoutes(app.router)
         r.add_get("/health", self.health)
         r.add_get("/metrics", self.metrics)
         r.add_post("/deployments", self.register)
@@ -145,6 +141,7 @@ class Admin:
         r.add_get("/state/{object}/{key}", self.get_state)
         r.add_put("/state/{object}/{key}/{name}", self.put_state)
         r.add_delete("/state/{object}/{key}/{name}", self.delete_state)
+        r.add_fallback()
         return app
 
     async def health(self, request: web.Request) -> web.Response:
@@ -158,11 +155,8 @@ class Admin:
     # --- deployments and services ---------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.Response:
-        try:
-            body = msgspec.json.decode(await request.read(), type=RegisterRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise HTTPProblem(400, f'expected {{"uri": "http://host:port", "force": false, '
-                                   f'"transport": "websocket" | "request-response"}}: {exc}') from None
+        body = json_body(await request.read(), RegisterRequest,
+                         '{"uri": "http://host:port", "force": false, "transport": "websocket" | "request-response"}')
         try:
             record, created = await self._registry.register(
                 body.uri, force=body.force, http=self._http, transport=body.transport)
@@ -204,7 +198,7 @@ class Admin:
     def _pinned(self) -> Counter[str]:
         """Unfinished invocations per deployment, every worker's (as stored: all share the store)."""
         pinned: Counter[str] = Counter()
-        for _, _, invocation_id, _ in self._store.scan_inbox():
+        for invocation_id in self._store.scan_inbox():
             record = self._store.get_invocation(invocation_id)
             if record is not None and not record.finished:
                 pinned[record.deployment_id] += 1
@@ -304,14 +298,16 @@ class Admin:
         partition = partition_of_id(request.match_info["id"])
         if self._mesh is not None and partition is not None and not self._partitions.owns(partition):
             return await self._mesh.forward(self._partitions.owner(partition), "admin.invocation", request.method,
-                                            request.path, dict(request.query), request.headers, await request.read())
+                                            request.rel_url.raw_path, dict(request.query), request.headers,
+                                            await request.read())
         return await self.answer_invocation(
-            request.method, request.path, dict(request.query), request.headers, await request.read())
+            request.method, request.rel_url.raw_path, dict(request.query), request.headers, await request.read())
 
     async def answer_invocation(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
-        parts = path.strip("/").split("/")  # invocations/{id}[/action]
+        storable(headers)
+        parts = path_parts(path)  # invocations/{id}[/action]
         invocation_id = parts[1]
         if method == "GET":
             return self._show(invocation_id)
@@ -366,11 +362,13 @@ class Admin:
     # --- state ----------------------------------------------------------------------------------
 
     def _object(self, request: web.Request) -> tuple[str, str]:
-        name = request.match_info["object"]
+        info = request.match_info
+        refuse_long_identifiers(("object key", info["key"]), ("state name", info.get("name")))
+        name = info["object"]
         found = self._registry.service(name)
         if found is None or found[1].kind == "service":
             raise HTTPProblem(404, f"no virtual object or workflow named {name!r}")
-        return name, request.match_info["key"]
+        return name, info["key"]
 
     async def get_state(self, request: web.Request) -> web.Response:
         service, key = self._object(request)

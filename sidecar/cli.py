@@ -1,5 +1,9 @@
 """The ``sidecar`` command: run the server (``serve``) and talk to a running one (everything else).
 
+Commands are ``NOUN VERB`` (``services list``, ``deployments delete``, ``invocations show``);
+``sidecar services``, ``sidecar deployments`` and ``sidecar register`` are kept as short forms.
+Every list and show takes ``--json`` for the sidecar's answer as it came.
+
 Client commands find the sidecar through ``--ingress`` / ``--admin`` (or ``SIDECAR_INGRESS`` /
 ``SIDECAR_ADMIN``, the same variables ``serve`` reads), make one HTTP round trip each through
 :func:`_request`, and turn every failure into a one-line message and a non-zero exit status:
@@ -45,7 +49,8 @@ class Reply(NamedTuple):
 
 
 class _ConfigFailure(click.ClickException):
-    """A setting is wrong (flag, environment or file): a usage problem, hence exit status 2."""
+    """A setting (flag, environment or file) or the data directory is wrong: the operator must
+    act before a start can work, hence exit status 2."""
 
     exit_code = 2
 
@@ -129,6 +134,10 @@ def _echo_json(value: Any) -> None:
     click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2))
 
 
+def _compact(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
 def _echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     cells = [list(headers)] + [["" if cell is None else str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -143,6 +152,10 @@ def _handlers(service: Mapping[str, Any]) -> str:
     )
 
 
+def _json_option(fn: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print the sidecar's JSON answer as it is.")(fn)
+
+
 def _admin(ctx: click.Context) -> Endpoint:
     return Endpoint("admin", ctx.find_root().params["admin"])
 
@@ -154,7 +167,12 @@ def _ingress(ctx: click.Context) -> Endpoint:
 # --- the group and `serve` -------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Wide terminals get whole lines; command listings rely on short first sentences, not truncation.
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
+
+
+@click.group(context_settings=_CONTEXT)
+@click.version_option(package_name="durable-sidecar", prog_name="sidecar", message="%(prog)s %(version)s")
 @click.option("--ingress", envvar="SIDECAR_INGRESS", default=_DEFAULTS.ingress, show_default=True,
               metavar="HOST:PORT", help="Where client commands reach the ingress API.")
 @click.option("--admin", envvar="SIDECAR_ADMIN", default=_DEFAULTS.admin, show_default=True,
@@ -179,7 +197,8 @@ def main(ingress: str, admin: str) -> None:
 @click.option("--retention", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help=f"Keep finished invocations and idempotency keys this long [{_DEFAULTS.retention_s:g}].")
 @click.option("--workers", type=click.IntRange(min=0), metavar="N",
-              help="Worker processes sharing the ingress port [one per CPU core].")
+              help="Worker processes sharing the ingress port; 0: 1 below 4 usable cores, else half "
+                   "of them [0].")
 @click.option("--max-queue-per-key", type=click.IntRange(min=0), metavar="N",
               help="Refuse a client's call or send (429) to a key with this many waiting in line; 0: no "
                    f"limit [{_DEFAULTS.max_queue_per_key}].")
@@ -210,14 +229,13 @@ def serve(
     except ConfigError as exc:
         raise _ConfigFailure(str(exc)) from None
     from sidecar.server import run  # imported late: client commands need none of the server
+    from sidecar.store import LayoutError
     from sidecar.store.check import DamagedStore
 
     try:
         run(settings)
-    except DamagedStore as exc:
-        # Status 2, apart from a crash (1): restarting will not help, an operator must look.
-        click.echo(f"cannot start the sidecar: {exc}", err=True)
-        ctx.exit(2)
+    except (LayoutError, DamagedStore) as exc:
+        raise _ConfigFailure(f"cannot start the sidecar: {exc}") from None
     except OSError as exc:
         # The usual operator mistakes (port taken, no permission) deserve a line, not a traceback.
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
@@ -228,14 +246,17 @@ def serve(
 # --- deployments and services ----------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("uri")
 @click.option("--force", is_flag=True, help="Replace an existing deployment at the same URI.")
 @click.option("--request-response", is_flag=True,
               help="Reach it with one POST /invoke per step, for hosts that cannot hold a WebSocket.")
 @click.pass_context
 def register(ctx: click.Context, uri: str, force: bool, request_response: bool) -> None:
-    """Discover the handler service at URI and register its services."""
+    """Register the handler service at URI.
+
+    The sidecar asks URI/discover what it serves; `--force` replaces a deployment at that URI.
+    """
     body = msgspec.json.encode(
         {"uri": uri, "force": force, "transport": "request-response" if request_response else "websocket"})
     deployment = _decode(_request(_admin(ctx), "POST", ["deployments"], body=body,
@@ -245,33 +266,78 @@ def register(ctx: click.Context, uri: str, force: bool, request_response: bool) 
         click.echo(f"  {service['name']} ({service.get('kind', '?')}): {_handlers(service)}")
 
 
-@main.command()
-@click.pass_context
-def services(ctx: click.Context) -> None:
-    """List the registered services and their handlers."""
+def _list_services(ctx: click.Context, as_json: bool) -> None:
     reply = _decode(_request(_admin(ctx), "GET", ["services"]))
+    if as_json:
+        _echo_json(reply)
+        return
     rows = [[s["name"], s.get("kind"), s.get("deployment_id"), _handlers(s)]
             for s in reply.get("services", [])]
     if not rows:
-        click.echo("no services registered: see `sidecar register --help`")
+        click.echo("no services registered: see `sidecar deployments register --help`")
         return
     _echo_table(["NAME", "KIND", "DEPLOYMENT", "HANDLERS"], rows)
 
 
-@main.group(invoke_without_command=True)
-@click.pass_context
-def deployments(ctx: click.Context) -> None:
-    """List deployments: active (new invocations go there), draining (invocations still pinned),
-    drained (safe to stop and delete)."""
-    if ctx.invoked_subcommand is not None:
-        return
+def _list_deployments(ctx: click.Context, as_json: bool) -> None:
     reply = _decode(_request(_admin(ctx), "GET", ["deployments"]))
+    if as_json:
+        _echo_json(reply)
+        return
     rows = [[d["id"], d["status"], str(d["pinned_invocations"]), d["uri"], ", ".join(d["services"])]
             for d in reply.get("deployments", [])]
     if not rows:
-        click.echo("no deployments registered: see `sidecar register --help`")
+        click.echo("no deployments registered: see `sidecar deployments register --help`")
         return
     _echo_table(["ID", "STATUS", "PINNED", "URI", "SERVICES"], rows)
+
+
+@main.group(invoke_without_command=True)
+@_json_option
+@click.pass_context
+def services(ctx: click.Context, as_json: bool) -> None:
+    """The services the deployments serve.
+
+    `sidecar services` alone lists them, as `sidecar services list` does.
+    """
+    if ctx.invoked_subcommand is None:
+        _list_services(ctx, as_json)
+
+
+@services.command("list")
+@_json_option
+@click.pass_context
+def list_services(ctx: click.Context, as_json: bool) -> None:
+    """List the registered services and their handlers."""
+    _list_services(ctx, as_json)
+
+
+@main.group(invoke_without_command=True)
+@_json_option
+@click.pass_context
+def deployments(ctx: click.Context, as_json: bool) -> None:
+    """Handler services the sidecar reaches.
+
+    `sidecar deployments` alone lists them, as `sidecar deployments list` does.
+    """
+    if ctx.invoked_subcommand is None:
+        _list_deployments(ctx, as_json)
+
+
+@deployments.command("list")
+@_json_option
+@click.pass_context
+def list_deployments(ctx: click.Context, as_json: bool) -> None:
+    """List deployments and their status.
+
+    active: new invocations go there; draining: invocations are still pinned to it; drained: safe
+    to stop and delete.
+    """
+    _list_deployments(ctx, as_json)
+
+
+deployments.add_command(register)
+main.add_command(register)  # the short form: `sidecar register URI`
 
 
 @deployments.command("delete")
@@ -334,14 +400,19 @@ def invocations() -> None:
 @click.option("--service", help="Only this service or object.")
 @click.option("--key", help="Only this object key.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
+@_json_option
 @click.pass_context
 def list_invocations(
     ctx: click.Context, status: str | None, service: str | None, key: str | None, limit: int | None,
+    as_json: bool,
 ) -> None:
     """List invocations, newest first."""
     filters = {"status": status, "service": service, "key": key, "limit": limit}
     query = {name: str(value) for name, value in filters.items() if value is not None}
     reply = _decode(_request(_admin(ctx), "GET", ["invocations"], query=query))
+    if as_json:
+        _echo_json(reply)
+        return
     columns = ["id", "service", "handler", "key", "status", "attempts", "created_at", "modified_at"]
     rows = [[inv.get(column) for column in columns] for inv in reply.get("invocations", [])]
     if not rows:
@@ -352,10 +423,27 @@ def list_invocations(
 
 @invocations.command("show")
 @click.argument("invocation_id", metavar="ID")
+@_json_option
 @click.pass_context
-def show_invocation(ctx: click.Context, invocation_id: str) -> None:
-    """Show an invocation: status and reason, attempts, last error, journal."""
-    _echo_json(_decode(_request(_admin(ctx), "GET", ["invocations", invocation_id])))
+def show_invocation(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
+    """Show an invocation and its journal.
+
+    Status and its reason, attempts, the last failure, then one line per journal entry.
+    """
+    shown = _decode(_request(_admin(ctx), "GET", ["invocations", invocation_id]))
+    if as_json:
+        _echo_json(shown)
+        return
+    for name, value in shown.items():
+        if name != "journal" and value not in (None, "", [], {}):
+            click.echo(f"{name}: {value if isinstance(value, (str, int, float)) else _compact(value)}")
+    journal = shown.get("journal") or []
+    if journal:
+        click.echo("journal:")
+        _echo_table(["  INDEX", "KIND", "DETAIL"], [
+            [f"  {entry.get('index')}", entry.get("kind"),
+             _compact({k: v for k, v in entry.items() if k not in ("index", "kind") and v not in (None, "", False)})]
+            for entry in journal])
 
 
 def _operator_action(action: str, past: str, help_text: str) -> None:
@@ -369,9 +457,10 @@ def _operator_action(action: str, past: str, help_text: str) -> None:
         click.echo(f"{past} {invocation_id}")
 
 
-_operator_action("kill", "killed", "End an invocation now: no more handler code runs, its inbox moves on.")
-_operator_action("cancel", "cancelling", "Cancel cooperatively: the handler sees a TerminalError (409) at its next "
-                 "await and may compensate; calls it waits on are cancelled too.")
+_operator_action("kill", "killed", "End an invocation now (no compensation).\n\nNo more handler code runs; the "
+                 "next invocation on its key starts.")
+_operator_action("cancel", "cancelling", "Cancel an invocation; its handler may compensate.\n\nThe handler sees a "
+                 "TerminalError (409) at its next await; calls it waits on are cancelled too.")
 _operator_action("pause", "paused", "Stop retrying an invocation (resume tries again).")
 
 
@@ -393,7 +482,10 @@ def resume_invocation(ctx: click.Context, invocation_id: str, deployment: str | 
               help="Journal entries to keep (1: just the input).")
 @click.pass_context
 def restart_invocation(ctx: click.Context, invocation_id: str, keep: int) -> None:
-    """Start a finished invocation again, as a new one with the same input."""
+    """Run a finished invocation again, as a new one.
+
+    The new invocation gets the same input and the first --from journal entries.
+    """
     reply = _decode(_request(_admin(ctx), "POST", ["invocations", invocation_id, "restart"],
                              query={"from": str(keep)}))
     click.echo(f"restarted {invocation_id} as {reply.get('id')}")
@@ -469,7 +561,7 @@ def awakeable() -> None:
 @click.argument("value", metavar="[JSON]", required=False)
 @click.pass_context
 def resolve_awakeable(ctx: click.Context, awakeable_id: str, value: str | None) -> None:
-    """Resolve awakeable ID with the JSON value (null if none): the waiting handler goes on."""
+    """Resolve awakeable ID with a JSON value (default null)."""
     body = _json_argument(value, "JSON") if value is not None else b"null"
     _request(_ingress(ctx), "POST", ["restate", "awakeables", awakeable_id, "resolve"], body=body,
              headers={"content-type": "application/json"})
@@ -481,7 +573,7 @@ def resolve_awakeable(ctx: click.Context, awakeable_id: str, value: str | None) 
 @click.argument("reason", required=False, default="rejected")
 @click.pass_context
 def reject_awakeable(ctx: click.Context, awakeable_id: str, reason: str) -> None:
-    """Reject awakeable ID: the waiting handler gets a TerminalError with REASON."""
+    """Reject awakeable ID; the handler gets a TerminalError(REASON)."""
     _request(_ingress(ctx), "POST", ["restate", "awakeables", awakeable_id, "reject"], body=reason.encode(),
              headers={"content-type": "text/plain"})
     click.echo(f"rejected {awakeable_id}")

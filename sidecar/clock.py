@@ -7,3 +7,25 @@ import time
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class InboxClock:
+    """Sequence numbers for a worker's inboxes: a hybrid clock, ``max(now in µs, last + 1)``.
+
+    Strictly increasing within a process. Across restarts it needs no stored counter: it runs
+    ahead of the wall clock only while more than one invocation a microsecond joins (each one is
+    a store commit, so a lead of more than a few microseconds never builds up), and a restart
+    takes far longer than that; recovery also raises ``last`` to the highest seq it finds in the
+    inboxes it takes over (``observe``), so a wall clock stepped back does not put new arrivals
+    ahead of the ones already waiting.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(time.time_ns() // 1000, self._last + 1)
+        return self._last
+
+    def observe(self, seq: int) -> None:
+        self._last = max(self._last, seq)

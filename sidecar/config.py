@@ -43,7 +43,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: LMDB map size: address space reserved, not disk used.
     map_size_bytes: int = 64 * 1024**3
     #: Worker processes sharing the ingress port, each owning a share of the partitions
-    #: (0: one per CPU core).
+    #: (0: 1 below 4 usable cores, else half of them; see ``server.default_workers``).
     workers: int = 0
     #: Partitions of the key space; fixed when a data directory is created, read from it after.
     partitions: int = 64

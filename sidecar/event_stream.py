@@ -3,8 +3,9 @@
 The worker that owns the invocation answers pages of events (``Invoker.event_page``); a request
 that lands on another worker fetches those pages over the mesh, one long poll at a time, so any
 worker serves any stream. Each event's SSE ``id`` is its place in the stream, so a client that
-reconnects with ``Last-Event-ID`` goes on where it was. The stream ends with an ``end`` event
-that carries the invocation's status, output and failure.
+reconnects with ``Last-Event-ID`` goes on where it was. Journaled events are SSE events named
+``milestone``, ephemeral ones ``token``; the stream ends with an ``end`` event that carries the
+invocation's status, output and failure.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .http_errors import HTTPProblem, json_response
+from .http_errors import HTTPProblem, JsonRoutes, json_response
 from .ids import partition_of_id
 from .invoker import InvocationNotFound, Invoker
 from .invoker.events import EventPage, Place
@@ -31,8 +32,10 @@ _encoder = msgspec.json.Encoder()
 
 
 def sse(page: EventPage) -> bytes:
-    """A page as SSE: one message per event (its data is compact JSON: one line), then the end."""
-    parts = [b"id: %s\ndata: %s\n\n" % (event.id.encode(), bytes(event.data)) for event in page.events]
+    """A page as SSE: one message per event (its data is compact JSON: one line), named
+    ``milestone`` or ``token``, then the ``end``."""
+    parts = [b"id: %s\nevent: %s\ndata: %s\n\n" % (event.id.encode(), event.kind, bytes(event.data))
+             for event in page.events]
     if page.end is not None:
         parts.append(b"event: end\ndata: %s\n\n" % _encoder.encode(page.end))
     return b"".join(parts)
@@ -47,8 +50,8 @@ class EventStreamRoute:
         if mesh is not None:
             mesh.handlers["ingress.events"] = self.answer_page
 
-    def install(self, app: web.Application) -> None:
-        app.router.add_get("/restate/invocation/{id}/events", self.stream)
+    def install(self, app: web.Application, routes: JsonRoutes) -> None:
+        routes.add_get("/restate/invocation/{id}/events", self.stream)
         app.on_shutdown.append(self._end_streams)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:

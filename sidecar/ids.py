@@ -1,9 +1,10 @@
 """Identifiers: ``inv_`` + 26 Crockford base32 characters that sort by creation time.
 
-An invocation ID is 48 bits of milliseconds, 8 bits of partition, then 72 bits that start random
-and count up within one millisecond. IDs one process makes for one partition are strictly
-increasing, so an inbox keyed by ID keeps arrival order; and any worker can tell from an ID alone
-which partition, and so which worker, owns the invocation.
+An invocation ID is 48 bits of milliseconds, 8 bits of partition, then 72 random bits. IDs sort
+by the millisecond they were made in; within one millisecond their order is random, so that no ID
+can be guessed from another one (an ID is what attach, output and event streams are asked with).
+Arrival order within a key's inbox is kept by a sequence of its own (``clock.InboxClock``). Any
+worker can tell from an ID alone which partition, and so which worker, owns the invocation.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DECODE = {c: i for i, c in enumerate(_ALPHABET)}
-_COUNTER_BITS = 72
+_RANDOM_BITS = 72
 _PARTITION_BITS = 8
 MAX_PARTITIONS = 1 << _PARTITION_BITS
 
@@ -28,28 +29,15 @@ def _base32(value: int, length: int) -> str:
 
 
 class IdGenerator:
-    """Monotonic sortable IDs (one generator per process)."""
-
-    def __init__(self) -> None:
-        self._last_ms = 0
-        self._counter = 0
-
-    def _next(self) -> tuple[int, int]:
-        now = time.time_ns() // 1_000_000
-        if now <= self._last_ms:
-            self._counter += 1
-        else:
-            self._last_ms = now
-            self._counter = secrets.randbits(_COUNTER_BITS - 1)  # headroom for the increments
-        return self._last_ms, self._counter
+    """Sortable, unguessable IDs."""
 
     def invocation_id(self, partition: int = 0) -> str:
-        ms, counter = self._next()
-        return "inv_" + _base32((((ms << _PARTITION_BITS) | partition) << _COUNTER_BITS) | counter, 26)
+        value = (((time.time_ns() // 1_000_000) << _PARTITION_BITS) | partition) << _RANDOM_BITS
+        return "inv_" + _base32(value | secrets.randbits(_RANDOM_BITS), 26)
 
     def deployment_id(self) -> str:
-        ms, counter = self._next()
-        return "dp_" + _base32((ms << (_PARTITION_BITS + _COUNTER_BITS)) | counter, 26)
+        value = (time.time_ns() // 1_000_000) << (_PARTITION_BITS + _RANDOM_BITS)
+        return "dp_" + _base32(value | secrets.randbits(_RANDOM_BITS), 26)
 
 
 def looks_like_invocation_id(text: str) -> bool:
@@ -63,4 +51,4 @@ def partition_of_id(invocation_id: str) -> int | None:
     value = 0
     for char in invocation_id[4:]:
         value = (value << 5) | _DECODE[char]
-    return (value >> _COUNTER_BITS) & (MAX_PARTITIONS - 1)
+    return (value >> _RANDOM_BITS) & (MAX_PARTITIONS - 1)

@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from urllib.parse import unquote
 
 import msgspec
 from aiohttp import web
@@ -23,9 +22,12 @@ from .ids import partition_of_id
 from .mesh import Mesh
 from .partitions import PartitionMap
 from .client_watch import ClientWatch
-from .durations import parse_duration
+from .durations import parse_delay
 from .event_stream import EventStreamRoute
-from .http_errors import HTTPProblem, error_response, json_errors, json_response
+from .http_errors import (
+    HTTPProblem, JsonRoutes, error_response, json_errors, json_only, json_response, refuse_long_identifiers,
+)
+from .http_input import json_value, path_parts, storable
 from .invoker import (
     AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, Overloaded, parse_awakeable_id,
 )
@@ -81,13 +83,17 @@ class Ingress:
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
-        app.router.add_get("/restate/health", self.health)
+        app.on_response_prepare.append(json_only)
+        r = JsonRoutes(app.router)
+        r.add_get("/restate/health", self.health)
         app.cleanup_ctx.append(self._clients.run)
-        self._events.install(app)  # before the next route, which would take .../events too
-        app.router.add_get("/restate/invocation/{tail:.+}", self._invocation)
-        app.router.add_post("/restate/awakeables/{id}/{action:resolve|reject}", self._awakeable)
-        app.router.add_get("/restate/workflow/{name}/{key}/{action:attach|output}", self._workflow)
-        app.router.add_post("/{tail:.+}", self._call)
+        self._events.install(app, r)  # before the next route, which would take .../events too
+        # [\s\S], not ".": a part may hold a newline (%0A) too
+        r.add_get(r"/restate/invocation/{tail:[\s\S]+}", self._invocation)
+        r.add_post("/restate/awakeables/{id}/{action:resolve|reject}", self._awakeable)
+        r.add_get("/restate/workflow/{name}/{key}/{action:attach|output}", self._workflow)
+        r.add_post(r"/{tail:[\s\S]+}", self._call)
+        r.add_fallback()
         return app
 
     async def health(self, request: web.Request) -> web.Response:
@@ -96,7 +102,7 @@ class Ingress:
     # --- calls and sends ------------------------------------------------------------------------
 
     def _target(self, path: str) -> Target:
-        parts = [unquote(p) for p in path.strip("/").split("/")]
+        parts = path_parts(path)
         send = False
         if parts[0] == "restate" and len(parts) > 2 and parts[1] in ("call", "send"):
             send = parts[1] == "send"
@@ -124,8 +130,8 @@ class Ingress:
     async def _call(self, request: web.Request) -> web.Response:
         body = await request.read()
         with self._clients.waiting(request):
-            return await self.answer_call(
-                request.method, request.match_info["tail"], dict(request.query), request.headers, body)
+            return await self.answer_call(request.method, request.rel_url.raw_path, dict(request.query),
+                                          request.headers, body)
 
     def _owner(self, partition: int | None) -> int | None:
         """The worker to hand a request to, or None when this one owns it."""
@@ -136,8 +142,10 @@ class Ingress:
     async def answer_call(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
+        storable(headers)
         target = self._target(path)
         idem = headers.get("idempotency-key") or None
+        refuse_long_identifiers(("object key", target.key), ("idempotency key", idem))
         partition = self._partitions.of_target(target.route.service.name, target.key, target.route.handler.name, idem)
         owner = self._owner(partition)
         if owner is not None:
@@ -148,14 +156,11 @@ class Ingress:
             if not target.send:
                 raise HTTPProblem(400, "delay applies to sends only: use .../send?delay=10s")
             try:
-                delay_s = parse_duration(query["delay"])
+                delay_s = parse_delay(query["delay"])
             except ValueError as exc:
                 raise HTTPProblem(400, str(exc)) from None
         if body and _is_json(headers):
-            try:
-                msgspec.json.decode(body)
-            except msgspec.DecodeError as exc:
-                raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
+            json_value(body)
         forwarded = {k.lower(): v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
         try:
             invocation_id, previously = await self._invoker.submit(
@@ -192,7 +197,9 @@ class Ingress:
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
         """Resolve (body: the JSON value) or reject (body: the reason) an awakeable: 202 once durable."""
+        storable(headers)
         awakeable_id, action = path.rsplit("/", 1)
+        refuse_long_identifiers(("awakeable ID", awakeable_id))
         try:
             invocation_id, _ = parse_awakeable_id(awakeable_id)
         except ValueError:
@@ -205,10 +212,7 @@ class Ingress:
         failure: Failure | None = None
         if action == "resolve":
             value = body or b"null"
-            try:
-                msgspec.json.decode(value)
-            except msgspec.DecodeError as exc:
-                raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
+            json_value(value)
         else:
             failure = Failure(code=500, message=body.decode(errors="replace") or "rejected", terminal=True)
         try:
@@ -235,21 +239,27 @@ class Ingress:
 
     async def _invocation(self, request: web.Request) -> web.Response:
         with self._clients.waiting(request):
-            return await self.answer_invocation(request.method, request.match_info["tail"], {}, request.headers, b"")
+            return await self.answer_invocation(
+                request.method, request.rel_url.raw_path.removeprefix("/restate/invocation/"), {},
+                request.headers, b"")
 
     async def answer_invocation(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
-        parts = [unquote(p) for p in path.strip("/").split("/")]
+        storable(headers)
+        parts = path_parts(path)
         action = parts[-1]
         if action not in ("attach", "output") or len(parts) not in (2, 4, 5):
             raise HTTPProblem(404, "expected /restate/invocation/{id}/attach|output or "
                                    "/restate/invocation/{service}[/{key}]/{handler}/{idempotency-key}/attach|output")
         if len(parts) == 2:
+            refuse_long_identifiers(("invocation ID", parts[0]))
             partition = partition_of_id(parts[0])
         else:
-            partition = self._partitions.of_target(parts[0], parts[1] if len(parts) == 5 else None, parts[-3],
-                                                   parts[-2])
+            key = parts[1] if len(parts) == 5 else None
+            refuse_long_identifiers(("service name", parts[0]), ("object key", key), ("handler name", parts[-3]),
+                                    ("idempotency key", parts[-2]))
+            partition = self._partitions.of_target(parts[0], key, parts[-3], parts[-2])
         owner = self._owner(partition)
         if owner is not None:
             assert self._mesh is not None
@@ -280,16 +290,17 @@ class Ingress:
     # --- workflows by key -------------------------------------------------------------------------
 
     async def _workflow(self, request: web.Request) -> web.Response:
-        info = request.match_info
+        path = request.rel_url.raw_path.removeprefix("/restate/workflow/")
         with self._clients.waiting(request):
-            return await self.answer_workflow(
-                request.method, f"{info['name']}/{info['key']}/{info['action']}", {}, request.headers, b"")
+            return await self.answer_workflow(request.method, path, {}, request.headers, b"")
 
     async def answer_workflow(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
         """A workflow's result by its key: ``{name}/{key}/attach|output``."""
-        name, key, action = [unquote(p) for p in path.split("/")]
+        storable(headers)
+        name, key, action = path_parts(path)
+        refuse_long_identifiers(("workflow key", key))
         found = self._registry.service(name) or self._registry.reload().service(name)
         main = next((h.name for h in found[1].handlers if h.kind == "workflow"), None) if found else None
         if main is None:

@@ -19,7 +19,7 @@ import msgspec
 
 from handler_sdk.protocol import Cancel, Start, ToHandler, ToSidecar
 
-from .links import LinkError, Session
+from .links import LinkError, Session, Strays, deliver
 
 #: While a request is open, its attempt hears this often that it is alive: a long step is not
 #: a silent handler (the request's connection is the liveness check here).
@@ -36,6 +36,7 @@ class InvokeLink:
     def __init__(self, uri: str, http: aiohttp.ClientSession) -> None:
         self._url = f"{uri.rstrip('/')}/invoke"
         self._http = http
+        self._strays = Strays(f"POST {self._url}")
         self.sessions: dict[str, Session] = {}
         self.closed = False
         self._cancelling: set[str] = set()
@@ -75,13 +76,16 @@ class InvokeLink:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, msgspec.DecodeError) as exc:
             session = self.sessions.get(invocation_id)
             if session is not None:
-                session.on_link_lost(f"POST {self._url} failed: {exc}")
+                session.fail(f"POST {self._url} failed: {exc}")
             return
-        for message in messages:
-            session = self.sessions.get(message.invocation_id)
-            if session is None:
+        for message in messages:  # an answer speaks for its own invocation alone
+            session = self.sessions.get(invocation_id)
+            if session is None:  # the attempt ended (an End, a violation, a kill): the rest is late
                 return
-            session.on_message(message)
+            if message.invocation_id != invocation_id:
+                self._strays.drop(type(message).__name__, message.invocation_id)
+                continue
+            deliver(session, message)
 
     async def _request(self, frame: bytes, headers: dict[str, str]) -> list[ToSidecar]:
         async with self._http.post(self._url, data=frame, headers=headers, timeout=_NO_TOTAL_LIMIT) as response:

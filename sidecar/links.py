@@ -4,12 +4,20 @@ One HTTP request per invocation costs several times more than a frame on an open
 sidecar keeps a few sockets per deployment open and tags every frame with its invocation ID.
 Each link has one sender task that drains an outgoing buffer (callers never await a send) and one
 reader task that dispatches incoming frames to the session registered for that invocation.
+
+A frame that cannot be handled fails the attempt it names, never the link: the reader goes on
+serving the others. A frame for an invocation the link does not carry (a late one after the
+attempt ended, or a stranger's) is dropped. Only a frame that names no invocation at all (not
+msgpack, a text frame, one over the size limit) closes the link: some attempt on it lost a
+message and nobody can tell which, so every attempt on it is failed and retried from its
+committed journal, which is always safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
 import aiohttp
@@ -23,6 +31,11 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
+#: A link logs frames for invocations it does not carry at most this often (a busy handler that
+#: keeps sending after its attempts were killed would flood the log otherwise).
+STRAY_LOG_PERIOD_S = 60.0
+
+
 class LinkError(ConnectionError):
     """The deployment cannot be reached; the attempt is retried with backoff."""
 
@@ -32,16 +45,62 @@ class Session(Protocol):
 
     def on_message(self, message: ToSidecar) -> None: ...
 
-    def on_link_lost(self, reason: str) -> None: ...
+    def fail(self, reason: str) -> None:
+        """The attempt cannot go on: its link was lost, or a frame of it could not be handled."""
 
     def alive(self) -> None: ...
+
+
+class _Addressed(msgspec.Struct):
+    """Any frame's invocation ID, read from a frame that does not decode as a whole."""
+
+    invocation_id: str
+
+
+_addressed_decoder = msgspec.msgpack.Decoder(_Addressed)
+
+
+def addressee(data: bytes) -> str | None:
+    """The invocation a frame that does not decode names, if it names one."""
+    try:
+        return _addressed_decoder.decode(data).invocation_id
+    except msgspec.DecodeError:
+        return None
+
+
+def deliver(session: Session, message: ToSidecar) -> None:
+    """Hand ``message`` to its attempt; what it raises fails that attempt alone."""
+    try:
+        session.on_message(message)
+    except Exception as exc:
+        log.exception("a %s frame for %s could not be handled", type(message).__name__, message.invocation_id)
+        session.fail(f"a {type(message).__name__} frame from the handler could not be handled: "
+                     f"{type(exc).__name__}: {exc}")
+
+
+class Strays:
+    """Counts frames for invocations a link does not carry; logs them at most once a period."""
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._dropped = 0
+        self._logged_at = -STRAY_LOG_PERIOD_S
+
+    def drop(self, kind: str, invocation_id: str) -> None:
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._logged_at >= STRAY_LOG_PERIOD_S:
+            log.warning("%s: dropped %d frame(s) for invocations it does not carry (latest: %s for %s)",
+                        self._where, self._dropped, kind, invocation_id)
+            self._logged_at, self._dropped = now, 0
 
 
 class Link:
     """One open WebSocket to a deployment's ``/connect``."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, uri: str) -> None:
         self._ws = ws
+        self._strays = Strays(f"link to {uri}")
         self.sessions: dict[str, Session] = {}
         self._outgoing: list[bytes] = []
         self._wakeup = asyncio.Event()
@@ -69,20 +128,38 @@ class Link:
         reason = "handler connection closed"
         try:
             async for msg in self._ws:
+                if msg.type is aiohttp.WSMsgType.ERROR:  # e.g. a frame over MAX_FRAME_BYTES
+                    reason = f"handler connection failed: {msg.data}"
+                    break
                 if msg.type is not aiohttp.WSMsgType.BINARY:
-                    reason = f"unexpected {msg.type.name} frame from handler"
+                    reason = f"unexpected {msg.type.name} frame from handler (it names no invocation)"
                     break
                 try:
                     message = to_sidecar_decoder.decode(msg.data)
                 except msgspec.DecodeError as exc:
-                    reason = f"corrupt frame from handler: {exc}"
-                    break
+                    if (reason := self._undecodable(msg.data, exc)) is not None:
+                        break
+                    continue
                 session = self.sessions.get(message.invocation_id)
                 if session is not None:
-                    session.on_message(message)
+                    deliver(session, message)
+                else:
+                    self._strays.drop(type(message).__name__, message.invocation_id)
         except (ConnectionError, aiohttp.ClientError) as exc:
             reason = f"handler connection lost: {exc}"
         self._lost(reason)
+
+    def _undecodable(self, data: bytes, exc: msgspec.DecodeError) -> str | None:
+        """Fail the attempt an undecodable frame names; why the link must close if it names none."""
+        invocation_id = addressee(data)
+        if invocation_id is None:
+            return f"corrupt frame from handler (it names no invocation): {exc}"
+        session = self.sessions.get(invocation_id)
+        if session is not None:
+            session.fail(f"undecodable frame from the handler: {exc}")
+        else:
+            self._strays.drop("undecodable", invocation_id)
+        return None
 
     def _lost(self, reason: str) -> None:
         if self.closed:
@@ -90,7 +167,7 @@ class Link:
         self.closed = True
         sessions, self.sessions = self.sessions, {}
         for session in sessions.values():
-            session.on_link_lost(reason)
+            session.fail(reason)
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -151,7 +228,7 @@ class DeploymentPool:
             )
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise LinkError(f"cannot connect to deployment {self.uri}: {exc or type(exc).__name__}") from None
-        return Link(ws)
+        return Link(ws, self.uri)
 
     async def close(self) -> None:
         if self._opening is not None:

@@ -6,18 +6,33 @@ while invocations already running stay pinned to the deployment they started on.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import time
 
 import aiohttp
 import msgspec
+from yarl import URL
 
-from handler_sdk.protocol import PROTOCOL_VERSION, Discovery, HandlerSpec, ServiceSpec
+from handler_sdk.protocol import PROTOCOL_VERSION, Discovery, HandlerSpec, ServiceSpec, name_problem
 
 from .ids import IdGenerator
 from .store import Changes, DeploymentRecord, Store
 from .store.records import TRANSPORTS
 
 _discovery_decoder = msgspec.json.Decoder(Discovery)
+#: A discovery answer lists services and handlers: past this it is not one.
+MAX_DISCOVERY_BYTES = 1024 * 1024
+#: Connecting and each wait for bytes are short (a deployment answers /discover at once); the
+#: whole exchange is bounded too, against an answer that trickles in.
+_DISCOVERY_TIMEOUT = aiohttp.ClientTimeout(total=15, sock_connect=5, sock_read=5)
+#: A deployment URI longer than this is a mistake, not an address.
+MAX_URI_LENGTH = 2048
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+#: The longest interval or timeout a handler may ask for (100 years): deadlines and retry times
+#: computed from it must fit a clock and the store's 64-bit fields.
+MAX_DURATION_MS = 100 * 365 * 24 * 3600 * 1000
 
 
 class RegistrationError(Exception):
@@ -103,9 +118,7 @@ class Registry:
         self, uri: str, *, force: bool, http: aiohttp.ClientSession, transport: str = "websocket",
     ) -> tuple[DeploymentRecord, bool]:
         """Discover ``uri`` and register it. Returns the record and whether it is new."""
-        uri = uri.rstrip("/")
-        if not uri.startswith(("http://", "https://")):
-            raise RegistrationError(400, f"deployment uri must be http:// or https://, not {uri!r}")
+        uri = checked_uri(uri)
         if transport not in TRANSPORTS:
             raise RegistrationError(400, f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         discovery = await _discover(uri, http)
@@ -126,20 +139,107 @@ class Registry:
         return record, True
 
 
-async def _discover(uri: str, http: aiohttp.ClientSession) -> Discovery:
+def checked_uri(uri: str) -> str:
+    """``uri`` without a trailing ``/`` once it is an absolute http(s) URI with a usable host:
+    checked before discovery, so that a bad one is a clear 400, never a failure inside the client."""
+    if len(uri) > MAX_URI_LENGTH:
+        raise RegistrationError(400, f"deployment uri is too long: {len(uri)} characters, at most {MAX_URI_LENGTH}")
     try:
-        async with http.get(f"{uri}/discover", timeout=aiohttp.ClientTimeout(total=10)) as response:
-            body = await response.read()
+        url = URL(uri)
+    except ValueError as exc:
+        raise RegistrationError(400, f"deployment uri {uri!r} is not a valid uri: {exc}") from None
+    if url.scheme not in ("http", "https"):
+        raise RegistrationError(400, f"deployment uri must be http:// or https://, not {uri!r}")
+    if url.raw_query_string or url.raw_fragment or url.raw_user is not None:
+        raise RegistrationError(400, f"deployment uri {uri!r} may not have a query, a fragment or credentials")
+    if not url.raw_host:
+        raise RegistrationError(400, f"deployment uri {uri!r} has no host")
+    problem = _host_problem(url.raw_host)
+    if problem:
+        raise RegistrationError(400, f"deployment uri {uri!r}: host {problem}")
+    return uri.rstrip("/")
+
+
+def _host_problem(host: str) -> str | None:
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if len(host) > 253:
+        return f"name is {len(host)} characters long, at most 253"
+    bad = next((label for label in host.rstrip(".").split(".") if not _HOST_LABEL.fullmatch(label)), None)
+    if bad is not None:
+        return (f"{host[:100]!r} is not a valid host name: each dot-separated label is 1 to 63 letters, "
+                f"digits, '-' or '_', and {bad[:70]!r} is not")
+    return None
+
+
+async def _discover(uri: str, http: aiohttp.ClientSession) -> Discovery:
+    url = f"{uri}/discover"
+    try:
+        async with http.get(url, timeout=_DISCOVERY_TIMEOUT, allow_redirects=False) as response:
+            if 300 <= response.status < 400:
+                raise RegistrationError(400, f"discovery at {url} answered {response.status}, a redirect to "
+                                             f"{response.headers.get('Location', '?')[:200]!r}: discovery does not "
+                                             "follow redirects; register the final uri")
             if response.status != 200:
-                raise RegistrationError(400, f"discovery at {uri}/discover answered {response.status}")
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise RegistrationError(400, f"cannot reach {uri}/discover: {exc or type(exc).__name__}") from None
+                raise RegistrationError(400, f"discovery at {url} answered {response.status}")
+            body = await _bounded_body(url, response)
+    except aiohttp.ConnectionTimeoutError:
+        raise RegistrationError(400, f"cannot reach {url}: timed out connecting after "
+                                     f"{_DISCOVERY_TIMEOUT.sock_connect:g} s") from None
+    except aiohttp.SocketTimeoutError:
+        raise RegistrationError(400, f"cannot reach {url}: timed out reading the answer (nothing for "
+                                     f"{_DISCOVERY_TIMEOUT.sock_read:g} s)") from None
+    except TimeoutError:
+        raise RegistrationError(400, f"cannot reach {url}: timed out, no complete answer within "
+                                     f"{_DISCOVERY_TIMEOUT.total:g} s") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise RegistrationError(400, f"cannot reach {url}: {exc or type(exc).__name__}") from None
     try:
         discovery = _discovery_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise RegistrationError(400, f"discovery at {uri}/discover is malformed: {exc}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise RegistrationError(400, f"discovery at {url} is malformed: {exc}") from None
     if discovery.protocol != PROTOCOL_VERSION:
         raise RegistrationError(400, f"{uri} speaks protocol {discovery.protocol}; this sidecar speaks {PROTOCOL_VERSION}")
     if not discovery.services:
         raise RegistrationError(400, f"{uri} serves no services")
+    for service in discovery.services:
+        for what, name in [("service", service.name), *((f"{service.name} handler", h.name) for h in service.handlers)]:
+            problem = name_problem(name)
+            if problem is not None:
+                raise RegistrationError(400, f"discovery at {url}: {what} {problem}")
+    problem = _out_of_range(discovery)
+    if problem is not None:
+        raise RegistrationError(400, f"discovery at {url} asks for {problem}")
     return discovery
+
+
+async def _bounded_body(url: str, response: aiohttp.ClientResponse) -> bytes:
+    """The body, refused as soon as it is past :data:`MAX_DISCOVERY_BYTES`."""
+    if (response.content_length or 0) > MAX_DISCOVERY_BYTES:
+        raise RegistrationError(400, f"discovery at {url} is {response.content_length} bytes: at most 1 MiB")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > MAX_DISCOVERY_BYTES:
+            raise RegistrationError(400, f"discovery at {url} is larger than 1 MiB: refused")
+    return bytes(body)
+
+
+def _out_of_range(discovery: Discovery) -> str | None:
+    """The first handler option no retry or deadline can be computed from, if any."""
+    for service in discovery.services:
+        for handler in service.handlers:
+            retry, timeouts = handler.retry, handler.timeouts
+            where = f"{service.name}/{handler.name}"
+            for name, value in (("retry.initial_interval_ms", retry.initial_interval_ms),
+                                ("retry.max_interval_ms", retry.max_interval_ms),
+                                ("timeouts.inactivity_ms", timeouts.inactivity_ms),
+                                ("timeouts.total_ms", timeouts.total_ms)):
+                if value is not None and not 0 <= value <= MAX_DURATION_MS:
+                    return f"{where} {name} = {value}: not between 0 and {MAX_DURATION_MS} (100 years)"
+            if retry.multiplier is not None and not retry.multiplier >= 1:  # NaN too
+                return f"{where} retry.multiplier = {retry.multiplier}: less than 1"
+    return None

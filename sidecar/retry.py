@@ -11,6 +11,7 @@ import random
 
 import msgspec
 
+from handler_sdk.backoff import delay
 from handler_sdk.protocol import RetrySpec
 
 from .config import Settings
@@ -39,5 +40,4 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 
     def delay_s(self, attempts: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt (1-based)."""
-        ceiling = min(self.max_interval_s, self.initial_interval_s * self.multiplier ** max(0, attempts - 1))
-        return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+        return delay(attempts, self.initial_interval_s, self.multiplier, self.max_interval_s, floor=0.5, rng=rng)

@@ -25,6 +25,7 @@ from .config import Settings, parse_address
 from .ids import IdGenerator
 from .ingress import Ingress
 from .invoker import Invoker
+from .log_limits import limit_server_log
 from .mesh import Mesh
 from .store.records import ChildSpec
 from .metrics import Metrics
@@ -185,6 +186,7 @@ async def serve(settings: Settings, worker: WorkerSpec | None = None) -> int:
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_server_log()
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -212,6 +214,17 @@ def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
 
 
+def default_workers(cores: int) -> int:
+    """The worker count when ``--workers`` is 0: 1 below 4 usable cores, else half of them.
+
+    The sidecar shares its machine with the handler services it fronts (one core per copy) and
+    often with its clients. On 2 cores a second worker is slower than one: it adds a mesh hop for
+    half the requests and takes CPU from the handler service. Half the cores leaves the rest to
+    them; a machine that runs nothing but the sidecar can ask for more with ``--workers``.
+    """
+    return 1 if cores < 4 else cores // 2
+
+
 def _cpu_quota(cgroup: Path) -> float | None:
     """The cgroup's CPU quota in cores (v2 ``cpu.max``, else v1 ``cpu.cfs_*``); None: unlimited."""
     try:
@@ -232,7 +245,7 @@ def _cpu_quota(cgroup: Path) -> float | None:
 def run(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM (blocking): in this process, or as a group of workers."""
     configure_logging()
-    workers = settings.workers or usable_cores()
+    workers = settings.workers or default_workers(usable_cores())
     if workers > 1:
         from .supervisor import supervise
 

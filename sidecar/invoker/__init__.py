@@ -3,7 +3,8 @@
 from .admission import Overloaded
 from .engine import Invoker
 from .operations import InvocationNotFound, InvocationStateError
-from .waits import AwakeableCompleted, AwakeableNotFound, parse_awakeable_id
+from .awakeable_ids import parse_awakeable_id
+from .waits import AwakeableCompleted, AwakeableNotFound
 
 __all__ = [
     "AwakeableCompleted", "AwakeableNotFound", "InvocationNotFound", "InvocationStateError", "Invoker",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -24,7 +25,8 @@ from ..ids import partition_of_id
 from ..partitions import PartitionMap
 from ..registry import Registry
 from ..store import Changes, InvocationRecord, Store
-from ..store.records import ChildSpec, ParkedSend
+from ..store.records import ChildSpec, OutboxEntry, ParkedSend, ResolutionSpec
+from .commits import recheck_if_cancelled
 from .idempotency import idempotency_slot
 from .live import Live
 
@@ -87,9 +89,9 @@ class Calls:
         what to do once ``changes`` is submitted."""
         if self._partitions.owns(partition_of_id(child.id) or 0):
             slot = idempotency_slot(child)
-            changes.create(child, input_value, slot)
+            self._invoker.create_into(changes, child, input_value, slot)
             return lambda: self._invoker.accept(Live(child, [Input(input_value)]), slot)
-        spec = ChildSpec(record=child, input=input_value)
+        spec = ChildSpec(record=child, input=input_value, seq=self._invoker.inbox_clock.next())
         changes.put_outbox(spec)
         return lambda: self._hand_over_once_durable(spec)
 
@@ -99,7 +101,8 @@ class Calls:
         """Journal the send with its child's ID, and keep it until its target is registered."""
         named = msgspec.structs.replace(
             entry, invocation_id=self._invoker.new_invocation_id(self._child_partition(live, entry)))
-        changes.put_outbox(ParkedSend(sender_id=live.record.id, index=index, entry=named, journaled_ms=now_ms()))
+        changes.put_outbox(ParkedSend(sender_id=live.record.id, index=index, entry=named, journaled_ms=now_ms(),
+                                      seq=self._invoker.inbox_clock.next()))
         log.warning("%s: send to %s/%s kept until a deployment that has it is registered",
                     live.record.id, entry.service, entry.handler)
         return named
@@ -107,7 +110,7 @@ class Calls:
     def deliver_parked(self, owns: Callable[[str], bool]) -> None:
         """Deployments changed: make the parked sends (of senders ``owns`` says are ours) whose
         target is registered now."""
-        for pending in self._store.outbox():
+        for pending in sorted(self._store.outbox(), key=_made_order):
             if type(pending) is ParkedSend and owns(pending.sender_id):
                 self._unpark(pending)
 
@@ -138,8 +141,12 @@ class Calls:
         """Hand the child over only once the caller's entry is durable: were the caller's batch
         lost in a crash, its replay would ask for a new child and the old one would run too.
         An empty batch commits after the caller's (submit order): it marks the moment."""
-        self._store.submit(Changes()).add_done_callback(
-            lambda written: None if written.exception() else self._hand_over(spec))
+        self._store.submit(Changes()).add_done_callback(partial(self._hand_over_if_durable, spec))
+
+    def _hand_over_if_durable(self, spec: ChildSpec, written: asyncio.Future[None]) -> None:
+        if not recheck_if_cancelled(self._store, written, partial(self._hand_over_if_durable, spec)) \
+                and written.exception() is None:
+            self._hand_over(spec)
 
     def _duplicate_run(self, live: Live, index: int, entry: Call | Send, existing: str) -> tuple[
             Call | Send, Callable[[], None] | None]:
@@ -203,13 +210,8 @@ class Calls:
                 self._report(record.parent_id, record.parent_index, None, problem)
             return
         changes = Changes()
-        changes.create(record, spec.input, slot)
-        self._invoker.hold_slot(slot, record.id)
-        try:
-            await self._store.submit(changes)
-        finally:
-            self._invoker.release_slot(slot)
-        self._invoker.accept(Live(record, [Input(spec.input)]))
+        self._invoker.create_into(changes, record, spec.input, slot)  # its seq: ours, the owner's
+        await self._invoker.create(Live(record, [Input(spec.input)]), changes, slot)
 
     # --- results ----------------------------------------------------------------------------------
 
@@ -237,8 +239,10 @@ class Calls:
         self._invoker.complete_entry(live, index, done, value, failure)
 
     def recover(self, owns: Callable[[str], bool]) -> None:
-        """After a restart: hand over what is still in the outbox; pull results that came meanwhile."""
-        for pending in self._store.outbox():
+        """After a restart: hand over what is still in the outbox, children in the order they were
+        made (a child's ID is random within its millisecond, so the outbox's key order is not
+        that); pull results that came meanwhile."""
+        for pending in sorted(self._store.outbox(), key=_made_order):
             if type(pending) is ChildSpec:
                 if pending.record.parent_id is not None and owns(pending.record.parent_id):
                     self._hand_over(pending)
@@ -253,6 +257,12 @@ class Calls:
                     child = self._store.get_invocation(entry.invocation_id)
                     if child is not None and child.finished:
                         self.complete_call(live.record.id, index, child.output, child.failure)
+
+
+def _made_order(entry: OutboxEntry) -> int:
+    """Children and parked sends by their seq (0 for those made before seqs, whose IDs did count
+    up: their outbox order); resolutions keep the outbox's order (a stable sort)."""
+    return 0 if type(entry) is ResolutionSpec else entry.seq  # type: ignore[union-attr]
 
 
 def _path_below(record: InvocationRecord) -> list[str]:

@@ -30,11 +30,12 @@ from ..metrics import Metrics
 from ..partitions import PartitionMap
 from ..registry import Registry, Route
 from ..retry import RetryPolicy
-from ..clock import now_ms
+from ..clock import InboxClock, now_ms
 from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
 from .admission import Overloaded, admit
 from .calls import Calls
+from .commits import recheck_if_cancelled
 from .events import EventPage, EventStreams, Place, StreamEnd, StreamEvent
 from .idempotency import idempotency_slot
 from .keylocks import KeyLocks
@@ -71,6 +72,7 @@ class Invoker(FrameHandling, OperatorActions):
         self._settings = settings
         self._http = http
         self._ids = ids
+        self.inbox_clock = InboxClock()
         self.active: dict[str, Live] = {}
         self._keys: KeyLocks[Live] = KeyLocks()
         self._pools: dict[str, DeploymentPool | InvokePool] = {}
@@ -125,8 +127,11 @@ class Invoker(FrameHandling, OperatorActions):
     def _recover(self) -> None:
         """Re-admit every unfinished invocation, per key in arrival order, as the store has it."""
         now = now_ms()
-        records = [self._store.get_invocation(i) for _, _, i, _ in self._store.scan_inbox()
+        records = [self._store.get_invocation(i) for i in self._store.scan_inbox()
                    if self._partitions.owns_invocation(i)]
+        for record in records:
+            if record is not None:
+                self.inbox_clock.observe(record.inbox_seq)
         # An invocation that already started holds its key, even if one that arrived earlier
         # (a delayed send now due) is also waiting: admit the holders first.
         started = [r for r in records if r is not None and not r.finished and r.attempts > 0]
@@ -186,22 +191,38 @@ class Invoker(FrameHandling, OperatorActions):
             self._metrics.refused.labels("worker" if refusal.whole_worker else "key").inc()
             raise
         changes = Changes()
-        changes.create(record, body, raw_idem)
-        if raw_idem is not None:
-            self._idempotency_inflight[raw_idem] = record.id
-        self.active[record.id] = live
-        written = self._store.submit(changes)
-        written.add_done_callback(partial(self._created, live, raw_idem))
-        await asyncio.shield(written)  # accepted once durable, even if the client has left meanwhile
+        self.create_into(changes, record, body, raw_idem)
+        self.active[record.id] = live  # from now on, a kill or a cancel finds it
+        await self.create(live, changes, raw_idem)
         return record.id, False
 
-    def _created(self, live: Live, raw_idem: bytes | None, written: asyncio.Future[None]) -> None:
-        if raw_idem is not None:
-            self._idempotency_inflight.pop(raw_idem, None)
-        if written.cancelled() or written.exception() is not None:
+    async def create(self, live: Live, changes: Changes, slot: bytes | None) -> None:
+        """Commit ``changes``, which create ``live`` (holding idempotency ``slot``); returns once
+        durable. It is accepted then, even if whoever awaits this has given up meanwhile: what
+        they await is a future of our own, not the store's."""
+        if slot is not None:
+            self._idempotency_inflight[slot] = live.record.id
+        durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._store.submit(changes).add_done_callback(partial(self._created, live, slot, durable))
+        await durable
+
+    def _created(self, live: Live, slot: bytes | None, durable: asyncio.Future[None],
+                 written: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, written, partial(self._created, live, slot, durable)):
+            return
+        if slot is not None:
+            self._idempotency_inflight.pop(slot, None)
+        error = written.exception()
+        if error is not None:
             self.active.pop(live.record.id, None)
-        else:
+        elif not live.record.finished:  # killed or cancelled before it was durable: never launched
             self.accept(live)
+        if durable.done():  # its awaiter left
+            return
+        if error is not None:
+            durable.set_exception(error)
+        else:
+            durable.set_result(None)
 
     def new_record(
         self, route: Route, key: str | None, *, headers: dict[str, str], idempotency_key: str | None = None,
@@ -223,6 +244,13 @@ class Invoker(FrameHandling, OperatorActions):
             start_at_ms=now + int(delay_s * 1000) if delay_s > 0 else None,
             deadline_ms=now + int(delay_s * 1000) + total_ms if total_ms else None,
         )
+
+    def create_into(self, changes: Changes, record: InvocationRecord, input_value: bytes,
+                    raw_idempotency_key: bytes | None) -> None:
+        """Create ``record`` in ``changes``, last in its key's inbox. Only the worker that owns its
+        partition does this, so a key's inbox is in the order its owner accepted invocations."""
+        record.inbox_seq = self.inbox_clock.next()
+        changes.create(record, input_value, raw_idempotency_key)
 
     def new_invocation_id(self, partition: int) -> str:
         return self._ids.invocation_id(partition)
@@ -436,6 +464,7 @@ class Invoker(FrameHandling, OperatorActions):
             record.id, attempt=record.attempts, service=record.service, handler=record.handler, key=record.key,
             input=input_entry.value if type(input_entry) is Input else b"", headers=record.headers,
             journal=live.journal, state=state, seed=_seed(record.id),
+            awakeable_key=self._waits.awakeable_key(record.id),
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))
@@ -479,7 +508,9 @@ class Invoker(FrameHandling, OperatorActions):
         self._persist(record).add_done_callback(partial(self._retry_after_commit, live, delay))
 
     def _retry_after_commit(self, live: Live, delay: float, future: asyncio.Future[None]) -> None:
-        if live.record.status != "backing-off" or future.cancelled():
+        if recheck_if_cancelled(self._store, future, partial(self._retry_after_commit, live, delay)):
+            return
+        if live.record.status != "backing-off":
             return
         live.retry_handle = asyncio.get_running_loop().call_later(delay, self._launch, live)
 
@@ -508,6 +539,8 @@ class Invoker(FrameHandling, OperatorActions):
         self._store.submit(changes).add_done_callback(partial(self._finished, live, changes))
 
     def _finished(self, live: Live, changes: Changes, future: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, future, partial(self._finished, live, changes)):
+            return
         error = future.exception()
         if error is not None:
             # Waiters keep waiting: the end is written once the disk lets us.
@@ -592,7 +625,7 @@ class Invoker(FrameHandling, OperatorActions):
 
 
 def _log_write_error(future: asyncio.Future[None]) -> None:
-    error = future.exception()
+    error = None if future.cancelled() else future.exception()  # cancelled: its batch commits anyway
     if error is not None:
         log.error("could not record an invocation's status: %s", error)
 

@@ -47,6 +47,12 @@ class StreamEvent(msgspec.Struct, frozen=True):
     id: str
     data: msgspec.Raw  # the published value, JSON
 
+    @property
+    def kind(self) -> bytes:
+        """Its SSE event name: ``token`` for an ephemeral event (``N.S``), ``milestone`` for a
+        journaled one (``N``), so that clients can listen to one kind without parsing ids."""
+        return b"token" if "." in self.id else b"milestone"
+
 
 class StreamEnd(msgspec.Struct, frozen=True):
     status: str

@@ -11,20 +11,39 @@ from functools import partial
 
 from handler_sdk.protocol import (
     ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Suspend, ToSidecar,
+    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Sleep, Suspend,
+    ToSidecar,
 )
 
 from ..clock import now_ms
+from ..durations import delay_problem, wake_problem
 from ..store import Changes, InvocationRecord
 from ..store.records import ResolutionSpec
+from .awakeable_ids import parse_awakeable_id
+from .commits import recheck_if_cancelled
 from .events import Place
+from .identifiers import entry_identifier_problem
 from .live import Attempt, Live
-from .waits import AwakeableCompleted, AwakeableNotFound, is_done, parse_awakeable_id
+from .waits import AwakeableCompleted, AwakeableNotFound, is_done
 
 log = logging.getLogger(__name__)
 
 _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
+
+
+def _absurd(entry: Entry) -> str | None:
+    """What is wrong with a new entry that decodes but makes no sense, if anything."""
+    kind = type(entry)
+    if kind in COMPLETABLE_KINDS and entry.done:  # type: ignore[union-attr]
+        return f"a new {kind.__name__} entry cannot be done already: the sidecar completes it"
+    if kind is Sleep:  # an instant past 64 bits would fail the whole batch
+        problem = wake_problem(entry.wake_at_ms, now_ms())  # type: ignore[union-attr]
+        return problem and f"Sleep wake_at_ms: {problem}"
+    if kind is Send:
+        problem = delay_problem(entry.delay_ms)  # type: ignore[union-attr]
+        return problem and f"Send delay_ms: {problem}"
+    return None
 
 
 class FrameHandling:
@@ -54,6 +73,8 @@ class FrameHandling:
             return self._violation(attempt, f"handlers may not write {kind.__name__} entries")
         if kind in _STATE_WRITES and not live.record.exclusive:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
+        if (problem := entry_identifier_problem(entry) or _absurd(entry)) is not None:
+            return self._violation(attempt, problem)
         changes = Changes()
         after: Callable[[], None] | None = None
         if kind is Call or kind is Send:
@@ -94,7 +115,7 @@ class FrameHandling:
             try:
                 invocation_id, _ = parse_awakeable_id(awakeable_id)
                 if self._partitions.owns_invocation(invocation_id) or self.forward_resolution is None:
-                    await self._waits.resolve(awakeable_id, resolution.value, resolution.failure)
+                    await self.resolve_awakeable(awakeable_id, resolution.value, resolution.failure)
                 else:
                     await self.forward_resolution(awakeable_id, resolution.value, resolution.failure)
                 break
@@ -110,22 +131,26 @@ class FrameHandling:
         await self._store.submit(delivered)
 
     def resolve_awakeable(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> asyncio.Future[None]:
-        """Resolve or reject an awakeable this worker owns; the future resolves once durable."""
-        return self._waits.resolve(awakeable_id, value, failure)
+        """Resolve or reject an awakeable this worker owns; the future resolves once durable.
+
+        Shielded: a caller that stops waiting (its client hung up) must not cancel the commit
+        whose callback hands the result to the attempt."""
+        return asyncio.shield(self._waits.resolve(awakeable_id, value, failure))
 
     def _suspend(self, attempt: Attempt, suspend: Suspend) -> None:
         live = attempt.live
         journal = live.journal
         assert journal is not None
-        if suspend.waiting_on and all(i < len(journal) and type(journal[i]) in ACKED_KINDS for i in suspend.waiting_on):
+        if suspend.waiting_on and all(0 <= i < len(journal) and type(journal[i]) in ACKED_KINDS
+                                      for i in suspend.waiting_on):
             # Request-response mode: the handler stopped where a step needs its ack. Once the
             # step is durable (an empty batch commits after it), it runs again with it journaled.
             attempt.detach()
             live.record.failures = 0
             self._store.submit(Changes()).add_done_callback(partial(self._resume_after_ack, live))
             return
-        if not suspend.waiting_on or any(
-                i >= len(journal) or type(journal[i]) not in COMPLETABLE_KINDS for i in suspend.waiting_on):
+        if not suspend.waiting_on or any(  # a negative index would count from the end
+                not 0 <= i < len(journal) or type(journal[i]) not in COMPLETABLE_KINDS for i in suspend.waiting_on):
             return self._violation(attempt, f"suspended waiting on {suspend.waiting_on}, not completable entries")
         attempt.detach()
         record = live.record
@@ -138,6 +163,8 @@ class FrameHandling:
         self._persist(record)
 
     def _resume_after_ack(self, live: Live, written: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, written, partial(self._resume_after_ack, live)):
+            return
         record = live.record
         if live.attempt is not None or record.status != "running" or record.id not in self.active:
             return  # killed, paused or failed meanwhile
@@ -163,6 +190,8 @@ class FrameHandling:
         self._state_in_flight.settled(record)
 
     def _written(self, attempt: Attempt, future: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, future, partial(self._written, attempt)):
+            return
         error = future.exception()
         if error is not None:
             self.attempt_failed(attempt, f"journal write failed: {error}")

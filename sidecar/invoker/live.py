@@ -62,7 +62,7 @@ class Attempt:
         """Its handler is busy, though silent (a request-response link says so)."""
         self.last_activity = time.monotonic()
 
-    def on_link_lost(self, reason: str) -> None:
+    def fail(self, reason: str) -> None:
         if not self.over:
             self._invoker.attempt_failed(self, reason)
 

@@ -121,11 +121,11 @@ class OperatorActions:
         changes = Changes()
         # A workflow's restarted run becomes the key's run (attach and output by key answer with it);
         # anything else starts without the old one's idempotency key.
-        changes.create(record, input_value, idempotency_slot(record) if record.handler_kind == "workflow" else None)
+        self.create_into(changes, record, input_value,
+                         idempotency_slot(record) if record.handler_kind == "workflow" else None)
         for index, entry in enumerate(journal[1:keep], start=1):
             changes.complete_entry(record, index, entry)  # the journal only: the state has moved on
-        await self._store.submit(changes)
-        self.accept(Live(record, journal[:keep]))
+        await self.create(Live(record, journal[:keep]), changes, None)
         return record.id
 
     def _unfinished(self, invocation_id: str) -> Live:

@@ -20,6 +20,8 @@ from handler_sdk.protocol import Awakeable, Completion, Entry, Failure, Sleep, e
 from ..clock import now_ms
 from ..store import Changes, Store
 from ..store.records import EarlyCompletion
+from .awakeable_ids import invocation_key, minted, parse_awakeable_id
+from .commits import recheck_if_cancelled
 from .live import Live
 
 if TYPE_CHECKING:
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_INVOCATION_ID_LENGTH = 30  # "inv_" + 26
 #: A fired timer whose completion could not be written (no room) fires again this much later.
 _REFIRE_S = 1.0
 
@@ -40,25 +41,17 @@ class AwakeableCompleted(Exception):
     """The awakeable was already resolved or rejected: the first completion stands."""
 
 
-def parse_awakeable_id(awakeable_id: str) -> tuple[str, int]:
-    """``awk_<invocation id>_<index>_<secret>`` -> (invocation id, index); ValueError if not."""
-    if not awakeable_id.startswith("awk_"):
-        raise ValueError(awakeable_id)
-    invocation_id = awakeable_id[4:4 + _INVOCATION_ID_LENGTH]
-    index, sep, secret = awakeable_id[5 + _INVOCATION_ID_LENGTH:].partition("_")
-    if not invocation_id.startswith("inv_") or awakeable_id[4 + _INVOCATION_ID_LENGTH:5 + _INVOCATION_ID_LENGTH] != "_" \
-            or not index.isdigit() or not sep or not secret:
-        raise ValueError(awakeable_id)
-    return invocation_id, int(index)
-
-
-
 class Waits:
     def __init__(self, invoker: Invoker, store: Store) -> None:
         self._invoker = invoker
         self._store = store
+        self._secret = store.awakeable_secret
         #: Resolutions that came before their awakeable entry, by (invocation ID, index).
         self._early: dict[tuple[str, int], EarlyCompletion] = {}
+
+    def awakeable_key(self, invocation_id: str) -> bytes:
+        """What this invocation's handler signs its awakeable IDs with (``Start.awakeable_key``)."""
+        return invocation_key(self._secret, invocation_id)
 
     def recover(self, owns: Callable[[str], bool]) -> None:
         for due_ms, invocation_id, index in self._store.timers():
@@ -125,6 +118,10 @@ class Waits:
             raise AwakeableNotFound(awakeable_id)
         journal = live.journal if live.journal is not None else self._store.read_journal(invocation_id)
         if index >= len(journal):
+            # Kept only if we minted it: a guessed ID must not grow the store. (An ID not minted
+            # here that matches its journaled entry, below, was handed out before IDs were signed.)
+            if not minted(self._secret, awakeable_id):
+                raise AwakeableNotFound(awakeable_id)
             if (invocation_id, index) in self._early:
                 raise AwakeableCompleted(awakeable_id)
             early = EarlyCompletion(awakeable_id=awakeable_id, value=value, failure=failure)
@@ -162,6 +159,8 @@ class Waits:
         self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None,
         written: asyncio.Future[None],
     ) -> None:
+        if recheck_if_cancelled(self._store, written, partial(self._deliver, live, index, done, value, failure)):
+            return
         if written.exception() is not None or live.record.finished:
             return
         if live.journal is not None and index < len(live.journal):

@@ -13,7 +13,7 @@ from .batch import WriteBatch
 from .lmdb_store import encode_entry, encode_record
 from .records import (
     ChildSpec, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, OutboxEntry,
-    ParkedSend, PromiseRecord,
+    NamedState, ParkedSend, PromiseRecord,
 )
 
 _EXCLUSIVE = encode_record(InboxEntry(exclusive=True))
@@ -25,7 +25,7 @@ def outbox_key(entry: OutboxEntry) -> bytes:
         return b"child/" + entry.record.id.encode()
     if type(entry) is ParkedSend:
         return b"parked/" + (entry.entry.invocation_id or "").encode()
-    return b"resolve/" + entry.awakeable_id.encode()  # type: ignore[union-attr]
+    return keys.bounded(b"resolve/", entry.awakeable_id.encode())  # type: ignore[union-attr]
 
 
 class Changes(WriteBatch):
@@ -81,13 +81,14 @@ class Changes(WriteBatch):
             self.put_idempotency(raw_idempotency_key, record.id)
 
     def set_state(self, service: str, key: str, name: str, value: bytes) -> None:
-        self.put("state", keys.state_key(service, key, name), value)
+        raw_key, name_hashed = keys.state_slot(service, key, name)
+        self.put("state", raw_key, encode_record(NamedState(name=name, value=value)) if name_hashed else value)
 
     def clear_state(self, service: str, key: str, name: str) -> None:
         self.delete("state", keys.state_key(service, key, name))
 
     def enqueue(self, record: InvocationRecord) -> None:
-        self.put("inbox", keys.inbox_key(record.service, record.key, record.id),
+        self.put("inbox", keys.inbox_key(record.service, record.key, record.inbox_seq, record.id),
                  _EXCLUSIVE if record.exclusive else _CONCURRENT)
 
     def put_idempotency(self, raw_key: bytes, invocation_id: str) -> None:
@@ -97,7 +98,7 @@ class Changes(WriteBatch):
         """``record`` has reached a final status: leave the inbox, join the retention index."""
         assert record.completed_ms is not None
         self.put_invocation(record)
-        self.delete("inbox", keys.inbox_key(record.service, record.key, record.id))
+        self.delete("inbox", keys.inbox_key(record.service, record.key, record.inbox_seq, record.id))
         self.put("finished", keys.finished_key(record.completed_ms, record.id), b"")
 
     def purge(self, record: InvocationRecord, idempotency_raw_key: bytes | None) -> None:

@@ -16,6 +16,7 @@ import msgspec
 
 from .batch import WriteBatch, apply_batch
 from .check import check_data_dir
+from .layout import LayoutError, refuse_newer_layout
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ def open_environment(path: str | Path, *, durability: str, map_size: int) -> tup
         str(path), map_size=map_size + headroom(map_size), max_dbs=len(DATABASES) + 1, sync=synced,
         metasync=synced, max_spare_txns=4,
     )
+    try:
+        refuse_newer_layout(env, str(path))  # before anything is created: a refusal writes nothing
+    except LayoutError:
+        env.close()
+        raise
     return env, {name: env.open_db(name.encode()) for name in DATABASES}
 
 

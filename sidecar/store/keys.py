@@ -2,16 +2,47 @@
 
 Strings are length-prefixed (u16 big-endian) so that ``(object, key)`` prefixes never run into
 each other ("ab"+"c" vs "a"+"bc"), and integers are big-endian so that LMDB's byte order is their
-numeric order. Invocation IDs sort by creation time, so ``prefix + id`` keeps arrival order.
+numeric order: an inbox is ``prefix + seq + id``, in the order its invocations joined it.
+
+LMDB refuses keys over 511 bytes, and identifiers may be up to ``MAX_IDENTIFIER_BYTES`` (1,024):
+what does not fit is stored as ``0xFF + SHA-256`` of its bytes. UTF-8 never produces 0xFF, and a
+plain length prefix here never starts with it (plain parts are far shorter than 0xFF00 bytes), so
+a hashed part can never equal a plain one, and a hash has a fixed length: the layouts stay
+injective and prefix-free. Keys that fit are stored exactly as before, so existing data and each
+key's partition (a hash of its object prefix) do not change.
+
+- Object prefix (``object_prefix``): ``part(service) 01 part(key)`` (``00`` for a plain service),
+  or, over ``_MAX_PLAIN_PREFIX`` bytes, the hash of that: 33 bytes, leaving room for every tail.
+- State and promises: ``prefix + name``, or ``prefix + hash(name)`` where that would not fit. A
+  state value under a hashed name is a ``records.NamedState`` that holds the name, so that
+  ``Store.read_state`` gives every name back; promises are only looked up by name.
+- Idempotency: ``prefix + part(handler) + key``, its tail hashed where it would not fit.
+- Inbox: ``prefix + seq + invocation ID``; the ID is read back, the object is in the invocation's record.
+- Journal, completions, timers, finished: invocation IDs (made by the sidecar, 30 bytes) and
+  integers: always short. Outbox: ``resolve/`` + an awakeable ID, hashed where it would not fit
+  (the value holds the whole resolution).
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+
+#: LMDB's key limit (``lmdb.Environment.max_key_size()`` of the default build).
+MAX_KEY_BYTES = 511
+#: Longer object prefixes are hashed: what follows one (an ID and, later, a sequence number, or a
+#: hashed name) always fits in the rest.
+_MAX_PLAIN_PREFIX = MAX_KEY_BYTES - 64
+_HASHED = 0xFF
+_HASH_BYTES = 1 + hashlib.sha256().digest_size
+
+
+def _hashed(raw: bytes) -> bytes:
+    return bytes((_HASHED,)) + hashlib.sha256(raw).digest()
 
 
 def _part(text: str) -> bytes:
@@ -19,17 +50,35 @@ def _part(text: str) -> bytes:
     return _U16.pack(len(raw)) + raw
 
 
+def bounded(prefix: bytes, tail: bytes) -> bytes:
+    """``prefix + tail``, or ``prefix`` + the tail's hash where that would be too long a key."""
+    if len(prefix) + len(tail) <= MAX_KEY_BYTES:
+        return prefix + tail
+    return prefix + _hashed(tail)
+
+
 def object_prefix(service: str, key: str | None) -> bytes:
     """The prefix shared by everything filed under one object key (``None``: a plain service)."""
-    return _part(service) + (b"\x01" + _part(key) if key is not None else b"\x00")
+    plain = _part(service) + (b"\x01" + _part(key) if key is not None else b"\x00")
+    return plain if len(plain) <= _MAX_PLAIN_PREFIX else _hashed(plain)
+
+
+def state_slot(service: str, key: str, name: str) -> tuple[bytes, bool]:
+    """State ``name``'s key, and whether it holds only the name's hash (then the value must
+    carry the name: see the module docstring)."""
+    prefix = object_prefix(service, key)
+    raw_key = bounded(prefix, name.encode())
+    return raw_key, raw_key[len(prefix):len(prefix) + 1] == b"\xff"
 
 
 def state_key(service: str, key: str, name: str) -> bytes:
-    return object_prefix(service, key) + name.encode()
+    return state_slot(service, key, name)[0]
 
 
-def state_name(prefix: bytes, raw_key: bytes) -> str:
-    return raw_key[len(prefix):].decode()
+def state_name(prefix: bytes, raw_key: bytes) -> str | None:
+    """The name a state key holds; ``None`` where it holds its hash (the value has the name)."""
+    tail = raw_key[len(prefix):]
+    return None if tail[:1] == b"\xff" else tail.decode()
 
 
 def journal_prefix(invocation_id: str) -> bytes:
@@ -44,27 +93,40 @@ def journal_index(raw: bytes) -> int:
     return _U32.unpack_from(raw, len(raw) - 4)[0]
 
 
-def inbox_key(service: str, key: str | None, invocation_id: str) -> bytes:
-    return object_prefix(service, key) + invocation_id.encode()
+def inbox_key(service: str, key: str | None, seq: int, invocation_id: str) -> bytes:
+    """``seq`` orders the key's inbox; the ID after it keeps two equal seqs apart."""
+    return object_prefix(service, key) + _U64.pack(seq) + invocation_id.encode()
 
 
-def split_inbox_key(raw: bytes) -> tuple[str, str | None, str]:
-    """Inverse of :func:`inbox_key`."""
+#: An invocation ID's length: the first layout's inbox keys end with one.
+_ID_LENGTH = 30
+
+
+def upgrade_inbox_key(old: bytes, seq: int) -> tuple[bytes, str]:
+    """A first-layout inbox key (object prefix + ID) as it is now, with ``seq``; and its ID."""
+    prefix, invocation_id = old[:-_ID_LENGTH], old[-_ID_LENGTH:]
+    return prefix + _U64.pack(seq) + invocation_id, invocation_id.decode()
+
+
+def _prefix_length(raw: bytes) -> int:
+    """Where the object prefix that ``raw`` starts with ends."""
+    if raw[0] == _HASHED:
+        return _HASH_BYTES
     (n,) = _U16.unpack_from(raw, 0)
-    service = raw[2:2 + n].decode()
     pos = 2 + n
-    key: str | None = None
     if raw[pos] == 1:
         (m,) = _U16.unpack_from(raw, pos + 1)
-        key = raw[pos + 3:pos + 3 + m].decode()
-        pos += 3 + m
-    else:
-        pos += 1
-    return service, key, raw[pos:].decode()
+        return pos + 3 + m
+    return pos + 1
+
+
+def inbox_invocation_id(raw: bytes) -> str:
+    """The invocation an inbox key files (the object is in its record)."""
+    return raw[_prefix_length(raw) + _U64.size:].decode()
 
 
 def idempotency_key(service: str, key: str | None, handler: str, idem: str) -> bytes:
-    return object_prefix(service, key) + _part(handler) + idem.encode()
+    return bounded(object_prefix(service, key), _part(handler) + idem.encode())
 
 
 def timer_key(due_ms: int, invocation_id: str, index: int) -> bytes:

@@ -25,8 +25,9 @@ from handler_sdk.protocol import Entry, encoder as wire_encoder, entry_decoder
 from . import keys
 from .batch import WriteBatch, apply_batch
 from .environment import TxnTarget, open_environment
+from .layout import prepare
 from .records import (
-    DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, OutboxEntry, PromiseRecord,
+    DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord, NamedState, OutboxEntry, PromiseRecord,
 )
 from .writer_client import OnDurable, StoreError, WriterClient, connect_writer, spawn_writer
 
@@ -36,7 +37,7 @@ _encoder = msgspec.msgpack.Encoder()
 _invocation_decoder = msgspec.msgpack.Decoder(InvocationRecord)
 _idempotency_decoder = msgspec.msgpack.Decoder(IdempotencyRecord)
 _deployment_decoder = msgspec.msgpack.Decoder(DeploymentRecord)
-_inbox_decoder = msgspec.msgpack.Decoder(InboxEntry)
+_named_state_decoder = msgspec.msgpack.Decoder(NamedState)
 _early_decoder = msgspec.msgpack.Decoder(EarlyCompletion)
 _promise_decoder = msgspec.msgpack.Decoder(PromiseRecord)
 _outbox_decoder = msgspec.msgpack.Decoder(OutboxEntry)
@@ -73,6 +74,8 @@ class Store:
         self._durability = durability
         self._map_size = map_size
         self._env, self._dbs = open_environment(path, durability=durability, map_size=map_size)
+        #: Signs awakeable IDs; the same in every worker (they share the directory).
+        self.awakeable_secret = prepare(self._env, self._dbs)
         self._writer: WriterClient | None = None
         self._writer_process: subprocess.Popen[bytes] | None = None
 
@@ -175,8 +178,15 @@ class Store:
 
     def read_state(self, service: str, key: str) -> dict[str, bytes]:
         prefix = keys.object_prefix(service, key)
+        state: dict[str, bytes] = {}
         with self._env.begin(db=self._dbs["state"]) as txn:
-            return {keys.state_name(prefix, k): v for k, v in _scan(txn.cursor(), prefix)}
+            for raw_key, value in _scan(txn.cursor(), prefix):
+                name = keys.state_name(prefix, raw_key)
+                if name is None:  # too long for the key, which holds its hash: the value has it
+                    named = _named_state_decoder.decode(value)
+                    name, value = named.name, named.value
+                state[name] = value
+        return state
 
     def get_idempotency(self, raw_key: bytes) -> IdempotencyRecord | None:
         raw = self._get("idempotency", raw_key)
@@ -201,10 +211,10 @@ class Store:
                         break
         return found
 
-    def scan_inbox(self) -> list[tuple[str, str | None, str, bool]]:
-        """Every unfinished invocation as ``(service, key, id, exclusive)``, in arrival order per key."""
+    def scan_inbox(self) -> list[str]:
+        """Every unfinished invocation's ID, in arrival order per key."""
         with self._env.begin(db=self._dbs["inbox"]) as txn:
-            return [(*keys.split_inbox_key(k), _inbox_decoder.decode(v).exclusive) for k, v in txn.cursor()]
+            return [keys.inbox_invocation_id(k) for k in txn.cursor().iternext(keys=True, values=False)]
 
     def finished_before(self, cutoff_ms: int, limit: int) -> list[str]:
         """IDs of invocations that finished before ``cutoff_ms``, oldest first."""

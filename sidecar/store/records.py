@@ -57,6 +57,9 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: Failed attempts since the last progress (a suspension): what the retry policy counts, so
     #: that a long wait with many resumes does not use up the retries.
     failures: int = 0
+    #: Its place in its key's inbox (``clock.InboxClock``, assigned by the partition's owner when
+    #: it joined): the inbox key holds it, so finishing can delete that key.
+    inbox_seq: int = 0
 
     @property
     def exclusive(self) -> bool:
@@ -118,6 +121,9 @@ class ChildSpec(msgspec.Struct, kw_only=True, tag=True):
     v: int = FORMAT_VERSION
     record: InvocationRecord
     input: bytes
+    #: When the caller's worker made it (its ``InboxClock``): after a restart the children still
+    #: to hand over go in this order, so the owner accepts them in the order they were made.
+    seq: int = 0
 
 
 class ResolutionSpec(msgspec.Struct, kw_only=True, tag=True):
@@ -139,13 +145,23 @@ class ParkedSend(msgspec.Struct, kw_only=True, tag=True):
     index: int  # the Send's place in the sender's journal
     entry: Send  # invocation_id: the child's ID, assigned when the send was journaled
     journaled_ms: int = 0  # when the send was journaled: its ``delay_ms`` counts from then
+    seq: int = 0  # as ``ChildSpec.seq``: parked sends are delivered in the order they were made
 
 
 OutboxEntry = ChildSpec | ResolutionSpec | ParkedSend
 
 
+class NamedState(msgspec.Struct, kw_only=True):
+    """A state value whose name is too long for its key: the key holds the name's hash (see
+    ``keys``), this the name itself."""
+
+    v: int = FORMAT_VERSION
+    name: str
+    value: bytes
+
+
 class InboxEntry(msgspec.Struct, kw_only=True, array_like=True):
-    """An unfinished invocation, filed under its key in arrival order; recovery reads these."""
+    """An unfinished invocation, filed under its key in arrival order; recovery scans their keys."""
 
     v: int = FORMAT_VERSION
     exclusive: bool

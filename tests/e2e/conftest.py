@@ -23,7 +23,7 @@ class Cluster:
     def __init__(
         self, tmp: Path, http: aiohttp.ClientSession, *, handlers: str, sidecar_flags: list[str],
         sink: str = "tests.e2e.sink", sink_env: str = "SINK_URL", sink_ready: str = "/counts",
-        handler_flags: tuple[str, ...] = (),
+        handler_flags: tuple[str, ...] = (), handler_module: str = "handler_sdk",
     ) -> None:
         self.tmp = tmp
         self.http = http
@@ -36,7 +36,7 @@ class Cluster:
         self._sink_ready = sink_ready
         self.sink = Process("sink", python("-m", sink, "--port", self.sink_url.rsplit(":", 1)[1]), tmp)
         self.handlers = Process(
-            "handlers", python("-m", "handler_sdk", handlers, "--port", str(self.handler_port), "--heartbeat-interval", "0.5",
+            "handlers", python("-m", handler_module, handlers, "--port", str(self.handler_port), "--heartbeat-interval", "0.5",
                                *handler_flags),
             tmp, env)
         self.sidecar = Process("sidecar", sidecar_cli(

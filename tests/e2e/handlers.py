@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+import urllib.error
+import urllib.request
 from datetime import timedelta
+from typing import cast
 
 import aiohttp
 import msgspec
@@ -13,6 +17,9 @@ from handler_sdk import (
     Context, ObjectContext, ObjectSharedContext, RetryPolicy, Service, TerminalError, VirtualObject, Workflow,
     WorkflowContext, WorkflowSharedContext,
 )
+
+from handler_sdk._invocation import Attempt  # the rogue handler below reaches past the SDK
+from handler_sdk.protocol import MAX_IDENTIFIER_BYTES, CompletePromise, Entry, Send, SetState, entry_name
 
 SINK = os.environ.get("SINK_URL", "http://127.0.0.1:1")
 _session: aiohttp.ClientSession | None = None
@@ -54,6 +61,19 @@ async def hold(ctx: ObjectContext, ms: int) -> str:
     await asyncio.sleep(ms / 1000)
     await _post(f"/exit/{ctx.key}")
     return ctx.invocation_id
+
+
+@counter.handler()
+async def append(ctx: ObjectContext, item: str) -> list[str]:
+    """Keeps every item in the order the key ran them."""
+    items = [*(await ctx.get("items", type=list[str]) or []), item]
+    ctx.set("items", items)
+    return items
+
+
+@counter.handler(kind="shared")
+async def items(ctx: ObjectSharedContext) -> list[str]:
+    return await ctx.get("items", type=list[str]) or []
 
 
 steps = Service("Steps")
@@ -156,6 +176,12 @@ async def length(ctx: Context, text: str) -> int:
 
 
 @steps.handler()
+async def blocking_step(ctx: Context, seconds: float) -> str:
+    """One step whose sync function blocks a thread (the SDK runs sync steps in threads)."""
+    return await ctx.run("blocking vendor", lambda: time.sleep(seconds) or "done")
+
+
+@steps.handler()
 async def hang_once(ctx: Context, name: str) -> int:
     """The first attempt hangs outside any step (no heartbeats): the sidecar must give up on it."""
     tries = await _post(f"/incr/{name}")
@@ -217,6 +243,27 @@ async def slowpoke(ctx: Context) -> str:
 
 
 @waits.handler()
+async def resolve_own_early(ctx: Context, ingress: str) -> str:
+    """Resolves its own awakeable over HTTP before the awakeable's entry can reach the sidecar:
+    the blocking request holds the event loop, so the entry is still queued to be sent."""
+    awakeable_id, decision = ctx.awakeable(type=str)
+    request = urllib.request.Request(f"http://{ingress}/restate/awakeables/{awakeable_id}/resolve",
+                                     data=b'"early"', method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a test's own URL
+            status = response.status
+    except urllib.error.HTTPError as exc:  # a replay finds it completed already
+        status = exc.code
+    return f"{status}: {await decision}"
+
+
+@waits.handler()
+async def resolve_all(ctx: Context, awakeable_ids: list[str]) -> None:
+    for awakeable_id in awakeable_ids:
+        ctx.resolve_awakeable(awakeable_id, "by a handler, at last")
+
+
+@waits.handler()
 async def approve_for(ctx: Context, awakeable_id: str) -> None:
     ctx.resolve_awakeable(awakeable_id, "by another handler")
 
@@ -264,6 +311,14 @@ async def notify(ctx: ObjectContext, service: str) -> str:
 async def notify_later(ctx: ObjectContext, service: str) -> str:
     """Like ``notify``, with the send due one second from now."""
     ctx.service_send(service, "ping", ctx.key, delay=timedelta(seconds=1))
+    return "sent"
+
+
+@callers.handler()
+async def fan_out(ctx: ObjectContext, n: int) -> str:
+    """Sends ``n`` appends to one Counter key, one-way, in order."""
+    for i in range(n):
+        ctx.object_send(counter, "fan", append, f"{ctx.key}-{i}")
     return "sent"
 
 
@@ -332,4 +387,46 @@ async def chat(ctx: Context, prompt: str) -> str:
     return f"{text} ({decided})"
 
 
-SERVICES = [counter, steps, waits, callers, pongs, signup, streams]
+names = VirtualObject("Names")
+
+
+@names.handler()
+async def remember(ctx: ObjectContext, name: str) -> int:
+    """Sets state ``name`` (as long as the caller likes) to the name's length in bytes."""
+    ctx.set(name, len(name.encode()))
+    return len(name.encode())
+
+
+@names.handler(kind="shared")
+async def recall(ctx: ObjectSharedContext, name: str) -> int | None:
+    return await ctx.get(name, type=int)
+
+
+@names.handler()
+async def send_add(ctx: ObjectContext, key: str) -> str:
+    ctx.object_send(counter, key, add, 1)
+    return "sent"
+
+
+@names.handler()
+async def call_add(ctx: ObjectContext, key: str) -> int:
+    return await ctx.object_call(counter, key, add, 1, type=int)
+
+
+@names.handler(retry=RetryPolicy(max_attempts=2, initial_interval=0.01))
+async def forge(ctx: ObjectContext, what: str) -> str:
+    """Journals an identifier over the limit past the SDK's own checks, as a handler built on
+    another SDK could: the sidecar must fail the attempt, never the write that would carry it."""
+    too_long = "x" * (MAX_IDENTIFIER_BYTES + 1)
+    entry: Entry = {
+        "state": SetState(name=too_long, value=b"1"),
+        "send": Send(service="Counter", handler="add", key=too_long, input=b"1"),
+        "promise": CompletePromise(name=too_long, value=b"1"),
+    }[what]
+    attempt = cast(Attempt, ctx)
+    index, _ = attempt._step(type(entry), entry_name(entry))
+    attempt._command(index, entry)
+    return "forged"
+
+
+SERVICES = [counter, steps, waits, callers, pongs, signup, streams, names]

@@ -11,7 +11,8 @@ import aiohttp
 
 from tests.e2e.conftest import Cluster
 
-#: One SSE message: (id, event type, decoded data).
+#: One SSE message: (id, event type, decoded data). The sidecar names every type it sends:
+#: ``milestone`` (journaled), ``token`` (ephemeral) and ``end``; "message" would mean none.
 Message = tuple[str | None, str, Any]
 
 
@@ -41,7 +42,8 @@ async def read_events(response: aiohttp.ClientResponse, until: Callable[[Message
 
 def stage(name: str) -> Callable[[Message], bool]:
     """Accepts the milestone ``{"stage": name, ...}``."""
-    return lambda message: isinstance(message[2], dict) and message[2].get("stage") == name
+    return lambda message: (message[1] == "milestone" and isinstance(message[2], dict)
+                            and message[2].get("stage") == name)
 
 
 async def subscribe(cluster: Cluster, invocation_id: str, last: str | None = None) -> aiohttp.ClientResponse:

@@ -141,3 +141,25 @@ async def test_a_parked_send_s_delay_counts_from_when_it_was_sent(cluster: Clust
 
 def _epoch_ms(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000
+
+
+async def test_sends_to_one_key_keep_their_order_across_workers_and_a_sigkill(durable_cluster: Cluster) -> None:
+    """Callers in both workers' partitions send to one busy key; the sidecar dies while the sends
+    wait in the key's inbox. After the restart each caller's sends run in the order it made them
+    (the inbox keeps the order its owner accepted them in, not the order of their random IDs)."""
+    cluster = durable_cluster
+    status, _, _ = await cluster.post("/Counter/fan/hold/send", 1500)  # the key is busy meanwhile
+    assert status == 202
+    callers = [f"f{n}" for n in range(4)]
+    for caller in callers:
+        assert (await cluster.post(f"/Callers/{caller}/fan_out", 15))[:2] == (200, "sent")
+    cluster.sidecar.kill()
+    await cluster.start_sidecar()
+
+    async def all_ran() -> list[str]:
+        status, items = (await cluster.post("/Counter/fan/items"))[:2]
+        return items if status == 200 and len(items) == 15 * len(callers) else []
+
+    items = await eventually(all_ran, timeout=30, what="every send to run")
+    for caller in callers:
+        assert [i for i in items if i.startswith(f"{caller}-")] == [f"{caller}-{i}" for i in range(15)]

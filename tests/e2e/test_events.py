@@ -24,11 +24,11 @@ async def test_a_subscriber_sees_milestones_and_tokens_as_they_come_then_the_end
     async with await subscribe(cluster, invocation_id) as stream:
         so_far = await read_events(stream, until=stage("review"))  # the handler is waiting now: this is live
         assert [(i, kind) for i, kind, _ in so_far] == [
-            ("1", "message"), ("2.0", "message"), ("2.1", "message"), ("2.2", "message"), ("4", "message")]
+            ("1", "milestone"), ("2.0", "token"), ("2.1", "token"), ("2.2", "token"), ("4", "milestone")]
         assert [data for _, _, data in so_far[:4]] == [{"stage": "thinking"}, "hello", "brave", "world"]
         await _resolve(cluster, so_far[-1][2]["awakeable"], "ship it")
         rest = await read_events(stream)
-    assert rest == [("5", "message", {"stage": "done", "verdict": "ship it"}),
+    assert rest == [("5", "milestone", {"stage": "done", "verdict": "ship it"}),
                     (None, "end", {"status": "completed", "output": "HELLO BRAVE WORLD (ship it)", "failure": None})]
 
     # Resumed after the review milestone: only what followed it.
@@ -39,7 +39,7 @@ async def test_a_subscriber_sees_milestones_and_tokens_as_they_come_then_the_end
     for _ in range(4):
         async with await subscribe(cluster, invocation_id) as stream:
             late = await read_events(stream)
-        assert [i for i, _, _ in late if i is None or "." not in i] == ["1", "4", "5", None]
+        assert [i for i, kind, _ in late if kind != "token"] == ["1", "4", "5", None]
 
 
 async def test_bad_requests_get_json_errors(cluster: Cluster) -> None:
@@ -64,8 +64,8 @@ async def test_a_stream_resumes_across_a_sidecar_crash_without_repeats(durable_c
     async with await subscribe(cluster, invocation_id, last=last) as stream:
         await _resolve(cluster, awakeable_id, "ok")
         after = await read_events(stream)
-    assert after == [("5", "message", {"stage": "done", "verdict": "ok"}),
+    assert after == [("5", "milestone", {"stage": "done", "verdict": "ok"}),
                      (None, "end", {"status": "completed", "output": "ONE TWO (ok)", "failure": None})]
     async with await subscribe(cluster, invocation_id) as stream:
-        milestones = [data["stage"] for i, kind, data in await read_events(stream) if kind == "message" and "." not in i]
+        milestones = [data["stage"] for i, kind, data in await read_events(stream) if kind == "milestone"]
     assert milestones == ["thinking", "review", "done"]

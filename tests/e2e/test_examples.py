@@ -70,6 +70,16 @@ async def test_approval_publishes_once_approved_even_across_a_sidecar_crash(appr
     assert (await approvals.post("/Approval/post-1/decide", "approved"))[:2] == (200, "recorded: approved")
     status, result = await approvals.get("/restate/workflow/Approval/post-1/attach")
     assert status == 200 and result.startswith("published: Announcing launch")
+    await _assert_nothing_left_pinned(approvals)
+
+
+async def _assert_nothing_left_pinned(cluster: Cluster) -> None:
+    """Once the workflow is over, nothing of it waits on (and pins) its deployment: the deadline
+    does not outlive the decision, so a new deployment would leave this one drained at once."""
+    _, listed = await cluster.get("/invocations?limit=100", admin=True)
+    assert [inv for inv in listed["invocations"] if inv["status"] not in ("completed", "failed")] == []
+    _, deployments = await cluster.get("/deployments", admin=True)
+    assert [d["pinned_invocations"] for d in deployments["deployments"]] == [0]
 
 
 async def test_approval_streams_its_progress_and_its_draft_as_it_writes_it(approvals: Cluster) -> None:
@@ -77,13 +87,15 @@ async def test_approval_streams_its_progress_and_its_draft_as_it_writes_it(appro
     assert status == 202
     async with await subscribe(approvals, accepted["invocationId"]) as stream:
         waiting = await read_events(stream, until=stage("awaiting a decision"))
-        assert waiting[0][2] == {"stage": "drafting"}
+        assert waiting[0][1:] == ("milestone", {"stage": "drafting"})
+        assert {kind for _, kind, _ in waiting[1:-1]} == {"token"}
         assert " ".join(data for _, _, data in waiting[1:-1]) == "Announcing streams: it is finally here."
         assert (await approvals.post("/Approval/post-3/decide", "approved"))[0] == 200
         rest = await read_events(stream)
     assert rest[0][2] == {"stage": "decided", "decision": "approved"}
     assert rest[-1][1:] == ("end", {"status": "completed", "failure": None,
                                     "output": "published: Announcing streams: it is finally here."})
+    await _assert_nothing_left_pinned(approvals)
 
 
 async def test_approval_escalates_when_nobody_decides_in_time(approvals: Cluster) -> None:
@@ -91,3 +103,4 @@ async def test_approval_escalates_when_nobody_decides_in_time(approvals: Cluster
     assert (status, result) == (200, "escalated to the on-call editor (timed out)")
     status, body, _ = await approvals.post("/Approval/post-2/decide", "approved")
     assert status == 409 and "already completed" in body["message"]
+    await _assert_nothing_left_pinned(approvals)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
@@ -57,3 +59,41 @@ def test_a_taken_port_is_refused_with_a_message_not_a_traceback() -> None:
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--reuse-port" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("in_flight", [None, "long_step", "blocking_step", "request-response"])
+async def test_a_handler_service_exits_promptly_on_sigterm(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest, in_flight: str | None,
+) -> None:
+    """Whatever runs when SIGTERM comes (nothing, an async step, a sync step in a thread, a
+    request-response attempt), the service exits at once; the sidecar retries what was cut off."""
+    flags = ["--durability", "none", "--workers", "2"]
+    async with running_cluster(tmp_path, http, request, flags) as cluster:
+        if in_flight == "request-response":
+            registered = await cluster.cli("register", "--force", "--request-response",
+                                           f"http://127.0.0.1:{cluster.handler_port}")
+            assert registered.returncode == 0, registered.stderr
+        for key in range(4):  # links from both workers are open now
+            assert (await cluster.post(f"/Counter/bye-{key}/add", 1))[0] == 200
+        if in_flight is not None:
+            handler = "long_step" if in_flight == "request-response" else in_flight
+            status, sent, _ = await cluster.post(f"/Steps/{handler}/send", 60)
+            assert status == 202, sent
+
+            async def running() -> bool:
+                status, shown = await cluster.get(f"/invocations/{sent['invocationId']}", admin=True)
+                return status == 200 and shown["status"] == "running" and shown["attempts"] >= 1
+
+            await eventually(running, what=f"the {handler} to be running")
+        proc = cluster.handlers.proc
+        assert proc is not None
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+
+        async def exited() -> bool:
+            return proc.poll() is not None
+
+        await eventually(exited, timeout=1.5, what="the handler service to exit after SIGTERM")
+        took = time.monotonic() - started
+        assert proc.returncode == 0, cluster.handlers.log()
+        assert took < 1.0, f"the handler service took {took:.2f} s to exit"

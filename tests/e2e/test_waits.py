@@ -4,7 +4,11 @@ the handler service nothing."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
+from pathlib import Path
+
+import lmdb
 
 from tests.e2e.conftest import Cluster
 from tests.procs import eventually
@@ -116,3 +120,40 @@ async def test_a_resolution_reaches_a_waiter_whose_handler_service_was_killed(du
     assert (await cluster.post(f"/restate/awakeables/{awakeable_id}/resolve", "late"))[0] == 202
     await cluster.restart_handlers()
     assert await cluster.get(f"/restate/invocation/{body['invocationId']}/attach") == (200, "approved: late")
+
+
+def _early_resolutions(data_dir: Path) -> int:
+    """The resolutions kept for awakeables not journaled yet, counted in LMDB itself."""
+    env = lmdb.open(str(data_dir), max_dbs=20, readonly=True, lock=False)
+    try:
+        with env.begin(db=env.open_db(b"completions", create=False)) as txn:
+            return txn.stat()["entries"]
+    finally:
+        env.close()
+
+
+async def test_forged_awakeable_ids_of_a_live_invocation_are_404_and_nothing_is_stored(cluster: Cluster) -> None:
+    """Over HTTP and from a handler, across two workers; then the real ID still works."""
+    _, body, _ = await cluster.post("/Waits/approval/send", "forge")
+    real = await eventually(lambda: _note(cluster, "forge"), what="the awakeable ID")
+    invocation_id = body["invocationId"]
+    assert real.startswith(f"awk_{invocation_id}_1_")
+    answers = await asyncio.gather(*(
+        cluster.post(f"/restate/awakeables/awk_{invocation_id}_{100 + n}_{secrets.token_urlsafe(16)}/resolve", n)
+        for n in range(200)))  # indexes past its journal: an early resolution, if they were real
+    assert [status for status, _, _ in answers] == [404] * 200, answers[0]
+    tag = real[len(f"awk_{invocation_id}_1_"):]
+    for forged in (f"awk_{invocation_id}_4294967296_{tag}", f"awk_{invocation_id}_{10**30}_{tag}",
+                   f"awk_{invocation_id}_2_{tag}", f"awk_{invocation_id}_01_{tag}"):
+        status, error, _ = await cluster.post(f"/restate/awakeables/{forged}/resolve", 1)
+        assert (status, error["code"]) == (404, 404) and "no such awakeable" in error["message"]
+    # A handler's resolutions go through the same check: the forged ones first, then the real one.
+    forged_by_handler = [f"awk_{invocation_id}_{300 + n}_{secrets.token_urlsafe(16)}" for n in range(20)]
+    assert (await cluster.post("/Waits/resolve_all", [*forged_by_handler, real]))[0] == 200
+    assert await cluster.get(f"/restate/invocation/{invocation_id}/attach") == (200, "approved: by a handler, at last")
+    cluster.sidecar.stop()
+    assert _early_resolutions(cluster.data_dir) == 0
+
+
+async def test_a_real_awakeable_resolved_before_its_entry_is_journaled_completes(cluster: Cluster) -> None:
+    assert (await cluster.post("/Waits/resolve_own_early", cluster.ingress))[:2] == (200, "202: early")

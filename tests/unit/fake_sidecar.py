@@ -53,14 +53,14 @@ class FakeSidecar:
     async def start(
         self, service: str, handler: str, input: bytes = b"", *, journal: list[Entry] | None = None,
         state: dict[str, bytes] | None = None, key: str | None = "k", seed: int = 7,
-        invocation_id: str | None = None, attempt: int = 1,
+        invocation_id: str | None = None, attempt: int = 1, awakeable_key: bytes = b"",
     ) -> str:
         inv = invocation_id or f"inv_{next(_ids)}"
         entries: list[Entry] = [Input(value=input), *(journal or [])]
         start = Start(
             invocation_id=inv, attempt=attempt, service=service, handler=handler, key=key,
             input=input, headers={"x-test": "1"}, journal=entries,
-            state=state if state is not None or key is None else {}, seed=seed,
+            state=state if state is not None or key is None else {}, seed=seed, awakeable_key=awakeable_key,
         )
         await self.ws.send_bytes(encoder.encode(start))
         self._next_index[inv] = len(entries)

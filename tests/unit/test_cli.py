@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import socket
 import sys
 import types
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -229,3 +232,71 @@ async def test_services_table_and_state() -> None:
         "NAME     KIND    DEPLOYMENT  HANDLERS", "Counter  object  dp_1        add, get (shared)"]
     assert (one.exit_code, one.stdout) == (0, "7\n")
     _assert_clean_failure(missing, 1, "Counter/alice has no state named 'nope'")
+
+
+# --- conventions -------------------------------------------------------------------------------
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_version() -> None:
+    result = _cli("--version")
+    assert result.exit_code == 0 and result.stdout == f"sidecar {version('durable-sidecar')}\n"
+
+
+@pytest.mark.parametrize("path", _commands(main), ids=lambda path: " ".join(path) or "sidecar")
+def test_help_is_whole_on_an_80_column_terminal(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    cut = [line for line in result.stdout.splitlines() if line.endswith("...") and not line.startswith("Usage:")]
+    assert not cut, f"help lines cut off: {cut}"
+
+
+def test_workers_help_says_what_0_means() -> None:
+    assert "0: 1 below 4 usable cores" in " ".join(_cli("serve", "--help").stdout.split())
+
+
+def test_one_verb_form_with_the_short_forms_kept() -> None:
+    assert {"list", "register", "delete"} <= set(main.commands["deployments"].commands)  # type: ignore[attr-defined]
+    assert "list" in main.commands["services"].commands  # type: ignore[attr-defined]
+    assert main.commands["register"] is main.commands["deployments"].commands["register"]  # type: ignore[attr-defined]
+
+
+_SERVICES = {"services": [{"name": "Counter", "kind": "object", "deployment_id": "dp_1",
+                           "handlers": [{"name": "add", "kind": "exclusive"}]}]}
+_DEPLOYMENTS = {"deployments": [{"id": "dp_1", "status": "active", "pinned_invocations": 0,
+                                 "uri": "http://127.0.0.1:9080", "services": ["Counter"]}]}
+_INVOCATIONS = {"invocations": [{"id": "inv_1", "service": "Counter", "handler": "add", "key": "a",
+                                 "status": "completed", "attempts": 1}]}
+_SHOWN = {"id": "inv_1", "status": "completed", "attempts": 1, "journal": [
+    {"index": 0, "kind": "Input", "value": 5}, {"index": 1, "kind": "Output", "value": 5}]}
+
+
+@pytest.mark.parametrize(("args", "answer", "table_header"), [
+    (["services"], _SERVICES, "NAME"), (["services", "list"], _SERVICES, "NAME"),
+    (["deployments"], _DEPLOYMENTS, "ID"), (["deployments", "list"], _DEPLOYMENTS, "ID"),
+    (["invocations", "list"], _INVOCATIONS, "ID"), (["invocations", "show", "inv_1"], _SHOWN, "id: inv_1"),
+])
+async def test_every_list_and_show_takes_json(args: list[str], answer: dict[str, Any], table_header: str) -> None:
+    async def reply(request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    server = await _serve_fake([web.get("/services", reply), web.get("/deployments", reply),
+                                web.get("/invocations", reply), web.get("/invocations/inv_1", reply)])
+    try:
+        as_json = await _cli_against(server, *args, "--json")
+        as_text = await _cli_against(server, *args)
+    finally:
+        await server.close()
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == answer
+    assert as_text.exit_code == 0, as_text.output
+    assert as_text.stdout.startswith(table_header)

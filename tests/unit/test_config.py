@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.config import ConfigError, Settings, load_settings, parse_address
-from sidecar.server import usable_cores
+from sidecar.server import default_workers, usable_cores
 
 
 @pytest.fixture
@@ -108,3 +108,10 @@ def test_default_workers_follow_a_containers_cpu_quota(tmp_path: Path, files: di
         (tmp_path / name).write_text(text)
     visible = len(os.sched_getaffinity(0))
     assert usable_cores(tmp_path) == (visible if expected is None else min(visible, expected))
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (3, 1), (4, 2), (6, 3), (8, 4), (16, 8), (64, 32)])
+def test_the_default_worker_count_leaves_cores_to_the_handler_services(cores: int, workers: int) -> None:
+    """Below 4 cores a second worker only adds mesh hops on cores the handler service and the
+    clients need; from 4 on, half of the cores go to workers."""
+    assert default_workers(cores) == workers

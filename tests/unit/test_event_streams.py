@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from handler_sdk.protocol import Entry, Input, Publish, Run
 from sidecar.invoker import events
-from sidecar.invoker.events import EventStreams, Place, milestones
+from sidecar.event_stream import sse
+from sidecar.invoker.events import EventPage, EventStreams, Place, StreamEnd, StreamEvent, milestones
 
 
 def test_places_parse_print_and_order() -> None:
@@ -71,3 +73,11 @@ async def test_a_running_invocations_durable_journal_is_read_once() -> None:
     streams.finished("inv")
     assert streams.durable("inv", read_from, running=False)[0] == 4 and reads[-1] == 0  # forgotten once over
 
+
+
+def test_milestones_tokens_and_the_end_are_told_apart_by_their_sse_event_names() -> None:
+    page = EventPage(events=[StreamEvent("1", msgspec.Raw(b'{"stage":"a"}')), StreamEvent("1.0", msgspec.Raw(b'"tok"'))],
+                     end=StreamEnd("completed", msgspec.Raw(b'"out"')))
+    assert sse(page) == (b'id: 1\nevent: milestone\ndata: {"stage":"a"}\n\n'
+                         b'id: 1.0\nevent: token\ndata: "tok"\n\n'
+                         b'event: end\ndata: {"status":"completed","output":"out","failure":null}\n\n')

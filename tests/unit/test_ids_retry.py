@@ -10,11 +10,29 @@ from sidecar.ids import IdGenerator, looks_like_invocation_id
 from sidecar.retry import RetryPolicy
 
 
-def test_invocation_ids_are_well_formed_and_strictly_increasing() -> None:
+def _value(invocation_id: str) -> int:
+    """The 130-bit number an ID spells (Crockford base32)."""
+    return int(invocation_id[4:].translate(str.maketrans("ABCDEFGHJKMNPQRSTVWXYZ", "abcdefghijklmnopqrstuv")), 32)
+
+
+def test_invocation_ids_are_unguessable_from_the_previous_one() -> None:
+    """Made back to back (most in the same millisecond), no ID is near the one before it: the
+    bits below the partition are fresh random bits, not a counter."""
     ids = IdGenerator()
-    made = [ids.invocation_id() for _ in range(5000)]
-    assert all(looks_like_invocation_id(i) for i in made)
-    assert made == sorted(made) and len(set(made)) == len(made)
+    made = [ids.invocation_id() for _ in range(1000)]
+    assert all(looks_like_invocation_id(i) for i in made) and len(set(made)) == len(made)
+    for previous, following in zip(made, made[1:]):
+        assert abs(_value(following) - _value(previous)) >= 2**32, (previous, following)
+    low = [_value(i) & (2**64 - 1) for i in made]
+    assert sum(b - a == 1 for a, b in zip(low, low[1:])) == 0
+
+
+def test_invocation_ids_sort_by_their_millisecond() -> None:
+    ids = IdGenerator()
+    made = [ids.invocation_id() for _ in range(3000)]
+    millis = [_value(i) >> 80 for i in made]
+    assert millis == sorted(millis)  # made in order, so their milliseconds never go back
+    assert [_value(i) >> 80 for i in sorted(made)] == millis  # and sorting by ID keeps that order
 
 
 def test_retry_policy_takes_handler_fields_and_sidecar_defaults() -> None:

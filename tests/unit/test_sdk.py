@@ -230,8 +230,9 @@ async def test_input_is_decoded_from_annotations_and_bad_input_is_a_400(connect:
     sidecar = await connect(svc)
     _, end = await sidecar.finish(await sidecar.start("Shop", "order", b'{"item":"tea","qty":2}', key=None))
     assert end.output == b'{"item":"TEA","qty":4}'
-    for body, expected in [(b'{"item":"tea","qty":"x"}', "Expected `int`, got `str` - at `$.qty`"),
-                           (b"{not json", "JSON"), (b"", "missing input")]:
+    for body, expected in [(b'{"item":"tea","qty":"x"}', "Shop/order: o.qty: expected int, got str"),
+                           (b"{not json", "Shop/order: o: not valid JSON"),
+                           (b"", "Shop/order: o: missing input")]:
         _, end = await sidecar.finish(await sidecar.start("Shop", "order", body, key=None))
         assert end.failure is not None and end.failure.code == 400 and end.failure.terminal
         assert expected in end.failure.message

@@ -241,8 +241,8 @@ async def test_sends_are_journaled_with_their_delay_and_do_not_wait(connect: Con
     assert again == [] and end.output == b"[null,null,null,null]"
 
 
-@pytest.mark.parametrize("delay", [math.nan, math.inf])
-async def test_a_bad_send_delay_claims_no_index(connect: Connect, delay: float) -> None:
+@pytest.mark.parametrize("delay", [math.nan, math.inf, 3651 * 86400, datetime.timedelta(days=3651), 1e300])
+async def test_a_bad_send_delay_claims_no_index(connect: Connect, delay: float | datetime.timedelta) -> None:
     svc = Service("BadDelay")
 
     @svc.handler()

@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handler_sdk import (
     Context,
@@ -163,10 +165,14 @@ def test_input_decoding_follows_the_annotation() -> None:
 
     app([svc])  # resolves annotations
     assert svc.handlers["point"].decode_input(b'{"x":1,"y":2}') == (Point(1, 2),)
-    with pytest.raises(BadInput, match="missing input"):
+    with pytest.raises(BadInput, match="^S/point: p: missing input: expected JSON for Point$"):
         svc.handlers["point"].decode_input(b"")
-    with pytest.raises(BadInput, match=r"\$.y"):
+    with pytest.raises(BadInput, match="^S/point: p.y: expected int, got str$"):
         svc.handlers["point"].decode_input(b'{"x":1,"y":"2"}')
+    with pytest.raises(BadInput, match="^S/point: p: object missing required field y$"):
+        svc.handlers["point"].decode_input(b'{"x":1}')
+    with pytest.raises(BadInput, match="^S/point: p: expected object, got array$"):
+        svc.handlers["point"].decode_input(b"[1]")
     assert svc.handlers["optional"].decode_input(b"") == (None,)
     assert svc.handlers["untyped"].decode_input(b"[1]") == ([1],)
     assert svc.handlers["untyped"].decode_input(b"") == (None,)
@@ -230,3 +236,41 @@ def test_cli_passes_its_options_to_serve(
     with pytest.raises(SystemExit):
         cli.main(["sdk_cli_options_fixture:svc", "--suspend-after", "-1"])
     assert "--suspend-after" in capsys.readouterr().err
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=40), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["x", "y", "z"]), inner, max_size=3),
+    max_leaves=8).map(msgspec.json.encode)))
+def test_any_bad_input_names_the_handler_and_the_parameter(raw: bytes) -> None:
+    svc = Service("S")
+
+    @svc.handler()
+    async def point(ctx: Context, p: list[Point]) -> None: ...
+
+    app([svc])
+    try:
+        svc.handlers["point"].decode_input(raw)
+    except BadInput as exc:
+        assert str(exc).startswith("S/point: p"), str(exc)
+        assert "`" not in str(exc).split(": ", 2)[1]
+
+
+@pytest.mark.parametrize("name", ["../../../../tmp/x", "a/b", "", " S", "S ", "1st", "h\n", "x" * 129, "naïve", "a b"])
+def test_service_and_handler_names_must_be_identifiers(name: str) -> None:
+    with pytest.raises(ValueError, match="not a valid name"):
+        Service(name)
+
+    async def h(ctx: Context) -> None: ...
+
+    if name:  # an empty handler name means the function's name
+        with pytest.raises(ValueError, match="invalid handler name in S: .*not a valid name"):
+            Service("S").handler(name)(h)
+
+
+@pytest.mark.parametrize("name", ["Counter", "_private", "v2.Orders", "order-service", "x" * 128])
+def test_identifier_names_are_accepted(name: str) -> None:
+    async def h(ctx: Context) -> None: ...
+
+    Service(name).handler(name)(h)

@@ -27,6 +27,7 @@ from handler_sdk.protocol import (
     Sleep,
     Suspend,
 )
+from sidecar.invoker.awakeable_ids import invocation_key, minted
 from tests.unit.fake_sidecar import Connect, FakeSidecar
 
 QUICK = 0.2  # suspend_after where a test wants the suspension
@@ -124,6 +125,22 @@ async def test_zero_negative_and_timedelta_delays(connect: Connect) -> None:
     assert wakes[1] - wakes[0] in range(-5_000, -5_000 + 500)
     assert wakes[2] - wakes[0] in range(1_500, 1_500 + 500)
     assert (await ended(sidecar, inv)).output == b'"done"'
+
+
+async def test_a_sleep_longer_than_ten_years_is_a_value_error_and_claims_no_index(connect: Connect) -> None:
+    svc = Service("LongNap")
+
+    @svc.handler()
+    async def nap(ctx: Context, seconds: float) -> str:
+        try:
+            await ctx.sleep(seconds)
+        except ValueError as exc:
+            return str(exc)
+        return "slept"
+
+    sidecar = await connect(svc)
+    entries, end = await sidecar.finish(await sidecar.start("LongNap", "nap", b"1e12", key=None))
+    assert entries == [] and end.output is not None and b"at most 3650 days" in end.output
 
 
 async def test_a_replayed_done_sleep_does_not_wait_and_a_pending_one_waits(connect: Connect) -> None:
@@ -353,6 +370,17 @@ async def test_awakeable_ids_name_the_invocation_and_index_and_the_value_is_type
     other_entry = (await command(sidecar, other)).entry
     assert isinstance(other_entry, Awakeable) and other_entry.id.startswith(f"awk_{other}_1_")
     assert other_entry.id[len(f"awk_{other}_1_"):] != awk_id[len(f"awk_{INV}_1_"):]
+
+
+async def test_awakeable_ids_are_signed_with_the_key_start_gives(connect: Connect) -> None:
+    """The sidecar accepts the IDs the SDK makes with its invocation's key, and only those."""
+    secret = b"s" * 32
+    sidecar = await connect(waiter(), suspend_after=NEVER)
+    inv = await sidecar.start("Waiter", "order", key=None, invocation_id=INV,
+                              awakeable_key=invocation_key(secret, INV))
+    created = (await command(sidecar, inv)).entry
+    assert isinstance(created, Awakeable) and minted(secret, created.id)
+    assert not minted(b"t" * 32, created.id)
 
 
 async def test_a_replay_reuses_the_recorded_id_and_outcome(connect: Connect) -> None:

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from handler_sdk.protocol import ClearAllState, Input, Run, SetState
+from sidecar.clock import InboxClock
+from sidecar.ids import IdGenerator
 from sidecar.store import Changes, InvocationRecord, Store, StoreError, WriteBatch, apply_batch
 from sidecar.store import keys
 from sidecar.store.environment import DATABASES
@@ -98,7 +100,7 @@ async def test_group_commit_keeps_submit_order_and_state_follows_the_journal(tmp
     assert store.read_journal("inv_A") == [Input(b"1"), SetState("a", b"1"), Run("step", value=b"2"),
                                            SetState("b", b"3")]
     assert store.read_state("Counter", "k") == {"a": b"1", "b": b"3"}
-    assert store.scan_inbox() == [("Counter", "k", "inv_A", True)]
+    assert store.scan_inbox() == ["inv_A"]
     commits, batches = store.commits
     assert batches == 4 and 1 <= commits <= 4
 
@@ -157,10 +159,48 @@ def test_object_prefixes_never_collide() -> None:
     assert keys.object_prefix("svc", None) != keys.object_prefix("svc", "")
 
 
-@given(service=st.text(min_size=1, max_size=8), key=st.one_of(st.none(), st.text(max_size=8)))
-def test_inbox_keys_split_back(service: str, key: str | None) -> None:
-    raw = keys.inbox_key(service, key, "inv_0123456789ABCDEFGHJKMNPQRS")
-    assert keys.split_inbox_key(raw) == (service, key, "inv_0123456789ABCDEFGHJKMNPQRS")
+@given(service=st.text(min_size=1, max_size=8), key=st.one_of(st.none(), st.text(max_size=8)),
+       seq=st.integers(0, 2**64 - 1))
+def test_inbox_keys_give_back_their_invocation(service: str, key: str | None, seq: int) -> None:
+    raw = keys.inbox_key(service, key, seq, "inv_0123456789ABCDEFGHJKMNPQRS")
+    assert keys.inbox_invocation_id(raw) == "inv_0123456789ABCDEFGHJKMNPQRS"
+
+
+def test_an_inbox_keeps_arrival_order_for_invocations_made_in_one_millisecond(tmp_path: Path) -> None:
+    """IDs made in one millisecond sort at random; the inbox's seq keeps the order they joined
+    in, and finishing one removes exactly its entry."""
+    ids, clock = IdGenerator(), InboxClock()
+    made = [ids.invocation_id(3) for _ in range(300)]
+    assert made != sorted(made)  # random within a millisecond: the ID alone cannot order them
+    store = Store(tmp_path, durability="none", map_size=1 << 24)
+    records = []
+    for invocation_id in made:
+        record = _record(invocation_id, key="same")
+        record.inbox_seq = clock.next()
+        changes = Changes()
+        changes.create(record, b"1", None)
+        store.write_now(changes)
+        records.append(record)
+    assert store.scan_inbox() == made
+    done = Changes()
+    for record in records[::2]:
+        record.status, record.completed_ms = "completed", 5
+        done.finish(record)
+    store.write_now(done)
+    assert store.scan_inbox() == made[1::2]
+    asyncio.run(store.close())
+
+
+def test_the_inbox_clock_increases_and_goes_on_past_what_recovery_found() -> None:
+    first = InboxClock()
+    seqs = [first.next() for _ in range(1000)]  # faster than one a microsecond: it runs ahead
+    assert seqs == sorted(set(seqs))
+    restarted = InboxClock()
+    restarted.observe(seqs[-1])  # the highest seq in the inboxes it recovers
+    assert restarted.next() > seqs[-1]
+    stepped_back = InboxClock()
+    stepped_back.observe(seqs[-1] + 10**9)  # a wall clock that went back since those were made
+    assert stepped_back.next() == seqs[-1] + 10**9 + 1
 
 
 def test_read_journal_stops_at_a_gap_left_by_a_failed_write(tmp_path: Path) -> None:

@@ -1,0 +1,78 @@
+"""What a data directory's ``meta`` database says about it, settled once when it is opened.
+
+``format`` is the layout of the keys. Directories made before it was recorded have layout 1: their
+inbox is filed by object prefix + invocation ID, which kept arrival order only while IDs counted
+up within a millisecond. Layout 2 files it by object prefix + seq + ID. Opening a layout-1
+directory rewrites its inbox in the same transaction that records layout 2, before anything is
+served: the seq comes from the old key order (arrival order per key, as the old sidecar saw it),
+and each record gets its seq so that finishing deletes the right key. One LMDB transaction, so a
+crash leaves either layout whole, never a mix. A layout newer than this sidecar knows is refused.
+
+``awakeable-secret`` signs awakeable IDs (``sidecar.awakeable_ids``): made with ``secrets`` the first
+time the directory is opened, read by every worker from here, never sent to anyone.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import lmdb
+import msgspec
+
+from . import keys
+from .records import InvocationRecord
+
+FORMAT = 2
+_FORMAT_KEY = b"format"
+_SECRET_KEY = b"awakeable-secret"
+
+_decoder = msgspec.msgpack.Decoder(InvocationRecord)
+_encoder = msgspec.msgpack.Encoder()
+
+
+class LayoutError(Exception):
+    """The data directory cannot be served by this sidecar (its message says why)."""
+
+
+def refuse_newer_layout(env: lmdb.Environment, path: str) -> None:
+    """Raise :class:`LayoutError` if the directory's layout is newer than :data:`FORMAT`."""
+    try:
+        meta = env.open_db(b"meta", create=False)
+    except lmdb.NotFoundError:
+        return  # a new directory
+    with env.begin(db=meta) as txn:
+        raw = txn.get(_FORMAT_KEY)
+    if raw is not None and int(raw) > FORMAT:
+        raise LayoutError(f"{path}: data directory layout {int(raw)} is newer than this sidecar's ({FORMAT})")
+
+
+def prepare(env: lmdb.Environment, dbs: dict[str, Any]) -> bytes:
+    """Bring the directory to :data:`FORMAT` (``refuse_newer_layout`` checked it is not newer);
+    its awakeable secret."""
+    meta = dbs["meta"]
+    with env.begin(write=True) as txn:
+        raw = txn.get(_FORMAT_KEY, db=meta)
+        if (int(raw) if raw is not None else 1) < FORMAT:
+            _file_inbox_by_seq(txn, dbs)
+            txn.put(_FORMAT_KEY, str(FORMAT).encode(), db=meta)
+        secret = txn.get(_SECRET_KEY, db=meta)
+        if secret is None:
+            secret = secrets.token_bytes(32)
+            txn.put(_SECRET_KEY, secret, db=meta)
+    return bytes(secret)
+
+
+def _file_inbox_by_seq(txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+    """Layout 1 -> 2: every inbox key gets a seq, in the old key order, and so does its record."""
+    inbox, invocations = dbs["inbox"], dbs["invocations"]
+    old = list(txn.cursor(db=inbox))
+    for seq, (old_key, value) in enumerate(old, start=1):
+        new_key, invocation_id = keys.upgrade_inbox_key(old_key, seq)
+        txn.delete(old_key, db=inbox)
+        txn.put(new_key, value, db=inbox)
+        raw = txn.get(invocation_id.encode(), db=invocations)
+        if raw is not None:
+            record = _decoder.decode(raw)
+            record.inbox_seq = seq
+            txn.put(invocation_id.encode(), _encoder.encode(record), db=invocations)

@@ -1,0 +1,105 @@
+"""What a link does with a frame it cannot use: fail that attempt, or drop it, never raise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from handler_sdk.protocol import End, Heartbeat, Input, Start, ToSidecar, encoder, to_handler_decoder
+from sidecar.invoke_link import InvokeLink
+from sidecar.links import Strays, addressee, deliver
+
+
+class Exploding:
+    """An attempt whose handling of every frame raises."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def on_message(self, message: ToSidecar) -> None:
+        raise OverflowError("Python int too large to convert to C int")
+
+    def fail(self, reason: str) -> None:
+        self.failures.append(reason)
+
+    def alive(self) -> None:
+        pass
+
+
+def test_a_frame_that_cannot_be_handled_fails_its_attempt_with_the_reason() -> None:
+    session = Exploding()
+    deliver(session, End("inv_1"))
+    assert session.failures == [
+        "a End frame from the handler could not be handled: OverflowError: Python int too large to convert to C int"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64) | st.builds(lambda i: encoder.encode(Heartbeat(i)) + b"\xc1", st.text(max_size=8)))
+def test_any_bytes_name_an_invocation_or_none_without_raising(data: bytes) -> None:
+    found = addressee(data)
+    assert found is None or isinstance(found, str)
+
+
+def test_an_undecodable_frame_still_names_its_invocation() -> None:
+    frame = {"t": "Command", "invocation_id": "inv_7", "index": 1, "entry": {"t": "Sleep", "wake_at_ms": 1e21}}
+    assert addressee(msgspec.msgpack.encode(frame)) == "inv_7"
+    assert addressee(b"\xc1 not msgpack") is None
+
+
+def test_stray_frames_are_logged_once_a_period(caplog: pytest.LogCaptureFixture) -> None:
+    strays = Strays("link to http://h")
+    with caplog.at_level(logging.WARNING, logger="sidecar.links"):
+        for n in range(100):
+            strays.drop("End", f"inv_{n}")
+    assert len(caplog.records) == 1 and "inv_0" in caplog.records[0].getMessage()
+
+
+class Recording:
+    """An attempt that records what reaches it."""
+
+    def __init__(self) -> None:
+        self.messages: list[ToSidecar] = []
+        self.failures: list[str] = []
+        self.done = asyncio.Event()
+
+    def on_message(self, message: ToSidecar) -> None:
+        self.messages.append(message)
+        self.done.set()
+
+    def fail(self, reason: str) -> None:
+        self.failures.append(reason)
+        self.done.set()
+
+    def alive(self) -> None:
+        pass
+
+
+def _start(invocation_id: str) -> bytes:
+    return encoder.encode(Start(invocation_id, attempt=1, service="S", handler="h", key=None, input=b"",
+                                headers={}, journal=[Input(b"")], state=None, seed=1))
+
+
+async def test_a_request_response_answer_speaks_for_its_own_invocation_alone(aiohttp_server: Any) -> None:
+    async def invoke(request: web.Request) -> web.Response:
+        own = to_handler_decoder.decode(await request.read()).invocation_id
+        answer = [End("inv_stranger", output=b'"forged"'), End(own, output=b'"mine"')]
+        return web.Response(body=encoder.encode(answer), content_type="application/msgpack")
+    application = web.Application()
+    application.router.add_post("/invoke", invoke)
+    server = await aiohttp_server(application)
+    async with aiohttp.ClientSession() as http:
+        link = InvokeLink(str(server.make_url("")), http)
+        session = Recording()
+        link.sessions["inv_own"] = session
+        link.send(_start("inv_own"))
+        await asyncio.wait_for(session.done.wait(), 5)
+        await link.close()
+    assert session.messages == [End("inv_own", output=b'"mine"')] and not session.failures
