@@ -42,6 +42,7 @@ from .live import Attempt, Live
 from .frames import FrameHandling
 from .operations import InvocationNotFound, OperatorActions
 from .promises import Promises
+from .reachability import Prober
 from .state_in_flight import StateInFlight
 from .waits import Waits, is_done
 
@@ -73,6 +74,7 @@ class Invoker(FrameHandling, OperatorActions):
         self.active: dict[str, Live] = {}
         self._keys: KeyLocks[Live] = KeyLocks()
         self._pools: dict[str, DeploymentPool | InvokePool] = {}
+        self._probers: dict[str, Prober] = {}
         #: Idempotency keys whose invocation is accepted but not yet committed: a concurrent
         #: repeat must attach to it, and the store cannot tell it yet.
         self._idempotency_inflight: dict[bytes, str] = {}
@@ -344,6 +346,8 @@ class Invoker(FrameHandling, OperatorActions):
             return f"queued behind {ahead + 1} invocation(s) on key {record.key!r}"
         if record.status == "running" and live is not None and live.journal is not None:
             return f"running attempt {record.attempts}, journal at entry {len(live.journal)}"
+        if record.status == "backing-off" and record.next_retry_ms is None:
+            return f"backing off: {record.last_error}"
         if record.status == "backing-off":
             return f"backing off after attempt {record.attempts} until {record.next_retry_ms} ms: {record.last_error}"
         if record.status == "paused":
@@ -384,15 +388,35 @@ class Invoker(FrameHandling, OperatorActions):
             self.spawn(self._connect_and_begin(live, pool))
 
     async def _connect_and_begin(self, live: Live, pool: DeploymentPool | InvokePool) -> None:
+        deployment_id = live.record.deployment_id
+        prober = self._probers.get(deployment_id)
+        if prober is None:
+            prober = self._probers[deployment_id] = Prober(deployment_id, pool.acquire, self.spawn)
+        if prober.down:  # known to be down: wait with the others rather than knock again
+            self._wait_reachable(live, prober, None)
+            return
         try:
             link = await pool.acquire()
         except LinkError as exc:
             if live.record.status == "running":
-                live.record.attempts += 1
-                self._retry_later(live, str(exc))
+                self._wait_reachable(live, prober, str(exc))
             return
         if live.record.status == "running" and live.attempt is None:  # not killed meanwhile
             self._begin(live, link)
+
+    def _wait_reachable(self, live: Live, prober: Prober, error: str | None) -> None:
+        """The attempt could not begin: wait for the deployment, spending none of the retry budget."""
+        record = live.record
+        live.retry_handle = prober.wait(partial(self._reachable, live), error)
+        record.status = "backing-off"
+        record.next_retry_ms = None
+        record.last_error = prober.reason()
+        record.modified_ms = now_ms()
+        self._persist(record)
+
+    def _reachable(self, live: Live) -> None:
+        if self.active.get(live.record.id) is live and live.record.status == "backing-off":
+            self._launch(live)
 
     def _pool(self, deployment_id: str) -> DeploymentPool | InvokePool | None:
         """The links to a deployment; None if it is not registered (any more)."""
@@ -410,6 +434,7 @@ class Invoker(FrameHandling, OperatorActions):
     def close_deleted_pools(self) -> None:
         """Close the links to deployments that are not registered any more."""
         for deployment_id in [d for d in self._pools if d not in self._registry.deployments]:
+            self._probers.pop(deployment_id, None)
             self.spawn(self._pools.pop(deployment_id).close())
 
     def _begin(self, live: Live, link: Link) -> None:
