@@ -30,7 +30,7 @@ from .store.records import ChildSpec
 from .metrics import Metrics
 from .partitions import PartitionMap
 from .registry import Registry, RegistrationError
-from .store import Store
+from .store import Changes, Store
 
 log = logging.getLogger("sidecar")
 
@@ -148,9 +148,15 @@ async def running(
             await mesh.start()
             stack.push_async_callback(mesh.close)
         invoker.start()
-        if first:  # one admin endpoint; it hands invocation-specific requests to their owners
-            await _site(stack, admin.app(), settings.admin, "admin", shared=False)
         await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None)
+        if mesh is not None:
+            mesh.serving = True
+        if first:  # one admin endpoint; it hands invocation-specific requests to their owners
+            # Readiness means ready: /health answers once the writer commits and every ingress listens.
+            await store.submit(Changes())
+            if mesh is not None:
+                await mesh.until_all_serving()
+            await _site(stack, admin.app(), settings.admin, "admin", shared=False)
         if first and settings.register:  # in the background: a handler still starting must not hold up serving
             registering = asyncio.ensure_future(_register_on_start(registry, settings.register, http, admin))
             stack.callback(registering.cancel)
