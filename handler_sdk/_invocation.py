@@ -402,6 +402,7 @@ class Attempt(Context):
         try:
             entry, value = await _steps.execute(
                 self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost, timeout=limit,
+                invocation_id=self._id,
             )
         except asyncio.CancelledError:
             if not self._closed:  # user code cancelled the step (asyncio.wait_for, a task group)

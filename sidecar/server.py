@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
+from handler_sdk import logs
 from handler_sdk.protocol import Failure
 
 from .admin import Admin
@@ -185,8 +186,10 @@ async def serve(settings: Settings, worker: WorkerSpec | None = None) -> int:
     return 1 if failure else 0
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(settings: Settings) -> None:
+    """Log as the settings say; the writer process, started later, inherits them (environment)."""
+    logs.configure_logging(settings.log_level, settings.log_format)
+    os.environ["SIDECAR_LOG_LEVEL"], os.environ["SIDECAR_LOG_FORMAT"] = settings.log_level, settings.log_format
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -233,7 +236,7 @@ def _cpu_quota(cgroup: Path) -> float | None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM (blocking): in this process, or as a group of workers."""
-    configure_logging()
+    configure_logging(settings)
     workers = settings.workers or usable_cores()
     if workers > 1:
         from .supervisor import supervise

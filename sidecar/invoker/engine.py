@@ -30,7 +30,7 @@ from ..metrics import Metrics
 from ..partitions import PartitionMap
 from ..registry import Registry, Route
 from ..retry import RetryPolicy
-from ..clock import now_ms
+from ..clock import iso_ms, now_ms
 from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
 from .admission import Overloaded, admit
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
+#: Recovery logs a line for each of this many invocations, then only their count.
+_RECOVERIES_SHOWN = 100
 
 
 
@@ -126,8 +128,11 @@ class Invoker(FrameHandling, OperatorActions):
         # (a delayed send now due) is also waiting: admit the holders first.
         started = [r for r in records if r is not None and not r.finished and r.attempts > 0]
         waiting = [r for r in records if r is not None and not r.finished and r.attempts == 0]
-        for record in started + waiting:
+        for shown, record in enumerate(started + waiting):
             invocation_id = record.id
+            if shown < _RECOVERIES_SHOWN:
+                log.info("%s recovered: %s after %d attempts", invocation_id, record.status, record.attempts,
+                         extra={"invocation_id": invocation_id})
             live = Live(record)
             self.active[invocation_id] = live
             if record.deadline_ms is not None:
@@ -155,7 +160,9 @@ class Invoker(FrameHandling, OperatorActions):
         self._waits.recover(self._partitions.owns_invocation)
         self.calls.recover(self._partitions.owns_invocation)
         if self.active:
-            log.info("recovered %d unfinished invocations", len(self.active))
+            log.info("recovered %d unfinished invocations%s", len(self.active),
+                     f" ({len(self.active) - _RECOVERIES_SHOWN} not shown one by one)"
+                     if len(self.active) > _RECOVERIES_SHOWN else "")
 
     # --- accepting ------------------------------------------------------------------------------
 
@@ -340,16 +347,17 @@ class Invoker(FrameHandling, OperatorActions):
         live = self.active.get(invocation_id)
         if record.status == "pending" and record.attempts == 0 and record.start_at_ms is not None \
                 and record.start_at_ms > now_ms():
-            return f"delayed: starts at {record.start_at_ms} ms"
+            return f"delayed: starts at {iso_ms(record.start_at_ms)}"
         if record.status == "pending" and live is not None and live.lock_key is not None:
             ahead = self._keys.ahead_of(live.lock_key, live)
             return f"queued behind {ahead + 1} invocation(s) on key {record.key!r}"
         if record.status == "running" and live is not None and live.journal is not None:
             return f"running attempt {record.attempts}, journal at entry {len(live.journal)}"
-        if record.status == "backing-off" and record.next_retry_ms is None:
-            return f"backing off: {record.last_error}"
         if record.status == "backing-off":
-            return f"backing off after attempt {record.attempts} until {record.next_retry_ms} ms: {record.last_error}"
+            if record.next_retry_ms is None:  # it waits on its deployment: see reachability.py
+                return f"backing off: {record.last_error}"
+            return f"backing off after attempt {record.attempts} until {iso_ms(record.next_retry_ms)}: " \
+                   f"{record.last_error}"
         if record.status == "paused":
             return f"paused after {record.attempts} attempts: {record.last_error}"
         if record.status == "suspended":
@@ -480,13 +488,18 @@ class Invoker(FrameHandling, OperatorActions):
         record.failures += 1
         self._metrics.retries.inc()
         live.journal = None  # the next attempt reads the committed journal
+        about = {"invocation_id": record.id}
         if policy.exhausted(record.failures):
             record.status = "paused"
             record.next_retry_ms = None
-            log.warning("%s paused after %d attempts: %s", record.id, record.attempts, reason)
+            log.warning("%s attempt %d failed: %s", record.id, record.attempts, reason, extra=about)
+            log.warning("%s paused after %d failures in a row (max_attempts %d): resume, cancel or kill it",
+                        record.id, record.failures, policy.max_attempts, extra=about)
             self._persist(record)
             return
         delay = policy.delay_s(record.failures)
+        log.warning("%s attempt %d failed: %s; backing off %.3f s", record.id, record.attempts, reason, delay,
+                    extra=about)
         record.status = "backing-off"
         record.next_retry_ms = record.modified_ms + int(delay * 1000)
         # Retry only once this record is durable: by then every entry of the failed attempt is too.
