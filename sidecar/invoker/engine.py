@@ -539,7 +539,8 @@ class Invoker(FrameHandling, OperatorActions):
         if error is not None:
             # Waiters keep waiting: the end is written once the disk lets us (a failed write also
             # stops this process: see WriterClient._broken).
-            log.error("could not record the end of %s, trying again in 1 s: %s", live.record.id, error)
+            log.error("could not record the end of %s, trying again in 1 s: %s", live.record.id, error,
+                      extra={"invocation_id": live.record.id})
             if not self._closing:
                 asyncio.get_running_loop().call_later(1.0, self._write_end, live, changes)
             return

@@ -89,5 +89,6 @@ class Prober:
         self.down_since_ms = None
         log.info("deployment %s reachable again after %.1f s: resuming %d invocation(s)", self.deployment_id,
                  time.monotonic() - started, len(waiting))
-        for one in waiting:
-            one.wake()
+        loop = asyncio.get_running_loop()
+        for one in waiting:  # each on its own: one that raises is reported and stops no other
+            loop.call_soon(one.wake)
