@@ -9,13 +9,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import running_cluster
+from tests.e2e.conftest import Cluster, running_cluster
 from tests.procs import eventually
 
 #: How long the handler service stays down; long enough for several backoffs of a failing handler.
 DOWNTIME_S = 4.0
 #: How soon after it is back every waiting invocation must have completed.
 BOUND_S = 2.0
+
+
+async def _reason_has(cluster: Cluster, invocation_id: str, text: str) -> bool:
+    return text in (await cluster.get(f"/invocations/{invocation_id}", admin=True))[1]["reason"]
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
@@ -38,6 +42,14 @@ async def test_invocations_waiting_on_an_unreachable_deployment_run_as_soon_as_i
                 any("unreachable since" in s["reason"] for s in shown)
 
         await eventually(all_waiting, what="the invocations to wait on the unreachable deployment")
+        status, body, _ = await cluster.post("/Counter/down-cancelled/add/send", 1)
+        assert status == 202, body
+        cancelled = body["invocationId"]
+        await eventually(lambda: _reason_has(cluster, cancelled, "unreachable since"), what="it to wait too")
+        status, _ = await cluster.admin_call("POST", f"/invocations/{cancelled}/cancel")
+        assert status == 202
+        # It never ran: cancelled at once, without waiting for its deployment.
+        assert (await cluster.get(f"/invocations/{cancelled}", admin=True))[1]["status"] == "cancelled"
         await asyncio.sleep(DOWNTIME_S)  # the outage itself, not a wait for a condition
         _, during = await cluster.get(f"/invocations/{ids[0]}", admin=True)
         assert during["status"] == "backing-off" and "unreachable since" in during["reason"], during
