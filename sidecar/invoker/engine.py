@@ -396,6 +396,8 @@ class Invoker(FrameHandling, OperatorActions):
             self.spawn(self._connect_and_begin(live, pool))
 
     async def _connect_and_begin(self, live: Live, pool: DeploymentPool | InvokePool) -> None:
+        if live.record.status != "running":  # killed or paused before this task ran
+            return
         deployment_id = live.record.deployment_id
         prober = self._probers.get(deployment_id)
         if prober is None:
