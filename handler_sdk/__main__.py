@@ -1,4 +1,5 @@
-"""``python -m handler_sdk MODULE:NAME [--host H] [--port P] [--suspend-after S] [--reuse-port]``: serve services.
+"""``python -m handler_sdk MODULE:NAME [--host H] [--port P] [--suspend-after S] [--reuse-port]
+[--log-level L] [--log-format text|json]``: serve services.
 
 ``NAME`` is a Service, VirtualObject or Workflow defined in ``MODULE``, or a list of them.
 """
@@ -7,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from ._definition import Definition, _Definition
 from ._server import serve
+from .logs import FORMATS, LEVELS, configure_logging
 
 
 def load(target: str) -> list[Definition]:
@@ -52,8 +53,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--reuse-port", action="store_true",
         help="let several copies of this service bind the same port, to use several cores",
     )
+    parser.add_argument("--log-level", choices=LEVELS, default="info",
+                        help="the least important log lines shown (info: start and step retries) [info]")
+    parser.add_argument("--log-format", choices=FORMATS, default="text",
+                        help="text for people, json for one object per line [text]")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     try:
         services = load(args.target)
     except (ValueError, ImportError) as exc:

@@ -243,7 +243,8 @@ class Attempt(Context):
     def _journal_cancellation(self) -> None:
         index, _ = self._replay.step(Run, CANCELLED_STEP)  # past the end: a new entry
         self._cancel_requested, self._cancel_delivered = False, True
-        logger.info("invocation %s: cancellation surfaces (journal entry %d)", self._id, index)
+        logger.info("invocation %s: cancellation surfaces (journal entry %d)", self._id, index,
+                    extra={"invocation_id": self._id})
         self._command(index, Run(name=CANCELLED_STEP, failure=_CANCELLED))
 
     def _cancellation_point(self) -> None:
@@ -269,7 +270,8 @@ class Attempt(Context):
         fatal = self._fatal
         if fatal is not None:  # it cannot go on anyway: fail now rather than resume it later
             return lambda: fatal
-        logger.debug("invocation %s suspends, waiting on entries %s", self._id, waiting_on)
+        logger.debug("invocation %s suspends, waiting on entries %s", self._id, waiting_on,
+                     extra={"invocation_id": self._id})
         self._closed = True
         self._waits.close()
         self._emit(Suspend(invocation_id=self._id, waiting_on=waiting_on))
@@ -310,7 +312,8 @@ class Attempt(Context):
             self._replay.finish()
         except NondeterminismError as divergence:
             return self._retryable(divergence)
-        logger.info("invocation %s failed terminally (%d): %s", self._id, exc.code, exc.message)
+        logger.info("invocation %s failed terminally (%d): %s", self._id, exc.code, exc.message,
+                    extra={"invocation_id": self._id})
         return Failure(code=exc.code, message=exc.message, terminal=True)
 
     def _retryable(self, exc: BaseException) -> Failure:
@@ -420,6 +423,7 @@ class Attempt(Context):
         try:
             entry, value = await _steps.execute(
                 self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost, timeout=limit,
+                invocation_id=self._id,
             )
         except asyncio.CancelledError:
             if not self._closed:  # user code cancelled the step (asyncio.wait_for, a task group)

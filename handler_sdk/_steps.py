@@ -104,7 +104,7 @@ async def _call(name: str, fn: Callable[..., Any], args: tuple[Any, ...], is_asy
 
 async def execute(
     owner: object, index: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...], *,
-    policy: RetryPolicy, cost: float | None, timeout: float | None = None,
+    policy: RetryPolicy, cost: float | None, timeout: float | None = None, invocation_id: str | None = None,
 ) -> tuple[Run, Any]:
     """Run the step until it succeeds, fails terminally or exhausts ``policy``.
 
@@ -126,14 +126,15 @@ async def execute(
                 failure = Failure(code=exc.code, message=exc.message, terminal=True)
                 return Run(name=name, failure=failure, cost=cost), None
             except Exception as exc:
+                about = {"invocation_id": invocation_id}
                 if policy.exhausted(attempts):
-                    logger.warning("step %r failed for good after %d attempts", name, attempts,
-                                   exc_info=True)
+                    logger.warning("%s: step %r failed for good after %d attempts", invocation_id, name, attempts,
+                                   exc_info=True, extra=about)
                     message = f"step {name!r} failed after {attempts} attempts: {type(exc).__name__}: {exc}"
                     return Run(name=name, failure=Failure(code=500, message=message), cost=cost), None
                 delay = policy.delay(attempts, _jitter)
-                logger.info("step %r attempt %d failed (%s: %s); retrying in %.3f s",
-                            name, attempts, type(exc).__name__, exc, delay)
+                logger.info("%s: step %r attempt %d failed (%s: %s); retrying in %.3f s",
+                            invocation_id, name, attempts, type(exc).__name__, exc, delay, extra=about)
             await asyncio.sleep(delay)
     finally:
         current_step.reset(token)

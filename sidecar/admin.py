@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
@@ -17,6 +16,7 @@ from multidict import CIMultiDict
 
 from handler_sdk.protocol import Entry, Failure, Input, Output
 
+from .clock import iso_ms
 from .config import Settings
 from .ids import partition_of_id
 from .mesh import Mesh, MeshError
@@ -59,9 +59,7 @@ class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if ms is None else iso_ms(ms)
 
 
 def _payload(raw: bytes | None) -> Any:
@@ -94,6 +92,7 @@ def _summary(record: InvocationRecord) -> dict[str, Any]:
     return {
         "id": record.id, "target": record.target, "service": record.service, "handler": record.handler,
         "key": record.key, "status": record.status, "attempts": record.attempts,
+        "failures": record.failures,
         "created_at": _iso(record.created_ms), "modified_at": _iso(record.modified_ms),
     }
 

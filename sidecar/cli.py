@@ -24,6 +24,7 @@ import msgspec
 from click.core import ParameterSource
 from yarl import URL
 
+from handler_sdk.logs import FORMATS, LEVELS
 from sidecar.config import ConfigError, Settings, load_settings, parse_address
 
 _DEFAULTS = Settings()
@@ -205,12 +206,15 @@ def main(ingress: str, admin: str) -> None:
 @click.option("--max-invocations", type=click.IntRange(min=0), metavar="N",
               help="Refuse clients' new invocations (503) while a worker holds this many unfinished; 0: no "
                    f"limit [{_DEFAULTS.max_invocations}].")
+@click.option("--log-level", type=click.Choice(LEVELS), help=f"The least important log lines written [{_DEFAULTS.log_level}].")
+@click.option("--log-format", type=click.Choice(FORMATS),
+              help=f"text, or json: one object per line [{_DEFAULTS.log_format}].")
 @click.pass_context
 def serve(
     ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
     admin: str | None, register: tuple[str, ...], durability: str | None,
     inactivity_timeout: float | None, retention: float | None, workers: int | None,
-    max_queue_per_key: int | None, max_invocations: int | None,
+    max_queue_per_key: int | None, max_invocations: int | None, log_level: str | None, log_format: str | None,
 ) -> None:
     """Run the sidecar until SIGINT or SIGTERM."""
     # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
@@ -225,6 +229,7 @@ def serve(
             "register": list(register) or None, "durability": durability,
             "inactivity_timeout_s": inactivity_timeout, "retention_s": retention, "workers": workers,
             "max_queue_per_key": max_queue_per_key, "max_invocations": max_invocations,
+            "log_level": log_level, "log_format": log_format,
         })
     except ConfigError as exc:
         raise _ConfigFailure(str(exc)) from None

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from handler_sdk.logs import FORMATS, LEVELS
+
 from .ids import MAX_PARTITIONS
 
 
@@ -53,6 +55,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: A worker that holds this many unfinished invocations (in line, delayed, running or
     #: waiting) refuses new ones from clients with 503 and ``Retry-After`` (0: no limit).
     max_invocations: int = 100_000
+    #: The least important log lines written: debug, info (attempts, backoffs, recoveries), warning, error.
+    log_level: str = "info"
+    #: "text" for people; "json": one object per line, with the invocation ID as a field.
+    log_format: str = "text"
 
 
 class ConfigError(ValueError):
@@ -97,6 +103,10 @@ def load_settings(
             raise ConfigError(f"invalid setting: {name} must be 0 (no limit) or more, not {getattr(settings, name)}")
     if settings.durability not in ("fsync", "none"):
         raise ConfigError(f"invalid setting: durability must be 'fsync' or 'none', not {settings.durability!r}")
+    if settings.log_level not in LEVELS:
+        raise ConfigError(f"invalid setting: log_level must be one of {', '.join(LEVELS)}, not {settings.log_level!r}")
+    if settings.log_format not in FORMATS:
+        raise ConfigError(f"invalid setting: log_format must be one of {', '.join(FORMATS)}, not {settings.log_format!r}")
     for name in ("ingress", "admin"):
         parse_address(getattr(settings, name), name)
     return settings

@@ -147,6 +147,27 @@ class Mesh:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._number = 0
+        #: Set once this worker's ingress listens: worker 0 opens the admin API (and ``/health``)
+        #: only when every worker says so.
+        self.serving = False
+        self.handlers["worker.serving"] = self._answer_serving
+
+    async def _answer_serving(self, method: str, path: str, query: dict[str, str], headers: CIMultiDict[str],
+                              body: bytes) -> web.Response:
+        return web.json_response({"serving": self.serving}, status=200 if self.serving else 503)
+
+    async def until_all_serving(self) -> None:
+        """Return once every other worker's ingress listens (each one waited for as long as it takes:
+        a worker that never comes up dies, and the supervisor restarts the whole group)."""
+        for index in range(self.workers):
+            while index != self.index:
+                try:
+                    answer = await self.forward(index, "worker.serving", "GET", "/", {}, CIMultiDict(), b"")
+                    if answer.status == 200:
+                        break
+                except MeshError:
+                    pass
+                await asyncio.sleep(0.02)
 
     async def start(self) -> None:
         # Sockets made by hand: uvloop does not take abstract addresses by name.

@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
+from handler_sdk import logs
 from handler_sdk.protocol import Failure
 
 from .admin import Admin
@@ -31,7 +32,7 @@ from .store.records import ChildSpec
 from .metrics import Metrics
 from .partitions import PartitionMap
 from .registry import Registry, RegistrationError
-from .store import Store, StoreError
+from .store import Changes, Store, StoreError
 
 log = logging.getLogger("sidecar")
 
@@ -149,9 +150,15 @@ async def running(
             await mesh.start()
             stack.push_async_callback(mesh.close)
         invoker.start()
-        if first:  # one admin endpoint; it hands invocation-specific requests to their owners
-            await _site(stack, admin.app(), settings.admin, "admin", shared=False)
         await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None)
+        if mesh is not None:
+            mesh.serving = True
+        if first:  # one admin endpoint; it hands invocation-specific requests to their owners
+            # Readiness means ready: /health answers once the writer commits and every ingress listens.
+            await store.submit(Changes())
+            if mesh is not None:
+                await mesh.until_all_serving()
+            await _site(stack, admin.app(), settings.admin, "admin", shared=False)
         if first and settings.register:  # in the background: a handler still starting must not hold up serving
             registering = asyncio.ensure_future(_register_on_start(registry, settings.register, http, admin))
             stack.callback(registering.cancel)
@@ -184,8 +191,11 @@ async def serve(settings: Settings, worker: WorkerSpec | None = None) -> int:
     return 1 if failure else 0
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(settings: Settings) -> None:
+    """Log as the settings say; the writer process, started later, inherits them (environment).
+    A flood of malformed requests leaves a few lines a second, not one traceback each."""
+    logs.configure_logging(settings.log_level, settings.log_format)
+    os.environ["SIDECAR_LOG_LEVEL"], os.environ["SIDECAR_LOG_FORMAT"] = settings.log_level, settings.log_format
     limit_server_log()
 
 
@@ -244,7 +254,7 @@ def _cpu_quota(cgroup: Path) -> float | None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM (blocking): in this process, or as a group of workers."""
-    configure_logging()
+    configure_logging(settings)
     workers = settings.workers or default_workers(usable_cores())
     if workers > 1:
         from .supervisor import supervise

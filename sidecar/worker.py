@@ -21,8 +21,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, required=True)
     parser.add_argument("--writer-fd", type=int, required=True)
     args = parser.parse_args()
-    configure_logging()
     settings = msgspec.json.decode(os.environ[SETTINGS_ENV], type=Settings)
+    configure_logging(settings)
     spec = WorkerSpec(index=args.index, workers=args.workers, partitions=args.partitions, writer_fd=args.writer_fd)
     raise SystemExit(run_loop(serve(settings, spec)))
 

@@ -30,7 +30,7 @@ from ..metrics import Metrics
 from ..partitions import PartitionMap
 from ..registry import Registry, Route
 from ..retry import RetryPolicy
-from ..clock import InboxClock, now_ms
+from ..clock import InboxClock, iso_ms, now_ms
 from ..store import Changes, InvocationRecord, Store, StoreError
 from ..store import keys as store_keys
 from .admission import Overloaded, admit
@@ -43,6 +43,7 @@ from .live import Attempt, Live
 from .frames import FrameHandling
 from .operations import InvocationNotFound, OperatorActions
 from .promises import Promises
+from .reachability import Prober
 from .state_in_flight import StateInFlight
 from .waits import Waits, is_done
 
@@ -52,6 +53,8 @@ _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
 #: While the store has no room, an attempt due to start looks again this much later.
 _FULL_STORE_WAIT_S = 1.0
+#: Recovery logs a line for each of this many invocations, then only their count.
+_RECOVERIES_SHOWN = 100
 
 
 def _seed(invocation_id: str) -> int:
@@ -76,6 +79,7 @@ class Invoker(FrameHandling, OperatorActions):
         self.active: dict[str, Live] = {}
         self._keys: KeyLocks[Live] = KeyLocks()
         self._pools: dict[str, DeploymentPool | InvokePool] = {}
+        self._probers: dict[str, Prober] = {}
         #: Idempotency keys whose invocation is accepted but not yet committed: a concurrent
         #: repeat must attach to it, and the store cannot tell it yet.
         self._idempotency_inflight: dict[bytes, str] = {}
@@ -136,8 +140,11 @@ class Invoker(FrameHandling, OperatorActions):
         # (a delayed send now due) is also waiting: admit the holders first.
         started = [r for r in records if r is not None and not r.finished and r.attempts > 0]
         waiting = [r for r in records if r is not None and not r.finished and r.attempts == 0]
-        for record in started + waiting:
+        for shown, record in enumerate(started + waiting):
             invocation_id = record.id
+            if shown < _RECOVERIES_SHOWN:
+                log.info("%s recovered: %s after %d attempts", invocation_id, record.status, record.attempts,
+                         extra={"invocation_id": invocation_id})
             live = Live(record)
             self.active[invocation_id] = live
             if record.deadline_ms is not None:
@@ -165,7 +172,9 @@ class Invoker(FrameHandling, OperatorActions):
         self._waits.recover(self._partitions.owns_invocation)
         self.calls.recover(self._partitions.owns_invocation)
         if self.active:
-            log.info("recovered %d unfinished invocations", len(self.active))
+            log.info("recovered %d unfinished invocations%s", len(self.active),
+                     f" ({len(self.active) - _RECOVERIES_SHOWN} not shown one by one)"
+                     if len(self.active) > _RECOVERIES_SHOWN else "")
 
     # --- accepting ------------------------------------------------------------------------------
 
@@ -373,14 +382,17 @@ class Invoker(FrameHandling, OperatorActions):
         live = self.active.get(invocation_id)
         if record.status == "pending" and record.attempts == 0 and record.start_at_ms is not None \
                 and record.start_at_ms > now_ms():
-            return f"delayed: starts at {record.start_at_ms} ms"
+            return f"delayed: starts at {iso_ms(record.start_at_ms)}"
         if record.status == "pending" and live is not None and live.lock_key is not None:
             ahead = self._keys.ahead_of(live.lock_key, live)
             return f"queued behind {ahead + 1} invocation(s) on key {record.key!r}"
         if record.status == "running" and live is not None and live.journal is not None:
             return f"running attempt {record.attempts}, journal at entry {len(live.journal)}"
         if record.status == "backing-off":
-            return f"backing off after attempt {record.attempts} until {record.next_retry_ms} ms: {record.last_error}"
+            if record.next_retry_ms is None:  # it waits on its deployment: see reachability.py
+                return f"backing off: {record.last_error}"
+            return f"backing off after attempt {record.attempts} until {iso_ms(record.next_retry_ms)}: " \
+                   f"{record.last_error}"
         if record.status == "paused":
             return f"paused after {record.attempts} attempts: {record.last_error}"
         if record.status == "suspended":
@@ -423,15 +435,37 @@ class Invoker(FrameHandling, OperatorActions):
             self.spawn(self._connect_and_begin(live, pool))
 
     async def _connect_and_begin(self, live: Live, pool: DeploymentPool | InvokePool) -> None:
+        if live.record.status != "running":  # killed or paused before this task ran
+            return
+        deployment_id = live.record.deployment_id
+        prober = self._probers.get(deployment_id)
+        if prober is None:
+            prober = self._probers[deployment_id] = Prober(deployment_id, pool.acquire, self.spawn)
+        if prober.down:  # known to be down: wait with the others rather than knock again
+            self._wait_reachable(live, prober, None)
+            return
         try:
             link = await pool.acquire()
         except LinkError as exc:
             if live.record.status == "running":
-                live.record.attempts += 1
-                self._retry_later(live, str(exc))
+                self._wait_reachable(live, prober, str(exc))
             return
         if live.record.status == "running" and live.attempt is None:  # not killed meanwhile
             self._begin(live, link)
+
+    def _wait_reachable(self, live: Live, prober: Prober, error: str | None) -> None:
+        """The attempt could not begin: wait for the deployment, spending none of the retry budget."""
+        record = live.record
+        live.retry_handle = prober.wait(partial(self._reachable, live), error)
+        record.status = "backing-off"
+        record.next_retry_ms = None
+        record.last_error = prober.reason()
+        record.modified_ms = now_ms()
+        self._persist(record)
+
+    def _reachable(self, live: Live) -> None:
+        if self.active.get(live.record.id) is live and live.record.status == "backing-off":
+            self._launch(live)
 
     def _pool(self, deployment_id: str) -> DeploymentPool | InvokePool | None:
         """The links to a deployment; None if it is not registered (any more)."""
@@ -449,6 +483,7 @@ class Invoker(FrameHandling, OperatorActions):
     def close_deleted_pools(self) -> None:
         """Close the links to deployments that are not registered any more."""
         for deployment_id in [d for d in self._pools if d not in self._registry.deployments]:
+            self._probers.pop(deployment_id, None)
             self.spawn(self._pools.pop(deployment_id).close())
 
     def _begin(self, live: Live, link: Link) -> None:
@@ -495,13 +530,18 @@ class Invoker(FrameHandling, OperatorActions):
         record.failures += 1
         self._metrics.retries.inc()
         live.journal = None  # the next attempt reads the committed journal
+        about = {"invocation_id": record.id}
         if policy.exhausted(record.failures):
             record.status = "paused"
             record.next_retry_ms = None
-            log.warning("%s paused after %d attempts: %s", record.id, record.attempts, reason)
+            log.warning("%s attempt %d failed: %s", record.id, record.attempts, reason, extra=about)
+            log.warning("%s paused after %d failures in a row (max_attempts %d): resume, cancel or kill it",
+                        record.id, record.failures, policy.max_attempts, extra=about)
             self._persist(record)
             return
         delay = policy.delay_s(record.failures)
+        log.warning("%s attempt %d failed: %s; backing off %.3f s", record.id, record.attempts, reason, delay,
+                    extra=about)
         record.status = "backing-off"
         record.next_retry_ms = record.modified_ms + int(delay * 1000)
         # Retry only once this record is durable: by then every entry of the failed attempt is too.
@@ -544,7 +584,8 @@ class Invoker(FrameHandling, OperatorActions):
         error = future.exception()
         if error is not None:
             # Waiters keep waiting: the end is written once the disk lets us.
-            log.error("could not record the end of %s, trying again in 1 s: %s", live.record.id, error)
+            log.error("could not record the end of %s, trying again in 1 s: %s", live.record.id, error,
+                      extra={"invocation_id": live.record.id})
             if not self._closing:
                 asyncio.get_running_loop().call_later(1.0, self._write_end, live, changes)
             return

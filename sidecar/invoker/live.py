@@ -13,6 +13,7 @@ from ..store import InvocationRecord
 
 if TYPE_CHECKING:
     from .engine import Invoker
+    from .reachability import Waiting
 
 
 class Live:
@@ -26,7 +27,8 @@ class Live:
         self.journal = journal
         self.waiters: list[asyncio.Future[InvocationRecord]] = []
         self.attempt: Attempt | None = None
-        self.retry_handle: asyncio.TimerHandle | None = None
+        #: What starts its next try: a timer, or its place among those waiting on its deployment.
+        self.retry_handle: asyncio.TimerHandle | Waiting | None = None
         self.holds_key = False
 
     @property

@@ -58,12 +58,12 @@ class OperatorActions:
             live.attempt.link.send(encoder.encode(Cancel(record.id)))
         elif record.status == "suspended":
             self.resume(live)
+        elif record.attempts == 0 or record.status == "paused":  # never ran (its deployment may be down)
+            self._terminate(live, "cancelled", _CANCELLED)
+            return record
         elif record.status == "backing-off" and live.retry_handle is not None:
             live.retry_handle.cancel()
             self._launch(live)
-        elif record.attempts == 0 or record.status == "paused":
-            self._terminate(live, "cancelled", _CANCELLED)
-            return record
         self._persist(record)
         return record
 

@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import selectors
 import signal
 import socket
 from typing import Any
 
 import lmdb
+
+from handler_sdk import logs
 
 from .batch import Put, WriteBatch
 from .check import DamagedStore
@@ -193,7 +196,8 @@ def main() -> None:
     parser.add_argument("--map-size", type=int, required=True)
     parser.add_argument("--fd", type=int, action="append", required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The sidecar's log options, inherited (see server.configure_logging).
+    logs.configure_logging(os.environ.get("SIDECAR_LOG_LEVEL", "info"), os.environ.get("SIDECAR_LOG_FORMAT", "text"))
     # Ctrl-C and service managers signal the whole process group: the writer must outlive the
     # workers' shutdown to commit what they still send. It exits when the last one hangs up.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -16,6 +16,10 @@ import pytest
 
 from tests.procs import Process, eventually, free_port, python, sidecar_cli
 
+#: How long a process may take to start serving: generous, since a busy machine (two test runs
+#: at once on two cores) slows a start several times over, and nothing waits longer than needed.
+START_TIMEOUT_S = 60.0
+
 
 class Cluster:
     """The processes of one test and HTTP helpers to talk to them."""
@@ -50,17 +54,25 @@ class Cluster:
     async def start(self) -> None:
         self.sink.start()
         self.handlers.start()
-        await eventually(lambda: self._ok(f"{self.sink_url}{self._sink_ready}"), what="the sink")
-        await eventually(lambda: self._ok(f"http://127.0.0.1:{self.handler_port}/discover"), what="the handlers")
+        await eventually(lambda: self._ok(f"{self.sink_url}{self._sink_ready}"), timeout=START_TIMEOUT_S,
+                         what="the sink")
+        await self._handlers_serving()
         await self.start_sidecar()
 
     async def start_sidecar(self) -> None:
+        """Start the sidecar and wait until it is ready: its admin API answers only once every
+        worker's ingress listens, and the handler services are registered."""
         self.sidecar.start()
-        await eventually(self._services_registered, what="the sidecar to serve with services registered")
+        await eventually(self._services_registered, timeout=START_TIMEOUT_S,
+                         what="the sidecar to serve with services registered")
 
     async def restart_handlers(self) -> None:
         self.handlers.start()
-        await eventually(lambda: self._ok(f"http://127.0.0.1:{self.handler_port}/discover"), what="the handlers")
+        await self._handlers_serving()
+
+    async def _handlers_serving(self) -> None:
+        await eventually(lambda: self._ok(f"http://127.0.0.1:{self.handler_port}/discover"), timeout=START_TIMEOUT_S,
+                         what="the handlers")
 
     async def _ok(self, url: str) -> bool:
         async with self.http.get(url) as response:
@@ -125,12 +137,14 @@ async def running_cluster(tmp: Path, http: aiohttp.ClientSession, request: pytes
     its logs are printed when the test failed."""
     options.setdefault("handlers", "tests.e2e.handlers:SERVICES")
     cluster = Cluster(tmp, http, sidecar_flags=flags, **options)
+    started = False
     try:
         await cluster.start()
+        started = True
         yield cluster
     finally:
         cluster.stop()
-        if getattr(request.node, "rep_call_failed", False):
+        if not started or getattr(request.node, "rep_call_failed", False):
             print(cluster.logs())
 
 
