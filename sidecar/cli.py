@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
@@ -297,48 +297,33 @@ def _list_deployments(ctx: click.Context, as_json: bool) -> None:
     _echo_table(["ID", "STATUS", "PINNED", "URI", "SERVICES"], rows)
 
 
-@main.group(invoke_without_command=True)
-@_json_option
-@click.pass_context
-def services(ctx: click.Context, as_json: bool) -> None:
-    """The services the deployments serve.
+def _listing_group(name: str, about: str, list_help: str,
+                   lister: Callable[[click.Context, bool], None]) -> click.Group:
+    """A noun whose bare form lists, as its ``list`` verb does (``sidecar services [list]``)."""
 
-    `sidecar services` alone lists them, as `sidecar services list` does.
-    """
-    if ctx.invoked_subcommand is None:
-        _list_services(ctx, as_json)
+    @main.group(name, invoke_without_command=True,
+                help=f"{about}\n\n`sidecar {name}` alone lists them, as `sidecar {name} list` does.")
+    @_json_option
+    @click.pass_context
+    def group(ctx: click.Context, as_json: bool) -> None:
+        if ctx.invoked_subcommand is None:
+            lister(ctx, as_json)
 
+    @group.command("list", help=list_help)
+    @_json_option
+    @click.pass_context
+    def list_them(ctx: click.Context, as_json: bool) -> None:
+        lister(ctx, as_json)
 
-@services.command("list")
-@_json_option
-@click.pass_context
-def list_services(ctx: click.Context, as_json: bool) -> None:
-    """List the registered services and their handlers."""
-    _list_services(ctx, as_json)
-
-
-@main.group(invoke_without_command=True)
-@_json_option
-@click.pass_context
-def deployments(ctx: click.Context, as_json: bool) -> None:
-    """Handler services the sidecar reaches.
-
-    `sidecar deployments` alone lists them, as `sidecar deployments list` does.
-    """
-    if ctx.invoked_subcommand is None:
-        _list_deployments(ctx, as_json)
+    return group
 
 
-@deployments.command("list")
-@_json_option
-@click.pass_context
-def list_deployments(ctx: click.Context, as_json: bool) -> None:
-    """List deployments and their status.
-
-    active: new invocations go there; draining: invocations are still pinned to it; drained: safe
-    to stop and delete.
-    """
-    _list_deployments(ctx, as_json)
+services = _listing_group("services", "The services the deployments serve.",
+                          "List the registered services and their handlers.", _list_services)
+deployments = _listing_group(
+    "deployments", "Handler services the sidecar reaches.",
+    "List deployments and their status.\n\nactive: new invocations go there; draining: invocations are still "
+    "pinned to it; drained: safe to stop and delete.", _list_deployments)
 
 
 deployments.add_command(register)
