@@ -21,7 +21,6 @@ from .config import Settings
 from .ids import partition_of_id
 from .mesh import Mesh
 from .partitions import PartitionMap
-from .client_watch import ClientWatch
 from .durations import parse_delay
 from .event_stream import EventStreamRoute
 from .http_errors import (
@@ -72,7 +71,6 @@ class Ingress:
         self._partitions = partitions
         self._mesh = mesh
         self._events = EventStreamRoute(invoker, partitions, mesh)
-        self._clients = ClientWatch()
         if mesh is not None:
             mesh.handlers["ingress.call"] = self.answer_call
             mesh.handlers["ingress.invocation"] = self.answer_invocation
@@ -86,7 +84,6 @@ class Ingress:
         app.on_response_prepare.append(json_only)
         r = JsonRoutes(app.router)
         r.add_get("/restate/health", self.health)
-        app.cleanup_ctx.append(self._clients.run)
         self._events.install(app, r)  # before the next route, which would take .../events too
         # [\s\S], not ".": a part may hold a newline (%0A) too
         r.add_get(r"/restate/invocation/{tail:[\s\S]+}", self._invocation)
@@ -129,9 +126,8 @@ class Ingress:
 
     async def _call(self, request: web.Request) -> web.Response:
         body = await request.read()
-        with self._clients.waiting(request):
-            return await self.answer_call(request.method, request.rel_url.raw_path, dict(request.query),
-                                          request.headers, body)
+        return await self.answer_call(request.method, request.rel_url.raw_path, dict(request.query),
+                                      request.headers, body)
 
     def _owner(self, partition: int | None) -> int | None:
         """The worker to hand a request to, or None when this one owns it."""
@@ -238,10 +234,9 @@ class Ingress:
     # --- attach / output ------------------------------------------------------------------------
 
     async def _invocation(self, request: web.Request) -> web.Response:
-        with self._clients.waiting(request):
-            return await self.answer_invocation(
-                request.method, request.rel_url.raw_path.removeprefix("/restate/invocation/"), {},
-                request.headers, b"")
+        return await self.answer_invocation(
+            request.method, request.rel_url.raw_path.removeprefix("/restate/invocation/"), {},
+            request.headers, b"")
 
     async def answer_invocation(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
@@ -291,8 +286,7 @@ class Ingress:
 
     async def _workflow(self, request: web.Request) -> web.Response:
         path = request.rel_url.raw_path.removeprefix("/restate/workflow/")
-        with self._clients.waiting(request):
-            return await self.answer_workflow(request.method, path, {}, request.headers, b"")
+        return await self.answer_workflow(request.method, path, {}, request.headers, b"")
 
     async def answer_workflow(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
