@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from .store import Changes, InvocationRecord, Store
 from .store.records import DeploymentRecord
 
 log = logging.getLogger(__name__)
+
 
 class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True):
     #: Resume on this deployment instead of the one the invocation is pinned to.

@@ -19,7 +19,8 @@ key's partition (a hash of its object prefix) do not change.
 - Idempotency: ``prefix + part(handler) + key``, its tail hashed where it would not fit.
 - Inbox: ``prefix + seq + invocation ID``; the ID is read back, the object is in the invocation's record.
 - Journal, completions, timers, finished: invocation IDs (made by the sidecar, 30 bytes) and
-  integers: always short.
+  integers: always short. Outbox: ``resolve/`` + an awakeable ID, hashed where it would not fit
+  (the value holds the whole resolution).
 - The list's indexes, both ending with the invocation ID so that a reverse walk of a prefix is
   newest first: ``by_status`` is ``group / ID``, the group an unfinished invocation's
   ``unfinished`` and a finished one's final status; ``by_target`` has ``component(service) 00 ID``

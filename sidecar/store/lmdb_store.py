@@ -240,15 +240,15 @@ class Store:
         last = b""
         with self._env.begin() as txn:
             records = self._dbs["invocations"]
-            for raw_key, raw in _scan_back(txn.cursor(db=self._dbs[db]), prefix, before.encode() if before else b"\xff"):
+            for raw_key, value in _scan_back(txn.cursor(db=self._dbs[db]), prefix,
+                                             before.encode() if before else b"\xff"):
                 if len(found) >= limit or examined >= budget:  # and there is more: go on below the last one
                     return ListPage(found, last.decode())
                 invocation_id = last = raw_key[len(prefix):]
                 examined += 1
-                if db != "invocations":
-                    raw = txn.get(invocation_id, db=records)
-                    if raw is None:
-                        continue
+                raw = value if db == "invocations" else txn.get(invocation_id, db=records)
+                if raw is None:
+                    continue
                 record = _invocation_decoder.decode(raw)
                 if may_match(record):
                     found.append(record)
