@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sidecar.ids import partition_of_id
+from sidecar.partitions import DEFAULT_PARTITIONS, PartitionMap
 from tests.e2e.conftest import Cluster
 from tests.procs import eventually
 
@@ -24,6 +26,17 @@ async def _pages(cluster: Cluster, query: str) -> list[list[dict[str, Any]]]:
         assert len(pages) < 100, "the cursors go round in circles"
 
 
+def _keys_on_each_worker(count: int) -> list[str]:
+    """``count`` Counter keys that each of the two workers owns (the default 64 partitions)."""
+    partitions = PartitionMap(partitions=DEFAULT_PARTITIONS, workers=2, index=0)
+    chosen: dict[int, list[str]] = {0: [], 1: []}
+    for n in range(100):
+        owner = partitions.owner(partitions.of_key("Counter", f"held-{n}"))
+        if len(chosen[owner]) < count:
+            chosen[owner].append(f"held-{n}")
+    return chosen[0] + chosen[1]
+
+
 def _ids(pages: list[list[dict[str, Any]]]) -> list[str]:
     return [i["id"] for page in pages for i in page]
 
@@ -35,20 +48,21 @@ async def test_lists_are_filtered_and_paged_newest_first_across_workers(cluster:
         assert status == 200
         added.setdefault(f"listing-{n % 4}", []).append(headers["x-restate-id"])
     held = []
-    for n in range(3):
-        status, body, _ = await cluster.post(f"/Counter/held-{n}/hold/send", 60_000)
+    for key in _keys_on_each_worker(2):
+        status, body, _ = await cluster.post(f"/Counter/{key}/hold/send", 60_000)
         assert status == 202
         held.append(body["invocationId"])
+    assert sorted((partition_of_id(i) or 0) % 2 for i in held) == [0, 0, 1, 1]
 
     async def all_running() -> bool:
         shown = [(await cluster.get(f"/invocations/{i}", admin=True))[1]["status"] for i in held]
-        return shown == ["running"] * 3
+        return shown == ["running"] * len(held)
 
     await eventually(all_running, what="every hold to run")
     every = sorted([i for ids in added.values() for i in ids] + held, reverse=True)
 
     pages = await _pages(cluster, "service=Counter&limit=4")
-    assert _ids(pages) == every and all(len(page) <= 4 for page in pages) and len(pages) == 4
+    assert _ids(pages) == every and all(len(page) <= 4 for page in pages) and len(pages) == 4  # 16 of them
     assert _ids(await _pages(cluster, "status=completed&limit=5")) == sorted(
         [i for ids in added.values() for i in ids], reverse=True)
     running = await _pages(cluster, "status=running&service=Counter&limit=2")  # the store says otherwise
