@@ -1,11 +1,11 @@
 """``GET /invocations``: the invocation list, one bounded page at a time, newest first.
 
-A page is one read of the store (``Store.list_invocations``: at most ``EXAMINED`` index entries in
-one short read transaction, however little matches) and one question to the workers that own the
-unfinished invocations on it, for their live records: the store lags (``running`` is never
-written), and only the owner knows. Nothing reads every record, in the store or in a worker's
-memory, so a list call never holds up the ingress that shares the event loop. A page may come
-back short, even empty, with a cursor: its budget ran out before ``limit`` matches did.
+A page is one read of the store (``Store.list_invocations``: at most ``LIST_BUDGET`` index
+entries in one short read transaction, however little matches) and one question to the workers
+that own the unfinished invocations on it, for their live records: the store lags (``running`` is
+never written), and only the owner knows. Nothing reads every record, in the store or in a
+worker's memory, so a list call never holds up the ingress that shares the event loop. A page may
+come back short, even empty, with a cursor: its budget ran out before ``limit`` matches did.
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ from .invoker.live import Live
 from .mesh import Mesh, MeshError
 from .partitions import PartitionMap
 from .store import InvocationRecord, Store
+from .store.lmdb_store import LIST_BUDGET
 from .store.records import ALL_STATUSES, FINISHED
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-#: Index entries one page reads at most: a few milliseconds of the event loop.
-EXAMINED = 1000
 _CURSOR_TAG = b"1:"
 
 _ids_encoder = msgspec.msgpack.Encoder()
@@ -91,7 +90,7 @@ LiveLookup = Callable[[list[str]], Awaitable[dict[str, InvocationRecord]]]
 
 
 async def list_page(store: Store, query: ListQuery, live: LiveLookup, *,
-                    examined: int = EXAMINED) -> tuple[list[InvocationRecord], str | None]:
+                    examined: int = LIST_BUDGET) -> tuple[list[InvocationRecord], str | None]:
     """One page: its records as they stand now, and the ID the next page goes on below
     (``None``: this was the last)."""
     by_live_status = query.status is not None and query.status not in FINISHED

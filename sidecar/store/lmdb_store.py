@@ -27,11 +27,12 @@ from .batch import WriteBatch, apply_batch
 from .environment import TxnTarget, open_environment
 from .layout import prepare
 from .records import (
-    FINISHED, UNFINISHED, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord, NamedState, OutboxEntry, PromiseRecord,
+    FINISHED, UNFINISHED, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord, NamedState,
+    OutboxEntry, PromiseRecord,
 )
 from .writer_client import OnDurable, StoreError, WriterClient, connect_writer, spawn_writer
 
-__all__ = ["ListPage", "Store", "StoreError", "encode_entry", "encode_record"]
+__all__ = ["LIST_BUDGET", "ListPage", "Store", "StoreError", "encode_entry", "encode_record"]
 
 _encoder = msgspec.msgpack.Encoder()
 _invocation_decoder = msgspec.msgpack.Decoder(InvocationRecord)
@@ -77,6 +78,10 @@ def _scan(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         if not key.startswith(prefix):
             return
         yield key, value
+
+
+#: Index entries one page of the invocation list reads at most: a few milliseconds of the event loop.
+LIST_BUDGET = 1000
 
 
 class ListPage(msgspec.Struct):
@@ -214,7 +219,7 @@ class Store:
 
     def list_invocations(
         self, *, status: str | None = None, service: str | None = None, key: str | None = None, limit: int = 100,
-        before: str | None = None, budget: int = 1000,
+        before: str | None = None, budget: int = LIST_BUDGET,
     ) -> ListPage:
         """One page of the invocation list, newest first (IDs sort by creation time), from IDs
         below ``before``: at most ``limit`` records, found among at most ``budget`` index entries,
