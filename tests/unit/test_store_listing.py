@@ -236,3 +236,28 @@ def test_no_cursor_text_makes_more_than_a_refusal(text: str) -> None:
 def test_a_cursor_gives_back_its_place() -> None:
     invocation_id = IdGenerator().invocation_id()
     assert parse_query({"cursor": cursor_of(invocation_id), "limit": "7"}) == ListQuery(limit=7, before=invocation_id)
+
+
+def test_the_longest_services_and_keys_are_listed_by_service_and_by_key(tmp_path: Path) -> None:
+    """Identifiers up to 1,024 bytes: their index keys hash each part that would not fit."""
+    store = Store(tmp_path, durability="none", map_size=1 << 24)
+    generator = IdGenerator()
+    long_service, long_key = "S" * 1024, "é" * 512
+    made = [_record(generator.invocation_id(), service, key)
+            for service, key in [(long_service, long_key), (long_service, "k"), (long_service, None), ("S", long_key)]]
+    changes = Changes()
+    for record in made:
+        changes.create(record, b"1", None)
+    store.write_now(changes)
+    newest_first = sorted(made, key=lambda r: r.id, reverse=True)
+    assert [r.id for r in store.list_invocations(service=long_service).records] == [
+        r.id for r in newest_first if r.service == long_service]
+    assert [r.id for r in store.list_invocations(service=long_service, key=long_key).records] == [made[0].id]
+    assert [r.id for r in store.list_invocations(service="S", key=long_key).records] == [made[3].id]
+    purge = Changes()
+    for record in made:
+        _finish(purge, record)
+        purge.purge(record, None)
+    store.write_now(purge)
+    assert _dump_keys(store, "by_status") == _dump_keys(store, "by_target") == set()
+    asyncio.run(store.close())
