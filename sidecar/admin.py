@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from handler_sdk.protocol import Entry, Failure, Input, Output
 from .clock import iso_ms
 from .config import Settings
 from .ids import partition_of_id
+from .listing import LiveRecords, cursor_of, list_page, parse_query
 from .mesh import Mesh, MeshError
 from .metrics import Metrics
 from .partitions import PartitionMap
@@ -27,13 +27,9 @@ from .http_input import json_body, json_value, path_parts, storable
 from .invoker import InvocationNotFound, InvocationStateError, Invoker
 from .registry import Registry, RegistrationError
 from .store import Changes, InvocationRecord, Store
-from .store.records import ALL_STATUSES, DeploymentRecord
+from .store.records import DeploymentRecord
 
 log = logging.getLogger(__name__)
-
-#: A worker's live records, for another worker's ``GET /invocations``.
-_live_encoder = msgspec.msgpack.Encoder()
-_live_decoder = msgspec.msgpack.Decoder(list[InvocationRecord])
 
 
 class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -115,9 +111,9 @@ class Admin:
         self._http = http
         self._partitions = partitions
         self._mesh = mesh
+        self._live = LiveRecords(invoker.active, partitions, mesh)
         if mesh is not None:
             mesh.handlers["admin.invocation"] = self.answer_invocation
-            mesh.handlers["admin.live"] = self._answer_live
             mesh.handlers["registry.reload"] = self._reload
             invoker.forward_cancel = self._forward_cancel
 
@@ -251,46 +247,11 @@ class Admin:
     # --- invocations ----------------------------------------------------------------------------
 
     async def invocations(self, request: web.Request) -> web.Response:
-        query = request.query
-        status = query.get("status") or None
-        if status is not None and status not in ALL_STATUSES:
-            raise HTTPProblem(400, f"unknown status {status!r}; one of {', '.join(sorted(ALL_STATUSES))}")
-        try:
-            limit = int(query.get("limit", "100"))
-        except ValueError:
-            raise HTTPProblem(400, f"limit must be an integer, not {query['limit']!r}") from None
-        if not 1 <= limit <= 10_000:
-            raise HTTPProblem(400, "limit must be between 1 and 10000")
-        records = self._store.list_invocations(
-            service=query.get("service") or None, key=query.get("key") or None,
-            live=await self._live_records(), status=status, limit=limit)
-        return json_response({"invocations": [_summary(r) for r in records]})
-
-    async def _live_records(self) -> dict[str, InvocationRecord]:
-        """Every worker's unfinished invocations as they stand now (the store lags: ``running``
-        is never written). A worker that cannot be asked leaves its invocations' stored status."""
-        live = {i: l.record for i, l in self._invoker.active.items()}
-        if self._mesh is None:
-            return live
-        mesh = self._mesh
-        others = [i for i in range(mesh.workers) if i != mesh.index]
-        answers = await asyncio.gather(
-            *(mesh.forward(i, "admin.live", "GET", "/", {}, CIMultiDict(), b"") for i in others),
-            return_exceptions=True)
-        for index, answer in zip(others, answers):
-            if isinstance(answer, MeshError):
-                log.warning("listing invocations without worker %d's live statuses: %s", index, answer)
-            elif isinstance(answer, BaseException):
-                raise answer
-            elif answer.status != 200:
-                log.warning("listing invocations without worker %d's live statuses: it answered %d",
-                            index, answer.status)
-            else:
-                live.update((r.id, r) for r in _live_decoder.decode(answer.body))  # type: ignore[arg-type]
-        return live
-
-    async def _answer_live(self, *_: object) -> web.Response:
-        return web.Response(body=_live_encoder.encode([l.record for l in self._invoker.active.values()]))
+        records, last = await list_page(self._store, parse_query(request.query), self._live)
+        page: dict[str, Any] = {"invocations": [_summary(r) for r in records]}
+        if last is not None:
+            page["next_cursor"] = cursor_of(last)
+        return json_response(page)
 
     async def _routed(self, request: web.Request) -> web.Response:
         """Show, kill and purge act on live state that only the owning worker holds."""

@@ -389,26 +389,39 @@ def invocations() -> None:
 @click.option("--status", help="Only this status (pending, running, suspended, ...).")
 @click.option("--service", help="Only this service or object.")
 @click.option("--key", help="Only this object key.")
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
+@click.option("--limit", type=click.IntRange(1, 1000), help="At most this many per page, newest first [100].")
+@click.option("--cursor", help="Start where a page ended (the cursor it printed).")
+@click.option("--all", "every_page", is_flag=True, help="Follow the pages to the last one.")
 @_json_option
 @click.pass_context
 def list_invocations(
     ctx: click.Context, status: str | None, service: str | None, key: str | None, limit: int | None,
-    as_json: bool,
+    cursor: str | None, every_page: bool, as_json: bool,
 ) -> None:
-    """List invocations, newest first."""
-    filters = {"status": status, "service": service, "key": key, "limit": limit}
+    """List invocations, newest first, a page at a time.
+
+    A page ends with the --cursor that continues it; --all follows them all."""
+    filters = {"status": status, "service": service, "key": key, "limit": limit, "cursor": cursor}
     query = {name: str(value) for name, value in filters.items() if value is not None}
     reply = _decode(_request(_admin(ctx), "GET", ["invocations"], query=query))
+    listed = list(reply.get("invocations", []))
+    while every_page and reply.get("next_cursor"):
+        reply = _decode(_request(_admin(ctx), "GET", ["invocations"],
+                                 query={**query, "cursor": str(reply["next_cursor"])}))
+        listed.extend(reply.get("invocations", []))
+    if every_page:
+        reply = {"invocations": listed}
     if as_json:
         _echo_json(reply)
         return
     columns = ["id", "service", "handler", "key", "status", "attempts", "created_at", "modified_at"]
-    rows = [[inv.get(column) for column in columns] for inv in reply.get("invocations", [])]
-    if not rows:
+    rows = [[inv.get(column) for column in columns] for inv in listed]
+    if rows:
+        _echo_table([column.upper() for column in columns], rows)
+    if reply.get("next_cursor"):
+        click.echo(f"more: add --cursor {reply['next_cursor']} (or --all)", err=True)
+    elif not rows:
         click.echo("no invocations")
-        return
-    _echo_table([column.upper() for column in columns], rows)
 
 
 @invocations.command("show")

@@ -13,7 +13,7 @@ from .batch import WriteBatch
 from .lmdb_store import encode_entry, encode_record
 from .records import (
     ChildSpec, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, OutboxEntry,
-    NamedState, ParkedSend, PromiseRecord,
+    NamedState, ParkedSend, PromiseRecord, UNFINISHED,
 )
 
 _EXCLUSIVE = encode_record(InboxEntry(exclusive=True))
@@ -73,9 +73,13 @@ class Changes(WriteBatch):
         self.delete("outbox", outbox_key(entry))
 
     def create(self, record: InvocationRecord, input_value: bytes, raw_idempotency_key: bytes | None) -> None:
-        """A new invocation: its record, its place in line, its input, its idempotency key."""
+        """A new invocation: its record, its place in line and in the list's indexes, its input,
+        its idempotency key."""
         self.put_invocation(record)
         self.enqueue(record)
+        self.put("by_status", keys.status_key(record.listed_as, record.id), b"")
+        for raw_key in keys.target_keys(record.service, record.key, record.id):
+            self.put("by_target", raw_key, b"")
         self.append_entry(record, 0, Input(input_value))
         if raw_idempotency_key is not None:
             self.put_idempotency(raw_idempotency_key, record.id)
@@ -95,16 +99,22 @@ class Changes(WriteBatch):
         self.put("idempotency", raw_key, encode_record(IdempotencyRecord(invocation_id=invocation_id)))
 
     def finish(self, record: InvocationRecord) -> None:
-        """``record`` has reached a final status: leave the inbox, join the retention index."""
+        """``record`` has reached a final status: leave the inbox, join the retention index, move
+        to its final status in the list's index (the only move an entry there makes)."""
         assert record.completed_ms is not None
         self.put_invocation(record)
         self.delete("inbox", keys.inbox_key(record.service, record.key, record.inbox_seq, record.id))
         self.put("finished", keys.finished_key(record.completed_ms, record.id), b"")
+        self.delete("by_status", keys.status_key(UNFINISHED, record.id))
+        self.put("by_status", keys.status_key(record.listed_as, record.id), b"")
 
     def purge(self, record: InvocationRecord, idempotency_raw_key: bytes | None) -> None:
         """Forget a finished invocation: its record, journal, retention entry and the idempotency
         key it holds (``None``: it holds none, or no longer: a restart took it over)."""
         self.delete("invocations", record.id.encode())
+        self.delete("by_status", keys.status_key(record.listed_as, record.id))
+        for raw_key in keys.target_keys(record.service, record.key, record.id):
+            self.delete("by_target", raw_key)
         self.delete_prefix("journal", keys.journal_prefix(record.id))
         self.delete_prefix("completions", keys.journal_prefix(record.id))
         if record.completed_ms is not None:

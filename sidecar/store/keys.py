@@ -21,6 +21,12 @@ key's partition (a hash of its object prefix) do not change.
 - Journal, completions, timers, finished: invocation IDs (made by the sidecar, 30 bytes) and
   integers: always short. Outbox: ``resolve/`` + an awakeable ID, hashed where it would not fit
   (the value holds the whole resolution).
+- The list's indexes, both ending with the invocation ID so that a reverse walk of a prefix is
+  newest first: ``by_status`` is ``group / ID``, the group an unfinished invocation's
+  ``unfinished`` and a finished one's final status; ``by_target`` has ``component(service) 00 ID``
+  for every invocation and ``component(service) 01 component(key) ID`` for those on a key, where a
+  component is ``part(text)``, or its hash if that is over ``_MAX_PLAIN_COMPONENT`` bytes (each
+  hashed on its own: the service's prefix stays the same whatever the key).
 """
 
 from __future__ import annotations
@@ -137,6 +143,39 @@ def timer_key(due_ms: int, invocation_id: str, index: int) -> bytes:
 def split_timer_key(raw: bytes) -> tuple[int, str, int]:
     invocation_id = raw[8:-5].decode()
     return _U64.unpack_from(raw, 0)[0], invocation_id, journal_index(raw)
+
+
+def status_key(group: str, invocation_id: str) -> bytes:
+    """The ``by_status`` entry of an invocation in ``group`` (see the module docstring)."""
+    return status_prefix(group) + invocation_id.encode()
+
+
+def status_prefix(group: str) -> bytes:
+    return group.encode() + b"/"
+
+
+#: A longer service or key is hashed in a ``by_target`` key: two of them and an ID always fit.
+_MAX_PLAIN_COMPONENT = 200
+
+
+def _component(text: str) -> bytes:
+    part = _part(text)
+    return part if len(part) <= _MAX_PLAIN_COMPONENT else _hashed(part)
+
+
+def target_prefix(service: str, key: str | None = None) -> bytes:
+    """The ``by_target`` prefix of ``service``'s invocations (``key`` None), or of those on ``key``."""
+    if key is None:
+        return _component(service) + b"\x00"
+    return _component(service) + b"\x01" + _component(key)
+
+
+def target_keys(service: str, key: str | None, invocation_id: str) -> list[bytes]:
+    """An invocation's ``by_target`` entries: one under its service, and one under its key if it has one."""
+    raw_id = invocation_id.encode()
+    if key is None:
+        return [target_prefix(service) + raw_id]
+    return [target_prefix(service) + raw_id, target_prefix(service, key) + raw_id]
 
 
 def finished_key(completed_ms: int, invocation_id: str) -> bytes:

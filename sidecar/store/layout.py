@@ -6,7 +6,10 @@ up within a millisecond. Layout 2 files it by object prefix + seq + ID. Opening 
 directory rewrites its inbox in the same transaction that records layout 2, before anything is
 served: the seq comes from the old key order (arrival order per key, as the old sidecar saw it),
 and each record gets its seq so that finishing deletes the right key. One LMDB transaction, so a
-crash leaves either layout whole, never a mix. A layout newer than this sidecar knows is refused.
+crash leaves either layout whole, never a mix. Layout 3 adds the invocation list's indexes
+(``by_status``, ``by_target``, see ``keys``), which the writes of ``changes`` keep from then on:
+opening an older directory files every record there in the same way, in the transaction that
+records layout 3, before anything is served. A layout newer than this sidecar knows is refused.
 
 ``awakeable-secret`` signs awakeable IDs (``sidecar.awakeable_ids``): made with ``secrets`` the first
 time the directory is opened, read by every worker from here, never sent to anyone.
@@ -23,7 +26,7 @@ import msgspec
 from . import keys
 from .records import InvocationRecord
 
-FORMAT = 2
+FORMAT = 3
 _FORMAT_KEY = b"format"
 _SECRET_KEY = b"awakeable-secret"
 
@@ -53,8 +56,12 @@ def prepare(env: lmdb.Environment, dbs: dict[str, Any]) -> bytes:
     meta = dbs["meta"]
     with env.begin(write=True) as txn:
         raw = txn.get(_FORMAT_KEY, db=meta)
-        if (int(raw) if raw is not None else 1) < FORMAT:
+        found = int(raw) if raw is not None else 1
+        if found < 2:
             _file_inbox_by_seq(txn, dbs)
+        if found < 3:
+            _index_for_the_list(txn, dbs)
+        if found < FORMAT:
             txn.put(_FORMAT_KEY, str(FORMAT).encode(), db=meta)
         secret = txn.get(_SECRET_KEY, db=meta)
         if secret is None:
@@ -76,3 +83,14 @@ def _file_inbox_by_seq(txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
             record = _decoder.decode(raw)
             record.inbox_seq = seq
             txn.put(invocation_id.encode(), _encoder.encode(record), db=invocations)
+
+
+def _index_for_the_list(txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+    """Layout 2 -> 3: every record gets the ``by_status`` and ``by_target`` entries that
+    ``Changes.create`` and ``Changes.finish`` give a new one."""
+    by_status, by_target = dbs["by_status"], dbs["by_target"]
+    for raw in txn.cursor(db=dbs["invocations"]).iternext(keys=False):
+        record = _decoder.decode(raw)
+        txn.put(keys.status_key(record.listed_as, record.id), b"", db=by_status)
+        for raw_key in keys.target_keys(record.service, record.key, record.id):
+            txn.put(raw_key, b"", db=by_target)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lmdb
@@ -27,11 +27,12 @@ from .batch import WriteBatch, apply_batch
 from .environment import TxnTarget, open_environment
 from .layout import prepare
 from .records import (
-    DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord, NamedState, OutboxEntry, PromiseRecord,
+    FINISHED, UNFINISHED, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord, NamedState,
+    OutboxEntry, PromiseRecord,
 )
 from .writer_client import OnDurable, StoreError, WriterClient, connect_writer, spawn_writer
 
-__all__ = ["Store", "StoreError", "encode_entry", "encode_record"]
+__all__ = ["LIST_BUDGET", "ListPage", "Store", "StoreError", "encode_entry", "encode_record"]
 
 _encoder = msgspec.msgpack.Encoder()
 _invocation_decoder = msgspec.msgpack.Decoder(InvocationRecord)
@@ -57,6 +58,19 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
+def _scan_back(cursor: lmdb.Cursor, prefix: bytes, below: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The entries under ``prefix`` whose rest sorts before ``below``, last first."""
+    if cursor.set_range(prefix + below):
+        if not cursor.prev():
+            return
+    elif not cursor.last():
+        return
+    for key, value in cursor.iterprev():
+        if not key.startswith(prefix):
+            return
+        yield key, value
+
+
 def _scan(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     if not cursor.set_range(prefix):
         return
@@ -64,6 +78,17 @@ def _scan(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         if not key.startswith(prefix):
             return
         yield key, value
+
+
+#: Index entries one page of the invocation list reads at most: a few milliseconds of the event loop.
+LIST_BUDGET = 1000
+
+
+class ListPage(msgspec.Struct):
+    """A page of the invocation list: its records, and the ID to go on below (``None``: no more)."""
+
+    records: list[InvocationRecord]
+    next: str | None
 
 
 class Store:
@@ -194,22 +219,45 @@ class Store:
 
     def list_invocations(
         self, *, status: str | None = None, service: str | None = None, key: str | None = None, limit: int = 100,
-        live: Mapping[str, InvocationRecord] | None = None,
-    ) -> list[InvocationRecord]:
-        """Newest first (IDs sort by creation time), filtered; ``live`` records replace stored ones."""
+        before: str | None = None, budget: int = LIST_BUDGET,
+    ) -> ListPage:
+        """One page of the invocation list, newest first (IDs sort by creation time), from IDs
+        below ``before``: at most ``limit`` records, found among at most ``budget`` index entries,
+        so that one page is bounded work and one short read transaction however little matches.
+
+        The walk follows the index that fits (``by_status`` for a status, ``by_target`` for a
+        service, else every record). For a status an unfinished invocation can leave (pending,
+        running, ...), every unfinished invocation is a candidate: what is stored may lag (running
+        is never written), the live record tells; the caller filters."""
+        if status is not None and (status not in FINISHED or service is None):
+            db, prefix = "by_status", keys.status_prefix(status if status in FINISHED else UNFINISHED)
+        elif service is not None:
+            db, prefix = "by_target", keys.target_prefix(service, key)
+        else:
+            db, prefix = "invocations", b""
+
+        def may_match(record: InvocationRecord) -> bool:
+            return (service is None or record.service == service) and (key is None or record.key == key) and (
+                status is None or record.status == status or (status not in FINISHED and not record.finished))
+
         found: list[InvocationRecord] = []
-        with self._env.begin(db=self._dbs["invocations"]) as txn:
-            cursor = txn.cursor()
-            if not cursor.last():
-                return found
-            for raw_id, raw in cursor.iterprev():
-                record = (live or {}).get(raw_id.decode()) or _invocation_decoder.decode(raw)
-                if (status is None or record.status == status) and (service is None or record.service == service) \
-                        and (key is None or record.key == key):
+        examined = 0
+        last = b""
+        with self._env.begin() as txn:
+            records = self._dbs["invocations"]
+            for raw_key, value in _scan_back(txn.cursor(db=self._dbs[db]), prefix,
+                                             before.encode() if before else b"\xff"):
+                if len(found) >= limit or examined >= budget:  # and there is more: go on below the last one
+                    return ListPage(found, last.decode())
+                invocation_id = last = raw_key[len(prefix):]
+                examined += 1
+                raw = value if db == "invocations" else txn.get(invocation_id, db=records)
+                if raw is None:
+                    continue
+                record = _invocation_decoder.decode(raw)
+                if may_match(record):
                     found.append(record)
-                    if len(found) >= limit:
-                        break
-        return found
+        return ListPage(found, None)
 
     def scan_inbox(self) -> list[str]:
         """Every unfinished invocation's ID, in arrival order per key."""

@@ -15,6 +15,8 @@ FORMAT_VERSION = 1
 #: Statuses after which nothing more happens to an invocation.
 FINISHED = frozenset({"completed", "failed", "cancelled", "killed"})
 ALL_STATUSES = FINISHED | {"pending", "running", "suspended", "backing-off", "paused"}
+#: The ``by_status`` group of every invocation that has not finished yet (not a status).
+UNFINISHED = "unfinished"
 
 
 class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -69,6 +71,13 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def listed_as(self) -> str:
+        """Its group in the ``by_status`` index: ``unfinished`` until it ends, then its final
+        status, which never changes. Statuses before the end change too often (and ``running`` is
+        never written) to be worth an index entry each: the live record says which it is."""
+        return self.status if self.status in FINISHED else UNFINISHED
 
     @property
     def target(self) -> str:

@@ -144,7 +144,7 @@ _QUERY_VALUES = st.one_of(
     st.text(max_size=30).map(lambda s: quote(s, safe="")),
 )
 _QUERIES = st.lists(
-    st.tuples(st.sampled_from(["delay", "limit", "status", "from", "service", "key", "x", "%FF"]), _QUERY_VALUES),
+    st.tuples(st.sampled_from(["delay", "limit", "cursor", "status", "from", "service", "key", "x", "%FF"]), _QUERY_VALUES),
     max_size=3,
 ).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs))
 _HEADERS = st.lists(st.tuples(

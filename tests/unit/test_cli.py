@@ -300,3 +300,36 @@ async def test_every_list_and_show_takes_json(args: list[str], answer: dict[str,
     assert json.loads(as_json.stdout) == answer
     assert as_text.exit_code == 0, as_text.output
     assert as_text.stdout.startswith(table_header)
+
+
+async def test_invocations_list_pages_with_a_cursor_or_follows_them_all() -> None:
+    """The admin API's pages (``next_cursor``): one page and where the next starts, or ``--all``."""
+    pages = {None: (["inv_3", "inv_2"], "c1"), "c1": (["inv_1"], None)}
+    asked: list[dict[str, str]] = []
+
+    async def reply(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        ids, after = pages[request.query.get("cursor")]
+        page: dict[str, Any] = {"invocations": [{"id": i, "status": "completed"} for i in ids]}
+        if after is not None:
+            page["next_cursor"] = after
+        return web.json_response(page)
+
+    server = await _serve_fake([web.get("/invocations", reply)])
+    try:
+        first = await _cli_against(server, "invocations", "list", "--limit", "2", "--status", "completed")
+        second = await _cli_against(server, "invocations", "list", "--cursor", "c1", "--json")
+        everything = await _cli_against(server, "invocations", "list", "--limit", "2", "--all", "--json")
+        table = await _cli_against(server, "invocations", "list", "--all")
+        too_many = await _cli_against(server, "invocations", "list", "--limit", "1001")
+    finally:
+        await server.close()
+    assert first.exit_code == 0, first.output
+    assert [line.split()[0] for line in first.stdout.splitlines()[1:]] == ["inv_3", "inv_2"]
+    assert "--cursor c1" in first.stderr
+    assert json.loads(second.stdout) == {"invocations": [{"id": "inv_1", "status": "completed"}]}
+    assert [i["id"] for i in json.loads(everything.stdout)["invocations"]] == ["inv_3", "inv_2", "inv_1"]
+    assert [line.split()[0] for line in table.stdout.splitlines()[1:]] == ["inv_3", "inv_2", "inv_1"]
+    assert "--cursor" not in table.stderr
+    assert asked[:3] == [{"status": "completed", "limit": "2"}, {"cursor": "c1"}, {"limit": "2"}]
+    _assert_clean_failure(too_many, 2, "1001 is not in the range 1<=x<=1000")
