@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
@@ -14,19 +15,20 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from multidict import CIMultiDict
 
-from handler_sdk.protocol import Entry, Failure, Input, Output
+from handler_sdk.protocol import ClearState, Entry, Failure, Input, Output, SetState
 
 from .clock import iso_ms
 from .config import Settings
+from .durations import parse_duration
 from .ids import partition_of_id
 from .mesh import Mesh, MeshError
 from .metrics import Metrics
 from .partitions import PartitionMap
 from .http_errors import HTTPProblem, JsonRoutes, json_errors, json_only, json_response, refuse_long_identifiers
 from .http_input import json_body, json_value, path_parts, storable
-from .invoker import InvocationNotFound, InvocationStateError, Invoker
+from .invoker import InvocationNotFound, InvocationStateError, Invoker, KeyHeld
 from .registry import Registry, RegistrationError
-from .store import Changes, InvocationRecord, Store
+from .store import InvocationRecord, Store
 from .store.records import ALL_STATUSES, DeploymentRecord
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,24 @@ def _read_json_value(body: bytes) -> bytes:
     return body
 
 
+#: How long a state edit waits for its key by default, and at most (``?wait=``).
+_EDIT_WAIT_S = 10.0
+_EDIT_WAIT_MAX_S = 300.0
+
+
+def _edit_wait(query: Mapping[str, str]) -> float:
+    text = query.get("wait")
+    if text is None:
+        return _EDIT_WAIT_S
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise HTTPProblem(400, f"wait: {exc}") from None
+    if seconds > _EDIT_WAIT_MAX_S:
+        raise HTTPProblem(400, f"wait {text[:100]!r} is too long: at most {_EDIT_WAIT_MAX_S:g} s")
+    return seconds
+
+
 class Admin:
     def __init__(
         self, *, invoker: Invoker, registry: Registry, store: Store, settings: Settings, http: aiohttp.ClientSession,
@@ -117,6 +137,7 @@ class Admin:
         self._mesh = mesh
         if mesh is not None:
             mesh.handlers["admin.invocation"] = self.answer_invocation
+            mesh.handlers["admin.state"] = self.answer_state
             mesh.handlers["admin.live"] = self._answer_live
             mesh.handlers["registry.reload"] = self._reload
             invoker.forward_cancel = self._forward_cancel
@@ -137,9 +158,9 @@ class Admin:
         r.add_get("/invocations/{id}", self._routed)
         r.add_post("/invocations/{id}/{action:kill|cancel|pause|resume|restart}", self._routed)
         r.add_delete("/invocations/{id}", self._routed)
-        r.add_get("/state/{object}/{key}", self.get_state)
-        r.add_put("/state/{object}/{key}/{name}", self.put_state)
-        r.add_delete("/state/{object}/{key}/{name}", self.delete_state)
+        r.add_get("/state/{object}/{key}", self._state_routed)
+        r.add_put("/state/{object}/{key}/{name}", self._state_routed)
+        r.add_delete("/state/{object}/{key}/{name}", self._state_routed)
         r.add_fallback()
         return app
 
@@ -360,31 +381,34 @@ class Admin:
 
     # --- state ----------------------------------------------------------------------------------
 
-    def _object(self, request: web.Request) -> tuple[str, str]:
+    async def _state_routed(self, request: web.Request) -> web.Response:
+        """State is read and edited by the worker that owns the key: its edits wait in the key's line."""
         info = request.match_info
         refuse_long_identifiers(("object key", info["key"]), ("state name", info.get("name")))
-        name = info["object"]
+        parts = [info["object"], info["key"], *([info["name"]] if "name" in info else [])]
+        path = "/state/" + "/".join(quote(part, safe="") for part in parts)  # as match_info decoded them
+        owner = self._partitions.owner(self._partitions.of_key(info["object"], info["key"]))
+        args = (request.method, path, dict(request.query), CIMultiDict[str](), await request.read())  # no headers used
+        if self._mesh is not None and owner != self._mesh.index:
+            return await self._mesh.forward(owner, "admin.state", *args)
+        return await self.answer_state(*args)
+
+    async def answer_state(
+        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
+    ) -> web.Response:
+        _, name, key, *state_name = path_parts(path)  # state/{object}/{key}[/{name}], checked by _state_routed
         found = self._registry.service(name)
         if found is None or found[1].kind == "service":
             raise HTTPProblem(404, f"no virtual object or workflow named {name!r}")
-        return name, info["key"]
-
-    async def get_state(self, request: web.Request) -> web.Response:
-        service, key = self._object(request)
-        state = self._store.read_state(service, key)
-        return json_response({"state": {name: _payload(value) for name, value in state.items()}})
-
-    async def put_state(self, request: web.Request) -> web.Response:
-        service, key = self._object(request)
-        value = _read_json_value(await request.read())
-        changes = Changes()
-        changes.set_state(service, key, request.match_info["name"], value)
-        await self._store.submit(changes)
-        return json_response({"object": service, "key": key, "name": request.match_info["name"], "set": True})
-
-    async def delete_state(self, request: web.Request) -> web.Response:
-        service, key = self._object(request)
-        changes = Changes()
-        changes.clear_state(service, key, request.match_info["name"])
-        await self._store.submit(changes)
-        return json_response({"object": service, "key": key, "name": request.match_info["name"], "cleared": True})
+        if method == "GET":
+            state = self._invoker.state_edits.current(name, key)
+            return json_response({"state": {n: _payload(value) for n, value in state.items()}})
+        wait_s = _edit_wait(query)
+        write = SetState(state_name[0], _read_json_value(body)) if method == "PUT" else ClearState(state_name[0])
+        try:
+            applied = await self._invoker.state_edits.edit(name, key, write, wait_s)
+        except KeyHeld as exc:
+            raise HTTPProblem(409, str(exc), headers={"Retry-After": "1"}) from None
+        return json_response({"object": name, "key": key, "name": state_name[0],
+                              "set" if method == "PUT" else "cleared": True,
+                              "applied_at": iso_ms(applied.applied_ms), "waited_for": applied.waited_for})
