@@ -385,6 +385,9 @@ class Admin:
         """State is read and edited by the worker that owns the key: its edits wait in the key's line."""
         info = request.match_info
         refuse_long_identifiers(("object key", info["key"]), ("state name", info.get("name")))
+        found = self._registry.service(info["object"])  # here: worker 0's is never behind a registration
+        if found is None or found[1].kind == "service":
+            raise HTTPProblem(404, f"no virtual object or workflow named {info['object']!r}")
         parts = [info["object"], info["key"], *([info["name"]] if "name" in info else [])]
         path = "/state/" + "/".join(quote(part, safe="") for part in parts)  # as match_info decoded them
         owner = self._partitions.owner(self._partitions.of_key(info["object"], info["key"]))
@@ -397,9 +400,6 @@ class Admin:
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
         _, name, key, *state_name = path_parts(path)  # state/{object}/{key}[/{name}], checked by _state_routed
-        found = self._registry.service(name)
-        if found is None or found[1].kind == "service":
-            raise HTTPProblem(404, f"no virtual object or workflow named {name!r}")
         if method == "GET":
             state = self._invoker.state_edits.current(name, key)
             return json_response({"state": {n: _payload(value) for n, value in state.items()}})

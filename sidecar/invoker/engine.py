@@ -86,7 +86,8 @@ class Invoker(FrameHandling, OperatorActions):
         self._idempotency_inflight: dict[bytes, str] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._state_in_flight = StateInFlight()
-        self.state_edits = StateEdits(store, self._keys, self._state_in_flight, self.active, metrics.state_edits_waiting)
+        self.state_edits = StateEdits(store, self._keys, self._state_in_flight, self.active,
+                                      metrics.state_edits_waiting)
         self._waits = Waits(self, store)
         self.calls = Calls(self, store, registry, partitions)
         self._promises = Promises(self, store)

@@ -1,8 +1,8 @@
 """State writes submitted to the store but not yet committed, per object key.
 
-The next invocation on a key may start before the previous one's writes (or an operator's edit,
-see state_edits.py) are durable (see ``Invoker._hand_over_key``); its state snapshot is then the committed state with these writes
-replayed on top. Replaying is safe even if some of them have meanwhile committed: every write is
+The next invocation on a key may start before the previous one's writes (or an operator's
+edit, see state_edits.py) are durable (see ``Invoker._hand_over_key``); its state snapshot is
+then the committed state with these writes replayed on top. Replaying is safe even if some of them have meanwhile committed: every write is
 an absolute overwrite (set, clear, clear-all) applied in submit order, so applying a sequence
 again over a state that already holds a prefix of it gives the same result.
 """
