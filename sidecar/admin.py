@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 
 from handler_sdk.protocol import ClearState, Entry, Failure, Input, Output, SetState
 
+from .client_watch import ClientWatch
 from .clock import iso_ms
 from .config import Settings
 from .durations import parse_duration
@@ -135,6 +136,7 @@ class Admin:
         self._http = http
         self._partitions = partitions
         self._mesh = mesh
+        self._clients = ClientWatch()  # a state edit waiting for its key leaves the line with its client
         if mesh is not None:
             mesh.handlers["admin.invocation"] = self.answer_invocation
             mesh.handlers["admin.state"] = self.answer_state
@@ -146,6 +148,7 @@ class Admin:
         app = web.Application(
             client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
         app.on_response_prepare.append(json_only)
+        app.cleanup_ctx.append(self._clients.run)
         r = JsonRoutes(app.router)
         r.add_get("/health", self.health)
         r.add_get("/metrics", self.metrics)
@@ -392,9 +395,10 @@ class Admin:
         path = "/state/" + "/".join(quote(part, safe="") for part in parts)  # as match_info decoded them
         owner = self._partitions.owner(self._partitions.of_key(info["object"], info["key"]))
         args = (request.method, path, dict(request.query), CIMultiDict[str](), await request.read())  # no headers used
-        if self._mesh is not None and owner != self._mesh.index:
-            return await self._mesh.forward(owner, "admin.state", *args)
-        return await self.answer_state(*args)
+        with self._clients.waiting(request):
+            if self._mesh is not None and owner != self._mesh.index:
+                return await self._mesh.forward(owner, "admin.state", *args)
+            return await self.answer_state(*args)
 
     async def answer_state(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,

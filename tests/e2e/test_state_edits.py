@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 
 from sidecar.partitions import DEFAULT_PARTITIONS, PartitionMap
 from tests.e2e.conftest import Cluster
+from tests.e2e.rawhttp import request_bytes
 from tests.procs import eventually
 
 
@@ -98,6 +99,27 @@ async def test_an_edit_that_cannot_wait_long_enough_is_refused_and_changes_nothi
     status, cleared, _ = await _edit(cluster, "DELETE", f"/state/Counter/{key}/count?wait=0s")
     assert status == 200 and cleared["cleared"] and cleared["applied_at"], cleared  # free now: no wait needed
     assert await _count(cluster, key) is None
+
+
+async def test_an_edit_whose_client_hung_up_while_it_waited_is_never_applied(durable_cluster: Cluster) -> None:
+    cluster = durable_cluster
+    key = _key_of_worker_1("gone")
+    invocation_id, awakeable_id = await _holding(cluster, key, f"gone-{key}")
+    host, port = cluster.admin.rsplit(":", 1)
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request_bytes("PUT", f"/state/Counter/{key}/count?wait=60s".encode(),
+                               [(b"content-type", b"application/json")], b"100"))
+    await writer.drain()
+
+    async def waiting(count: int) -> bool:
+        return await _edits_waiting(cluster) == count
+
+    await eventually(lambda: waiting(1), what="the edit to wait in the key's line")
+    writer.close()  # the operator gave up (Ctrl-C)
+    await eventually(lambda: waiting(0), what="the abandoned edit to leave the line")
+    await _approve(cluster, awakeable_id)
+    assert await cluster.get(f"/restate/invocation/{invocation_id}/attach") == (200, 1)
+    assert await _count(cluster, key) == 1
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
