@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
@@ -13,10 +15,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from multidict import CIMultiDict
 
-from handler_sdk.protocol import Entry, Failure, Input, Output
+from handler_sdk.protocol import ClearState, Entry, Failure, Input, Output, SetState
 
 from .clock import iso_ms
 from .config import Settings
+from .durations import parse_duration
 from .ids import partition_of_id
 from .listing import LiveRecords, cursor_of, list_page, parse_query
 from .mesh import Mesh, MeshError
@@ -24,9 +27,9 @@ from .metrics import Metrics
 from .partitions import PartitionMap
 from .http_errors import HTTPProblem, JsonRoutes, json_errors, json_only, json_response, refuse_long_identifiers
 from .http_input import json_body, json_value, path_parts, storable
-from .invoker import InvocationNotFound, InvocationStateError, Invoker
+from .invoker import InvocationNotFound, InvocationStateError, Invoker, KeyHeld
 from .registry import Registry, RegistrationError
-from .store import Changes, InvocationRecord, Store
+from .store import InvocationRecord, Store
 from .store.records import DeploymentRecord
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,24 @@ def _read_json_value(body: bytes) -> bytes:
     return body
 
 
+#: How long a state edit waits for its key by default, and at most (``?wait=``).
+_EDIT_WAIT_S = 10.0
+_EDIT_WAIT_MAX_S = 300.0
+
+
+def _edit_wait(query: Mapping[str, str]) -> float:
+    text = query.get("wait")
+    if text is None:
+        return _EDIT_WAIT_S
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise HTTPProblem(400, f"wait: {exc}") from None
+    if seconds > _EDIT_WAIT_MAX_S:
+        raise HTTPProblem(400, f"wait {text[:100]!r} is too long: at most {_EDIT_WAIT_MAX_S:g} s")
+    return seconds
+
+
 class Admin:
     def __init__(
         self, *, invoker: Invoker, registry: Registry, store: Store, settings: Settings, http: aiohttp.ClientSession,
@@ -114,6 +135,7 @@ class Admin:
         self._live = LiveRecords(invoker.active, partitions, mesh)
         if mesh is not None:
             mesh.handlers["admin.invocation"] = self.answer_invocation
+            mesh.handlers["admin.state"] = self.answer_state
             mesh.handlers["registry.reload"] = self._reload
             invoker.forward_cancel = self._forward_cancel
 
@@ -133,9 +155,9 @@ class Admin:
         r.add_get("/invocations/{id}", self._routed)
         r.add_post("/invocations/{id}/{action:kill|cancel|pause|resume|restart}", self._routed)
         r.add_delete("/invocations/{id}", self._routed)
-        r.add_get("/state/{object}/{key}", self.get_state)
-        r.add_put("/state/{object}/{key}/{name}", self.put_state)
-        r.add_delete("/state/{object}/{key}/{name}", self.delete_state)
+        r.add_get("/state/{object}/{key}", self._state_routed)
+        r.add_put("/state/{object}/{key}/{name}", self._state_routed)
+        r.add_delete("/state/{object}/{key}/{name}", self._state_routed)
         r.add_fallback()
         return app
 
@@ -152,13 +174,17 @@ class Admin:
     async def register(self, request: web.Request) -> web.Response:
         body = json_body(await request.read(), RegisterRequest,
                          '{"uri": "http://host:port", "force": false, "transport": "websocket" | "request-response"}')
-        try:
-            record, created = await self._registry.register(
-                body.uri, force=body.force, http=self._http, transport=body.transport)
+        try:  # shielded: a client that hangs up must not cut a registration between store and memory
+            record, created = await asyncio.shield(self._register(body))
         except RegistrationError as exc:
             raise HTTPProblem(exc.status, exc.message) from None
-        await self.deployments_changed()
         return json_response(record, status=201 if created else 200)
+
+    async def _register(self, body: RegisterRequest) -> tuple[DeploymentRecord, bool]:
+        record, created = await self._registry.register(
+            body.uri, force=body.force, http=self._http, transport=body.transport)
+        await self.deployments_changed()
+        return record, created
 
     async def deployments_changed(self) -> None:
         """Sends parked for a target not registered are made if it is now; the other workers read
@@ -227,10 +253,13 @@ class Admin:
         if pinned:
             raise HTTPProblem(409, f"{pinned} unfinished invocations are pinned to deployment {deployment_id}: "
                                    "let them finish, or resume them on another deployment")
+        await asyncio.shield(self._forget(deployment_id))  # as registering: never cut half-way
+        return json_response({**self._deployment_view(record, 0), "status": "deleted"})
+
+    async def _forget(self, deployment_id: str) -> None:
         await self._registry.delete(deployment_id)
         self._invoker.close_deleted_pools()
         await self.deployments_changed()
-        return json_response({**self._deployment_view(record, 0), "status": "deleted"})
 
     def _service_view(self, deployment_id: str, spec: Any) -> dict[str, Any]:
         return {**msgspec.structs.asdict(spec), "deployment_id": deployment_id}
@@ -314,38 +343,42 @@ class Admin:
     async def _purge(self, invocation_id: str) -> web.Response:
         self._record(invocation_id)
         try:
-            await self._invoker.purge(invocation_id)
+            await asyncio.shield(self._invoker.purge(invocation_id))
         except InvocationStateError as exc:
             raise HTTPProblem(409, str(exc)) from None
         return json_response({"id": invocation_id, "purged": True})
 
     # --- state ----------------------------------------------------------------------------------
 
-    def _object(self, request: web.Request) -> tuple[str, str]:
+    async def _state_routed(self, request: web.Request) -> web.Response:
+        """State is read and edited by the worker that owns the key: its edits wait in the key's line."""
         info = request.match_info
         refuse_long_identifiers(("object key", info["key"]), ("state name", info.get("name")))
-        name = info["object"]
-        found = self._registry.service(name)
+        found = self._registry.service(info["object"])  # here: worker 0's is never behind a registration
         if found is None or found[1].kind == "service":
-            raise HTTPProblem(404, f"no virtual object or workflow named {name!r}")
-        return name, info["key"]
+            raise HTTPProblem(404, f"no virtual object or workflow named {info['object']!r}")
+        parts = [info["object"], info["key"], *([info["name"]] if "name" in info else [])]
+        path = "/state/" + "/".join(quote(part, safe="") for part in parts)  # as match_info decoded them
+        owner = self._partitions.owner(self._partitions.of_key(info["object"], info["key"]))
+        args = (request.method, path, dict(request.query), CIMultiDict[str](), await request.read())  # no headers used
+        # A client that hangs up cancels this handler (handler_cancellation): its edit leaves the line.
+        if self._mesh is not None and owner != self._mesh.index:
+            return await self._mesh.forward(owner, "admin.state", *args)
+        return await self.answer_state(*args)
 
-    async def get_state(self, request: web.Request) -> web.Response:
-        service, key = self._object(request)
-        state = self._store.read_state(service, key)
-        return json_response({"state": {name: _payload(value) for name, value in state.items()}})
-
-    async def put_state(self, request: web.Request) -> web.Response:
-        service, key = self._object(request)
-        value = _read_json_value(await request.read())
-        changes = Changes()
-        changes.set_state(service, key, request.match_info["name"], value)
-        await self._store.submit(changes)
-        return json_response({"object": service, "key": key, "name": request.match_info["name"], "set": True})
-
-    async def delete_state(self, request: web.Request) -> web.Response:
-        service, key = self._object(request)
-        changes = Changes()
-        changes.clear_state(service, key, request.match_info["name"])
-        await self._store.submit(changes)
-        return json_response({"object": service, "key": key, "name": request.match_info["name"], "cleared": True})
+    async def answer_state(
+        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
+    ) -> web.Response:
+        _, name, key, *state_name = path_parts(path)  # state/{object}/{key}[/{name}], checked by _state_routed
+        if method == "GET":
+            state = self._invoker.state_edits.current(name, key)
+            return json_response({"state": {n: _payload(value) for n, value in state.items()}})
+        wait_s = _edit_wait(query)
+        write = SetState(state_name[0], _read_json_value(body)) if method == "PUT" else ClearState(state_name[0])
+        try:
+            applied = await self._invoker.state_edits.edit(name, key, write, wait_s)
+        except KeyHeld as exc:
+            raise HTTPProblem(409, str(exc), headers={"Retry-After": "1"}) from None
+        return json_response({"object": name, "key": key, "name": state_name[0],
+                              "set" if method == "PUT" else "cleared": True,
+                              "applied_at": iso_ms(applied.applied_ms), "waited_for": applied.waited_for})

@@ -527,28 +527,40 @@ def get_state(ctx: click.Context, obj: str, key: str, name: str | None) -> None:
         raise click.ClickException(f"{obj}/{key} has no state named {name!r}")
 
 
+_edit_wait = click.option(
+    "--wait", metavar="DURATION", help="How long the edit may wait for an invocation holding the key (default 10s).")
+
+
+def _edited(verb: str, obj: str, key: str, name: str, reply: Reply) -> None:
+    applied = _decode(reply)
+    after = f", after {applied['waited_for']}" if applied.get("waited_for") else ""
+    click.echo(f"{verb} {obj}/{key} {name} at {applied.get('applied_at')}{after}")
+
+
 @state.command("set")
 @click.argument("obj", metavar="OBJECT")
 @click.argument("key")
 @click.argument("name")
 @click.argument("value", metavar="JSON")
+@_edit_wait
 @click.pass_context
-def set_state(ctx: click.Context, obj: str, key: str, name: str, value: str) -> None:
-    """Set the state value NAME of OBJECT/KEY to JSON."""
-    _request(_admin(ctx), "PUT", ["state", obj, key, name], body=_json_argument(value, "JSON"),
-             headers={"content-type": "application/json"})
-    click.echo(f"set {obj}/{key} {name}")
+def set_state(ctx: click.Context, obj: str, key: str, name: str, value: str, wait: str | None) -> None:
+    """Set the state value NAME of OBJECT/KEY to JSON, in the key's turn."""
+    _edited("set", obj, key, name, _request(
+        _admin(ctx), "PUT", ["state", obj, key, name], body=_json_argument(value, "JSON"),
+        headers={"content-type": "application/json"}, query={"wait": wait} if wait is not None else None))
 
 
 @state.command("clear")
 @click.argument("obj", metavar="OBJECT")
 @click.argument("key")
 @click.argument("name")
+@_edit_wait
 @click.pass_context
-def clear_state(ctx: click.Context, obj: str, key: str, name: str) -> None:
-    """Remove the state value NAME of OBJECT/KEY."""
-    _request(_admin(ctx), "DELETE", ["state", obj, key, name])
-    click.echo(f"cleared {obj}/{key} {name}")
+def clear_state(ctx: click.Context, obj: str, key: str, name: str, wait: str | None) -> None:
+    """Remove the state value NAME of OBJECT/KEY, in the key's turn."""
+    _edited("cleared", obj, key, name, _request(
+        _admin(ctx), "DELETE", ["state", obj, key, name], query={"wait": wait} if wait is not None else None))
 
 
 # --- awakeables --------------------------------------------------------------------------------

@@ -49,6 +49,9 @@ class Metrics:
         self.running = Gauge(
             "sidecar_running_attempts", "Attempts a handler is running now (suspended invocations hold none).",
             multiprocess_mode="livesum", registry=registry)
+        self.state_edits_waiting = Gauge(
+            "sidecar_state_edits_waiting", "Operators' state edits waiting for their key (held by an exclusive "
+            "invocation).", multiprocess_mode="livesum", registry=registry)
 
     def exposition(self) -> bytes:
         if self._shared:

@@ -60,15 +60,16 @@ async def _register_on_start(registry: Registry, uris: list[str], http: aiohttp.
                 delay = min(delay * 2, 1.0)
 
 
-async def _site(stack: AsyncExitStack, app: web.Application, address: str, name: str, *, shared: bool,
-                cancel_on_hangup: bool = False) -> None:
-    """Serve ``app`` at ``address``. ``cancel_on_hangup``: a handler whose client disconnected is
-    cancelled, so that a call or attach whose client gave up (a timeout, a poller that attaches
-    again and again) stops waiting at once instead of holding its task until the invocation ends.
-    What such a handler started goes on: creating an invocation and resolving an awakeable await
-    futures of the invoker's own, and the owning worker is told over the mesh (``Abandoned``)."""
+async def _site(stack: AsyncExitStack, app: web.Application, address: str, name: str, *, shared: bool) -> None:
+    """Serve ``app`` at ``address``. A handler whose client disconnected is cancelled
+    (``handler_cancellation``), so that a call, an attach or a state edit whose client gave up (a
+    timeout, a poller that attaches again and again) stops waiting at once instead of holding its
+    task until the invocation ends or the key is free. What such a handler started goes on:
+    creating an invocation and resolving an awakeable await futures of the invoker's own,
+    registrations and purges are shielded, and the owning worker is told over the mesh
+    (``Abandoned``)."""
     host, port = parse_address(address, name)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=cancel_on_hangup)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     # Workers share the ingress port: the kernel spreads connections over them (SO_REUSEPORT).
@@ -156,7 +157,7 @@ async def running(
             await mesh.start()
             stack.push_async_callback(mesh.close)
         invoker.start()
-        await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None, cancel_on_hangup=True)
+        await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None)
         if mesh is not None:
             mesh.serving = True
         if first:  # one admin endpoint; it hands invocation-specific requests to their owners

@@ -3,10 +3,11 @@
 from .admission import Overloaded
 from .engine import Invoker
 from .operations import InvocationNotFound, InvocationStateError
+from .state_edits import KeyHeld
 from .awakeable_ids import parse_awakeable_id
 from .waits import AwakeableCompleted, AwakeableNotFound
 
 __all__ = [
-    "AwakeableCompleted", "AwakeableNotFound", "InvocationNotFound", "InvocationStateError", "Invoker",
+    "AwakeableCompleted", "AwakeableNotFound", "InvocationNotFound", "InvocationStateError", "Invoker", "KeyHeld",
     "Overloaded", "parse_awakeable_id",
 ]

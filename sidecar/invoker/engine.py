@@ -44,6 +44,7 @@ from .frames import FrameHandling
 from .operations import InvocationNotFound, OperatorActions
 from .promises import Promises
 from .reachability import Prober
+from .state_edits import StateEdit, StateEdits
 from .state_in_flight import StateInFlight
 from .waits import Waits, is_done
 
@@ -77,7 +78,7 @@ class Invoker(FrameHandling, OperatorActions):
         self._ids = ids
         self.inbox_clock = InboxClock()
         self.active: dict[str, Live] = {}
-        self._keys: KeyLocks[Live] = KeyLocks()
+        self._keys: KeyLocks[Live | StateEdit] = KeyLocks()
         self._pools: dict[str, DeploymentPool | InvokePool] = {}
         self._probers: dict[str, Prober] = {}
         #: Idempotency keys whose invocation is accepted but not yet committed: a concurrent
@@ -85,6 +86,8 @@ class Invoker(FrameHandling, OperatorActions):
         self._idempotency_inflight: dict[bytes, str] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._state_in_flight = StateInFlight()
+        self.state_edits = StateEdits(store, self._keys, self._state_in_flight, self.active,
+                                      metrics.state_edits_waiting)
         self._waits = Waits(self, store)
         self.calls = Calls(self, store, registry, partitions)
         self._promises = Promises(self, store)
@@ -490,7 +493,7 @@ class Invoker(FrameHandling, OperatorActions):
         record = live.record
         if live.journal is None:
             live.journal = self._store.read_journal(record.id)
-        state = self._state_snapshot(record)
+        state = None if record.key is None else self.state_edits.current(record.service, record.key)
         record.attempts += 1
         self._metrics.attempts.inc()
         live.attempt = Attempt(self, live, link, self._inactivity_timeout(record))
@@ -503,13 +506,6 @@ class Invoker(FrameHandling, OperatorActions):
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))
-
-    def _state_snapshot(self, record: InvocationRecord) -> dict[str, bytes] | None:
-        """The key's state as the next attempt must see it: committed, plus writes in flight."""
-        if record.key is None:
-            return None
-        return self._state_in_flight.overlay(record.service, record.key,
-                                             self._store.read_state(record.service, record.key))
 
     def _inactivity_timeout(self, record: InvocationRecord) -> float:
         spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)
@@ -607,12 +603,13 @@ class Invoker(FrameHandling, OperatorActions):
         commands are committed after ``live``'s (one writer, submit order), so a crash that loses
         ``live``'s end loses everything the successor journaled too, and recovery re-runs both in
         arrival order. Its state snapshot includes ``live``'s writes still in flight (see
-        ``_state_snapshot``). Only the reply to ``live``'s caller waits for the commit.
+        ``StateEdits.current``), and operators' edits that waited in line between the two.
+        Only the reply to ``live``'s caller waits for the commit.
         """
         lock_key = live.lock_key
         if live.holds_key and lock_key is not None:
             live.holds_key = False
-            successor = self._keys.release(lock_key)
+            successor = self.state_edits.release(lock_key)  # edits waiting at the front apply first
             if successor is not None:
                 successor.holds_key = True
                 self._launch(successor)

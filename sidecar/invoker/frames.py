@@ -17,7 +17,7 @@ from handler_sdk.protocol import (
 
 from ..clock import now_ms
 from ..durations import delay_problem, wake_problem
-from ..store import Changes, InvocationRecord
+from ..store import Changes
 from ..store.records import ResolutionSpec
 from .awakeable_ids import parse_awakeable_id
 from .commits import recheck_if_cancelled
@@ -100,8 +100,10 @@ class FrameHandling:
         if kind is Publish:  # subscribers see a milestone once it is durable
             written.add_done_callback(lambda _: self.events.changed(live.record.id))
         if kind in _STATE_WRITES:
-            self._state_in_flight.add(live.record, entry)  # type: ignore[arg-type]
-            written.add_done_callback(partial(self._state_written, live.record))
+            lock_key = live.lock_key  # an exclusive handler's: others may not write state
+            assert lock_key is not None
+            self._state_in_flight.add(lock_key, entry)  # type: ignore[arg-type]
+            written.add_done_callback(partial(self._state_written, lock_key))
 
     def deliver_resolution(self, resolution: ResolutionSpec) -> None:
         self.spawn(self._deliver_resolution(resolution))
@@ -186,8 +188,8 @@ class FrameHandling:
         live.journal = None
         self._launch(live)
 
-    def _state_written(self, record: InvocationRecord, future: asyncio.Future[None]) -> None:
-        self._state_in_flight.settled(record)
+    def _state_written(self, key: tuple[str, str], future: asyncio.Future[None]) -> None:
+        self._state_in_flight.settled(key)
 
     def _written(self, attempt: Attempt, future: asyncio.Future[None]) -> None:
         if recheck_if_cancelled(self._store, future, partial(self._written, attempt)):

@@ -1,4 +1,5 @@
-"""Per-key exclusivity: one exclusive invocation runs per object key, the rest wait in order."""
+"""Per-key exclusivity: one exclusive invocation (or operator's state edit, see state_edits.py)
+holds an object key at a time, the rest wait in order."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class KeyLocks(Generic[T]):
             return queue.popleft()
         self._waiting.pop(key, None)
         return None
+
+    def locked(self, key: tuple[str, str]) -> bool:
+        return key in self._waiting
 
     def waiting(self, key: tuple[str, str]) -> int:
         """How many wait in ``key``'s line (its holder not counted)."""

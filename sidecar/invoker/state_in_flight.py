@@ -1,8 +1,8 @@
 """State writes submitted to the store but not yet committed, per object key.
 
-The next invocation on a key may start before the previous one's writes are durable (see
-``Invoker._hand_over_key``); its state snapshot is then the committed state with these writes
-replayed on top. Replaying is safe even if some of them have meanwhile committed: every write is
+The next invocation on a key may start before the previous one's writes (or an operator's
+edit, see state_edits.py) are durable (see ``Invoker._hand_over_key``); its state snapshot is
+then the committed state with these writes replayed on top. Replaying is safe even if some of them have meanwhile committed: every write is
 an absolute overwrite (set, clear, clear-all) applied in submit order, so applying a sequence
 again over a state that already holds a prefix of it gives the same result.
 """
@@ -13,8 +13,6 @@ from collections import deque
 
 from handler_sdk.protocol import ClearAllState, ClearState, SetState
 
-from ..store import InvocationRecord
-
 StateWrite = SetState | ClearState | ClearAllState
 
 
@@ -22,13 +20,12 @@ class StateInFlight:
     def __init__(self) -> None:
         self._writes: dict[tuple[str, str], deque[StateWrite]] = {}
 
-    def add(self, record: InvocationRecord, write: StateWrite) -> None:
-        assert record.key is not None
-        self._writes.setdefault((record.service, record.key), deque()).append(write)
+    def add(self, key: tuple[str, str], write: StateWrite) -> None:
+        """``write`` to object ``key`` (service, key) was submitted."""
+        self._writes.setdefault(key, deque()).append(write)
 
-    def settled(self, record: InvocationRecord) -> None:
+    def settled(self, key: tuple[str, str]) -> None:
         """The oldest write for this key has committed (or failed): commits keep submit order."""
-        key = (record.service, record.key or "")
         writes = self._writes.get(key)
         if writes:
             writes.popleft()

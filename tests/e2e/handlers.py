@@ -76,6 +76,23 @@ async def items(ctx: ObjectSharedContext) -> list[str]:
     return await ctx.get("items", type=list[str]) or []
 
 
+@counter.handler()
+async def bump_when_approved(ctx: ObjectContext, name: str) -> int:
+    """Reads the count, publishes an awakeable's ID at the sink, and once someone resolves it
+    writes what it read plus one: the key is held all the while."""
+    count = await ctx.get("count", type=int) or 0
+    awakeable_id, go = ctx.awakeable(type=str)
+
+    async def publish() -> None:
+        async with _http().post(f"{SINK}/notes/{name}", data=awakeable_id) as response:
+            response.raise_for_status()
+
+    await ctx.run("publish", publish)
+    await go
+    ctx.set("count", count + 1)
+    return count + 1
+
+
 steps = Service("Steps")
 
 

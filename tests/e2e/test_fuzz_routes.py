@@ -169,9 +169,11 @@ class Request:
         return (self.path + ("?" + self.query if self.query else "")).encode()
 
     def may_wait(self) -> bool:
-        """Calls, attaches and event streams wait for their invocation; registration for discovery."""
+        """Calls, attaches and event streams wait for their invocation; registration for discovery;
+        state edits for their key."""
         if self.port == "admin":
-            return self.path.startswith("/deployments")
+            return self.path.startswith("/deployments") or (
+                self.path.startswith("/state/") and self.method in ("PUT", "DELETE"))
         return not self.path.startswith(("/restate/health", "/restate/awakeables"))
 
 

@@ -234,6 +234,31 @@ async def test_services_table_and_state() -> None:
     _assert_clean_failure(missing, 1, "Counter/alice has no state named 'nope'")
 
 
+async def test_state_edits_wait_as_long_as_asked_and_say_when_they_applied() -> None:
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def edit(request: web.Request) -> web.Response:
+        seen.append((request.method, dict(request.query), await request.read()))
+        if request.match_info["name"] == "busy":
+            return web.json_response({"code": 409, "message": "invocation inv_9 (suspended) held the key"},
+                                     status=409, headers={"Retry-After": "1"})
+        return web.json_response({"applied_at": "2026-12-03T08:00:00.000Z",
+                                  "waited_for": "inv_1" if request.method == "PUT" else None})
+
+    server = await _serve_fake([web.put("/state/Counter/alice/{name}", edit),
+                                web.delete("/state/Counter/alice/{name}", edit)])
+    try:
+        put = await _cli_against(server, "state", "set", "Counter", "alice", "count", "41", "--wait", "2m")
+        cleared = await _cli_against(server, "state", "clear", "Counter", "alice", "count")
+        busy = await _cli_against(server, "state", "set", "Counter", "alice", "busy", "1", "--wait", "0s")
+    finally:
+        await server.close()
+    assert (put.exit_code, put.stdout) == (0, "set Counter/alice count at 2026-12-03T08:00:00.000Z, after inv_1\n")
+    assert (cleared.exit_code, cleared.stdout) == (0, "cleared Counter/alice count at 2026-12-03T08:00:00.000Z\n")
+    _assert_clean_failure(busy, 1, "invocation inv_9 (suspended) held the key (HTTP 409)")
+    assert seen == [("PUT", {"wait": "2m"}, b"41"), ("DELETE", {}, b""), ("PUT", {"wait": "0s"}, b"1")]
+
+
 # --- conventions -------------------------------------------------------------------------------
 
 

@@ -7,7 +7,6 @@ from hypothesis import given, strategies as st
 
 from handler_sdk.protocol import ClearAllState, ClearState, SetState
 from sidecar.invoker.state_in_flight import StateInFlight
-from sidecar.store import InvocationRecord
 
 names = st.sampled_from(["a", "b", "c"])
 writes = st.lists(st.one_of(
@@ -28,8 +27,7 @@ def _apply(state: dict[str, bytes], ops: list) -> dict[str, bytes]:
     return state
 
 
-RECORD = InvocationRecord(id="inv_1", service="Counter", handler="add", key="k", handler_kind="exclusive",
-                          status="running", deployment_id="dp", created_ms=0, modified_ms=0)
+KEY = ("Counter", "k")
 
 
 @given(states, writes, st.data())
@@ -37,9 +35,9 @@ def test_overlay_over_any_committed_prefix_is_the_final_state(base, ops, data) -
     committed = data.draw(st.integers(0, len(ops)), label="committed")
     in_flight = StateInFlight()
     for op in ops:
-        in_flight.add(RECORD, op)
+        in_flight.add(KEY, op)
     for _ in range(committed):
-        in_flight.settled(RECORD)
+        in_flight.settled(KEY)
     expected = _apply(base, ops)
     # The store holds `base` plus some prefix of the writes that are still listed as in flight.
     store_prefix = data.draw(st.integers(committed, len(ops)), label="also in store")
