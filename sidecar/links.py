@@ -220,7 +220,14 @@ class DeploymentPool:
         return self._opening
 
     async def _open(self) -> Link:
-        return await asyncio.shield(self._start_open())
+        opening = self._start_open()
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and not (task is not None and task.cancelling()):  # ``close`` cut it short
+                raise LinkError(f"cannot connect to deployment {self.uri}: its links were closed") from None
+            raise
 
     def _opened(self, task: asyncio.Task[Link]) -> None:
         self._opening = None

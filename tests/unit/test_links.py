@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from handler_sdk.protocol import End, Heartbeat, Input, Start, ToSidecar, encoder, to_handler_decoder
 from sidecar.invoke_link import InvokeLink
 from sidecar.links import DeploymentPool, LinkError, Strays, addressee, deliver
+from tests.procs import eventually
 
 
 class Exploding:
@@ -125,6 +126,35 @@ async def test_a_deployment_that_accepts_and_never_answers_the_upgrade_is_unreac
             assert held, "the connection was accepted: only the answer never came"
             with pytest.raises(LinkError):  # and the next open is a new try, not the stuck one
                 await asyncio.wait_for(pool.acquire(), 5)
+    finally:
+        for writer in held:
+            writer.close()
+        black_hole.close()
+        await black_hole.wait_closed()
+
+
+async def test_an_open_cut_short_by_closing_the_pool_tells_its_waiters_so() -> None:
+    """Closing a pool (its deployment was deleted) cancels the open under way: whoever awaits it
+    (an attempt about to begin, the prober) must hear why, not end as if it had been cancelled."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    black_hole = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = black_hole.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as http:
+            pool = DeploymentPool(f"http://127.0.0.1:{port}", http, 2)
+            waiting = asyncio.ensure_future(pool.acquire())
+
+            async def accepted() -> bool:
+                return bool(held)
+            await eventually(accepted, timeout=5, what="the open to reach the deployment")
+            assert not waiting.done(), "its upgrade is unanswered"
+            await pool.close()
+            with pytest.raises(LinkError, match="were closed"):
+                await asyncio.wait_for(waiting, 5)
     finally:
         for writer in held:
             writer.close()
