@@ -1,8 +1,8 @@
 """A handler service killed and restarted over and over while invocations wait on awakeables.
 
-Each round: an invocation publishes an awakeable and waits; the handler service is killed, the
-awakeable resolved at a random moment of a random downtime, the service restarted; the invocation
-must then complete. The short form runs one round; ``STRESS_ROUNDS=200`` runs a long one.
+Each round: a few invocations publish an awakeable each and wait; the handler service is killed,
+the awakeables resolved at random moments of a random downtime, the service restarted; every
+invocation must then complete. The short form runs one round; ``STRESS_ROUNDS=200`` runs a long one.
 """
 
 from __future__ import annotations
@@ -24,32 +24,34 @@ ROUNDS = int(os.environ.get("STRESS_ROUNDS", "1"))
 MAX_DOWNTIME_S = 6.0 if ROUNDS > 1 else 1.5
 
 
+#: Invocations waiting at once in each round: the prober wakes them together.
+WAITERS = 3
+
+
 async def _round(cluster: Cluster, name: str, rng: random.Random) -> None:
-    _, body, _ = await cluster.post("/Waits/approval/send", name)
-    invocation_id = body["invocationId"]
-    awakeable_id = await eventually(lambda: _note(cluster, name), what="the awakeable ID")
-    # Killed while its handler sleeps, awaits the awakeable, or has suspended (after a second).
+    names = [f"{name}-{n}" for n in range(WAITERS)]
+    invocation_ids = [(await cluster.post("/Waits/approval/send", one))[1]["invocationId"] for one in names]
+    awakeable_ids = [await eventually(lambda one=one: _note(cluster, one), what="an awakeable ID") for one in names]
+    # Killed while the handlers sleep, await their awakeables, or have suspended (after a second).
     killed_after, downtime = rng.uniform(0.0, 2.0), rng.uniform(0.5, MAX_DOWNTIME_S)
-    resolve_after = rng.uniform(0.0, downtime)
-    await asyncio.sleep(killed_after)
+    resolve_after = sorted(rng.uniform(0.0, downtime) for _ in names)
+    await asyncio.sleep(killed_after)  # the moments and the downtime are what this test varies
     cluster.handlers.kill()
     loop = asyncio.get_running_loop()
-    back_at = loop.time() + downtime
-    await asyncio.sleep(resolve_after)  # the downtime is what this test varies
-    assert (await cluster.post(f"/restate/awakeables/{awakeable_id}/resolve", name))[0] == 202
-    await asyncio.sleep(max(0.0, back_at - loop.time()))
+    killed_at = loop.time()
+    for one, awakeable_id, after in zip(names, awakeable_ids, resolve_after):
+        await asyncio.sleep(max(0.0, killed_at + after - loop.time()))
+        assert (await cluster.post(f"/restate/awakeables/{awakeable_id}/resolve", one))[0] == 202
+    await asyncio.sleep(max(0.0, killed_at + downtime - loop.time()))
     await cluster.restart_handlers()
-
-    async def attached() -> tuple[int, object]:
-        return await cluster.get(f"/restate/invocation/{invocation_id}/attach")
-
-    try:
-        answer = await asyncio.wait_for(attached(), 20)
-    except asyncio.TimeoutError:
-        shown = (await cluster.get(f"/invocations/{invocation_id}", admin=True))[1]
-        raise AssertionError(f"{name} (killed after {killed_after:.1f} s, down {downtime:.1f} s, resolved after {resolve_after:.1f} s) "
-                             f"did not complete: {shown}") from None
-    assert answer == (200, f"approved: {name}")
+    for one, invocation_id in zip(names, invocation_ids):
+        try:
+            answer = await asyncio.wait_for(cluster.get(f"/restate/invocation/{invocation_id}/attach"), 20)
+        except asyncio.TimeoutError:
+            shown = (await cluster.get(f"/invocations/{invocation_id}", admin=True))[1]
+            raise AssertionError(f"{one} (killed after {killed_after:.1f} s, down {downtime:.1f} s, resolved "
+                                 f"after {resolve_after}) did not complete: {shown}") from None
+        assert answer == (200, f"approved: {one}")
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
