@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
+#: How long an open may wait for the deployment to answer the WebSocket upgrade. The session
+#: bounds connecting only (a link lives for hours), so a port that accepts and never answers (a
+#: stopped or wedged server) would otherwise hold the open, and everything awaiting it, for ever.
+OPEN_TIMEOUT_S = 10.0
+
 #: A link logs frames for invocations it does not carry at most this often (a busy handler that
 #: keeps sending after its attempts were killed would flood the log otherwise).
 STRAY_LOG_PERIOD_S = 60.0
@@ -182,10 +187,12 @@ class Link:
 class DeploymentPool:
     """Up to ``size`` links to one deployment, opened on demand, least-loaded first."""
 
-    def __init__(self, uri: str, session: aiohttp.ClientSession, size: int) -> None:
+    def __init__(self, uri: str, session: aiohttp.ClientSession, size: int,
+                 open_timeout_s: float = OPEN_TIMEOUT_S) -> None:
         self.uri = uri.rstrip("/")
         self._http = session
         self._size = size
+        self._open_timeout_s = open_timeout_s
         self._links: list[Link] = []
         self._opening: asyncio.Task[Link] | None = None
 
@@ -213,7 +220,14 @@ class DeploymentPool:
         return self._opening
 
     async def _open(self) -> Link:
-        return await asyncio.shield(self._start_open())
+        opening = self._start_open()
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and not (task is not None and task.cancelling()):  # ``close`` cut it short
+                raise LinkError(f"cannot connect to deployment {self.uri}: its links were closed") from None
+            raise
 
     def _opened(self, task: asyncio.Task[Link]) -> None:
         self._opening = None
@@ -221,13 +235,17 @@ class DeploymentPool:
             self._links.append(task.result())
 
     async def _connect(self) -> Link:
+        timer = asyncio.timeout(self._open_timeout_s)
         try:
-            ws = await self._http.ws_connect(
-                f"{self.uri}/connect", max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-            )
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            raise LinkError(f"cannot connect to deployment {self.uri}: {exc or type(exc).__name__}") from None
+            async with timer:
+                ws = await self._http.ws_connect(
+                    f"{self.uri}/connect", max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                )
+        except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError too
+            why = f"it did not answer the WebSocket upgrade within {self._open_timeout_s:g} s" if timer.expired() \
+                else exc or type(exc).__name__
+            raise LinkError(f"cannot connect to deployment {self.uri}: {why}") from None
         return Link(ws, self.uri)
 
     async def close(self) -> None:

@@ -72,23 +72,39 @@ class Prober:
         return waiting
 
     async def _probe(self) -> None:
-        delay = PROBE_INITIAL_S
         started = time.monotonic()
-        while True:
-            await asyncio.sleep(delay)
-            if not self.waiting:  # all killed or paused meanwhile: knock again when one waits
-                self.down_since_ms = None
-                return
-            try:
-                await self._connect()
-                break
-            except LinkError as exc:
-                self._error = str(exc)
-                delay = min(delay * 2, PROBE_MAX_S)
+        try:
+            if not await self._knock():
+                return  # all killed or paused meanwhile: knock again when one waits
+            log.info("deployment %s reachable again after %.1f s: resuming %d invocation(s)", self.deployment_id,
+                     time.monotonic() - started, len(self.waiting))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the sidecar is shutting down
+                raise
+            # The open it awaited was cancelled (its pool closed): nobody would ever wake them.
+            log.warning("deployment %s: probing was cut short; resuming %d invocation(s) to connect on their own",
+                        self.deployment_id, len(self.waiting))
+        except Exception:  # not an outage but a fault: each waiter's own attempt then reports it
+            log.exception("deployment %s: probing failed; resuming %d invocation(s) to connect on their own",
+                          self.deployment_id, len(self.waiting))
+        finally:
+            self.down_since_ms = None  # whatever ended it: the next waiter starts a new prober
         waiting, self.waiting = self.waiting, set()
-        self.down_since_ms = None
-        log.info("deployment %s reachable again after %.1f s: resuming %d invocation(s)", self.deployment_id,
-                 time.monotonic() - started, len(waiting))
         loop = asyncio.get_running_loop()
         for one in waiting:  # each on its own: one that raises is reported and stops no other
             loop.call_soon(one.wake)
+
+    async def _knock(self) -> bool:
+        """Knock with backoff until a connection succeeds (True) or nobody waits any more (False)."""
+        delay = PROBE_INITIAL_S
+        while True:
+            await asyncio.sleep(delay)
+            if not self.waiting:
+                return False
+            try:
+                await self._connect()
+                return True
+            except LinkError as exc:
+                self._error = str(exc)
+                delay = min(delay * 2, PROBE_MAX_S)

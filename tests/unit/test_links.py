@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from handler_sdk.protocol import End, Heartbeat, Input, Start, ToSidecar, encoder, to_handler_decoder
 from sidecar.invoke_link import InvokeLink
-from sidecar.links import Strays, addressee, deliver
+from sidecar.links import DeploymentPool, LinkError, Strays, addressee, deliver
+from tests.procs import eventually
 
 
 class Exploding:
@@ -103,3 +104,59 @@ async def test_a_request_response_answer_speaks_for_its_own_invocation_alone(aio
         await asyncio.wait_for(session.done.wait(), 5)
         await link.close()
     assert session.messages == [End("inv_own", output=b'"mine"')] and not session.failures
+
+
+async def test_a_deployment_that_accepts_and_never_answers_the_upgrade_is_unreachable_not_a_hang() -> None:
+    """A host whose port takes connections but whose server never answers (stopped, wedged): an
+    open must give up, or every invocation of the deployment waits on it for ever, with no attempt
+    and no timer, and the prober of an unreachable deployment never knocks again."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    black_hole = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = black_hole.sockets[0].getsockname()[1]
+    try:
+        # The sidecar's own session: no total limit (links live long), a bound on connecting only.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5.0)) as http:
+            pool = DeploymentPool(f"http://127.0.0.1:{port}", http, 2, open_timeout_s=0.5)
+            with pytest.raises(LinkError, match="did not answer the WebSocket upgrade within 0.5 s"):
+                await asyncio.wait_for(pool.acquire(), 5)
+            assert held, "the connection was accepted: only the answer never came"
+            with pytest.raises(LinkError):  # and the next open is a new try, not the stuck one
+                await asyncio.wait_for(pool.acquire(), 5)
+    finally:
+        for writer in held:
+            writer.close()
+        black_hole.close()
+        await black_hole.wait_closed()
+
+
+async def test_an_open_cut_short_by_closing_the_pool_tells_its_waiters_so() -> None:
+    """Closing a pool (its deployment was deleted) cancels the open under way: whoever awaits it
+    (an attempt about to begin, the prober) must hear why, not end as if it had been cancelled."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    black_hole = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = black_hole.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as http:
+            pool = DeploymentPool(f"http://127.0.0.1:{port}", http, 2)
+            waiting = asyncio.ensure_future(pool.acquire())
+
+            async def accepted() -> bool:
+                return bool(held)
+            await eventually(accepted, timeout=5, what="the open to reach the deployment")
+            assert not waiting.done(), "its upgrade is unanswered"
+            await pool.close()
+            with pytest.raises(LinkError, match="were closed"):
+                await asyncio.wait_for(waiting, 5)
+    finally:
+        for writer in held:
+            writer.close()
+        black_hole.close()
+        await black_hole.wait_closed()

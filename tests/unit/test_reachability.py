@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+import pytest
+
 from sidecar.invoker.reachability import PROBE_MAX_S, Prober
 from sidecar.links import LinkError
 
@@ -57,3 +59,33 @@ async def test_a_cancelled_waiter_is_not_woken_and_an_empty_wait_stops_probing()
     prober.wait(lambda: woken.append("b"), "down again")
     await asyncio.wait_for(tasks[1], 5)
     assert woken == ["b"]
+
+
+class BrokenDeployment(FlakyDeployment):
+    """Its connect fails with something other than a connection error: the pool it dials was
+    closed under it (its open cancelled), or a fault the prober does not know."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(refusals=1)
+        self.error = error
+
+    async def connect(self) -> object:
+        await super().connect()  # refused once, like any outage
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [RuntimeError("Session is closed"), asyncio.CancelledError()],
+                         ids=["unexpected-error", "open-cancelled"])
+async def test_a_prober_that_cannot_go_on_wakes_its_waiters_instead_of_stranding_them(error: BaseException) -> None:
+    deployment, tasks = BrokenDeployment(error), []
+    prober = _prober(deployment, tasks)
+    woken: list[str] = []
+    prober.wait(lambda: woken.append("a"), "down")
+    await asyncio.wait([tasks[0]], timeout=5)
+    assert tasks[0].done()
+    await asyncio.sleep(0)  # the wake-ups run on the loop, one by one
+    assert woken == ["a"], "each waiter goes back to its own connect, which reports what is wrong"
+    assert not prober.down and not prober.waiting, "and a later waiter starts a new prober"
+    deployment.refusals, deployment.error = 0, LinkError("refused")
+    prober.wait(lambda: woken.append("b"), "down again")
+    assert len(tasks) == 2
