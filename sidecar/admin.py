@@ -132,12 +132,11 @@ class Admin:
         self._http = http
         self._partitions = partitions
         self._mesh = mesh
-        self._live = LiveRecords(invoker.active, partitions, mesh)
+        self._live = LiveRecords(invoker.table.active, partitions, mesh)
         if mesh is not None:
             mesh.handlers["admin.invocation"] = self.answer_invocation
             mesh.handlers["admin.state"] = self.answer_state
             mesh.handlers["registry.reload"] = self._reload
-            invoker.forward_cancel = self._forward_cancel
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -200,19 +199,9 @@ class Admin:
                 except MeshError as exc:
                     log.warning("worker %d did not reload the registry (it will when it restarts): %s", index, exc)
 
-    async def _forward_cancel(self, invocation_id: str) -> None:
-        """Cancel a callee that another worker owns (its caller was cancelled here)."""
-        assert self._mesh is not None
-        owner = self._partitions.owner(partition_of_id(invocation_id) or 0)
-        try:
-            await self._mesh.forward(owner, "admin.invocation", "POST", f"/invocations/{invocation_id}/cancel", {},
-                                     CIMultiDict(), b"")
-        except ConnectionError as exc:
-            log.warning("could not cancel callee %s on worker %d: %s", invocation_id, owner, exc)
-
     async def _reload(self, *_: object) -> web.Response:
         self._registry.reload()
-        self._invoker.close_deleted_pools()
+        self._invoker.links.close_deleted()
         self._invoker.calls.deliver_parked(self._partitions.owns_invocation)
         return json_response({"reloaded": True})
 
@@ -258,7 +247,7 @@ class Admin:
 
     async def _forget(self, deployment_id: str) -> None:
         await self._registry.delete(deployment_id)
-        self._invoker.close_deleted_pools()
+        self._invoker.links.close_deleted()
         await self.deployments_changed()
 
     def _service_view(self, deployment_id: str, spec: Any) -> dict[str, Any]:
@@ -306,12 +295,12 @@ class Admin:
         action = parts[-1]
         try:
             if action == "restart":
-                return json_response({"id": await self._invoker.restart(invocation_id, _from(query))}, status=201)
+                return json_response({"id": await self._invoker.operations.restart(invocation_id, _from(query))}, status=201)
             if action == "resume":
-                record = self._invoker.resume_paused(invocation_id, _resume_body(body).deployment)
+                record = self._invoker.operations.resume_paused(invocation_id, _resume_body(body).deployment)
             else:
-                record = {"kill": self._invoker.kill, "cancel": self._invoker.cancel,
-                          "pause": self._invoker.pause}[action](invocation_id)
+                record = {"kill": self._invoker.operations.kill, "cancel": self._invoker.operations.cancel,
+                          "pause": self._invoker.operations.pause}[action](invocation_id)
         except InvocationStateError as exc:
             raise HTTPProblem(409, str(exc)) from None
         except InvocationNotFound as exc:
@@ -320,7 +309,7 @@ class Admin:
 
     def _record(self, invocation_id: str) -> InvocationRecord:
         try:
-            return self._invoker.current(invocation_id)
+            return self._invoker.table.current(invocation_id)
         except InvocationNotFound:
             raise HTTPProblem(404, f"no such invocation {invocation_id!r}") from None
 
@@ -328,7 +317,7 @@ class Admin:
         record = self._record(invocation_id)
         journal = self._store.read_journal(record.id)
         view = _summary(record) | {
-            "reason": self._invoker.reason(record.id), "deployment_id": record.deployment_id,
+            "reason": self._invoker.queries.reason(record.id), "deployment_id": record.deployment_id,
             "idempotency_key": record.idempotency_key, "last_error": record.last_error,
             "next_retry_at": _iso(record.next_retry_ms), "start_at": _iso(record.start_at_ms),
             "completed_at": _iso(record.completed_ms),
@@ -343,7 +332,7 @@ class Admin:
     async def _purge(self, invocation_id: str) -> web.Response:
         self._record(invocation_id)
         try:
-            await asyncio.shield(self._invoker.purge(invocation_id))
+            await asyncio.shield(self._invoker.operations.purge(invocation_id))
         except InvocationStateError as exc:
             raise HTTPProblem(409, str(exc)) from None
         return json_response({"id": invocation_id, "purged": True})

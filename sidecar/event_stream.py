@@ -1,6 +1,6 @@
 """``GET /restate/invocation/{id}/events``: what an invocation publishes, as Server-Sent Events.
 
-The worker that owns the invocation answers pages of events (``Invoker.event_page``); a request
+The worker that owns the invocation answers pages of events (``InvocationQueries.event_page``); a request
 that lands on another worker fetches those pages over the mesh, one long poll at a time, so any
 worker serves any stream. Each event's SSE ``id`` is its place in the stream, so a client that
 reconnects with ``Last-Event-ID`` goes on where it was. Journaled events are SSE events named
@@ -99,7 +99,7 @@ class EventStreamRoute:
                 raise HTTPProblem(response.status, msgspec.json.decode(response.body or b"{}").get("message", ""))
             return _page_decoder.decode(response.body)  # type: ignore[arg-type]
         try:
-            return await self._invoker.event_page(invocation_id, after, wait_s)
+            return await self._invoker.queries.event_page(invocation_id, after, wait_s)
         except InvocationNotFound:
             raise HTTPProblem(404, f"no such invocation: {invocation_id}") from None
 

@@ -76,7 +76,6 @@ class Ingress:
             mesh.handlers["ingress.invocation"] = self.answer_invocation
             mesh.handlers["ingress.awakeable"] = self.answer_awakeable
             mesh.handlers["ingress.workflow"] = self.answer_workflow
-            invoker.forward_resolution = self._forward_resolution
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -159,7 +158,7 @@ class Ingress:
             json_value(body)
         forwarded = {k.lower(): v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
         try:
-            invocation_id, previously = await self._invoker.submit(
+            invocation_id, previously = await self._invoker.lifecycle.submit(
                 target.route, target.key, body, forwarded, idem, delay_s=delay_s, partition=partition)
         except Overloaded as refusal:
             raise HTTPProblem(503 if refusal.whole_worker else 429, str(refusal), {"Retry-After": "1"}) from None
@@ -181,7 +180,7 @@ class Ingress:
         return instant.isoformat(timespec="seconds").replace("+00:00", "Z")
 
     async def _result(self, invocation_id: str, headers: dict[str, str]) -> web.Response:
-        return _result_response(await self._invoker.outcome(invocation_id), headers)
+        return _result_response(await self._invoker.queries.outcome(invocation_id), headers)
 
     # --- awakeables ------------------------------------------------------------------------------
 
@@ -212,24 +211,12 @@ class Ingress:
         else:
             failure = Failure(code=500, message=body.decode(errors="replace") or "rejected", terminal=True)
         try:
-            await self._invoker.resolve_awakeable(awakeable_id, value, failure)
+            await self._invoker.resolutions.resolve(awakeable_id, value, failure)
         except AwakeableNotFound:
             raise HTTPProblem(404, f"no such awakeable {awakeable_id!r}") from None
         except AwakeableCompleted:
             raise HTTPProblem(409, f"awakeable {awakeable_id!r} was already completed") from None
         return json_response({"id": awakeable_id, "status": "completed"}, status=202)
-
-    async def _forward_resolution(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> None:
-        """A handler here resolves an awakeable another worker owns. Raises ConnectionError while
-        that worker is unreachable (the caller retries); any answer it gives is final."""
-        action, body = ("resolve", value or b"null") if failure is None else ("reject", failure.message.encode())
-        try:
-            answer = await self.answer_awakeable("POST", f"{awakeable_id}/{action}", {}, {}, body)
-        except HTTPProblem as exc:  # not found, already completed: delivered as well as it can be
-            log.info("awakeable %s not completed by a handler: %s", awakeable_id, exc.message)
-            return
-        if answer.status == 503:
-            raise ConnectionError(f"the worker owning {awakeable_id} answered 503")
 
     # --- attach / output ------------------------------------------------------------------------
 
@@ -265,7 +252,7 @@ class Ingress:
             else:
                 service, handler, idem = parts[0], parts[-3], parts[-2]
                 key = parts[1] if len(parts) == 5 else None
-                invocation_id = self._invoker.find_by_idempotency_key(service, key, handler, idem)
+                invocation_id = self._invoker.table.find_by_idempotency_key(service, key, handler, idem)
         except InvocationNotFound:
             raise HTTPProblem(404, f"no such invocation: {'/'.join(parts[:-1])}") from None
         return await self._attach_or_output(invocation_id, action)
@@ -275,7 +262,7 @@ class Ingress:
         try:
             if action == "attach":
                 return await self._result(invocation_id, headers)
-            record = self._invoker.current(invocation_id)
+            record = self._invoker.table.current(invocation_id)
         except InvocationNotFound:
             raise HTTPProblem(404, f"no such invocation: {invocation_id}") from None
         if not record.finished:
@@ -304,7 +291,7 @@ class Ingress:
             assert self._mesh is not None
             return await self._mesh.forward(owner, "ingress.workflow", method, path, {}, headers, b"")
         try:
-            invocation_id = self._invoker.find_by_idempotency_key(name, key, main, WORKFLOW_RUN)
+            invocation_id = self._invoker.table.find_by_idempotency_key(name, key, main, WORKFLOW_RUN)
         except InvocationNotFound:
             raise HTTPProblem(404, f"workflow {name}/{key} has not run") from None
         return await self._attach_or_output(invocation_id, action)

@@ -56,6 +56,15 @@ class Session(Protocol):
     def alive(self) -> None: ...
 
 
+class Carrier(Protocol):
+    """What an attempt needs of the link it runs over: a WebSocket link, or a request-response
+    one (invoke_link.py)."""
+
+    sessions: dict[str, Session]
+
+    def send(self, frame: bytes) -> None: ...
+
+
 class _Addressed(msgspec.Struct):
     """Any frame's invocation ID, read from a frame that does not decode as a whole."""
 

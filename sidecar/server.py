@@ -16,10 +16,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import aiohttp
 import msgspec
 from aiohttp import web
-from multidict import CIMultiDict
 
 from handler_sdk import logs
-from handler_sdk.protocol import Failure
 
 from .admin import Admin
 from .config import Settings, parse_address
@@ -28,7 +26,7 @@ from .ingress import Ingress
 from .invoker import Invoker
 from .log_limits import limit_server_log
 from .mesh import Mesh
-from .store.records import ChildSpec
+from .mesh_peers import MeshPeers, serve_calls
 from .metrics import Metrics
 from .partitions import PartitionMap
 from .registry import Registry, RegistrationError
@@ -76,45 +74,6 @@ async def _site(stack: AsyncExitStack, app: web.Application, address: str, name:
     await web.TCPSite(runner, host, port, backlog=1024, reuse_port=shared or None).start()
 
 
-class CallResult(msgspec.Struct, array_like=True):
-    caller_id: str
-    index: int
-    value: bytes | None
-    failure: Failure | None
-
-
-_child_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(ChildSpec))
-_result_decoder = msgspec.msgpack.Decoder(CallResult)
-
-
-def _connect_calls(invoker: Invoker, mesh: Mesh) -> None:
-    """Calls whose callee (or caller) lives in another worker's partition go over the mesh."""
-
-    async def hand_child(owner: int, spec: ChildSpec) -> None:
-        answer = await mesh.forward(owner, "calls.adopt", "POST", "/", {}, CIMultiDict(), _child_codec[0].encode(spec))
-        if answer.status != 200:
-            raise ConnectionError(f"worker {owner} did not take the call: {answer.status}")
-
-    async def hand_result(owner: int, caller_id: str, index: int, value: bytes | None,
-                          failure: Failure | None) -> None:
-        body = _child_codec[0].encode(CallResult(caller_id, index, value, failure))
-        await mesh.forward(owner, "calls.result", "POST", "/", {}, CIMultiDict(), body)
-
-    async def adopt(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
-        await invoker.calls.adopt(_child_codec[1].decode(body))
-        return web.json_response({"adopted": True})
-
-    async def result(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
-        got = _result_decoder.decode(body)
-        invoker.calls.complete_call(got.caller_id, got.index, got.value, got.failure)
-        return web.json_response({"completed": True})
-
-    invoker.calls.hand_child = hand_child
-    invoker.calls.hand_result = hand_result
-    mesh.handlers["calls.adopt"] = adopt
-    mesh.handlers["calls.result"] = result
-
-
 class WorkerSpec(msgspec.Struct, frozen=True):
     """This process's place among the workers, and its inherited socket to the writer process."""
 
@@ -146,14 +105,15 @@ async def running(
         registry = Registry(store, ids)
         metrics = Metrics()
         invoker = Invoker(store=store, registry=registry, settings=settings, http=http, ids=ids,
-                          partitions=partitions, metrics=metrics)
+                          partitions=partitions, metrics=metrics,
+                          peers=MeshPeers(mesh, partitions) if mesh is not None else None)
         stack.push_async_callback(invoker.close)
         first = partitions.index == 0
         admin = Admin(invoker=invoker, registry=registry, store=store, settings=settings, http=http,
                       partitions=partitions, metrics=metrics, mesh=mesh)
         ingress = Ingress(invoker, registry, settings, partitions, mesh)
         if mesh is not None:
-            _connect_calls(invoker, mesh)
+            serve_calls(mesh, invoker.calls)
             await mesh.start()
             stack.push_async_callback(mesh.close)
         invoker.start()

@@ -2,7 +2,8 @@
 
 from .admission import Overloaded
 from .engine import Invoker
-from .operations import InvocationNotFound, InvocationStateError
+from .operations import InvocationStateError
+from .table import InvocationNotFound
 from .state_edits import KeyHeld
 from .awakeable_ids import parse_awakeable_id
 from .waits import AwakeableCompleted, AwakeableNotFound

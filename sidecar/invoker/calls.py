@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
@@ -26,34 +26,45 @@ from ..partitions import PartitionMap
 from ..registry import Registry
 from ..store import Changes, InvocationRecord, Store
 from ..store.records import ChildSpec, OutboxEntry, ParkedSend, ResolutionSpec
+from .background import Background
 from .commits import recheck_if_cancelled
+from .factory import RecordFactory
 from .idempotency import idempotency_slot
-from .live import Live
-
-if TYPE_CHECKING:
-    from .engine import Invoker
+from .live import EntryCompleter, Live
+from .peers import Peers
+from .table import InvocationTable
 
 log = logging.getLogger(__name__)
 
-#: Hands a child to the worker that owns its partition (set where workers share partitions).
-HandChild = Callable[[int, ChildSpec], Awaitable[None]]
-#: Tells the worker that owns a caller that its call returned.
-HandResult = Callable[[int, str, int, bytes | None, Failure | None], Awaitable[None]]
+
+class Creation(Protocol):
+    """How a child invocation comes to life (the lifecycle's)."""
+
+    def accept(self, live: Live, slot: bytes | None = None) -> None: ...
+
+    async def create(self, live: Live, changes: Changes, slot: bytes | None) -> None: ...
 
 
 class Calls:
-    def __init__(self, invoker: Invoker, store: Store, registry: Registry, partitions: PartitionMap) -> None:
-        self._invoker = invoker
+    def __init__(
+        self, *, store: Store, registry: Registry, partitions: PartitionMap, table: InvocationTable,
+        factory: RecordFactory, creation: Creation, completer: EntryCompleter, background: Background,
+        peers: Peers | None,
+    ) -> None:
         self._store = store
         self._registry = registry
         self._partitions = partitions
-        self.hand_child: HandChild | None = None
-        self.hand_result: HandResult | None = None
+        self._table = table
+        self._factory = factory
+        self._creation = creation
+        self._completer = completer
+        self._background = background
+        self._peers = peers
 
     # --- a handler asks for a call ----------------------------------------------------------------
 
     def journaled(self, live: Live, index: int, entry: Call | Send, changes: Changes) -> tuple[
-            Call | Send, Callable[[], None] | None]:
+            Call | Send, Callable[[], object] | None]:
         """The entry to journal (naming its child) and what to do once the batch is submitted."""
         problem = self._refusal(live, entry)
         if problem is not None:
@@ -63,19 +74,19 @@ class Calls:
                 log.warning("%s: a send was dropped: %s", live.record.id, problem.message)
                 return entry, None
             done = msgspec.structs.replace(entry, done=True, failure=problem)
-            return entry, lambda: self._invoker.complete_entry(live, index, done, None, problem)
+            return entry, lambda: self._completer.complete_entry(live, index, done, None, problem)
         route = self._registry.route(entry.service, entry.handler)
         assert route is not None
         partition = self._child_partition(live, entry)
         delay_s = entry.delay_ms / 1000 if type(entry) is Send else 0.0
-        child = self._invoker.new_record(route, entry.key, headers={}, partition=partition, delay_s=delay_s)
+        child = self._factory.new_record(route, entry.key, headers={}, partition=partition, delay_s=delay_s)
         child.parent_id, child.parent_index, child.reply = live.record.id, index, type(entry) is Call
         # Only a caller that waits holds its key for the callee: a send passes on no chain.
         child.call_path = _path_below(live.record) if type(entry) is Call else []
         named = msgspec.structs.replace(entry, invocation_id=child.id)
         slot = idempotency_slot(child)
         if self._partitions.owns(partition) and slot is not None \
-                and (existing := self._invoker.existing(slot)) is not None:
+                and (existing := self._table.existing(slot)) is not None:
             return self._duplicate_run(live, index, named, existing)
         return named, self._place(child, entry.input, changes)
 
@@ -89,9 +100,9 @@ class Calls:
         what to do once ``changes`` is submitted."""
         if self._partitions.owns(partition_of_id(child.id) or 0):
             slot = idempotency_slot(child)
-            self._invoker.create_into(changes, child, input_value, slot)
-            return lambda: self._invoker.accept(Live(child, [Input(input_value)]), slot)
-        spec = ChildSpec(record=child, input=input_value, seq=self._invoker.inbox_clock.next())
+            self._table.create_into(changes, child, input_value, slot)
+            return lambda: self._creation.accept(Live(child, [Input(input_value)]), slot)
+        spec = ChildSpec(record=child, input=input_value, seq=self._table.inbox_clock.next())
         changes.put_outbox(spec)
         return lambda: self._hand_over_once_durable(spec)
 
@@ -100,9 +111,9 @@ class Calls:
     def _park(self, live: Live, index: int, entry: Send, changes: Changes) -> Send:
         """Journal the send with its child's ID, and keep it until its target is registered."""
         named = msgspec.structs.replace(
-            entry, invocation_id=self._invoker.new_invocation_id(self._child_partition(live, entry)))
+            entry, invocation_id=self._factory.new_invocation_id(self._child_partition(live, entry)))
         changes.put_outbox(ParkedSend(sender_id=live.record.id, index=index, entry=named, journaled_ms=now_ms(),
-                                      seq=self._invoker.inbox_clock.next()))
+                                      seq=self._table.inbox_clock.next()))
         log.warning("%s: send to %s/%s kept until a deployment that has it is registered",
                     live.record.id, entry.service, entry.handler)
         return named
@@ -121,17 +132,17 @@ class Calls:
             return  # still not registered
         changes = Changes()
         changes.remove_outbox(parked)
-        after: Callable[[], None] | None = None
+        after: Callable[[], object] | None = None
         keyed = route.service.kind != "service"
         if keyed != (entry.key is not None):
             log.warning("%s: a parked send was dropped: %s is a %s", parked.sender_id, entry.service, route.service.kind)
-        elif child_id not in self._invoker.active and self._store.get_invocation(child_id) is None:
+        elif child_id not in self._table.active and self._store.get_invocation(child_id) is None:
             due_ms = (parked.journaled_ms or now_ms()) + entry.delay_ms  # a delay still to wait, if any
-            child = self._invoker.new_record(route, entry.key, headers={}, partition=partition_of_id(child_id) or 0,
+            child = self._factory.new_record(route, entry.key, headers={}, partition=partition_of_id(child_id) or 0,
                                              delay_s=max(0, due_ms - now_ms()) / 1000, invocation_id=child_id)
             child.parent_id, child.parent_index, child.reply = parked.sender_id, parked.index, False
             slot = idempotency_slot(child)
-            if slot is None or self._invoker.existing(slot) is None:  # a workflow that ran: dropped, as a repeat
+            if slot is None or self._table.existing(slot) is None:  # a workflow that ran: dropped, as a repeat
                 after = self._place(child, entry.input, changes)
         self._store.submit(changes)
         if after is not None:
@@ -149,12 +160,12 @@ class Calls:
             self._hand_over(spec)
 
     def _duplicate_run(self, live: Live, index: int, entry: Call | Send, existing: str) -> tuple[
-            Call | Send, Callable[[], None] | None]:
+            Call | Send, Callable[[], object] | None]:
         problem = Failure(409, f"workflow {entry.service}/{entry.key} already ran (invocation {existing})")
         if type(entry) is Send:
             return entry, None
         done = msgspec.structs.replace(entry, done=True, failure=problem)
-        return entry, lambda: self._invoker.complete_entry(live, index, done, None, problem)
+        return entry, lambda: self._completer.complete_entry(live, index, done, None, problem)
 
     def _refusal(self, live: Live, entry: Call | Send) -> Failure | None:
         found = self._registry.service(entry.service) or self._registry.reload().service(entry.service)
@@ -177,7 +188,7 @@ class Calls:
     # --- children in other partitions -------------------------------------------------------------
 
     def _hand_over(self, spec: ChildSpec) -> None:
-        self._invoker.spawn(self._deliver(spec))
+        self._background.spawn(self._deliver(spec))
 
     async def _deliver(self, spec: ChildSpec) -> None:
         """Until the owner has the child durably: hand it over, then drop it from our outbox."""
@@ -185,9 +196,9 @@ class Calls:
         delay = 0.1
         while True:
             try:
-                if self.hand_child is None:
+                if self._peers is None:
                     raise ConnectionError("no other worker to hand the call to")
-                await self.hand_child(owner, spec)
+                await self._peers.hand_child(owner, spec)
                 break
             except ConnectionError as exc:
                 log.warning("handing %s to worker %d failed, retrying: %s", spec.record.id, owner, exc)
@@ -200,18 +211,18 @@ class Calls:
     async def adopt(self, spec: ChildSpec) -> None:
         """A child another worker's handler started here: create it, once (it may come twice)."""
         record = spec.record
-        if record.id in self._invoker.active or self._store.get_invocation(record.id) is not None:
+        if record.id in self._table.active or self._store.get_invocation(record.id) is not None:
             return
         slot = idempotency_slot(record)
-        if slot is not None and (existing := self._invoker.existing(slot)) is not None:
+        if slot is not None and (existing := self._table.existing(slot)) is not None:
             # A workflow's one run is taken: the caller's call fails, as it would have here.
             if record.reply and record.parent_id is not None and record.parent_index is not None:
                 problem = Failure(409, f"workflow {record.service}/{record.key} already ran (invocation {existing})")
                 self._report(record.parent_id, record.parent_index, None, problem)
             return
         changes = Changes()
-        self._invoker.create_into(changes, record, spec.input, slot)  # its seq: ours, the owner's
-        await self._invoker.create(Live(record, [Input(spec.input)]), changes, slot)
+        self._table.create_into(changes, record, spec.input, slot)  # its seq: ours, the owner's
+        await self._creation.create(Live(record, [Input(spec.input)]), changes, slot)
 
     # --- results ----------------------------------------------------------------------------------
 
@@ -224,34 +235,32 @@ class Calls:
         partition = partition_of_id(caller_id) or 0
         if self._partitions.owns(partition):
             self.complete_call(caller_id, index, value, failure)
-        elif self.hand_result is not None:
+        elif self._peers is not None:
             # At most once from here; the caller's recovery pulls a finished child's result.
-            self._invoker.spawn(self.hand_result(self._partitions.owner(partition), caller_id, index, value, failure))
+            self._background.spawn(
+                self._peers.hand_result(self._partitions.owner(partition), caller_id, index, value, failure))
 
     def complete_call(self, caller_id: str, index: int, value: bytes | None, failure: Failure | None) -> None:
-        live = self._invoker.active.get(caller_id)
+        live = self._table.active.get(caller_id)
         if live is None or live.record.finished:
             return
-        journal = live.journal if live.journal is not None else self._store.read_journal(caller_id)
+        journal = self._table.journal_of(live)
         if index >= len(journal) or type(journal[index]) is not Call or journal[index].done:  # type: ignore[union-attr]
             return
         done = msgspec.structs.replace(journal[index], done=True, value=value, failure=failure)
-        self._invoker.complete_entry(live, index, done, value, failure)
+        self._completer.complete_entry(live, index, done, value, failure)
 
     def recover(self, owns: Callable[[str], bool]) -> None:
-        """After a restart: hand over what is still in the outbox, children in the order they were
-        made (a child's ID is random within its millisecond, so the outbox's key order is not
-        that); pull results that came meanwhile."""
+        """After a restart: hand over the children and parked sends still in the outbox, in the
+        order they were made (a child's ID is random within its millisecond, so the outbox's key
+        order is not that); pull results that came meanwhile. (Resolutions: see resolutions.py.)"""
         for pending in sorted(self._store.outbox(), key=_made_order):
             if type(pending) is ChildSpec:
                 if pending.record.parent_id is not None and owns(pending.record.parent_id):
                     self._hand_over(pending)
-            elif type(pending) is ParkedSend:
-                if owns(pending.sender_id):
-                    self._unpark(pending)
-            elif owns(pending.sender_id):
-                self._invoker.deliver_resolution(pending)
-        for live in list(self._invoker.active.values()):
+            elif type(pending) is ParkedSend and owns(pending.sender_id):
+                self._unpark(pending)
+        for live in list(self._table.active.values()):
             for index, entry in enumerate(self._store.read_journal(live.record.id)):
                 if type(entry) is Call and not entry.done and entry.invocation_id:
                     child = self._store.get_invocation(entry.invocation_id)

@@ -1,13 +1,15 @@
-"""Frames from a handler's attempt: journal appends, suspensions, ends; and awakeable resolutions
-the handler asks for. A mixin of the invoker, kept apart so that each module has one job.
+"""Frames from a handler's attempt: journal appends, suspensions, ends.
+
+Each entry is checked, journaled and handed to the part it concerns (calls, promises, waits,
+awakeable resolutions); what ends or suspends the attempt goes back to the lifecycle.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from functools import partial
+from typing import Protocol
 
 from handler_sdk.protocol import (
     ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
@@ -17,16 +19,17 @@ from handler_sdk.protocol import (
 
 from ..clock import now_ms
 from ..durations import delay_problem, wake_problem
-from ..store import Changes
+from ..store import Changes, InvocationRecord, Store
 from ..store.records import ResolutionSpec
-from .awakeable_ids import parse_awakeable_id
+from .calls import Calls
 from .commits import recheck_if_cancelled
-from .events import Place
+from .events import EventStreams, Place
 from .identifiers import entry_identifier_problem
 from .live import Attempt, Live
-from .waits import AwakeableCompleted, AwakeableNotFound, is_done
-
-log = logging.getLogger(__name__)
+from .promises import Promises
+from .resolutions import Resolutions
+from .state_in_flight import StateInFlight
+from .waits import DurableWaits, is_done
 
 _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
@@ -46,8 +49,35 @@ def _absurd(entry: Entry) -> str | None:
     return None
 
 
-class FrameHandling:
-    """What the invoker does with each frame an attempt sends (uses the invoker's state)."""
+class AttemptOutcomes(Protocol):
+    """What the lifecycle does when a frame ends, suspends or fails an attempt."""
+
+    def retry_later(self, live: Live, reason: str) -> None: ...
+
+    def finish(self, live: Live, status: str, output: bytes | None, failure: Failure | None) -> None: ...
+
+    def resume(self, live: Live) -> None: ...
+
+    def attempt_failed(self, attempt: Attempt, reason: str) -> None: ...
+
+    def persist(self, record: InvocationRecord) -> asyncio.Future[None]: ...
+
+
+class FrameHandler:
+    """What the invoker does with each frame an attempt sends."""
+
+    def __init__(
+        self, *, store: Store, outcomes: AttemptOutcomes, calls: Calls, promises: Promises, waits: DurableWaits,
+        resolutions: Resolutions, events: EventStreams, state_in_flight: StateInFlight,
+    ) -> None:
+        self._store = store
+        self._outcomes = outcomes
+        self._calls = calls
+        self._promises = promises
+        self._waits = waits
+        self._resolutions = resolutions
+        self._events = events
+        self._state_in_flight = state_in_flight
 
     def on_message(self, attempt: Attempt, message: ToSidecar) -> None:
         kind = type(message)
@@ -59,7 +89,7 @@ class FrameHandling:
             self._suspend(attempt, message)  # type: ignore[arg-type]
         elif kind is Event:
             event: Event = message  # type: ignore[assignment]
-            self.events.ephemeral(attempt.live.record.id, Place(event.after, event.seq), event.event)
+            self._events.ephemeral(attempt.live.record.id, Place(event.after, event.seq), event.event)
 
     def _append(self, attempt: Attempt, command: Command) -> None:
         live = attempt.live
@@ -76,16 +106,16 @@ class FrameHandling:
         if (problem := entry_identifier_problem(entry) or _absurd(entry)) is not None:
             return self._violation(attempt, problem)
         changes = Changes()
-        after: Callable[[], None] | None = None
+        after: Callable[[], object] | None = None
         if kind is Call or kind is Send:
-            entry, after = self.calls.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
+            entry, after = self._calls.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
         elif kind in _PROMISE_KINDS:
             after = self._promises.journaled(live, command.index, entry, changes)  # type: ignore[arg-type]
         elif kind is CompleteAwakeable:  # journaled with its delivery, so that it is delivered once
             resolution = ResolutionSpec(sender_id=live.record.id, awakeable_id=entry.id,  # type: ignore[union-attr]
                                         value=entry.value, failure=entry.failure)  # type: ignore[union-attr]
             changes.put_outbox(resolution)
-            after = partial(self.deliver_resolution, resolution)
+            after = partial(self._resolutions.deliver, resolution)
         journal.append(entry)
         changes.append_entry(live.record, command.index, entry)
         if kind in COMPLETABLE_KINDS:
@@ -98,46 +128,12 @@ class FrameHandling:
         if after is not None:
             after()
         if kind is Publish:  # subscribers see a milestone once it is durable
-            written.add_done_callback(lambda _: self.events.changed(live.record.id))
+            written.add_done_callback(lambda _: self._events.changed(live.record.id))
         if kind in _STATE_WRITES:
             lock_key = live.lock_key  # an exclusive handler's: others may not write state
             assert lock_key is not None
             self._state_in_flight.add(lock_key, entry)  # type: ignore[arg-type]
             written.add_done_callback(partial(self._state_written, lock_key))
-
-    def deliver_resolution(self, resolution: ResolutionSpec) -> None:
-        self.spawn(self._deliver_resolution(resolution))
-
-    async def _deliver_resolution(self, resolution: ResolutionSpec) -> None:
-        """A handler resolved an awakeable: complete it (here, or at the worker that owns it),
-        retrying until that worker answers, then drop it from the outbox. A resolution that
-        finds no such awakeable, or one already completed, has been delivered as well as it can."""
-        awakeable_id, delay = resolution.awakeable_id, 0.1
-        while True:
-            try:
-                invocation_id, _ = parse_awakeable_id(awakeable_id)
-                if self._partitions.owns_invocation(invocation_id) or self.forward_resolution is None:
-                    await self.resolve_awakeable(awakeable_id, resolution.value, resolution.failure)
-                else:
-                    await self.forward_resolution(awakeable_id, resolution.value, resolution.failure)
-                break
-            except (ValueError, AwakeableNotFound, AwakeableCompleted) as exc:
-                log.info("awakeable %s not completed by a handler: %s", awakeable_id, type(exc).__name__)
-                break
-            except ConnectionError as exc:
-                log.warning("awakeable %s: its owner is unreachable, retrying: %s", awakeable_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        delivered = Changes()
-        delivered.remove_outbox(resolution)
-        await self._store.submit(delivered)
-
-    def resolve_awakeable(self, awakeable_id: str, value: bytes | None, failure: Failure | None) -> asyncio.Future[None]:
-        """Resolve or reject an awakeable this worker owns; the future resolves once durable.
-
-        Shielded: a caller that stops waiting (its client hung up) must not cancel the commit
-        whose callback hands the result to the attempt."""
-        return asyncio.shield(self._waits.resolve(awakeable_id, value, failure))
 
     def _suspend(self, attempt: Attempt, suspend: Suspend) -> None:
         live = attempt.live
@@ -159,34 +155,22 @@ class FrameHandling:
         record.waiting_on = list(suspend.waiting_on)
         record.failures = 0  # it got somewhere: the retry budget starts over
         if any(is_done(journal[i]) for i in record.waiting_on):  # completed while the Suspend was in flight
-            return self.resume(live)
+            return self._outcomes.resume(live)
         record.status = "suspended"
         record.modified_ms = now_ms()
-        self._persist(record)
+        self._outcomes.persist(record)
 
     def _resume_after_ack(self, live: Live, written: asyncio.Future[None]) -> None:
         if recheck_if_cancelled(self._store, written, partial(self._resume_after_ack, live)):
             return
         record = live.record
-        if live.attempt is not None or record.status != "running" or record.id not in self.active:
+        if live.attempt is not None or record.status != "running":
             return  # killed, paused or failed meanwhile
         error = written.exception()
         if error is None:
-            self.resume(live)
+            self._outcomes.resume(live)
         else:  # the step's entry may not be durable: a later attempt runs it again
-            self._retry_later(live, f"journal write failed: {error}")
-
-    def complete_entry(
-        self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None,
-    ) -> asyncio.Future[None]:
-        """Entry ``index`` of ``live`` is done: journal that, then tell the handler (or resume it)."""
-        return self._waits.complete(live, index, done, value, failure, Changes())
-
-    def resume(self, live: Live) -> None:
-        """A suspended invocation's wait is over: a new attempt replays the longer journal."""
-        live.record.waiting_on = []
-        live.journal = None
-        self._launch(live)
+            self._outcomes.retry_later(live, f"journal write failed: {error}")
 
     def _state_written(self, key: tuple[str, str], future: asyncio.Future[None]) -> None:
         self._state_in_flight.settled(key)
@@ -196,31 +180,24 @@ class FrameHandling:
             return
         error = future.exception()
         if error is not None:
-            self.attempt_failed(attempt, f"journal write failed: {error}")
+            self._outcomes.attempt_failed(attempt, f"journal write failed: {error}")
 
     def _durable(self, attempt: Attempt, index: int, error: str | None) -> None:
         if error is not None:
-            self.attempt_failed(attempt, f"journal write failed: {error}")
+            self._outcomes.attempt_failed(attempt, f"journal write failed: {error}")
         else:
             attempt.ack(index)
 
     def _violation(self, attempt: Attempt, what: str) -> None:
         attempt.detach(kill=True)
-        self._retry_later(attempt.live, f"protocol violation: {what}")
+        self._outcomes.retry_later(attempt.live, f"protocol violation: {what}")
 
     def _ended(self, attempt: Attempt, end: End) -> None:
         attempt.detach()
         failure = end.failure
         if failure is not None and not failure.terminal:
-            self._retry_later(attempt.live, failure.message)
+            self._outcomes.retry_later(attempt.live, failure.message)
         elif failure is None:
-            self._finish(attempt.live, "completed", end.output, None)
+            self._outcomes.finish(attempt.live, "completed", end.output, None)
         else:
-            self._finish(attempt.live, "cancelled" if attempt.live.record.cancelled else "failed", None, failure)
-
-    def attempt_failed(self, attempt: Attempt, reason: str) -> None:
-        if attempt.over:
-            return
-        attempt.detach(kill=True)
-        self._retry_later(attempt.live, reason)
-
+            self._outcomes.finish(attempt.live, "cancelled" if attempt.live.record.cancelled else "failed", None, failure)

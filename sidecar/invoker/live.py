@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from handler_sdk.protocol import Ack, Cancel, Entry, ToSidecar, encoder
+from handler_sdk.protocol import Ack, Cancel, Entry, Failure, ToSidecar, encoder
 
-from ..links import Link
+from ..links import Carrier
 from ..store import InvocationRecord
 
 if TYPE_CHECKING:
-    from .engine import Invoker
     from .reachability import Waiting
+
+
+class AttemptSink(Protocol):
+    """Where an attempt's frames go, and who hears that it failed (the lifecycle)."""
+
+    def on_message(self, attempt: Attempt, message: ToSidecar) -> None: ...
+
+    def attempt_failed(self, attempt: Attempt, reason: str) -> None: ...
+
+
+class EntryCompleter(Protocol):
+    """Completes a journal entry of a live invocation, durably, then tells its handler."""
+
+    def complete_entry(self, live: Live, index: int, done: Entry, value: bytes | None,
+                       failure: Failure | None) -> asyncio.Future[None]: ...
 
 
 class Live:
@@ -43,10 +57,10 @@ class Live:
 class Attempt:
     """One try of one invocation over one link. Once ``over``, its late frames are ignored."""
 
-    __slots__ = ("_invoker", "live", "link", "last_activity", "inactivity_timeout_s", "over")
+    __slots__ = ("_sink", "live", "link", "last_activity", "inactivity_timeout_s", "over")
 
-    def __init__(self, invoker: Invoker, live: Live, link: Link, inactivity_timeout_s: float) -> None:
-        self._invoker = invoker
+    def __init__(self, sink: AttemptSink, live: Live, link: Carrier, inactivity_timeout_s: float) -> None:
+        self._sink = sink
         self.live = live
         self.link = link
         self.inactivity_timeout_s = inactivity_timeout_s
@@ -58,7 +72,7 @@ class Attempt:
         if self.over:
             return
         self.last_activity = time.monotonic()
-        self._invoker.on_message(self, message)
+        self._sink.on_message(self, message)
 
     def alive(self) -> None:
         """Its handler is busy, though silent (a request-response link says so)."""
@@ -66,7 +80,7 @@ class Attempt:
 
     def fail(self, reason: str) -> None:
         if not self.over:
-            self._invoker.attempt_failed(self, reason)
+            self._sink.attempt_failed(self, reason)
 
     def ack(self, index: int) -> None:
         if not self.over:

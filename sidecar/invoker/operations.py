@@ -1,45 +1,70 @@
-"""What operators do to invocations: kill, cancel, pause, resume, restart, purge, deadlines.
-
-A mixin of the invoker: these act on the same in-memory invocations and store, and are kept
-apart only so that each module stays about one job.
-"""
+"""What operators do to invocations: kill, cancel, pause, resume, restart, purge."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Protocol
 
 from handler_sdk.protocol import COMPLETABLE_KINDS, Call, Cancel, Failure, Input, Output, encoder
 
 from ..ids import partition_of_id
-from ..clock import now_ms
-from ..store import Changes, InvocationRecord
+from ..partitions import PartitionMap
+from ..registry import Registry
+from ..store import Changes, InvocationRecord, Store
+from .background import Background
+from .factory import RecordFactory
 from .idempotency import idempotency_slot
 from .live import Live
+from .peers import Peers
+from .promises import Promises
+from .table import InvocationNotFound, InvocationTable
 
 _KILLED = Failure(409, "invocation killed", True)
 _CANCELLED = Failure(409, "invocation cancelled", True)
-
-
-class InvocationNotFound(LookupError):
-    pass
 
 
 class InvocationStateError(Exception):
     """The operation does not apply to the invocation in its current status (HTTP 409)."""
 
 
+class Steering(Protocol):
+    """What operators' actions do through the lifecycle."""
+
+    def launch(self, live: Live) -> None: ...
+
+    def resume(self, live: Live) -> None: ...
+
+    def terminate(self, live: Live, status: str, failure: Failure) -> None: ...
+
+    def persist(self, record: InvocationRecord) -> asyncio.Future[None]: ...
+
+    async def create(self, live: Live, changes: Changes, slot: bytes | None) -> None: ...
+
 
 class OperatorActions:
-    """Operator actions of :class:`~sidecar.invoker.engine.Invoker` (uses its state)."""
+    def __init__(
+        self, *, store: Store, table: InvocationTable, steering: Steering, registry: Registry,
+        factory: RecordFactory, promises: Promises, partitions: PartitionMap, peers: Peers | None,
+        background: Background,
+    ) -> None:
+        self._store = store
+        self._table = table
+        self._steering = steering
+        self._registry = registry
+        self._factory = factory
+        self._promises = promises
+        self._partitions = partitions
+        self._peers = peers
+        self._background = background
 
     def kill(self, invocation_id: str) -> InvocationRecord:
         """End at once: no more handler code runs for it, and its key moves on."""
-        live = self.active.get(invocation_id)
+        live = self._table.active.get(invocation_id)
         if live is None or live.record.finished:  # finished, or its end is being written now
-            self.current(invocation_id)  # raises InvocationNotFound
+            self._table.current(invocation_id)  # raises InvocationNotFound
             raise InvocationStateError(f"invocation {invocation_id} has already finished")
-        self._terminate(live, "killed", _KILLED)
+        self._steering.terminate(live, "killed", _KILLED)
         return live.record
 
     def cancel(self, invocation_id: str) -> InvocationRecord:
@@ -49,26 +74,26 @@ class OperatorActions:
         record = live.record
         record.cancelled = True
         for child_id in self._pending_children(live):
-            if self._partitions.owns_invocation(child_id) and child_id in self.active:
+            if self._partitions.owns_invocation(child_id) and child_id in self._table.active:
                 with contextlib.suppress(InvocationStateError):  # it is finishing anyway
                     self.cancel(child_id)
-            elif self.forward_cancel is not None:
-                self.spawn(self.forward_cancel(child_id))
+            elif self._peers is not None:
+                self._background.spawn(self._peers.cancel(child_id))
         if live.attempt is not None:
             live.attempt.link.send(encoder.encode(Cancel(record.id)))
         elif record.status == "suspended":
-            self.resume(live)
+            self._steering.resume(live)
         elif record.attempts == 0 or record.status == "paused":  # never ran (its deployment may be down)
-            self._terminate(live, "cancelled", _CANCELLED)
+            self._steering.terminate(live, "cancelled", _CANCELLED)
             return record
         elif record.status == "backing-off" and live.retry_handle is not None:
             live.retry_handle.cancel()
-            self._launch(live)
-        self._persist(record)
+            self._steering.launch(live)
+        self._steering.persist(record)
         return record
 
     def _pending_children(self, live: Live) -> list[str]:
-        journal = live.journal if live.journal is not None else self._store.read_journal(live.record.id)
+        journal = self._table.journal_of(live)
         return [e.invocation_id for e in journal if type(e) is Call and not e.done and e.invocation_id]
 
     def pause(self, invocation_id: str) -> InvocationRecord:
@@ -84,7 +109,7 @@ class OperatorActions:
         live.record.status = "paused"
         live.record.last_error = live.record.last_error or "paused by an operator"
         live.journal = None
-        self._persist(live.record)
+        self._steering.persist(live.record)
         return live.record
 
     def resume_paused(self, invocation_id: str, deployment_id: str | None = None) -> InvocationRecord:
@@ -97,12 +122,12 @@ class OperatorActions:
                 raise InvocationNotFound(f"{deployment_id} (or it does not serve {live.record.target})")
             live.record.deployment_id = deployment_id
         live.record.failures = 0  # a fresh budget of retries
-        self._launch(live)
+        self._steering.launch(live)
         return live.record
 
     async def restart(self, invocation_id: str, keep: int) -> str:
         """A new invocation with the same target and input, keeping the first ``keep`` entries."""
-        old = self.current(invocation_id)
+        old = self._table.current(invocation_id)
         if not old.finished:
             raise InvocationStateError(f"invocation {invocation_id} has not finished; cancel or kill it first")
         journal = [e for e in self._store.read_journal(invocation_id) if type(e) is not Output]
@@ -115,57 +140,42 @@ class OperatorActions:
         route = self._registry.route(old.service, old.handler)
         if route is None:
             raise InvocationNotFound(f"{old.service}/{old.handler}")
-        record = self.new_record(route, old.key, headers=old.headers,
+        record = self._factory.new_record(route, old.key, headers=old.headers,
                                  partition=partition_of_id(invocation_id))
-        input_value = journal[0].value if type(journal[0]) is Input else b""  # type: ignore[union-attr]
+        input_value = journal[0].value if type(journal[0]) is Input else b""
         changes = Changes()
         # A workflow's restarted run becomes the key's run (attach and output by key answer with it);
         # anything else starts without the old one's idempotency key.
-        self.create_into(changes, record, input_value,
+        self._table.create_into(changes, record, input_value,
                          idempotency_slot(record) if record.handler_kind == "workflow" else None)
         for index, entry in enumerate(journal[1:keep], start=1):
             changes.complete_entry(record, index, entry)  # the journal only: the state has moved on
-        await self.create(Live(record, journal[:keep]), changes, None)
+        await self._steering.create(Live(record, journal[:keep]), changes, None)
         return record.id
 
     def _unfinished(self, invocation_id: str) -> Live:
-        live = self.active.get(invocation_id)
+        live = self._table.active.get(invocation_id)
         if live is None or live.record.finished:
-            self.current(invocation_id)  # raises InvocationNotFound
+            self._table.current(invocation_id)  # raises InvocationNotFound
             raise InvocationStateError(f"invocation {invocation_id} has already finished")
         return live
 
-    def _terminate(self, live: Live, status: str, failure: Failure) -> None:
-        """End ``live`` now, wherever it is: no more handler code runs for it."""
-        if live.attempt is not None:
-            live.attempt.detach(kill=True)
-        if live.retry_handle is not None:
-            live.retry_handle.cancel()
-            live.retry_handle = None
-        lock_key = live.lock_key
-        if lock_key is not None and not live.holds_key:
-            self._keys.withdraw(lock_key, live)
-        self._finish(live, status, None, failure)
-
-    def _arm_deadline(self, live: Live) -> None:
-        assert live.record.deadline_ms is not None
-        loop = asyncio.get_running_loop()
-        loop.call_at(loop.time() + max(0.0, (live.record.deadline_ms - now_ms()) / 1000), self._deadline_passed, live)
-
-    def _deadline_passed(self, live: Live) -> None:
-        record = live.record
-        if record.finished or self.active.get(record.id) is not live:
-            return
-        total_s = ((record.deadline_ms or 0) - record.created_ms) / 1000
-        self._terminate(live, "failed", Failure(408, f"invocation timed out after {total_s:g} s (waits included)"))
-
     async def purge(self, invocation_id: str) -> None:
         """Forget a finished invocation and its journal (its idempotency key becomes free)."""
-        if invocation_id in self.active:
+        if invocation_id in self._table.active:
             raise InvocationStateError(f"invocation {invocation_id} has not finished; kill it first")
-        record = self.current(invocation_id)
+        record = self._table.current(invocation_id)
         changes = Changes()
         self.purge_into(changes, record)
         await self._store.submit(changes)
 
-
+    def purge_into(self, changes: Changes, record: InvocationRecord) -> None:
+        """Forget the finished ``record`` in ``changes``. A workflow run that a restart superseded
+        leaves the key's run slot, state and promises to the run that holds them now."""
+        slot = idempotency_slot(record)
+        if slot is not None and (held := self._store.get_idempotency(slot)) is not None \
+                and held.invocation_id != record.id:
+            slot = None
+        changes.purge(record, slot)
+        if slot is not None and record.handler_kind == "workflow" and record.key is not None:
+            self._promises.forget(record.service, record.key)

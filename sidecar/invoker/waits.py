@@ -13,19 +13,15 @@ import asyncio
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
-
 from handler_sdk.protocol import Awakeable, Completion, Entry, Failure, Sleep, encoder
 
 from ..clock import now_ms
 from ..store import Changes, Store
 from ..store.records import EarlyCompletion
-from .awakeable_ids import invocation_key, minted, parse_awakeable_id
+from .awakeable_ids import minted, parse_awakeable_id
 from .commits import recheck_if_cancelled
 from .live import Live
-
-if TYPE_CHECKING:
-    from .engine import Invoker
+from .table import InvocationTable
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +37,15 @@ class AwakeableCompleted(Exception):
     """The awakeable was already resolved or rejected: the first completion stands."""
 
 
-class Waits:
-    def __init__(self, invoker: Invoker, store: Store) -> None:
-        self._invoker = invoker
+class DurableWaits:
+    def __init__(self, store: Store, table: InvocationTable, resume: Callable[[Live], None]) -> None:
         self._store = store
+        self._table = table
+        #: Starts a new attempt of a suspended invocation whose wait is over (the lifecycle's).
+        self._resume = resume
         self._secret = store.awakeable_secret
         #: Resolutions that came before their awakeable entry, by (invocation ID, index).
         self._early: dict[tuple[str, int], EarlyCompletion] = {}
-
-    def awakeable_key(self, invocation_id: str) -> bytes:
-        """What this invocation's handler signs its awakeable IDs with (``Start.awakeable_key``)."""
-        return invocation_key(self._secret, invocation_id)
 
     def recover(self, owns: Callable[[str], bool]) -> None:
         for due_ms, invocation_id, index in self._store.timers():
@@ -68,13 +62,12 @@ class Waits:
 
         Whatever this schedules is submitted after ``changes`` (one writer, submit order), so a
         completion is never durable before the entry it completes."""
-        kind = type(entry)
-        if kind is Sleep:
-            changes.add_timer(entry.wake_at_ms, live.record.id, index)  # type: ignore[union-attr]
-            self.schedule_timer(entry.wake_at_ms, live.record.id, index)  # type: ignore[union-attr]
-        elif kind is Awakeable:
+        if type(entry) is Sleep:
+            changes.add_timer(entry.wake_at_ms, live.record.id, index)
+            self.schedule_timer(entry.wake_at_ms, live.record.id, index)
+        elif type(entry) is Awakeable:
             early = self._early.pop((live.record.id, index), None)
-            if early is not None and early.awakeable_id == entry.id:  # type: ignore[union-attr]
+            if early is not None and early.awakeable_id == entry.id:
                 asyncio.get_running_loop().call_soon(
                     self._complete_awakeable, live, index, entry, early.value, early.failure)
             elif early is not None:  # someone guessed at an ID that never existed: drop it
@@ -89,7 +82,7 @@ class Waits:
         loop.call_at(loop.time() + max(0.0, (due_ms - now_ms()) / 1000), self._fire, due_ms, invocation_id, index)
 
     def _fire(self, due_ms: int, invocation_id: str, index: int) -> None:
-        live = self._invoker.active.get(invocation_id)
+        live = self._table.active.get(invocation_id)
         if live is None or live.record.finished:  # it ended (killed, purged): the timer is moot
             stale = Changes()
             stale.remove_timer(due_ms, invocation_id, index)
@@ -113,10 +106,10 @@ class Waits:
             invocation_id, index = parse_awakeable_id(awakeable_id)
         except ValueError:
             raise AwakeableNotFound(awakeable_id) from None
-        live = self._invoker.active.get(invocation_id)
+        live = self._table.active.get(invocation_id)
         if live is None or live.record.finished:
             raise AwakeableNotFound(awakeable_id)
-        journal = live.journal if live.journal is not None else self._store.read_journal(invocation_id)
+        journal = self._table.journal_of(live)
         if index >= len(journal):
             # Kept only if we minted it: a guessed ID must not grow the store. (An ID not minted
             # here that matches its journaled entry, below, was handed out before IDs were signed.)
@@ -146,6 +139,13 @@ class Waits:
 
     # --- delivering -------------------------------------------------------------------------------
 
+    def complete_entry(
+        self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None,
+    ) -> asyncio.Future[None]:
+        """Entry ``index`` of ``live`` is done (a call returned, a promise completed): journal
+        that, then tell the handler (or resume it)."""
+        return self.complete(live, index, done, value, failure, Changes())
+
     def complete(
         self, live: Live, index: int, done: Entry, value: bytes | None, failure: Failure | None, changes: Changes,
     ) -> asyncio.Future[None]:
@@ -169,7 +169,7 @@ class Waits:
         if attempt is not None and not attempt.over:
             attempt.link.send(encoder.encode(Completion(live.record.id, index, value, failure)))
         elif live.record.status == "suspended" and index in live.record.waiting_on:
-            self._invoker.resume(live)
+            self._resume(live)
 
 
 def is_done(entry: Entry) -> bool:

@@ -68,7 +68,7 @@ class Rig:
         return found
 
     async def submit(self, service: str, handler: str, body: bytes = b"null", key: str | None = None) -> str:
-        invocation_id, _ = await self.invoker.submit(self.route(service, handler), key, body, {}, None)
+        invocation_id, _ = await self.invoker.lifecycle.submit(self.route(service, handler), key, body, {}, None)
         return invocation_id
 
 

@@ -68,7 +68,7 @@ async def _feed(frames: list[Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with rig(Path(tmp), svc) as r:
             invocation_id = await r.submit("Fuzzed", "wait")
-            live = r.invoker.active[invocation_id]
+            live = r.invoker.table.active[invocation_id]
 
             async def waiting() -> bool:
                 return live.journal is not None and len(live.journal) == 2 and not r.store.queued
@@ -81,9 +81,9 @@ async def _feed(frames: list[Any]) -> None:
                     frame = Command(invocation_id, index=len(live.journal or ()), entry=frame.entry)
                 attempt.on_message(msgspec.structs.replace(frame, invocation_id=invocation_id))
             quick = await r.submit("Fuzzed", "quick")
-            record = await asyncio.wait_for(r.invoker.outcome(quick), 5)
+            record = await asyncio.wait_for(r.invoker.queries.outcome(quick), 5)
             assert (record.status, record.output) == ("completed", b'"done"')
-            assert r.invoker.current(invocation_id).status in (
+            assert r.invoker.table.current(invocation_id).status in (
                 "running", "backing-off", "paused", "suspended", "completed", "failed")
 
 

@@ -45,21 +45,21 @@ def _cancel_queued(store: HeldStore) -> None:
 
 
 async def _outcome(invoker: Invoker, invocation_id: str):  # type: ignore[no-untyped-def]
-    return await asyncio.wait_for(invoker.outcome(invocation_id), DEADLINE)
+    return await asyncio.wait_for(invoker.queries.outcome(invocation_id), DEADLINE)
 
 
 async def test_a_resolution_reaches_its_attempt_though_the_request_that_brought_it_hung_up(tmp_path: Path) -> None:
     async with rig(tmp_path, svc) as r:
         invocation_id = await r.submit("Waiter", "wait")
         awakeable_id = await asyncio.wait_for(announced.get(), DEADLINE)
-        live = r.invoker.active[invocation_id]
+        live = r.invoker.table.active[invocation_id]
 
         async def journaled() -> bool:  # resolved later than this, it is kept until it is
             return live.journal is not None and len(live.journal) == 2
         await eventually(journaled, timeout=DEADLINE, what="the awakeable to be journaled")
         r.store.auto = False
         # The ingress awaits this future; a client that hangs up cancels what its handler awaits.
-        r.invoker.resolve_awakeable(awakeable_id, b'"yes"', None).cancel()
+        r.invoker.resolutions.resolve(awakeable_id, b'"yes"', None).cancel()
         r.store.auto = True
         r.store.commit()
         record = await _outcome(r.invoker, invocation_id)
@@ -73,7 +73,7 @@ async def test_an_end_whose_commit_future_was_cancelled_still_finishes(tmp_path:
         await _queued(r.store)
         r.store.commit()  # the creation
         invocation_id = await submitted
-        live = r.invoker.active[invocation_id]
+        live = r.invoker.table.active[invocation_id]
 
         async def ended() -> bool:
             return live.record.status == "completed" and bool(r.store.queued)
@@ -83,7 +83,7 @@ async def test_an_end_whose_commit_future_was_cancelled_still_finishes(tmp_path:
         r.store.commit()
         record = await _outcome(r.invoker, invocation_id)
         assert (record.status, record.output) == ("completed", b'"done"')
-        assert invocation_id not in r.invoker.active
+        assert invocation_id not in r.invoker.table.active
 
 
 async def test_a_creation_whose_commit_future_was_cancelled_still_runs(tmp_path: Path) -> None:
@@ -105,14 +105,14 @@ async def test_an_invocation_ended_before_its_creation_commits_never_runs(tmp_pa
         r.store.auto = False
         submitted = asyncio.ensure_future(r.submit("Waiter", "quick"))
         await _queued(r.store)
-        (invocation_id,) = r.invoker.active
-        getattr(r.invoker, action)(invocation_id)
+        (invocation_id,) = r.invoker.table.active
+        getattr(r.invoker.operations, action)(invocation_id)
         r.store.auto = True
         r.store.commit()
         assert await submitted == invocation_id
         record = await _outcome(r.invoker, invocation_id)
         assert (record.status, record.attempts) == ("killed" if action == "kill" else "cancelled", 0)
-        assert invocation_id not in r.invoker.active
+        assert invocation_id not in r.invoker.table.active
         assert r.store.get_invocation(invocation_id).status == record.status  # type: ignore[union-attr]
         # A quick invocation after it runs to its end: had the ended one launched, it would have run first.
         assert await _outcome(r.invoker, await r.submit("Waiter", "quick")) is not None

@@ -51,12 +51,12 @@ async def _holding(r: Rig) -> tuple[str, str]:
 
 async def _in_line(r: Rig, count: int) -> None:
     async def check() -> bool:
-        return r.invoker._keys.waiting(KEY) == count
+        return r.invoker.table.keys.waiting(KEY) == count
     await eventually(check, timeout=DEADLINE, what=f"{count} to wait in the key's line")
 
 
 async def _output(r: Rig, invocation_id: str) -> bytes | None:
-    return (await asyncio.wait_for(r.invoker.outcome(invocation_id), DEADLINE)).output
+    return (await asyncio.wait_for(r.invoker.queries.outcome(invocation_id), DEADLINE)).output
 
 
 async def test_edits_take_their_turns_between_invocations(tmp_path: Path) -> None:
@@ -72,13 +72,13 @@ async def test_edits_take_their_turns_between_invocations(tmp_path: Path) -> Non
         await _in_line(r, 4)
         abandoned.cancel()  # its caller hung up while it waited
         await _in_line(r, 3)
-        await r.invoker.resolve_awakeable(awakeable_id, b"null", None)
+        await r.invoker.resolutions.resolve(awakeable_id, b"null", None)
         assert await _output(r, holder) == b"1"
         assert await _output(r, reader) == b"10"  # after the first edit, before the second
         assert ((await first).waited_for, (await second).waited_for) == (holder, holder)
         assert abandoned.cancelled()
         assert r.store.read_state(*KEY) == {"n": b"20"}  # the abandoned clear never applied
-        assert r.invoker._keys.waiting(KEY) == 0 and not r.invoker._keys.locked(KEY)
+        assert r.invoker.table.keys.waiting(KEY) == 0 and not r.invoker.table.keys.locked(KEY)
 
 
 async def test_an_edit_that_waited_too_long_changes_nothing(tmp_path: Path) -> None:
@@ -86,8 +86,8 @@ async def test_an_edit_that_waited_too_long_changes_nothing(tmp_path: Path) -> N
         holder, awakeable_id = await _holding(r)
         with pytest.raises(KeyHeld, match=f"invocation {holder} \\(running\\) held the key"):
             await r.invoker.state_edits.edit(*KEY, SetState("n", b"7"), 0.05)
-        assert r.invoker._keys.waiting(KEY) == 0
-        await r.invoker.resolve_awakeable(awakeable_id, b"null", None)
+        assert r.invoker.table.keys.waiting(KEY) == 0
+        await r.invoker.resolutions.resolve(awakeable_id, b"null", None)
         assert await _output(r, holder) == b"1"
         assert r.store.read_state(*KEY) == {"n": b"1"}
         applied = await r.invoker.state_edits.edit(*KEY, SetState("n", b"7"), 0)  # a free key needs no wait

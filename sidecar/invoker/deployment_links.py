@@ -1,0 +1,72 @@
+"""The links to each registered deployment, and its prober while it is down."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from handler_sdk.protocol import RetrySpec
+
+from ..config import Settings
+from ..invoke_link import InvokePool
+from ..links import DeploymentPool
+from ..registry import Registry
+from ..retry import RetryPolicy
+from ..store import InvocationRecord
+from .background import Background
+from .reachability import Prober
+
+Pool = DeploymentPool | InvokePool
+
+
+class DeploymentLinks:
+    def __init__(self, registry: Registry, http: aiohttp.ClientSession, settings: Settings,
+                 background: Background) -> None:
+        self._registry = registry
+        self._http = http
+        self._settings = settings
+        self._background = background
+        self._pools: dict[str, Pool] = {}
+        self._probers: dict[str, Prober] = {}
+
+    def pool(self, deployment_id: str) -> Pool | None:
+        """The links to a deployment; None if it is not registered (any more)."""
+        pool = self._pools.get(deployment_id)
+        if pool is None:
+            record = self._registry.deployments.get(deployment_id) or self._registry.reload().deployments.get(
+                deployment_id)
+            if record is None:
+                return None
+            pool = self._pools[deployment_id] = InvokePool(record.uri, self._http) \
+                if record.transport == "request-response" \
+                else DeploymentPool(record.uri, self._http, self._settings.connections_per_deployment)
+        return pool
+
+    def prober(self, deployment_id: str, pool: Pool) -> Prober:
+        """The one prober of ``deployment_id``, which invocations wait on while it is down."""
+        prober = self._probers.get(deployment_id)
+        if prober is None:
+            prober = self._probers[deployment_id] = Prober(deployment_id, pool.acquire, self._background.spawn)
+        return prober
+
+    def close_deleted(self) -> None:
+        """Close the links to deployments that are not registered any more."""
+        for deployment_id in [d for d in self._pools if d not in self._registry.deployments]:
+            self._probers.pop(deployment_id, None)
+            self._background.spawn(self._pools.pop(deployment_id).close())
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self._pools.values()), return_exceptions=True)
+
+    # --- what the handler's deployment says of its attempts ------------------------------------------
+
+    def retry_policy(self, record: InvocationRecord) -> RetryPolicy:
+        spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)
+        return RetryPolicy.resolve(spec.retry if spec else RetrySpec(), self._settings)
+
+    def inactivity_timeout_s(self, record: InvocationRecord) -> float:
+        spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)
+        if spec is not None and spec.timeouts.inactivity_ms is not None:
+            return spec.timeouts.inactivity_ms / 1000
+        return self._settings.inactivity_timeout_s

@@ -1,0 +1,88 @@
+"""The invoker's periodic duties: failing attempts whose handler went silent, sampling gauges,
+and sweeping finished invocations past their retention."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from ..clock import now_ms
+from ..config import Settings
+from ..metrics import Metrics
+from ..partitions import PartitionMap
+from ..store import Changes, InvocationRecord, Store, StoreError
+from .live import Attempt
+from .table import InvocationTable
+
+log = logging.getLogger(__name__)
+
+
+class AttemptFailures(Protocol):
+    def attempt_failed(self, attempt: Attempt, reason: str) -> None: ...
+
+
+class Purger(Protocol):
+    def purge_into(self, changes: Changes, record: InvocationRecord) -> None: ...
+
+
+class Housekeeping:
+    def __init__(
+        self, *, store: Store, table: InvocationTable, failures: AttemptFailures, purger: Purger,
+        partitions: PartitionMap, settings: Settings, metrics: Metrics,
+    ) -> None:
+        self._store = store
+        self._table = table
+        self._failures = failures
+        self._purger = purger
+        self._partitions = partitions
+        self._settings = settings
+        self._metrics = metrics
+        self._commits_seen = (0, 0)
+
+    async def watch_inactivity(self) -> None:
+        """Once a period: fail attempts whose handler went silent, and sample the gauges."""
+        period = min(1.0, self._settings.inactivity_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            self._sample_gauges()
+            self._store.probe()  # while full: a write that commits tells that there is room again
+            now = time.monotonic()
+            for live in list(self._table.active.values()):
+                attempt = live.attempt
+                if attempt is not None and now - attempt.last_activity > attempt.inactivity_timeout_s:
+                    self._failures.attempt_failed(
+                        attempt, f"no message from the handler for {attempt.inactivity_timeout_s:g} s "
+                                 "(inactivity timeout)")
+
+    async def sweep_retention(self) -> None:
+        period = min(60.0, max(1.0, self._settings.retention_s / 10))
+        while True:
+            await asyncio.sleep(period)
+            cutoff = now_ms() - int(self._settings.retention_s * 1000)
+            expired = [i for i in self._store.finished_before(cutoff, limit=1000)
+                       if self._partitions.owns_invocation(i)]
+            if not expired:
+                continue
+            changes = Changes()
+            for invocation_id in expired:
+                record = self._store.get_invocation(invocation_id)
+                if record is not None:
+                    self._purger.purge_into(changes, record)
+            try:
+                await self._store.submit(changes)
+            except StoreError as exc:
+                log.error("retention sweep could not write, trying again later: %s", exc)
+                continue
+            log.info("swept %d invocations past retention", len(expired))
+
+    def _sample_gauges(self) -> None:
+        active = self._table.active.values()
+        self._metrics.active.set(len(active))
+        self._metrics.running.set(sum(1 for live in active if live.attempt is not None))
+        self._metrics.callers.set(sum(len(live.waiters) for live in active))
+        commits, batches = self._store.commits
+        self._metrics.group_commits.inc(commits - self._commits_seen[0])
+        self._metrics.batches.inc(batches - self._commits_seen[1])
+        self._commits_seen = (commits, batches)
