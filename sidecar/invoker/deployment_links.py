@@ -1,8 +1,10 @@
-"""The links to each registered deployment, and its prober while it is down."""
+"""The links to each registered deployment, and its prober while it is down; and what the
+deployment's handler specs say of attempts (retry policy, inactivity timeout)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 import aiohttp
 
@@ -10,14 +12,39 @@ from handler_sdk.protocol import RetrySpec
 
 from ..config import Settings
 from ..invoke_link import InvokePool
-from ..links import DeploymentPool
+from ..links import Carrier, DeploymentPool
 from ..registry import Registry
 from ..retry import RetryPolicy
 from ..store import InvocationRecord
 from .background import Background
 from .reachability import Prober
 
-Pool = DeploymentPool | InvokePool
+class Pool(Protocol):
+    """The links to one deployment: WebSocket links, or request-response ones."""
+
+    def ready(self) -> Carrier | None:
+        """An open link, if one is (the hot path: no await)."""
+
+    async def acquire(self) -> Carrier:
+        """An open link, opening one if need be; LinkError if the deployment cannot be reached."""
+
+    async def close(self) -> None: ...
+
+
+class LinkSource(Protocol):
+    """What the lifecycle needs to start attempts (tests give their own links)."""
+
+    def pool(self, deployment_id: str) -> Pool | None: ...
+
+    def prober(self, deployment_id: str, pool: Pool) -> Prober: ...
+
+    def retry_policy(self, record: InvocationRecord) -> RetryPolicy: ...
+
+    def inactivity_timeout_s(self, record: InvocationRecord) -> float: ...
+
+    def close_deleted(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class DeploymentLinks:
@@ -27,7 +54,7 @@ class DeploymentLinks:
         self._http = http
         self._settings = settings
         self._background = background
-        self._pools: dict[str, Pool] = {}
+        self._pools: dict[str, DeploymentPool | InvokePool] = {}
         self._probers: dict[str, Prober] = {}
 
     def pool(self, deployment_id: str) -> Pool | None:

@@ -12,6 +12,7 @@ narrow interfaces of the parts it needs (``typing.Protocol`` where it calls back
 - ``state_edits``: operators' state writes, in their key's line.
 
 ``peers`` reaches the other workers where they share the partitions; ``None`` in one process.
+``links`` opens links to handler deployments (tests give links of their own).
 docs/architecture.md walks one invocation through these parts.
 """
 
@@ -29,7 +30,7 @@ from ..registry import Registry
 from ..store import InvocationRecord, Store, StoreError
 from .background import Background
 from .calls import Calls
-from .deployment_links import DeploymentLinks
+from .deployment_links import DeploymentLinks, LinkSource
 from .events import EventStreams
 from .factory import RecordFactory
 from .frames import FrameHandler
@@ -50,14 +51,14 @@ from .waits import DurableWaits
 class Invoker:
     def __init__(
         self, *, store: Store, registry: Registry, settings: Settings, http: aiohttp.ClientSession, ids: IdGenerator,
-        partitions: PartitionMap, metrics: Metrics, peers: Peers | None = None,
+        partitions: PartitionMap, metrics: Metrics, peers: Peers | None = None, links: LinkSource | None = None,
     ) -> None:
         self._store = store
         self._partitions = partitions
         self._background = Background()
         self.table = InvocationTable(store)
         self.events = EventStreams()
-        self.links = DeploymentLinks(registry, http, settings, self._background)
+        self.links = links or DeploymentLinks(registry, http, settings, self._background)
         factory = RecordFactory(ids, partitions, settings)
         state_in_flight = StateInFlight()
         self.state_edits = StateEdits(store, self.table.keys, state_in_flight, self.table.active,

@@ -31,7 +31,7 @@ from .admission import Overloaded, admit
 from .awakeable_ids import invocation_key
 from .background import Background
 from .commits import recheck_if_cancelled
-from .deployment_links import DeploymentLinks, Pool
+from .deployment_links import LinkSource, Pool
 from .factory import RecordFactory
 from .idempotency import idempotency_slot
 from .live import Attempt, Live
@@ -54,7 +54,7 @@ def _seed(invocation_id: str) -> int:
 
 class Lifecycle:
     def __init__(
-        self, *, store: Store, table: InvocationTable, factory: RecordFactory, links: DeploymentLinks,
+        self, *, store: Store, table: InvocationTable, factory: RecordFactory, links: LinkSource,
         state_edits: StateEdits, partitions: PartitionMap, settings: Settings, metrics: Metrics,
         background: Background, on_frame: Callable[[Attempt, ToSidecar], None],
         on_end: Callable[[InvocationRecord], None],
