@@ -295,6 +295,30 @@ class Lifecycle:
         attempt.detach(kill=True)
         self.retry_later(attempt.live, reason)
 
+    def write_failed(self, live: Live, attempt: Attempt | None, error: str) -> None:
+        """A journal write of ``live``'s attempt (``None``: one that has detached) failed. For want
+        of room that is no failure of the handler: the attempt stops and the invocation waits for
+        room, spending none of its retry budget. A batch refused for what it held counts."""
+        if attempt is not None and attempt.over:
+            return
+        if not self._store.full:
+            if attempt is not None:
+                self.attempt_failed(attempt, f"journal write failed: {error}")
+            else:
+                self.retry_later(live, f"journal write failed: {error}")
+            return
+        if attempt is not None:
+            attempt.detach(kill=True)
+        if self.closing:
+            return
+        record = live.record
+        live.journal = None  # the next attempt reads the committed journal
+        record.status = "backing-off"
+        record.next_retry_ms = None
+        record.last_error = f"waiting for room in the store: {error}"
+        record.modified_ms = now_ms()
+        live.retry_handle = asyncio.get_running_loop().call_later(_FULL_STORE_WAIT_S, self.launch, live)
+
     def retry_later(self, live: Live, reason: str) -> None:
         if self.closing:
             return
