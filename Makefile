@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench
+.PHONY: run test typecheck bench
 
 # exec: make, not a shell, is the script's parent, so the script can end with make (see the script).
 run: $(VENV)/.installed-test
@@ -12,6 +12,10 @@ run: $(VENV)/.installed-test
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
+
+# mypy --strict over sidecar/ and handler_sdk/, as pyproject.toml's [tool.mypy] configures it.
+typecheck: $(VENV)/.installed-test
+	$(PY) -m mypy
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run

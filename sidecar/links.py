@@ -151,7 +151,8 @@ class Link:
                 try:
                     message = to_sidecar_decoder.decode(msg.data)
                 except msgspec.DecodeError as exc:
-                    if (reason := self._undecodable(msg.data, exc)) is not None:
+                    if (fatal := self._undecodable(msg.data, exc)) is not None:
+                        reason = fatal
                         break
                     continue
                 session = self.sessions.get(message.invocation_id)
