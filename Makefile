@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 run: $(VENV)/.installed-test
 	VENV=$(VENV) exec scripts/run-example.sh
 
-test: $(VENV)/.installed-test
+test: typecheck
 	$(PY) -m pytest -q
 
 # mypy --strict over sidecar/ and handler_sdk/, as pyproject.toml's [tool.mypy] configures it.
