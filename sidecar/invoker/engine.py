@@ -22,11 +22,11 @@ import aiohttp
 
 from handler_sdk.protocol import ToSidecar
 
-from ..config import Settings
+from ..cli.config import Settings
 from ..ids import IdGenerator
 from ..metrics import Metrics
-from ..partitions import PartitionMap
-from ..registry import Registry
+from ..process.partitions import PartitionMap
+from ..transport.registry import Registry
 from ..store import InvocationRecord, Store, StoreError
 from .background import Background
 from .calls import Calls

@@ -21,11 +21,11 @@ from functools import partial
 from handler_sdk.protocol import Cancel, Failure, Input, Output, Start, ToSidecar, encoder
 
 from ..clock import now_ms
-from ..config import Settings
-from ..links import Carrier, LinkError
+from ..cli.config import Settings
+from ..transport.links import Carrier, LinkError
 from ..metrics import Metrics
-from ..partitions import PartitionMap
-from ..registry import Route
+from ..process.partitions import PartitionMap
+from ..transport.registry import Route
 from ..store import Changes, InvocationRecord, Store
 from .admission import Overloaded, admit
 from .awakeable_ids import invocation_key

@@ -14,12 +14,12 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from handler_sdk import app
-from sidecar.config import Settings
+from sidecar.cli.config import Settings
 from sidecar.ids import IdGenerator
 from sidecar.invoker import Invoker
 from sidecar.metrics import Metrics
-from sidecar.partitions import PartitionMap
-from sidecar.registry import Registry, Route
+from sidecar.process.partitions import PartitionMap
+from sidecar.transport.registry import Registry, Route
 from sidecar.store import Store
 from sidecar.store.batch import WriteBatch
 from sidecar.store.writer_client import OnDurable

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handler_sdk.protocol import End, Heartbeat, Input, Start, ToSidecar, encoder, to_handler_decoder
-from sidecar.invoke_link import InvokeLink
-from sidecar.links import DeploymentPool, Link, LinkError, Strays, addressee, deliver
+from sidecar.transport.request_response import InvokeLink
+from sidecar.transport.links import DeploymentPool, Link, LinkError, Strays, addressee, deliver
 from tests.procs import eventually
 
 
@@ -57,7 +57,7 @@ def test_an_undecodable_frame_still_names_its_invocation() -> None:
 
 def test_stray_frames_are_logged_once_a_period(caplog: pytest.LogCaptureFixture) -> None:
     strays = Strays("link to http://h")
-    with caplog.at_level(logging.WARNING, logger="sidecar.links"):
+    with caplog.at_level(logging.WARNING, logger="sidecar.transport.links"):
         for n in range(100):
             strays.drop("End", f"inv_{n}")
     assert len(caplog.records) == 1 and "inv_0" in caplog.records[0].getMessage()

@@ -17,12 +17,12 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .http_errors import HTTPProblem, JsonRoutes, json_response
-from .ids import partition_of_id
-from .invoker import InvocationNotFound, Invoker
-from .invoker.events import EventPage, Place
-from .mesh import Mesh, answer_body
-from .partitions import PartitionMap
+from .errors import HTTPProblem, JsonRoutes, json_response
+from ..ids import partition_of_id
+from ..invoker import InvocationNotFound, Invoker
+from ..invoker.events import EventPage, Place
+from ..process.mesh import Mesh, answer_body
+from ..process.partitions import PartitionMap
 
 #: The longest a stream waits for news before it sends a comment line to keep the connection up.
 POLL_S = 10.0

@@ -58,7 +58,7 @@ class Session(Protocol):
 
 class Carrier(Protocol):
     """What an attempt needs of the link it runs over: a WebSocket link, or a request-response
-    one (invoke_link.py)."""
+    one (request_response.py)."""
 
     sessions: dict[str, Session]
 

@@ -13,7 +13,7 @@ from aiohttp.web_urldispatcher import _default_expect_handler as _aiohttp_expect
 
 from handler_sdk.protocol import identifier_problem
 
-from .store import StoreError
+from ..store import StoreError
 
 log = logging.getLogger(__name__)
 

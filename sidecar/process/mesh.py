@@ -22,8 +22,8 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .http_errors import error_response, exception_response
-from .store.wire import frame_bytes, split_frames
+from ..http.errors import error_response, exception_response
+from ..store.wire import frame_bytes, split_frames
 
 log = logging.getLogger(__name__)
 
