@@ -294,7 +294,7 @@ class Lifecycle:
         live.journal = None  # the next attempt reads the committed journal
         record.status = "backing-off"
         record.next_retry_ms = None
-        record.last_error = f"waiting for room in the store: {error}"
+        record.last_error = f"journal write failed, waiting for room in the store: {error}"
         record.modified_ms = now_ms()
         live.retry_handle = asyncio.get_running_loop().call_later(_FULL_STORE_WAIT_S, self.launch, live)
 
