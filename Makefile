@@ -4,14 +4,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench
+.PHONY: run test typecheck bench
 
 # exec: make, not a shell, is the script's parent, so the script can end with make (see the script).
 run: $(VENV)/.installed-test
 	VENV=$(VENV) exec scripts/run-example.sh
 
-test: $(VENV)/.installed-test
+test: typecheck
 	$(PY) -m pytest -q
+
+# mypy --strict over sidecar/ and handler_sdk/, as pyproject.toml's [tool.mypy] configures it.
+typecheck: $(VENV)/.installed-test
+	$(PY) -m mypy
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run

@@ -14,7 +14,7 @@ import msgspec
 
 from . import _steps
 from ._definition import HandlerDef
-from ._invocation import Attempt, Emit, _check_identifier, _check_types, _json_encode
+from ._invocation import AttemptContext, Emit, _check_identifier, _check_types, _json_encode
 from ._waits import EntryFuture
 from .context import (
     DurablePromise,
@@ -39,11 +39,11 @@ from .protocol import (
 T = TypeVar("T")
 
 
-class ServiceAttempt(Attempt):
+class ServiceAttempt(AttemptContext):
     """A service handler's context: no key, no state."""
 
 
-class _ReadState(Attempt):
+class _ReadState(AttemptContext):
     @property
     def key(self) -> str:
         return cast(str, self._key)
@@ -99,7 +99,7 @@ class _Promise(DurablePromise[T], Generic[T]):
 
     __slots__ = ("_attempt", "_decoder", "_name")
 
-    def __init__(self, attempt: Attempt, name: str, decoder: msgspec.json.Decoder[Any]) -> None:
+    def __init__(self, attempt: AttemptContext, name: str, decoder: msgspec.json.Decoder[Any]) -> None:
         self._attempt = attempt
         self._name = name
         self._decoder = decoder
@@ -143,7 +143,7 @@ class _Promise(DurablePromise[T], Generic[T]):
         return f"<DurablePromise {self._name!r}>"
 
 
-class _Promises(Attempt):
+class _Promises(AttemptContext):
     def promise(self, name: str, *, type: Any = Any) -> DurablePromise[Any]:
         _check_types(name=(name, str))
         _check_identifier("promise name", name)
@@ -169,9 +169,9 @@ class WorkflowAttempt(_Promises, _WriteState, WorkflowContext):
 def new_attempt(
     start: Start, handler: HandlerDef, emit: Emit, service_kind: str, *, suspend_after: float = 1.0,
     suspend_for_acks: bool = False,
-) -> Attempt:
+) -> AttemptContext:
     """The context class that matches what the handler may do."""
-    cls: type[Attempt]
+    cls: type[AttemptContext]
     if service_kind == "service":
         cls = ServiceAttempt
     elif service_kind == "workflow":

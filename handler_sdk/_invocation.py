@@ -1,4 +1,4 @@
-"""The context engine: one ``Attempt`` object per running attempt of one invocation.
+"""The context engine: one ``AttemptContext`` object per running attempt of one invocation.
 
 It turns each context call into a journal command: answered from the journal while replaying
 (``_replay``), executed and sent to the sidecar past its end. Commands are pipelined (sent without
@@ -40,7 +40,7 @@ import msgspec
 from . import _steps
 from ._definition import BadInput, HandlerDef, call_target, positive_seconds
 from ._replay import Replay
-from ._waits import EntryFuture, Result, Waits
+from ._waits import Completions, EntryFuture, Result
 from .context import Context, HandlerRef
 from .errors import AttemptAborted, NondeterminismError, Suspended, TerminalError
 from .options import DEFAULT_STEP_RETRY, RetryPolicy
@@ -135,7 +135,7 @@ def _cancelled() -> TerminalError:
     return TerminalError(_CANCELLED.message, _CANCELLED.code)
 
 
-class Attempt(Context):
+class AttemptContext(Context):
     """Engine and ``Context`` methods shared by every kind of handler."""
 
     def __init__(
@@ -176,7 +176,7 @@ class Attempt(Context):
         self._cancel_delivered = False
         #: Steps currently executing: the attempt heartbeats, and does not suspend, while > 0.
         self.steps_running = 0
-        self._waits = Waits(suspend_after, self._only_waiting, self._suspend, self._interrupt_if_blocked)
+        self._completions = Completions(suspend_after, self._only_waiting, self._suspend, self._interrupt_if_blocked)
         self.task: asyncio.Task[None] | None = None
         #: Where the last ephemeral event was published: (after entry, seq).
         self._event_place = (-1, -1)
@@ -190,7 +190,7 @@ class Attempt(Context):
     @property
     def needs_heartbeat(self) -> bool:
         """Whether the attempt is alive but silent: a step executing, or code awaiting a completion."""
-        return not self._closed and (self.steps_running > 0 or self._waits.waiting)
+        return not self._closed and (self.steps_running > 0 or self._completions.waiting)
 
     def on_ack(self, index: int) -> None:
         """The sidecar made every entry up to ``index`` durable."""
@@ -205,17 +205,17 @@ class Attempt(Context):
                 elif not future.done():
                     future.set_result(None)
             self._waiters = waiting
-            self._waits.reschedule()
+            self._completions.reschedule()
 
     def on_completion(self, index: int, value: bytes | None, failure: Failure | None) -> None:
         """Entry ``index`` is done; whoever awaits it, now or later, gets it."""
         if not self._closed:
-            self._waits.complete(index, value, failure)
+            self._completions.complete(index, value, failure)
 
     def kill(self) -> None:
         """End the attempt now: cancel its task; nothing more is sent for it."""
         self._closed = True
-        self._waits.close()
+        self._completions.close()
         if self.task is not None:
             self.task.cancel()
 
@@ -235,10 +235,10 @@ class Attempt(Context):
 
     def _interrupt_if_blocked(self) -> None:
         """Surface a requested cancellation at a blocked await, once the replay has caught up."""
-        if (self._cancel_requested and not self._replay.replaying and self._waits.waiting
+        if (self._cancel_requested and not self._replay.replaying and self._completions.waiting
                 and self._fatal is None and not self._closed):
             self._journal_cancellation()
-            self._waits.interrupt(_cancelled())
+            self._completions.interrupt(_cancelled())
 
     def _journal_cancellation(self) -> None:
         index, _ = self._replay.step(Run, CANCELLED_STEP)  # past the end: a new entry
@@ -273,7 +273,7 @@ class Attempt(Context):
         logger.debug("invocation %s suspends, waiting on entries %s", self._id, waiting_on,
                      extra={"invocation_id": self._id})
         self._closed = True
-        self._waits.close()
+        self._completions.close()
         self._emit(Suspend(invocation_id=self._id, waiting_on=waiting_on))
         return Suspended
 
@@ -324,7 +324,7 @@ class Attempt(Context):
     def _end(self, *, output: bytes | None = None, failure: Failure | None = None) -> None:
         if not self._closed:
             self._closed = True
-            self._waits.close()
+            self._completions.close()
             self._emit(End(invocation_id=self._id, output=output, failure=failure))
 
     def _check_live(self) -> None:
@@ -351,7 +351,7 @@ class Attempt(Context):
         """``_step`` for an entry the sidecar completes: a recorded outcome is kept for its awaits."""
         index, recorded = self._step(kind, name)
         if recorded is not None and getattr(recorded, "done", False):
-            self._waits.complete(index, *_recorded_outcome(recorded))
+            self._completions.complete(index, *_recorded_outcome(recorded))
         return index, recorded
 
     def _command(self, index: int, entry: Entry) -> None:
@@ -371,14 +371,14 @@ class Attempt(Context):
             raise self._suspend([index])()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((index, future))
-        self._waits.reschedule()
+        self._completions.reschedule()
         await future
 
     # --- awaiting completable entries ---------------------------------------------------------
 
     async def _outcome(self, index: int) -> Result:
         self._cancellation_point()
-        return await self._waits.wait(index)
+        return await self._completions.wait(index)
 
     async def _value(self, index: int, decoder: msgspec.json.Decoder[Any]) -> Any:
         """A completion's value, decoded; its failure raised."""
@@ -419,7 +419,7 @@ class Attempt(Context):
         if recorded is not None:
             return _steps.replayed(cast(Run, recorded), fn)
         self.steps_running += 1
-        self._waits.reschedule()
+        self._completions.reschedule()
         try:
             entry, value = await _steps.execute(
                 self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost, timeout=limit,
@@ -431,7 +431,7 @@ class Attempt(Context):
             raise
         finally:
             self.steps_running -= 1
-            self._waits.reschedule()
+            self._completions.reschedule()
         self._check_live()
         self._command(index, entry)
         await self._durable(index)

@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ._definition import Definition, HandlerDef, _Definition
 from ._contexts import new_attempt
-from ._invocation import Attempt
+from ._invocation import AttemptContext
 from ._threads import DaemonExecutor
 from .protocol import (
     PROTOCOL_VERSION, Ack, Cancel, Completion, Discovery, End, Failure, Heartbeat, Start, ToHandler,
@@ -39,7 +39,7 @@ _UNWIND_TIMEOUT = 1.0
 _SHUTDOWN_TIMEOUT = 0.1
 
 
-class Registry:
+class ServiceTable:
     """What one app serves: its handlers, its discovery document, its open sockets."""
 
     def __init__(
@@ -75,17 +75,17 @@ class Registry:
                                for ws in list(self.sockets)))
 
 
-REGISTRY = web.AppKey("handler_sdk.registry", Registry)
+SERVICE_TABLE = web.AppKey("handler_sdk.services", ServiceTable)
 _start_decoder = msgspec.msgpack.Decoder(Start)
 
 
 class Connection:
     """One sidecar socket and the invocations multiplexed over it."""
 
-    def __init__(self, ws: web.WebSocketResponse, registry: Registry) -> None:
+    def __init__(self, ws: web.WebSocketResponse, table: ServiceTable) -> None:
         self._ws = ws
-        self._registry = registry
-        self._attempts: dict[str, Attempt] = {}
+        self._table = table
+        self._attempts: dict[str, AttemptContext] = {}
         self._out: deque[bytes] = deque()
         self._wakeup: asyncio.Future[None] | None = None
 
@@ -113,7 +113,7 @@ class Connection:
             logger.debug("socket writer stopped: %s", exc)
 
     async def _heartbeat_loop(self) -> None:
-        interval = self._registry.heartbeat_interval
+        interval = self._table.heartbeat_interval
         while True:
             await asyncio.sleep(interval)
             for attempt in self._attempts.values():
@@ -182,20 +182,20 @@ class Connection:
         previous = self._attempts.pop(start.invocation_id, None)
         if previous is not None:  # the sidecar gave up on that attempt: it must not go on
             previous.kill()
-        found = self._registry.handlers.get((start.service, start.handler))
+        found = self._table.handlers.get((start.service, start.handler))
         if found is None:
             failure = Failure(code=404, message=f"no handler {start.service}/{start.handler} here")
             self.send(End(invocation_id=start.invocation_id, failure=failure))
             return
         handler, service_kind = found
         attempt = new_attempt(start, handler, self.send, service_kind,
-                              suspend_after=self._registry.suspend_after)
+                              suspend_after=self._table.suspend_after)
         self._attempts[start.invocation_id] = attempt
         task = asyncio.get_running_loop().create_task(attempt.execute())
         attempt.task = task
         task.add_done_callback(lambda t: self._reap(attempt, t))
 
-    def _reap(self, attempt: Attempt, task: asyncio.Task[None]) -> None:
+    def _reap(self, attempt: AttemptContext, task: asyncio.Task[None]) -> None:
         if self._attempts.get(attempt.invocation_id) is attempt:
             del self._attempts[attempt.invocation_id]
         if not task.cancelled() and task.exception() is not None:
@@ -208,13 +208,13 @@ async def _invoke(request: web.Request) -> web.Response:
     that needs its acknowledgement ends the attempt with a ``Suspend`` on it: the sidecar makes
     it durable and invokes again with the longer journal. ``x-sidecar-cancel: 1``: the
     invocation is being cancelled (cooperatively)."""
-    registry = request.app[REGISTRY]
+    table = request.app[SERVICE_TABLE]
     try:
         start = _start_decoder.decode(await request.read())
     except msgspec.DecodeError as exc:
         return web.json_response({"code": 400, "message": f"expected one msgpack Start: {exc}"}, status=400)
     messages: list[ToSidecar] = []
-    found = registry.handlers.get((start.service, start.handler))
+    found = table.handlers.get((start.service, start.handler))
     if found is None:
         messages.append(End(invocation_id=start.invocation_id,
                             failure=Failure(code=404, message=f"no handler {start.service}/{start.handler} here")))
@@ -228,21 +228,21 @@ async def _invoke(request: web.Request) -> web.Response:
 
 
 async def _discover(request: web.Request) -> web.Response:
-    body = request.app[REGISTRY].discovery
+    body = request.app[SERVICE_TABLE].discovery
     return web.Response(body=body, content_type="application/json")
 
 
 async def _connect(request: web.Request) -> web.WebSocketResponse:
-    registry = request.app[REGISTRY]
+    table = request.app[SERVICE_TABLE]
     # No compression (deflate per frame costs more than it saves on small frames); no size
     # limit: journals can be large, and the peer is our own sidecar.
     ws = web.WebSocketResponse(compress=False, max_msg_size=0)
     await ws.prepare(request)
-    registry.sockets.add(ws)
+    table.sockets.add(ws)
     try:
-        await Connection(ws, registry).serve()
+        await Connection(ws, table).serve()
     finally:
-        registry.sockets.discard(ws)
+        table.sockets.discard(ws)
     return ws
 
 
@@ -260,13 +260,13 @@ def app(
     """
     if isinstance(services, _Definition):
         services = [services]
-    registry = Registry(services, heartbeat_interval, suspend_after)
+    table = ServiceTable(services, heartbeat_interval, suspend_after)
     application = web.Application()
-    application[REGISTRY] = registry
+    application[SERVICE_TABLE] = table
     application.router.add_get("/discover", _discover)
     application.router.add_get("/connect", _connect)
     application.router.add_post("/invoke", _invoke)
-    application.on_shutdown.append(registry.close_sockets)
+    application.on_shutdown.append(table.close_sockets)
     return application
 
 

@@ -34,7 +34,7 @@ Result = tuple[bytes | None, Failure | None]
 OnSuspend = Callable[[list[int]], Callable[[], BaseException]]
 
 
-class Waits:
+class Completions:
     """One attempt's completions, its pending awaits on them, and its suspension timer."""
 
     __slots__ = ("_suspend_after", "_idle", "_on_suspend", "_on_blocked", "_results", "_pending", "_timer")

@@ -208,7 +208,7 @@ ACKED_KINDS: tuple[type, ...] = (Run,)
 def entry_name(entry: Entry) -> str:
     """The name an entry is matched by on replay: its name, a call's ``service/handler``, or empty."""
     if type(entry) is Call or type(entry) is Send:
-        return f"{entry.service}/{entry.handler}"  # type: ignore[union-attr]
+        return f"{entry.service}/{entry.handler}"
     return getattr(entry, "name", "")
 
 

@@ -152,4 +152,4 @@ def python(*args: str) -> list[str]:
 
 
 def sidecar_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "sidecar.cli", *args]
+    return [sys.executable, "-m", "sidecar.cli.main", *args]

@@ -8,7 +8,7 @@ Invocations that handlers start (calls, sends) are never refused: their callers 
 
 from __future__ import annotations
 
-from ..config import Settings
+from ..cli.config import Settings
 from ..store import InvocationRecord
 
 

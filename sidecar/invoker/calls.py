@@ -22,8 +22,8 @@ from handler_sdk.protocol import Call, Failure, Input, Send
 
 from ..clock import now_ms
 from ..ids import partition_of_id
-from ..partitions import PartitionMap
-from ..registry import Registry
+from ..process.partitions import PartitionMap
+from ..transport.registry import Registry
 from ..store import Changes, InvocationRecord, Store
 from ..store.records import ChildSpec, OutboxEntry, ParkedSend, ResolutionSpec
 from .background import Background

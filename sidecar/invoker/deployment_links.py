@@ -10,11 +10,11 @@ import aiohttp
 
 from handler_sdk.protocol import RetrySpec
 
-from ..config import Settings
-from ..invoke_link import InvokePool
-from ..links import Carrier, DeploymentPool
-from ..registry import Registry
-from ..retry import RetryPolicy
+from ..cli.config import Settings
+from ..transport.request_response import InvokePool
+from ..transport.links import Carrier, DeploymentPool
+from ..transport.registry import Registry
+from .retry import RetryPolicy
 from ..store import InvocationRecord
 from .background import Background
 from .reachability import Prober

@@ -22,11 +22,11 @@ import aiohttp
 
 from handler_sdk.protocol import ToSidecar
 
-from ..config import Settings
+from ..cli.config import Settings
 from ..ids import IdGenerator
 from ..metrics import Metrics
-from ..partitions import PartitionMap
-from ..registry import Registry
+from ..process.partitions import PartitionMap
+from ..transport.registry import Registry
 from ..store import InvocationRecord, Store, StoreError
 from .background import Background
 from .calls import Calls
@@ -41,6 +41,7 @@ from .operations import OperatorActions
 from .peers import Peers
 from .promises import Promises
 from .queries import InvocationQueries
+from .recovery import recover
 from .resolutions import Resolutions
 from .state_edits import StateEdits
 from .state_in_flight import StateInFlight
@@ -94,7 +95,7 @@ class Invoker:
     def start(self) -> None:
         """Recover unfinished invocations, then watch for silent handlers and expired results."""
         owns = self._partitions.owns_invocation
-        self.lifecycle.recover()
+        recover(self._store, self.table, self._partitions, self.lifecycle)
         self.waits.recover(owns)
         self.resolutions.recover(owns)
         self.calls.recover(owns)

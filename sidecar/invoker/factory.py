@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..clock import now_ms
-from ..config import Settings
+from ..cli.config import Settings
 from ..ids import IdGenerator
-from ..partitions import PartitionMap
-from ..registry import Route
+from ..process.partitions import PartitionMap
+from ..transport.registry import Route
 from ..store import InvocationRecord
 
 

@@ -60,6 +60,8 @@ class AttemptOutcomes(Protocol):
 
     def attempt_failed(self, attempt: Attempt, reason: str) -> None: ...
 
+    def write_failed(self, live: Live, attempt: Attempt | None, error: str) -> None: ...
+
     def persist(self, record: InvocationRecord) -> asyncio.Future[None]: ...
 
 
@@ -170,7 +172,7 @@ class FrameHandler:
         if error is None:
             self._outcomes.resume(live)
         else:  # the step's entry may not be durable: a later attempt runs it again
-            self._outcomes.retry_later(live, f"journal write failed: {error}")
+            self._outcomes.write_failed(live, None, str(error))
 
     def _state_written(self, key: tuple[str, str], future: asyncio.Future[None]) -> None:
         self._state_in_flight.settled(key)
@@ -180,11 +182,11 @@ class FrameHandler:
             return
         error = future.exception()
         if error is not None:
-            self._outcomes.attempt_failed(attempt, f"journal write failed: {error}")
+            self._outcomes.write_failed(attempt.live, attempt, str(error))
 
     def _durable(self, attempt: Attempt, index: int, error: str | None) -> None:
         if error is not None:
-            self._outcomes.attempt_failed(attempt, f"journal write failed: {error}")
+            self._outcomes.write_failed(attempt.live, attempt, error)
         else:
             attempt.ack(index)
 

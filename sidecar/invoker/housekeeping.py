@@ -9,9 +9,9 @@ import time
 from typing import Protocol
 
 from ..clock import now_ms
-from ..config import Settings
+from ..cli.config import Settings
 from ..metrics import Metrics
-from ..partitions import PartitionMap
+from ..process.partitions import PartitionMap
 from ..store import Changes, InvocationRecord, Store, StoreError
 from .live import Attempt
 from .table import InvocationTable

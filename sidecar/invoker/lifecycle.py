@@ -21,16 +21,17 @@ from functools import partial
 from handler_sdk.protocol import Cancel, Failure, Input, Output, Start, ToSidecar, encoder
 
 from ..clock import now_ms
-from ..config import Settings
-from ..links import Carrier, LinkError
+from ..cli.config import Settings
+from ..transport.links import Carrier, LinkError
 from ..metrics import Metrics
-from ..partitions import PartitionMap
-from ..registry import Route
+from ..process.partitions import PartitionMap
+from ..transport.registry import Route
 from ..store import Changes, InvocationRecord, Store
 from .admission import Overloaded, admit
 from .awakeable_ids import invocation_key
 from .background import Background
 from .commits import recheck_if_cancelled
+from .deadlines import Deadlines
 from .deployment_links import LinkSource, Pool
 from .factory import RecordFactory
 from .idempotency import idempotency_slot
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 
 #: While the store has no room, an attempt due to start looks again this much later.
 _FULL_STORE_WAIT_S = 1.0
-#: Recovery logs a line for each of this many invocations, then only their count.
-_RECOVERIES_SHOWN = 100
 
 
 def _seed(invocation_id: str) -> int:
@@ -72,6 +71,7 @@ class Lifecycle:
         self._on_frame = on_frame
         #: An invocation's end is durable: its caller's call returns, its event stream ends.
         self._on_end = on_end
+        self._deadlines = Deadlines(table, self.terminate)
         #: Set during shutdown: attempts cut by our own exit are not the handler's failures.
         self.closing = False
 
@@ -141,39 +141,18 @@ class Lifecycle:
             self._store.submit(Changes()).add_done_callback(lambda _: self._table.release_slot(slot))
         self._table.active[live.record.id] = live
         if live.record.deadline_ms is not None:
-            self._arm_deadline(live)
+            self._deadlines.arm(live)
         if live.record.start_at_ms is not None:
             self._schedule_at(live, live.record.start_at_ms)
         else:
             self._schedule(live)
 
-    def recover(self) -> None:
-        """Re-admit every unfinished invocation, per key in arrival order, as the store has it."""
-        now = now_ms()
-        records = [self._store.get_invocation(i) for i in self._store.scan_inbox()
-                   if self._partitions.owns_invocation(i)]
-        for record in records:
-            if record is not None:
-                self._table.inbox_clock.observe(record.inbox_seq)
-        unfinished = [r for r in records if r is not None and not r.finished]
-        # An invocation that already started holds its key, even if one that arrived earlier
-        # (a delayed send now due) is also waiting: admit the holders first.
-        started = [r for r in unfinished if r.attempts > 0]
-        for shown, record in enumerate(started + [r for r in unfinished if r.attempts == 0]):
-            if shown < _RECOVERIES_SHOWN:
-                log.info("%s recovered: %s after %d attempts", record.id, record.status, record.attempts,
-                         extra={"invocation_id": record.id})
-            self._readmit(Live(record), now)
-        if self._table.active:
-            count = len(self._table.active)
-            log.info("recovered %d unfinished invocations%s", count,
-                     f" ({count - _RECOVERIES_SHOWN} not shown one by one)" if count > _RECOVERIES_SHOWN else "")
-
-    def _readmit(self, live: Live, now: int) -> None:
+    def readmit(self, live: Live, now: int) -> None:
+        """Take back an unfinished invocation found in the store at start-up, where it was."""
         record = live.record
         self._table.active[record.id] = live
         if record.deadline_ms is not None:
-            self._arm_deadline(live)
+            self._deadlines.arm(live)
         if record.attempts == 0 and record.start_at_ms is not None and record.start_at_ms > now:
             self._schedule_at(live, record.start_at_ms)
             return
@@ -295,6 +274,30 @@ class Lifecycle:
         attempt.detach(kill=True)
         self.retry_later(attempt.live, reason)
 
+    def write_failed(self, live: Live, attempt: Attempt | None, error: str) -> None:
+        """A journal write of ``live``'s attempt (``None``: one that has detached) failed. For want
+        of room that is no failure of the handler: the attempt stops and the invocation waits for
+        room, spending none of its retry budget. A batch refused for what it held counts."""
+        if attempt is not None and attempt.over:
+            return
+        if not self._store.full:
+            if attempt is not None:
+                self.attempt_failed(attempt, f"journal write failed: {error}")
+            else:
+                self.retry_later(live, f"journal write failed: {error}")
+            return
+        if attempt is not None:
+            attempt.detach(kill=True)
+        if self.closing:
+            return
+        record = live.record
+        live.journal = None  # the next attempt reads the committed journal
+        record.status = "backing-off"
+        record.next_retry_ms = None
+        record.last_error = f"journal write failed, waiting for room in the store: {error}"
+        record.modified_ms = now_ms()
+        live.retry_handle = asyncio.get_running_loop().call_later(_FULL_STORE_WAIT_S, self.launch, live)
+
     def retry_later(self, live: Live, reason: str) -> None:
         if self.closing:
             return
@@ -350,18 +353,6 @@ class Lifecycle:
         if lock_key is not None and not live.holds_key:
             self._table.keys.withdraw(lock_key, live)
         self.finish(live, status, None, failure)
-
-    def _arm_deadline(self, live: Live) -> None:
-        assert live.record.deadline_ms is not None
-        loop = asyncio.get_running_loop()
-        loop.call_at(loop.time() + max(0.0, (live.record.deadline_ms - now_ms()) / 1000), self._deadline_passed, live)
-
-    def _deadline_passed(self, live: Live) -> None:
-        record = live.record
-        if record.finished or self._table.active.get(record.id) is not live:
-            return
-        total_s = ((record.deadline_ms or 0) - record.created_ms) / 1000
-        self.terminate(live, "failed", Failure(408, f"invocation timed out after {total_s:g} s (waits included)"))
 
     def finish(self, live: Live, status: str, output: bytes | None, failure: Failure | None) -> None:
         record = live.record

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from handler_sdk.protocol import Ack, Cancel, Entry, Failure, ToSidecar, encoder
 
-from ..links import Carrier
+from ..transport.links import Carrier
 from ..store import InvocationRecord
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from typing import Protocol
 from handler_sdk.protocol import COMPLETABLE_KINDS, Call, Cancel, Failure, Input, Output, encoder
 
 from ..ids import partition_of_id
-from ..partitions import PartitionMap
-from ..registry import Registry
+from ..process.partitions import PartitionMap
+from ..transport.registry import Registry
 from ..store import Changes, InvocationRecord, Store
 from .background import Background
 from .factory import RecordFactory

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..clock import iso_ms, now_ms
-from ..links import LinkError
+from ..transport.links import LinkError
 
 log = logging.getLogger(__name__)
 

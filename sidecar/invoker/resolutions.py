@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from handler_sdk.protocol import Failure
 
-from ..partitions import PartitionMap
+from ..process.partitions import PartitionMap
 from ..store import Changes, Store
 from ..store.records import ResolutionSpec
 from .awakeable_ids import parse_awakeable_id

@@ -8,22 +8,25 @@ also what a replicated changelog would carry, and it is property-tested against 
 
 from __future__ import annotations
 
-from typing import Protocol, Union
+from typing import Protocol, Union, final
 
 import msgspec
 
 
+@final
 class Put(msgspec.Struct, tag=True, array_like=True, frozen=True):
     db: str
     key: bytes
     value: bytes
 
 
+@final
 class Delete(msgspec.Struct, tag=True, array_like=True, frozen=True):
     db: str
     key: bytes
 
 
+@final
 class DeletePrefix(msgspec.Struct, tag=True, array_like=True, frozen=True):
     """Delete every key of ``db`` that starts with ``prefix`` (clear-all state, purge a journal)."""
 

@@ -39,12 +39,11 @@ class Changes(WriteBatch):
         self.put("journal", keys.journal_key(record.id, index), encode_entry(entry))
         if record.key is None:
             return
-        kind = type(entry)
-        if kind is SetState:
-            self.set_state(record.service, record.key, entry.name, entry.value)  # type: ignore[union-attr]
-        elif kind is ClearState:
-            self.clear_state(record.service, record.key, entry.name)  # type: ignore[union-attr]
-        elif kind is ClearAllState:
+        if type(entry) is SetState:
+            self.set_state(record.service, record.key, entry.name, entry.value)
+        elif type(entry) is ClearState:
+            self.clear_state(record.service, record.key, entry.name)
+        elif type(entry) is ClearAllState:
             self.delete_prefix("state", keys.object_prefix(record.service, record.key))
 
     def complete_entry(self, record: InvocationRecord, index: int, entry: Entry) -> None:

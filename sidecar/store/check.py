@@ -74,7 +74,7 @@ def _page_size(data: Path, head: bytes) -> int:
         raise DamagedStore(f"{data}: not an LMDB file (meta page 0 has magic {magic:#010x})")
     if version != _DATA_VERSION:
         raise DamagedStore(f"{data}: LMDB data version {version}, this build reads {_DATA_VERSION}")
-    (page_size,) = _FREE_DB_PAD.unpack_from(free_db)
+    page_size: int = _FREE_DB_PAD.unpack_from(free_db)[0]
     if not _MIN_PAGE <= page_size <= _MAX_PAGE or page_size & (page_size - 1):
         raise DamagedStore(f"{data}: meta page 0 names an impossible page size of {page_size} bytes")
     return page_size

@@ -70,7 +70,7 @@ class TxnTarget:
 
     __slots__ = ("txn", "dbs")
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
         self.txn = txn
         self.dbs = dbs
 

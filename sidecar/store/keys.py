@@ -47,6 +47,12 @@ _HASHED = 0xFF
 _HASH_BYTES = 1 + hashlib.sha256().digest_size
 
 
+def _uint(layout: struct.Struct, raw: bytes, offset: int) -> int:
+    """The one unsigned integer ``layout`` reads at ``offset`` (struct's own results are untyped)."""
+    value: int = layout.unpack_from(raw, offset)[0]
+    return value
+
+
 def _hashed(raw: bytes) -> bytes:
     return bytes((_HASHED,)) + hashlib.sha256(raw).digest()
 
@@ -96,7 +102,7 @@ def journal_key(invocation_id: str, index: int) -> bytes:
 
 
 def journal_index(raw: bytes) -> int:
-    return _U32.unpack_from(raw, len(raw) - 4)[0]
+    return _uint(_U32, raw, len(raw) - 4)
 
 
 def inbox_key(service: str, key: str | None, seq: int, invocation_id: str) -> bytes:
@@ -118,11 +124,9 @@ def _prefix_length(raw: bytes) -> int:
     """Where the object prefix that ``raw`` starts with ends."""
     if raw[0] == _HASHED:
         return _HASH_BYTES
-    (n,) = _U16.unpack_from(raw, 0)
-    pos = 2 + n
+    pos = 2 + _uint(_U16, raw, 0)
     if raw[pos] == 1:
-        (m,) = _U16.unpack_from(raw, pos + 1)
-        return pos + 3 + m
+        return pos + 3 + _uint(_U16, raw, pos + 1)
     return pos + 1
 
 
@@ -142,7 +146,7 @@ def timer_key(due_ms: int, invocation_id: str, index: int) -> bytes:
 
 def split_timer_key(raw: bytes) -> tuple[int, str, int]:
     invocation_id = raw[8:-5].decode()
-    return _U64.unpack_from(raw, 0)[0], invocation_id, journal_index(raw)
+    return _uint(_U64, raw, 0), invocation_id, journal_index(raw)
 
 
 def status_key(group: str, invocation_id: str) -> bytes:
@@ -184,4 +188,4 @@ def finished_key(completed_ms: int, invocation_id: str) -> bytes:
 
 
 def finished_key_time(raw: bytes) -> int:
-    return _U64.unpack_from(raw, 0)[0]
+    return _uint(_U64, raw, 0)

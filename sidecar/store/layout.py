@@ -70,7 +70,7 @@ def prepare(env: lmdb.Environment, dbs: dict[str, Any]) -> bytes:
     return bytes(secret)
 
 
-def _file_inbox_by_seq(txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+def _file_inbox_by_seq(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
     """Layout 1 -> 2: every inbox key gets a seq, in the old key order, and so does its record."""
     inbox, invocations = dbs["inbox"], dbs["invocations"]
     old = list(txn.cursor(db=inbox))
@@ -85,7 +85,7 @@ def _file_inbox_by_seq(txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
             txn.put(invocation_id.encode(), _encoder.encode(record), db=invocations)
 
 
-def _index_for_the_list(txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+def _index_for_the_list(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
     """Layout 2 -> 3: every record gets the ``by_status`` and ``by_target`` entries that
     ``Changes.create`` and ``Changes.finish`` give a new one."""
     by_status, by_target = dbs["by_status"], dbs["by_target"]

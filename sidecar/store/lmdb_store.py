@@ -58,7 +58,7 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-def _scan_back(cursor: lmdb.Cursor, prefix: bytes, below: bytes) -> Iterator[tuple[bytes, bytes]]:
+def _scan_back(cursor: lmdb.Cursor[bytes], prefix: bytes, below: bytes) -> Iterator[tuple[bytes, bytes]]:
     """The entries under ``prefix`` whose rest sorts before ``below``, last first."""
     if cursor.set_range(prefix + below):
         if not cursor.prev():
@@ -71,7 +71,7 @@ def _scan_back(cursor: lmdb.Cursor, prefix: bytes, below: bytes) -> Iterator[tup
         yield key, value
 
 
-def _scan(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+def _scan(cursor: lmdb.Cursor[bytes], prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     if not cursor.set_range(prefix):
         return
     for key, value in cursor:

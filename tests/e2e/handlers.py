@@ -18,7 +18,7 @@ from handler_sdk import (
     WorkflowContext, WorkflowSharedContext,
 )
 
-from handler_sdk._invocation import Attempt  # the rogue handler below reaches past the SDK
+from handler_sdk._invocation import AttemptContext  # the rogue handler below reaches past the SDK
 from handler_sdk.protocol import MAX_IDENTIFIER_BYTES, CompletePromise, Entry, Send, SetState, entry_name
 
 SINK = os.environ.get("SINK_URL", "http://127.0.0.1:1")
@@ -440,7 +440,7 @@ async def forge(ctx: ObjectContext, what: str) -> str:
         "send": Send(service="Counter", handler="add", key=too_long, input=b"1"),
         "promise": CompletePromise(name=too_long, value=b"1"),
     }[what]
-    attempt = cast(Attempt, ctx)
+    attempt = cast(AttemptContext, ctx)
     index, _ = attempt._step(type(entry), entry_name(entry))
     attempt._command(index, entry)
     return "forged"

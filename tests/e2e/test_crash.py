@@ -102,7 +102,7 @@ async def _storm(cluster: Cluster) -> None:
 
 def _workers_of(supervisor_pid: int) -> list[int]:
     """PIDs of the worker processes the supervisor started."""
-    return children(supervisor_pid, b"sidecar.worker")
+    return children(supervisor_pid, b"sidecar.process.worker")
 
 
 @pytest.mark.timeout(120)

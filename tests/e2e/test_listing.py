@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from sidecar.ids import partition_of_id
-from sidecar.partitions import DEFAULT_PARTITIONS, PartitionMap
+from sidecar.process.partitions import DEFAULT_PARTITIONS, PartitionMap
 from tests.e2e.conftest import Cluster
 from tests.procs import eventually
 

@@ -67,7 +67,7 @@ async def test_health_answers_only_once_every_ingress_listens(
 
 
 @pytest.mark.parametrize(("workers", "part"), [
-    (2, "sidecar.worker --index 1"), (1, "sidecar.store.writer"), (2, "sidecar.store.writer"),
+    (2, "sidecar.process.worker --index 1"), (1, "sidecar.store.writer"), (2, "sidecar.store.writer"),
 ], ids=["2-workers-second-worker", "1-worker-writer", "2-workers-writer"])
 async def test_health_waits_for_a_part_that_is_still_starting(
     tmp_path: Path, http: aiohttp.ClientSession, workers: int, part: str,

@@ -8,7 +8,7 @@ from typing import Any
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
-from sidecar.partitions import DEFAULT_PARTITIONS, PartitionMap
+from sidecar.process.partitions import DEFAULT_PARTITIONS, PartitionMap
 from tests.e2e.conftest import Cluster
 from tests.e2e.rawhttp import request_bytes
 from tests.procs import eventually

@@ -93,13 +93,13 @@ async def test_the_supervisor_restarts_the_workers_when_the_writer_is_killed(
         await asyncio.sleep(0.2)
         killed_writer = _writer_of(cluster)
         assert cluster.sidecar.proc is not None
-        old_workers = set(children(cluster.sidecar.proc.pid, b"sidecar.worker"))
+        old_workers = set(children(cluster.sidecar.proc.pid, b"sidecar.process.worker"))
         os.kill(killed_writer, signal.SIGKILL)
 
         async def new_generation() -> bool:
             assert cluster.sidecar.proc is not None
             writers = children(cluster.sidecar.proc.pid, b"sidecar.store.writer")
-            workers = set(children(cluster.sidecar.proc.pid, b"sidecar.worker"))
+            workers = set(children(cluster.sidecar.proc.pid, b"sidecar.process.worker"))
             return bool(writers) and writers != [killed_writer] and len(workers) == 2 and not workers & old_workers
 
         await eventually(new_generation, timeout=5, what="a new writer and new workers")

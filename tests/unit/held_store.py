@@ -14,13 +14,13 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from handler_sdk import app
-from sidecar.config import Settings
+from sidecar.cli.config import Settings
 from sidecar.ids import IdGenerator
 from sidecar.invoker import Invoker
 from sidecar.metrics import Metrics
-from sidecar.partitions import PartitionMap
-from sidecar.registry import Registry, Route
-from sidecar.store import Store
+from sidecar.process.partitions import PartitionMap
+from sidecar.transport.registry import Registry, Route
+from sidecar.store import Store, StoreError
 from sidecar.store.batch import WriteBatch
 from sidecar.store.writer_client import OnDurable
 
@@ -34,6 +34,13 @@ class HeldStore(Store):
         super().__init__(path, durability="none", map_size=64 * 1024**2)
         self.queued: list[tuple[WriteBatch, asyncio.Future[None], OnDurable | None]] = []
         self.auto = True  # commit on the next pass of the loop, as a fast disk would
+        #: False: every commit fails as the writer's does when the map or the disk is full.
+        self.room = True
+        self._full = False
+
+    @property
+    def full(self) -> bool:
+        return self._full
 
     def submit(self, batch: WriteBatch, on_durable: OnDurable | None = None) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -45,12 +52,18 @@ class HeldStore(Store):
     def commit(self) -> None:
         queued, self.queued = self.queued, []
         for batch, future, on_durable in queued:
-            self.write_now(batch)
+            error = None if self.room else "MDB_MAP_FULL: Environment mapsize limit reached"
+            self._full = error is not None
+            if error is None:
+                self.write_now(batch)
             if future.done():
                 continue
             if on_durable is not None:
-                on_durable(None)
-            future.set_result(None)
+                on_durable(error)
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(StoreError(error))
 
     async def close(self) -> None:
         self.close_environment()

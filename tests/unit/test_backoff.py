@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from handler_sdk import RetryPolicy as StepPolicy
 from handler_sdk.backoff import ceiling, delay
-from sidecar.retry import RetryPolicy
+from sidecar.invoker.retry import RetryPolicy
 
 _failures = st.integers(min_value=0, max_value=10**9)
 _interval = st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_infinity=False)

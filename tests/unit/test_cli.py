@@ -22,8 +22,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
-from sidecar.cli import main
-from sidecar.config import Settings
+from sidecar.cli.main import main
+from sidecar.cli.config import Settings
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -109,11 +109,11 @@ def test_serve_bad_flag_type() -> None:
 
 @pytest.fixture
 def fake_server_run(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    """Stand in for `sidecar.server.run`: record the settings instead of serving."""
+    """Stand in for `sidecar.process.server.run`: record the settings instead of serving."""
     calls: list[Settings] = []
-    module = types.ModuleType("sidecar.server")
+    module = types.ModuleType("sidecar.process.server")
     module.run = calls.append  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "sidecar.server", module)
+    monkeypatch.setitem(sys.modules, "sidecar.process.server", module)
     for name in ("SIDECAR_INGRESS", "SIDECAR_ADMIN", "SIDECAR_DATA_DIR", "SIDECAR_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     return calls
@@ -141,7 +141,7 @@ def test_serve_port_taken(monkeypatch: pytest.MonkeyPatch, fake_server_run: list
     def taken(settings: Settings) -> None:
         raise OSError(errno.EADDRINUSE, "address already in use")
 
-    monkeypatch.setattr(sys.modules["sidecar.server"], "run", taken)
+    monkeypatch.setattr(sys.modules["sidecar.process.server"], "run", taken)
     _assert_clean_failure(_cli("serve"), 1, "cannot start the sidecar: address already in use")
 
 

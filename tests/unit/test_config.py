@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.config import ConfigError, Settings, load_settings, parse_address
-from sidecar.server import default_workers, usable_cores
+from sidecar.cli.config import ConfigError, Settings, load_settings, parse_address
+from sidecar.process.server import default_workers, usable_cores
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from sidecar.ids import IdGenerator
-from sidecar.registry import RegistrationError, Registry
+from sidecar.transport.registry import RegistrationError, Registry
 from sidecar.store import Store
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from handler_sdk.protocol import Entry, Input, Publish, Run
 from sidecar.invoker import events
-from sidecar.event_stream import sse
+from sidecar.http.event_stream import sse
 from sidecar.invoker.events import EventPage, EventStreams, Place, StreamEnd, StreamEvent, milestones
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.http_errors import HTTPProblem
-from sidecar.http_input import json_body, json_value, path_parts, storable
-from sidecar.registry import RegistrationError, checked_uri
+from sidecar.http.errors import HTTPProblem
+from sidecar.http.input import json_body, json_value, path_parts, storable
+from sidecar.transport.registry import RegistrationError, checked_uri
 
 _utf8_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
 

@@ -15,7 +15,7 @@ from handler_sdk.protocol import (
     Send, SetState, identifier_problem,
 )
 from sidecar.invoker.identifiers import entry_identifier_problem
-from sidecar.partitions import PartitionMap
+from sidecar.process.partitions import PartitionMap
 from sidecar.store import Changes, Store
 from sidecar.store import keys
 from sidecar.store.records import PromiseRecord, ResolutionSpec

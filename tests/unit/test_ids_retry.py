@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from handler_sdk.protocol import RetrySpec
-from sidecar.config import Settings
+from sidecar.cli.config import Settings
 from sidecar.ids import IdGenerator, looks_like_invocation_id
-from sidecar.retry import RetryPolicy
+from sidecar.invoker.retry import RetryPolicy
 
 
 def _value(invocation_id: str) -> int:

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handler_sdk.protocol import End, Heartbeat, Input, Start, ToSidecar, encoder, to_handler_decoder
-from sidecar.invoke_link import InvokeLink
-from sidecar.links import DeploymentPool, LinkError, Strays, addressee, deliver
+from sidecar.transport.request_response import InvokeLink
+from sidecar.transport.links import DeploymentPool, Link, LinkError, Strays, addressee, deliver
 from tests.procs import eventually
 
 
@@ -57,7 +57,7 @@ def test_an_undecodable_frame_still_names_its_invocation() -> None:
 
 def test_stray_frames_are_logged_once_a_period(caplog: pytest.LogCaptureFixture) -> None:
     strays = Strays("link to http://h")
-    with caplog.at_level(logging.WARNING, logger="sidecar.links"):
+    with caplog.at_level(logging.WARNING, logger="sidecar.transport.links"):
         for n in range(100):
             strays.drop("End", f"inv_{n}")
     assert len(caplog.records) == 1 and "inv_0" in caplog.records[0].getMessage()
@@ -160,3 +160,28 @@ async def test_an_open_cut_short_by_closing_the_pool_tells_its_waiters_so() -> N
             writer.close()
         black_hole.close()
         await black_hole.wait_closed()
+
+
+async def test_a_link_closed_after_an_undecodable_frame_tells_its_attempts_why(aiohttp_server: Any) -> None:
+    """A frame that names its invocation fails that attempt alone; when the handler then closes
+    the socket, every attempt left on it hears that the connection closed."""
+    async def connect(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        frame = {"t": "Command", "invocation_id": "inv_a", "index": 1, "entry": {"t": "Sleep", "wake_at_ms": 1e21}}
+        await ws.send_bytes(msgspec.msgpack.encode(frame))
+        await ws.close()
+        return ws
+    application = web.Application()
+    application.router.add_get("/connect", connect)
+    server = await aiohttp_server(application)
+    async with aiohttp.ClientSession() as http:
+        link = Link(await http.ws_connect(server.make_url("/connect")), str(server.make_url("")))
+        named, bystander = Recording(), Recording()
+        link.sessions.update(inv_a=named, inv_b=bystander)
+        link.send(_start("inv_a"))
+        await asyncio.wait_for(bystander.done.wait(), 5)
+        await link.close()
+    assert len(named.failures) == 2 and named.failures[0].startswith("undecodable frame from the handler")
+    assert bystander.failures == named.failures[1:] == ["handler connection closed"]

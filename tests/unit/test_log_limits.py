@@ -6,7 +6,7 @@ import logging
 
 from aiohttp.http_exceptions import BadHttpMessage
 
-from sidecar.log_limits import RateLimitedServerLog
+from sidecar.http.log_limits import RateLimitedServerLog
 
 
 def _refusal() -> logging.LogRecord:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from handler_sdk.logs import JsonFormatter, configure_logging, iso_time
-from sidecar.config import ConfigError, load_settings
+from sidecar.cli.config import ConfigError, load_settings
 
 
 def _record(message: str, *args: object, **extra: object) -> logging.LogRecord:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, strategies as st
 
 from sidecar.ids import IdGenerator, partition_of_id
-from sidecar.partitions import PartitionMap
+from sidecar.process.partitions import PartitionMap
 
 workers_and_index = st.integers(1, 8).flatmap(lambda w: st.tuples(st.just(w), st.integers(0, w - 1)))
 

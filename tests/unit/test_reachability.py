@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sidecar.invoker.reachability import PROBE_MAX_S, Prober
-from sidecar.links import LinkError
+from sidecar.transport.links import LinkError
 
 
 class FlakyDeployment:

@@ -11,9 +11,9 @@ import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sidecar.http_errors import HTTPProblem
+from sidecar.http.errors import HTTPProblem
 from sidecar.ids import IdGenerator
-from sidecar.listing import ListQuery, cursor_of, list_page, parse_query
+from sidecar.http.listing import ListQuery, cursor_of, list_page, parse_query
 from sidecar.store import Changes, InvocationRecord, Store, keys, lmdb_store
 from sidecar.store.environment import open_environment
 from sidecar.store.lmdb_store import encode_record

@@ -14,7 +14,7 @@ import msgspec
 from handler_sdk.backoff import delay
 from handler_sdk.protocol import RetrySpec
 
-from .config import Settings
+from ..cli.config import Settings
 
 
 class RetryPolicy(msgspec.Struct, frozen=True):

@@ -20,14 +20,14 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .http_errors import HTTPProblem
-from .ids import looks_like_invocation_id, partition_of_id
-from .invoker.live import Live
-from .mesh import Mesh, MeshError
-from .partitions import PartitionMap
-from .store import InvocationRecord, Store
-from .store.lmdb_store import LIST_BUDGET
-from .store.records import ALL_STATUSES, FINISHED
+from .errors import HTTPProblem
+from ..ids import looks_like_invocation_id, partition_of_id
+from ..invoker.live import Live
+from ..process.mesh import Mesh, MeshError, answer_body
+from ..process.partitions import PartitionMap
+from ..store import InvocationRecord, Store
+from ..store.lmdb_store import LIST_BUDGET
+from ..store.records import ALL_STATUSES, FINISHED
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class LiveRecords:
                 log.warning("listing invocations without worker %d's live statuses: it answered %d",
                             owner, answer.status)
             else:
-                found.update((r.id, r) for r in _records_decoder.decode(answer.body))  # type: ignore[arg-type]
+                found.update((r.id, r) for r in _records_decoder.decode(answer_body(answer)))
         return found
 
     async def _answer(self, method: str, path: str, query: dict[str, str], headers: CIMultiDict[str],

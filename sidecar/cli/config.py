@@ -15,7 +15,7 @@ import msgspec
 
 from handler_sdk.logs import FORMATS, LEVELS
 
-from .ids import MAX_PARTITIONS
+from ..ids import MAX_PARTITIONS
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -17,20 +17,20 @@ from multidict import CIMultiDict
 
 from handler_sdk.protocol import ClearState, Entry, Failure, Input, Output, SetState
 
-from .clock import iso_ms
-from .config import Settings
-from .durations import parse_duration
-from .ids import partition_of_id
+from ..clock import iso_ms
+from ..cli.config import Settings
+from ..durations import parse_duration
+from ..ids import partition_of_id
 from .listing import LiveRecords, cursor_of, list_page, parse_query
-from .mesh import Mesh, MeshError
-from .metrics import Metrics
-from .partitions import PartitionMap
-from .http_errors import HTTPProblem, JsonRoutes, json_errors, json_only, json_response, refuse_long_identifiers
-from .http_input import json_body, json_value, path_parts, storable
-from .invoker import InvocationNotFound, InvocationStateError, Invoker, KeyHeld
-from .registry import Registry, RegistrationError
-from .store import InvocationRecord, Store
-from .store.records import DeploymentRecord
+from ..process.mesh import Mesh, MeshError
+from ..metrics import Metrics
+from ..process.partitions import PartitionMap
+from .errors import HTTPProblem, JsonRoutes, json_errors, json_only, json_response, refuse_long_identifiers
+from .input import json_body, json_value, path_parts, storable
+from ..invoker import InvocationNotFound, InvocationStateError, Invoker, KeyHeld
+from ..transport.registry import Registry, RegistrationError
+from ..store import InvocationRecord, Store
+from ..store.records import DeploymentRecord
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from click.core import ParameterSource
 from yarl import URL
 
 from handler_sdk.logs import FORMATS, LEVELS
-from sidecar.config import ConfigError, Settings, load_settings, parse_address
+from sidecar.cli.config import ConfigError, Settings, load_settings, parse_address
 
 _DEFAULTS = Settings()
 #: Connecting is quick or broken; waiting for a handler's answer may legitimately take long.
@@ -233,7 +233,7 @@ def serve(
         })
     except ConfigError as exc:
         raise _ConfigFailure(str(exc)) from None
-    from sidecar.server import run  # imported late: client commands need none of the server
+    from sidecar.process.server import run  # imported late: client commands need none of the server
     from sidecar.store import LayoutError
     from sidecar.store.check import DamagedStore
 

@@ -7,7 +7,7 @@ import os
 
 import msgspec
 
-from .config import Settings
+from ..cli.config import Settings
 from .server import WorkerSpec, configure_logging, run_loop, serve
 
 #: The supervisor passes the sidecar's settings, as JSON, in this environment variable.
@@ -15,7 +15,7 @@ SETTINGS_ENV = "SIDECAR_WORKER_SETTINGS"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m sidecar.worker")
+    parser = argparse.ArgumentParser(prog="python -m sidecar.process.worker")
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--partitions", type=int, required=True)

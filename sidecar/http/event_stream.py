@@ -17,12 +17,12 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .http_errors import HTTPProblem, JsonRoutes, json_response
-from .ids import partition_of_id
-from .invoker import InvocationNotFound, Invoker
-from .invoker.events import EventPage, Place
-from .mesh import Mesh
-from .partitions import PartitionMap
+from .errors import HTTPProblem, JsonRoutes, json_response
+from ..ids import partition_of_id
+from ..invoker import InvocationNotFound, Invoker
+from ..invoker.events import EventPage, Place
+from ..process.mesh import Mesh, answer_body
+from ..process.partitions import PartitionMap
 
 #: The longest a stream waits for news before it sends a comment line to keep the connection up.
 POLL_S = 10.0
@@ -95,9 +95,10 @@ class EventStreamRoute:
             query = {"after": str(after) if after else "", "wait": str(wait_s)}
             response = await self._mesh.forward(
                 self._partitions.owner(partition), "ingress.events", "GET", invocation_id, query, CIMultiDict(), b"")
+            body = answer_body(response)
             if response.status != 200:
-                raise HTTPProblem(response.status, msgspec.json.decode(response.body or b"{}").get("message", ""))
-            return _page_decoder.decode(response.body)  # type: ignore[arg-type]
+                raise HTTPProblem(response.status, msgspec.json.decode(body or b"{}").get("message", ""))
+            return _page_decoder.decode(body)
         try:
             return await self._invoker.queries.event_page(invocation_id, after, wait_s)
         except InvocationNotFound:

@@ -19,18 +19,18 @@ from aiohttp import web
 
 from handler_sdk import logs
 
-from .admin import Admin
-from .config import Settings, parse_address
-from .ids import IdGenerator
-from .ingress import Ingress
-from .invoker import Invoker
-from .log_limits import limit_server_log
+from ..http.admin import Admin
+from ..cli.config import Settings, parse_address
+from ..ids import IdGenerator
+from ..http.ingress import Ingress
+from ..invoker import Invoker
+from ..http.log_limits import limit_server_log
 from .mesh import Mesh
-from .mesh_peers import MeshPeers, serve_calls
-from .metrics import Metrics
+from .peers import MeshPeers, serve_calls
+from ..metrics import Metrics
 from .partitions import PartitionMap
-from .registry import Registry, RegistrationError
-from .store import Changes, Store, StoreError
+from ..transport.registry import Registry, RegistrationError
+from ..store import Changes, Store, StoreError
 
 log = logging.getLogger("sidecar")
 

@@ -17,22 +17,22 @@ from aiohttp import web
 
 from handler_sdk.protocol import Failure
 
-from .config import Settings
-from .ids import partition_of_id
-from .mesh import Mesh
-from .partitions import PartitionMap
-from .durations import parse_delay
+from ..cli.config import Settings
+from ..ids import partition_of_id
+from ..process.mesh import Mesh
+from ..process.partitions import PartitionMap
+from ..durations import parse_delay
 from .event_stream import EventStreamRoute
-from .http_errors import (
+from .errors import (
     HTTPProblem, JsonRoutes, error_response, json_errors, json_only, json_response, refuse_long_identifiers,
 )
-from .http_input import json_value, path_parts, storable
-from .invoker import (
+from .input import json_value, path_parts, storable
+from ..invoker import (
     AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, Overloaded, parse_awakeable_id,
 )
-from .invoker.idempotency import WORKFLOW_RUN
-from .registry import Registry, Route
-from .store import InvocationRecord
+from ..invoker.idempotency import WORKFLOW_RUN
+from ..transport.registry import Registry, Route
+from ..store import InvocationRecord
 
 log = logging.getLogger(__name__)
 

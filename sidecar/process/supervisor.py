@@ -23,12 +23,12 @@ from pathlib import Path
 
 import msgspec
 
-from .config import Settings
-from .metrics import MULTIPROC_ENV
-from .store import Store
+from ..cli.config import Settings
+from ..metrics import MULTIPROC_ENV
+from ..store import Store
 from .worker import SETTINGS_ENV
 
-log = logging.getLogger("sidecar.supervisor")
+log = logging.getLogger("sidecar.process.supervisor")
 
 #: How often the supervisor looks at its children, and how long a stop may take.
 _POLL_S = 0.1
@@ -111,7 +111,7 @@ def _generation(settings: Settings, workers: int, partitions: int, stop: _Stop) 
     children = []
     for index, (ours, _) in enumerate(pairs):
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "sidecar.worker", "--index", str(index), "--workers", str(workers),
+            [sys.executable, "-m", "sidecar.process.worker", "--index", str(index), "--workers", str(workers),
              "--partitions", str(partitions), "--writer-fd", str(ours.fileno())],
             pass_fds=[ours.fileno()], preexec_fn=hook, env=env,
         ))

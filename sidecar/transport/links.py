@@ -58,7 +58,7 @@ class Session(Protocol):
 
 class Carrier(Protocol):
     """What an attempt needs of the link it runs over: a WebSocket link, or a request-response
-    one (invoke_link.py)."""
+    one (request_response.py)."""
 
     sessions: dict[str, Session]
 
@@ -151,7 +151,8 @@ class Link:
                 try:
                     message = to_sidecar_decoder.decode(msg.data)
                 except msgspec.DecodeError as exc:
-                    if (reason := self._undecodable(msg.data, exc)) is not None:
+                    if (fatal := self._undecodable(msg.data, exc)) is not None:
+                        reason = fatal
                         break
                     continue
                 session = self.sessions.get(message.invocation_id)

@@ -15,12 +15,12 @@ from multidict import CIMultiDict
 
 from handler_sdk.protocol import Failure
 
-from .ids import partition_of_id
-from .invoker import parse_awakeable_id
-from .invoker.calls import Calls
+from ..ids import partition_of_id
+from ..invoker import parse_awakeable_id
+from ..invoker.calls import Calls
 from .mesh import Mesh
 from .partitions import PartitionMap
-from .store.records import ChildSpec
+from ..store.records import ChildSpec
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import zlib
 
 import msgspec
 
-from .ids import partition_of_id
-from .store import keys
+from ..ids import partition_of_id
+from ..store import keys
 
 DEFAULT_PARTITIONS = 64
 

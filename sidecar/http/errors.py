@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
+from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import _default_expect_handler as _aiohttp_expect  # sends 100 Continue
 
 from handler_sdk.protocol import identifier_problem
 
-from .store import StoreError
+from ..store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     other expectation is a JSON 417 (aiohttp's own is text, and a 500 for a value not UTF-8)."""
     expect = request.headers.get(hdrs.EXPECT, "")
     if request.version != HttpVersion11 or expect.lower() == "100-continue":
-        return await _aiohttp_expect(request)
+        await _aiohttp_expect(request)
+        return None
     return error_response(417, f"unsupported Expect: {expect[:100]!r}; only Expect: 100-continue is supported")
 
 
@@ -132,7 +134,7 @@ async def json_only(request: web.Request, response: web.StreamResponse) -> None:
     make it JSON too."""
     if response.status < 400 or not isinstance(response, web.Response) or response.content_type == "application/json":
         return
-    text = response.text.strip() if response.body is not None and response.charset else ""
+    text = (response.text or "").strip() if response.charset else ""
     body = _encoder.encode(ErrorBody(response.status, text[:500] or response.reason))
     response.body = body
     response.content_type = "application/json"
@@ -141,7 +143,7 @@ async def json_only(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Content-Length"] = str(len(body))
 
 
-def json_errors(max_body: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def json_errors(max_body: int) -> Middleware:
     """Middleware turning every failure into a JSON error response."""
 
     @web.middleware

@@ -16,9 +16,9 @@ from yarl import URL
 
 from handler_sdk.protocol import PROTOCOL_VERSION, Discovery, HandlerSpec, ServiceSpec, name_problem
 
-from .ids import IdGenerator
-from .store import Changes, DeploymentRecord, Store
-from .store.records import TRANSPORTS
+from ..ids import IdGenerator
+from ..store import Changes, DeploymentRecord, Store
+from ..store.records import TRANSPORTS
 
 _discovery_decoder = msgspec.json.Decoder(Discovery)
 #: A discovery answer lists services and handlers: past this it is not one.

@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 import msgspec
 
-from .http_errors import HTTPProblem
+from .errors import HTTPProblem
 
 T = TypeVar("T")
 

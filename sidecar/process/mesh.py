@@ -10,18 +10,20 @@ socket per pair of workers carries any number of requests at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import final
 
 import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .http_errors import error_response, exception_response
-from .store.wire import frame_bytes, split_frames
+from ..http.errors import error_response, exception_response
+from ..store.wire import frame_bytes, split_frames
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 _CONNECT_PATIENCE_S = 5.0
 
 
+@final
 class Forwarded(msgspec.Struct, array_like=True, tag=True):
     """An HTTP request, as the receiving worker read it."""
 
@@ -41,6 +44,7 @@ class Forwarded(msgspec.Struct, array_like=True, tag=True):
     body: bytes
 
 
+@final
 class Abandoned(msgspec.Struct, array_like=True, tag=True):
     """The client of request ``number`` went away: stop working on its answer."""
 
@@ -73,6 +77,13 @@ def socket_address(data_dir: str, index: int) -> str:
     if sys.platform.startswith("linux"):
         return f"\0durable-sidecar:{anchor}:{index}"
     return str(Path(anchor) / f"worker-{index}.sock")
+
+
+def answer_body(response: web.Response) -> bytes:
+    """The body of a response :meth:`Mesh.forward` gave (it holds the owner's bytes as they came)."""
+    body = response.body
+    assert isinstance(body, bytes)
+    return body
 
 
 class _Peer(asyncio.Protocol):
@@ -124,9 +135,12 @@ class _Server(asyncio.Protocol):
                 if task is not None:
                     task.cancel()
                 continue
-            task = self._mesh.spawn(self._answer(message))  # type: ignore[arg-type]
+            task = self._mesh.spawn(self._answer(message))
             self._answering[message.number] = task
-            task.add_done_callback(lambda _t, number=message.number: self._answering.pop(number, None))
+            task.add_done_callback(functools.partial(self._forget, message.number))
+
+    def _forget(self, number: int, _: asyncio.Task[None]) -> None:
+        self._answering.pop(number, None)
 
     async def _answer(self, request: Forwarded) -> None:
         response = await self._mesh.handle(request)
@@ -234,7 +248,7 @@ class Mesh:
         return peer
 
     async def forward(self, owner: int, kind: str, method: str, path: str, query: dict[str, str],
-                      headers: CIMultiDict[str], body: bytes) -> web.Response:
+                      headers: Mapping[str, str], body: bytes) -> web.Response:
         """Have worker ``owner`` answer this request; its response, as if made here."""
         peer = await self._peer(owner)
         self._number += 1

@@ -1,0 +1,1 @@
+"""The ``sidecar`` command and the settings it reads (flags, environment, TOML)."""
