@@ -330,6 +330,8 @@ class Lifecycle:
             return
         if live.record.status != "backing-off":
             return
+        if live.record.cancelled:  # cancelled while this record was being written: no waiting
+            delay = 0.0
         live.retry_handle = asyncio.get_running_loop().call_later(delay, self.launch, live)
 
     def persist(self, record: InvocationRecord) -> asyncio.Future[None]:

@@ -30,9 +30,11 @@ def recover(store: Store, table: InvocationTable, partitions: PartitionMap, life
             table.inbox_clock.observe(record.inbox_seq)
     unfinished = [r for r in records if r is not None and not r.finished]
     # An invocation that already started holds its key, even if one that arrived earlier
-    # (a delayed send now due) is also waiting: admit the holders first.
-    started = [r for r in unfinished if r.attempts > 0]
-    for shown, record in enumerate(started + [r for r in unfinished if r.attempts == 0]):
+    # (a delayed send now due) is also waiting: admit the holders first. An attempt's start is
+    # not written (only its failure, suspension or end is): one that journaled a step started.
+    started = {r.id for r in unfinished if r.attempts > 0 or store.has_entry(r.id, 1)}
+    in_order = [r for r in unfinished if r.id in started] + [r for r in unfinished if r.id not in started]
+    for shown, record in enumerate(in_order):
         if shown < _RECOVERIES_SHOWN:
             log.info("%s recovered: %s after %d attempts", record.id, record.status, record.attempts,
                      extra={"invocation_id": record.id})

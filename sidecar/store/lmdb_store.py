@@ -201,6 +201,11 @@ class Store:
                 journal.append(entry_decoder.decode(value))
         return journal
 
+    def has_entry(self, invocation_id: str, index: int) -> bool:
+        """Whether the journal holds entry ``index`` (one read, whatever the journal's length)."""
+        with self._env.begin(db=self._dbs["journal"]) as txn:
+            return txn.get(keys.journal_key(invocation_id, index)) is not None
+
     def read_state(self, service: str, key: str) -> dict[str, bytes]:
         prefix = keys.object_prefix(service, key)
         state: dict[str, bytes] = {}

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from handler_sdk.protocol import RetrySpec, Start, ToHandler, ToSidecar, encoder, to_handler_decoder, to_sidecar_decoder
-from sidecar.config import Settings
+from sidecar.cli.config import Settings
 from sidecar.invoker.background import Background
 from sidecar.invoker.deployment_links import Pool
 from sidecar.invoker.reachability import Prober
-from sidecar.links import LinkError, Session, deliver
-from sidecar.registry import Registry
-from sidecar.retry import RetryPolicy
+from sidecar.transport.links import LinkError, Session, deliver
+from sidecar.transport.registry import Registry
+from sidecar.invoker.retry import RetryPolicy
 from sidecar.store import InvocationRecord
 
 #: How long a test waits for a frame it expects before it fails.

@@ -16,13 +16,13 @@ from handler_sdk.protocol import (
     Ack, Cancel, Command, End, Failure, HandlerSpec, Input, Output, Run, ServiceSpec, SetState, Start,
 )
 from sidecar.clock import now_ms
-from sidecar.config import Settings
+from sidecar.cli.config import Settings
 from sidecar.ids import IdGenerator
 from sidecar.invoker import Invoker
 from sidecar.metrics import Metrics
-from sidecar.partitions import PartitionMap
-from sidecar.registry import Registry
-from sidecar.retry import RetryPolicy
+from sidecar.process.partitions import PartitionMap
+from sidecar.transport.registry import Registry
+from sidecar.invoker.retry import RetryPolicy
 from sidecar.store import Changes, DeploymentRecord, InvocationRecord
 from tests.procs import eventually
 from tests.unit.fake_links import FakeLinks, FakePool, Sent
@@ -272,11 +272,6 @@ async def test_a_restart_runs_unfinished_invocations_again_with_their_journals(t
         assert r.links.started()[-1] == queued
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "recovery admits the key's holders first only if their stored record says they started "
-    "(attempts > 0), but an attempt's start is never written: a delayed invocation that arrived "
-    "earlier and became due while the holder ran gets the key first after a restart, and runs on "
-    "the holder's half-done state"))
 async def test_a_restart_gives_the_key_back_to_the_invocation_that_held_it(tmp_path: Path) -> None:
     async with rig(tmp_path) as r:
         delayed = await r.submit("Counter", "add", "k", delay_s=0.2)
@@ -367,10 +362,7 @@ async def test_a_kill_before_the_creation_commits_never_launches_it(tmp_path: Pa
 
 @pytest.mark.parametrize("backoff_durable", [
     True,
-    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
-        "a cancel that comes after the failed attempt but before its backing-off record commits finds no "
-        "retry timer to cut short; the timer is armed once the record commits and the cancelled "
-        "invocation waits out its whole backoff before it hears of the cancel"))),
+    False,  # cancelled after the failed attempt, before its backing-off record commits
 ])
 async def test_a_cancel_cuts_a_backoff_short(tmp_path: Path, backoff_durable: bool) -> None:
     async with rig(tmp_path) as r:
