@@ -63,7 +63,12 @@ class Run(_Entry, frozen=True):
     name: str
     value: bytes | None = None
     failure: Failure | None = None
+    #: What the step cost, summed over its tries (failed ones included); None: nothing reported.
     cost: float | None = None
+    #: How many tries it took, the last one included.
+    attempts: int = 1
+    #: Which function gave the outcome: "primary", or "fallback" (the step's ``fallback=``).
+    variant: str = "primary"
 
 
 class GetState(_Entry, frozen=True):
@@ -236,6 +241,9 @@ class Start(_ToHandler, frozen=True, omit_defaults=True):
     #: secret of its data directory, so it mints this invocation's IDs and no other's. Empty from
     #: a sidecar that does not check awakeable IDs.
     awakeable_key: bytes = b""
+    #: The invocation's spending cap as the sidecar holds it (an ``x-budget`` header, or one raised
+    #: by an operator's resume): it overrides the handler's own ``budget=``. None: the handler's.
+    budget: float | None = None
 
 
 class Ack(_ToHandler, frozen=True):
@@ -289,6 +297,13 @@ class Suspend(_ToSidecar, frozen=True):
     waiting_on: list[int]
 
 
+class Pause(_ToSidecar, frozen=True):
+    """Stop trying this invocation until an operator resumes it (its budget is spent and the
+    handler says ``on_budget="pause"``): it goes ``paused`` with ``reason``, its journal kept."""
+
+    reason: str
+
+
 class End(_ToSidecar, frozen=True):
     """The attempt is over: an ``output``, or a ``failure`` (retried unless terminal)."""
 
@@ -307,7 +322,7 @@ class Event(_ToSidecar, frozen=True):
     event: bytes
 
 
-ToSidecar = Union[Command, Heartbeat, Suspend, End, Event]
+ToSidecar = Union[Command, Heartbeat, Suspend, Pause, End, Event]
 
 
 # --- one encoder and one decoder per direction, built once ------------------------------------

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -38,10 +38,13 @@ log = logging.getLogger(__name__)
 class ResumeRequest(msgspec.Struct, forbid_unknown_fields=True):
     #: Resume on this deployment instead of the one the invocation is pinned to.
     deployment: str | None = None
+    #: Raise (or lower) the invocation's spending cap: one paused for its budget goes on.
+    budget: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 def _resume_body(body: bytes) -> ResumeRequest:
-    return json_body(body or b"{}", ResumeRequest, '{"deployment": "dp_..."} or no body')
+    return json_body(body or b"{}", ResumeRequest,
+                     '{"deployment": "dp_...", "budget": 5.0} (both optional) or no body')
 
 
 def _from(query: Mapping[str, str]) -> int:
@@ -297,7 +300,8 @@ class Admin:
             if action == "restart":
                 return json_response({"id": await self._invoker.operations.restart(invocation_id, _from(query))}, status=201)
             if action == "resume":
-                record = self._invoker.operations.resume_paused(invocation_id, _resume_body(body).deployment)
+                resume = _resume_body(body)
+                record = self._invoker.operations.resume_paused(invocation_id, resume.deployment, resume.budget)
             else:
                 record = {"kill": self._invoker.operations.kill, "cancel": self._invoker.operations.cancel,
                           "pause": self._invoker.operations.pause}[action](invocation_id)

@@ -26,7 +26,7 @@ from .event_stream import EventStreamRoute
 from .errors import (
     HTTPProblem, JsonRoutes, error_response, json_errors, json_only, json_response, refuse_long_identifiers,
 )
-from .input import json_value, path_parts, storable
+from .input import budget_header, json_value, path_parts, storable
 from ..invoker import (
     AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, Overloaded, parse_awakeable_id,
 )
@@ -154,12 +154,14 @@ class Ingress:
                 delay_s = parse_delay(query["delay"])
             except ValueError as exc:
                 raise HTTPProblem(400, str(exc)) from None
+        budget = budget_header(headers)
         if body and _is_json(headers):
             json_value(body)
         forwarded = {k.lower(): v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
         try:
             invocation_id, previously = await self._invoker.lifecycle.submit(
-                target.route, target.key, body, forwarded, idem, delay_s=delay_s, partition=partition)
+                target.route, target.key, body, forwarded, idem, delay_s=delay_s, partition=partition,
+                budget=budget)
         except Overloaded as refusal:
             raise HTTPProblem(503 if refusal.whole_worker else 429, str(refusal), {"Retry-After": "1"}) from None
         response_headers = {"x-restate-id": invocation_id}

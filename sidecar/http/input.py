@@ -8,6 +8,7 @@ a route, so it is refused here at the door.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -41,6 +42,20 @@ def json_body(body: bytes, type: type[T], expected: str) -> T:
         raise HTTPProblem(400, f"expected {expected}: the body is nested too deeply") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise HTTPProblem(400, f"expected {expected}: {exc}") from None
+
+
+def budget_header(headers: Mapping[str, str]) -> float | None:
+    """The ``x-budget`` header's spending cap: a finite number, zero or more; None if not sent."""
+    text = headers.get("x-budget")
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise HTTPProblem(400, f"x-budget: expected a number, zero or more (such as 2.50), got {text!r}")
+    return value
 
 
 def _utf8(text: str) -> bool:

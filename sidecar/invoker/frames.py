@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+import logging
 from functools import partial
 from typing import Protocol
 
 from handler_sdk.protocol import (
     ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Event, Failure, GetPromise, Input, Output, PeekPromise, Publish, Send, SetState, Sleep, Suspend,
+    End, Entry, Event, Failure, GetPromise, Input, Output, Pause, PeekPromise, Publish, Send, SetState, Sleep,
+    Suspend,
     ToSidecar,
 )
 
@@ -30,6 +32,8 @@ from .promises import Promises
 from .resolutions import Resolutions
 from .state_in_flight import StateInFlight
 from .waits import DurableWaits, is_done
+
+log = logging.getLogger(__name__)
 
 _STATE_WRITES = (SetState, ClearState, ClearAllState)
 _PROMISE_KINDS = (GetPromise, PeekPromise, CompletePromise)
@@ -89,6 +93,8 @@ class FrameHandler:
             self._ended(attempt, message)  # type: ignore[arg-type]
         elif kind is Suspend:
             self._suspend(attempt, message)  # type: ignore[arg-type]
+        elif kind is Pause:
+            self._pause(attempt, message)  # type: ignore[arg-type]
         elif kind is Event:
             event: Event = message  # type: ignore[assignment]
             self._events.ephemeral(attempt.live.record.id, Place(event.after, event.seq), event.event)
@@ -160,6 +166,18 @@ class FrameHandler:
             return self._outcomes.resume(live)
         record.status = "suspended"
         record.modified_ms = now_ms()
+        self._outcomes.persist(record)
+
+    def _pause(self, attempt: Attempt, pause: Pause) -> None:
+        """The handler stops itself until an operator resumes it (its budget is spent)."""
+        attempt.detach()
+        live, record = attempt.live, attempt.live.record
+        live.journal = None  # a resume's attempt reads the committed journal
+        record.status = "paused"
+        record.next_retry_ms = None
+        record.last_error = pause.reason
+        record.modified_ms = now_ms()
+        log.warning("%s paused by its handler: %s", record.id, pause.reason, extra={"invocation_id": record.id})
         self._outcomes.persist(record)
 
     def _resume_after_ack(self, live: Live, written: asyncio.Future[None]) -> None:

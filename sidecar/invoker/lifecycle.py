@@ -79,14 +79,16 @@ class Lifecycle:
 
     async def submit(
         self, route: Route, key: str | None, body: bytes, headers: dict[str, str], idempotency_key: str | None,
-        *, delay_s: float = 0.0, partition: int | None = None,
+        *, delay_s: float = 0.0, partition: int | None = None, budget: float | None = None,
     ) -> tuple[str, bool]:
-        """Journal a new invocation durably and schedule it (``delay_s`` later).
+        """Journal a new invocation durably and schedule it (``delay_s`` later), capped at
+        ``budget`` (the client's ``x-budget``) if given.
 
         Returns (ID, whether it already existed under this idempotency key).
         """
         record = self._factory.new_record(route, key, headers=headers, idempotency_key=idempotency_key,
                                           partition=partition, delay_s=delay_s)
+        record.budget = budget
         raw_idem = idempotency_slot(record)
         if raw_idem is not None and (existing := self._table.existing(raw_idem)) is not None:
             return existing, True
@@ -252,7 +254,7 @@ class Lifecycle:
             record.id, attempt=record.attempts, service=record.service, handler=record.handler, key=record.key,
             input=input_entry.value if type(input_entry) is Input else b"", headers=record.headers,
             journal=live.journal, state=state, seed=_seed(record.id),
-            awakeable_key=invocation_key(self._store.awakeable_secret, record.id),
+            awakeable_key=invocation_key(self._store.awakeable_secret, record.id), budget=record.budget,
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))

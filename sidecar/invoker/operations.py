@@ -112,8 +112,10 @@ class OperatorActions:
         self._steering.persist(live.record)
         return live.record
 
-    def resume_paused(self, invocation_id: str, deployment_id: str | None = None) -> InvocationRecord:
-        """Try a paused invocation again, on ``deployment_id`` if given (e.g. one with a fix)."""
+    def resume_paused(self, invocation_id: str, deployment_id: str | None = None,
+                      budget: float | None = None) -> InvocationRecord:
+        """Try a paused invocation again, on ``deployment_id`` if given (e.g. one with a fix), with
+        its spending cap raised to ``budget`` if given (one paused for its budget)."""
         live = self._unfinished(invocation_id)
         if live.record.status != "paused":
             raise InvocationStateError(f"invocation {invocation_id} is {live.record.status}, not paused")
@@ -121,6 +123,8 @@ class OperatorActions:
             if self._registry.handler_spec(deployment_id, live.record.service, live.record.handler) is None:
                 raise InvocationNotFound(f"{deployment_id} (or it does not serve {live.record.target})")
             live.record.deployment_id = deployment_id
+        if budget is not None:
+            live.record.budget = budget
         live.record.failures = 0  # a fresh budget of retries
         self._steering.launch(live)
         return live.record

@@ -62,6 +62,8 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: Its place in its key's inbox (``clock.InboxClock``, assigned by the partition's owner when
     #: it joined): the inbox key holds it, so finishing can delete that key.
     inbox_seq: int = 0
+    #: Its spending cap, from an ``x-budget`` header or raised by a resume; overrides the handler's.
+    budget: float | None = None
 
     @property
     def exclusive(self) -> bool:
