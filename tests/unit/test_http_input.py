@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.http.errors import HTTPProblem
-from sidecar.http.input import json_body, json_value, path_parts, storable
+from sidecar.http.input import budget_header, json_body, json_value, path_parts, storable
 from sidecar.transport.registry import RegistrationError, checked_uri
 
 _utf8_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
@@ -83,3 +83,20 @@ def test_bad_deployment_uris_say_what_is_wrong(uri: str, fragment: str) -> None:
                                  "http://my_service:8080", "http://xn--4ca.example"])
 def test_good_deployment_uris_are_taken(uri: str) -> None:
     assert checked_uri(uri) == uri.rstrip("/")
+
+
+@pytest.mark.parametrize(("sent", "cap"), [("2.50", 2.5), ("0", 0.0), (" 7 ", 7.0), ("1e2", 100.0)])
+def test_a_budget_header_is_a_number_zero_or_more(sent: str, cap: float) -> None:
+    assert budget_header({"x-budget": sent}) == cap
+    assert budget_header({}) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=20) | st.sampled_from(["-1", "nan", "inf", "-inf", "1e999", "", "2,50", "$3"]))
+def test_any_other_budget_header_is_refused_with_what_was_sent(sent: str) -> None:
+    try:
+        cap = budget_header({"x-budget": sent})
+    except HTTPProblem as refused:
+        assert refused.status == 400 and repr(sent) in refused.message
+    else:
+        assert cap is not None and 0 <= cap < float("inf")

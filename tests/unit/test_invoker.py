@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from handler_sdk.protocol import (
-    Ack, Cancel, Command, End, Failure, HandlerSpec, Input, Output, Run, ServiceSpec, SetState, Start,
+    Ack, Cancel, Command, End, Failure, HandlerSpec, Input, Output, Pause, Run, ServiceSpec, SetState, Start,
 )
 from sidecar.clock import now_ms
 from sidecar.cli.config import Settings
@@ -73,10 +73,12 @@ class Rig:
         assert pool is not None
         return pool
 
-    async def submit(self, service: str, handler: str, key: str | None = None, *, delay_s: float = 0.0) -> str:
+    async def submit(self, service: str, handler: str, key: str | None = None, *, delay_s: float = 0.0,
+                     budget: float | None = None) -> str:
         route = self.registry.route(service, handler)
         assert route is not None
-        invocation_id, _ = await self.invoker.lifecycle.submit(route, key, b'"in"', {}, None, delay_s=delay_s)
+        invocation_id, _ = await self.invoker.lifecycle.submit(route, key, b'"in"', {}, None, delay_s=delay_s,
+                                                               budget=budget)
         return invocation_id
 
     async def start_of(self, invocation_id: str, timeout: float = DEADLINE) -> Sent[Start]:
@@ -84,6 +86,9 @@ class Rig:
 
     def current(self, invocation_id: str) -> InvocationRecord:
         return self.invoker.table.current(invocation_id)
+
+    def reason(self, invocation_id: str) -> str:
+        return self.invoker.queries.reason(invocation_id)
 
     def stored(self, invocation_id: str) -> InvocationRecord:
         record = self.store.get_invocation(invocation_id)
@@ -445,3 +450,34 @@ async def test_an_attempt_whose_link_is_lost_resumes_from_its_journal_once_the_d
         assert (second.frame.attempt, second.frame.journal) == (2, [Input(b'"in"'), Run("step", value=b'"v"')])
         end(second)
         assert (await r.outcome(invocation_id)).status == "completed"
+
+
+async def test_a_handler_that_pauses_for_its_budget_goes_on_once_resumed_with_a_higher_one(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        invocation_id = await r.submit("Greeter", "greet", budget=1.5)
+        first = await r.start_of(invocation_id)
+        assert first.frame.budget == 1.5
+        await run_step(r, first, 1, b'"spent"')
+        first.link.answer(Pause(invocation_id, "budget exceeded: spent 1.5 of 1.5"))
+        await r.stored_status(invocation_id, "paused")
+        assert r.current(invocation_id).last_error == "budget exceeded: spent 1.5 of 1.5"
+        assert r.reason(invocation_id) == "paused after 1 attempts: budget exceeded: spent 1.5 of 1.5"
+
+        r.invoker.operations.resume_paused(invocation_id, budget=4.0)
+        second = await r.start_of(invocation_id)
+        assert (second.frame.budget, second.frame.journal) == (4.0, [Input(b'"in"'), Run("step", value=b'"spent"')])
+        end(second)
+        record = await r.outcome(invocation_id)
+        assert (record.status, record.budget) == ("completed", 4.0)
+
+
+async def test_a_budget_survives_a_restart(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        invocation_id = await r.submit("Greeter", "greet", budget=2.0)
+        first = await r.start_of(invocation_id)
+        first.link.answer(Pause(invocation_id, "budget exceeded: spent 2 of 2"))
+        await r.stored_status(invocation_id, "paused")
+        await r.restart()
+        assert r.current(invocation_id).budget == 2.0
+        r.invoker.operations.resume_paused(invocation_id)  # no new budget: the stored one stands
+        assert (await r.start_of(invocation_id)).frame.budget == 2.0
