@@ -18,6 +18,9 @@ from .table import InvocationTable
 
 log = logging.getLogger(__name__)
 
+#: Invocations purged per batch of the retention sweep.
+_SWEEP_PAGE = 1000
+
 
 class AttemptFailures(Protocol):
     def attempt_failed(self, attempt: Attempt, reason: str) -> None: ...
@@ -57,25 +60,40 @@ class Housekeeping:
                                  "(inactivity timeout)")
 
     async def sweep_retention(self) -> None:
+        """Once a period, purge what finished longer than the retention ago: a page at a time,
+        and page after page while full ones come (a load that finishes more invocations a period
+        than a page holds must not outgrow the sweep), yielding to the loop between pages."""
         period = min(60.0, max(1.0, self._settings.retention_s / 10))
         while True:
             await asyncio.sleep(period)
-            cutoff = now_ms() - int(self._settings.retention_s * 1000)
-            expired = [i for i in self._store.finished_before(cutoff, limit=1000)
-                       if self._partitions.owns_invocation(i)]
-            if not expired:
-                continue
-            changes = Changes()
-            for invocation_id in expired:
-                record = self._store.get_invocation(invocation_id)
-                if record is not None:
-                    self._purger.purge_into(changes, record)
-            try:
-                await self._store.submit(changes)
-            except StoreError as exc:
-                log.error("retention sweep could not write, trying again later: %s", exc)
-                continue
-            log.info("swept %d invocations past retention", len(expired))
+            swept, more = 0, True
+            while more:
+                purged, more = await self._sweep_page()
+                swept += purged
+                await asyncio.sleep(0)
+            if swept:
+                log.info("swept %d invocations past retention", swept)
+
+    async def _sweep_page(self) -> tuple[int, bool]:
+        """Purge one page of expired invocations this worker owns: how many, and whether a next
+        page may hold more of them (this one was full, and it made progress)."""
+        cutoff = now_ms() - int(self._settings.retention_s * 1000)
+        found = self._store.finished_before(cutoff, limit=_SWEEP_PAGE)
+        changes = Changes()
+        purged = 0
+        for invocation_id in found:
+            if self._partitions.owns_invocation(invocation_id) \
+                    and (record := self._store.get_invocation(invocation_id)) is not None:
+                self._purger.purge_into(changes, record)
+                purged += 1
+        if not purged:
+            return 0, False
+        try:
+            await self._store.submit(changes)
+        except StoreError as exc:
+            log.error("retention sweep could not write, trying again later: %s", exc)
+            return 0, False
+        return purged, len(found) == _SWEEP_PAGE
 
     def _sample_gauges(self) -> None:
         active = self._table.active.values()
