@@ -94,7 +94,7 @@ class ListPage(msgspec.Struct):
 
 
 #: ``costs`` keys one page of ``GET /costs`` reads or seeks to at most: a few milliseconds.
-COST_BUDGET = 2000
+COST_BUDGET = 1000
 
 
 class CostFilter(msgspec.Struct, frozen=True, kw_only=True):

@@ -33,7 +33,7 @@ def _store(path: Path) -> Store:
     return Store(path, durability="none", map_size=1 << 26)
 
 
-def _read_all(store: Store, wanted: CostFilter, budget: int = 2000) -> list[tuple[str, str, float]]:
+def _read_all(store: Store, wanted: CostFilter, budget: int = 1000) -> list[tuple[str, str, float]]:
     """Every matching row, following the pages; each page within its budget."""
     found: list[tuple[str, str, float]] = []
     start: bytes | None = b""
