@@ -32,6 +32,9 @@ class Metrics:
         self.attempts = Counter("sidecar_attempts_started", "Attempts sent to handlers.", registry=registry)
         self.retries = Counter(
             "sidecar_attempts_failed", "Attempts that failed and were retried or paused.", registry=registry)
+        self.cost = Counter(
+            "sidecar_cost", "What steps cost, in the unit their handlers report, counted as each step's entry is "
+            "journaled (a replayed step is not counted again).", ["service", "handler", "step"], registry=registry)
         self.duration = Histogram(
             "sidecar_invocation_duration_seconds", "From acceptance to final status.", buckets=_DURATION_BUCKETS,
             registry=registry)

@@ -1,4 +1,4 @@
-"""Admin API (DESIGN §4): deployments, services, invocations, state, health."""
+"""Admin API (DESIGN §4): deployments, services, invocations, costs, state, health."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..clock import iso_ms
 from ..cli.config import Settings
 from ..durations import parse_duration
 from ..ids import partition_of_id
+from .costs import journal_cost, parse_costs_query, sum_costs
 from .listing import LiveRecords, cursor_of, list_page, parse_query
 from ..process.mesh import Mesh, MeshError
 from ..metrics import Metrics
@@ -157,6 +158,7 @@ class Admin:
         r.add_get("/invocations/{id}", self._routed)
         r.add_post("/invocations/{id}/{action:kill|cancel|pause|resume|restart}", self._routed)
         r.add_delete("/invocations/{id}", self._routed)
+        r.add_get("/costs", self.costs)
         r.add_get("/state/{object}/{key}", self._state_routed)
         r.add_put("/state/{object}/{key}/{name}", self._state_routed)
         r.add_delete("/state/{object}/{key}/{name}", self._state_routed)
@@ -327,6 +329,7 @@ class Admin:
             "completed_at": _iso(record.completed_ms),
             "input": _payload(journal[0].value) if journal and type(journal[0]) is Input else None,
             "output": _payload(record.output), "failure": _failure(record.failure),
+            "cost": journal_cost(journal),
             "journal": [_entry_view(i, e) for i, e in enumerate(journal)],
         }
         if journal and type(journal[-1]) is not Output and not record.finished:
@@ -340,6 +343,11 @@ class Admin:
         except InvocationStateError as exc:
             raise HTTPProblem(409, str(exc)) from None
         return json_response({"id": invocation_id, "purged": True})
+
+    # --- costs ----------------------------------------------------------------------------------
+
+    async def costs(self, request: web.Request) -> web.Response:
+        return json_response(await sum_costs(self._store, parse_costs_query(request.query)))
 
     # --- state ----------------------------------------------------------------------------------
 

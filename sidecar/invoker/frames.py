@@ -9,18 +9,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 import logging
+import math
 from functools import partial
 from typing import Protocol
 
 from handler_sdk.protocol import (
     ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Event, Failure, GetPromise, Input, Output, Pause, PeekPromise, Publish, Send, SetState, Sleep,
+    End, Entry, Event, Failure, GetPromise, Input, Output, Pause, PeekPromise, Publish, Run, Send, SetState, Sleep,
     Suspend,
     ToSidecar,
 )
 
 from ..clock import now_ms
 from ..durations import delay_problem, wake_problem
+from ..metrics import Metrics
 from ..store import Changes, InvocationRecord, Store
 from ..store.records import ResolutionSpec
 from .calls import Calls
@@ -50,6 +52,10 @@ def _absurd(entry: Entry) -> str | None:
     if kind is Send:
         problem = delay_problem(entry.delay_ms)  # type: ignore[union-attr]
         return problem and f"Send delay_ms: {problem}"
+    if kind is Run:  # summed per invocation, target and step: one NaN would spoil every sum it is in
+        cost = entry.cost  # type: ignore[union-attr]
+        if cost is not None and not (math.isfinite(cost) and cost >= 0):
+            return f"Run cost must be a finite number, zero or more, not {cost}"
     return None
 
 
@@ -74,9 +80,10 @@ class FrameHandler:
 
     def __init__(
         self, *, store: Store, outcomes: AttemptOutcomes, calls: Calls, promises: Promises, waits: DurableWaits,
-        resolutions: Resolutions, events: EventStreams, state_in_flight: StateInFlight,
+        resolutions: Resolutions, events: EventStreams, state_in_flight: StateInFlight, metrics: Metrics,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._outcomes = outcomes
         self._calls = calls
         self._promises = promises
@@ -129,7 +136,7 @@ class FrameHandler:
         if kind in COMPLETABLE_KINDS:
             self._waits.journaled(live, command.index, entry, changes)
         if kind in ACKED_KINDS:  # the handler is blocked until this is durable: no detour
-            written = self._store.submit(changes, partial(self._durable, attempt, command.index))
+            written = self._store.submit(changes, partial(self._durable, attempt, command.index, entry))
         else:
             written = self._store.submit(changes)
             written.add_done_callback(partial(self._written, attempt))
@@ -202,11 +209,13 @@ class FrameHandler:
         if error is not None:
             self._outcomes.write_failed(attempt.live, attempt, str(error))
 
-    def _durable(self, attempt: Attempt, index: int, error: str | None) -> None:
+    def _durable(self, attempt: Attempt, index: int, entry: Entry, error: str | None) -> None:
         if error is not None:
-            self._outcomes.write_failed(attempt.live, attempt, error)
-        else:
-            attempt.ack(index)
+            return self._outcomes.write_failed(attempt.live, attempt, error)
+        attempt.ack(index)
+        if type(entry) is Run and entry.cost is not None:  # counted once: durable now, never journaled again
+            record = attempt.live.record
+            self._metrics.cost.labels(record.service, record.handler, entry.name).inc(entry.cost)
 
     def _violation(self, attempt: Attempt, what: str) -> None:
         attempt.detach(kill=True)

@@ -153,7 +153,8 @@ class OperatorActions:
         self._table.create_into(changes, record, input_value,
                          idempotency_slot(record) if record.handler_kind == "workflow" else None)
         for index, entry in enumerate(journal[1:keep], start=1):
-            changes.complete_entry(record, index, entry)  # the journal only: the state has moved on
+            # The journal only: the state has moved on, and a step's cost counts where it was spent.
+            changes.complete_entry(record, index, entry)
         await self._steering.create(Live(record, journal[:keep]), changes, None)
         return record.id
 

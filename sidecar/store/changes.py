@@ -6,14 +6,15 @@ says which keys of which databases that touches, so no other module knows the ke
 
 from __future__ import annotations
 
-from handler_sdk.protocol import ClearAllState, ClearState, Entry, Input, SetState
+from handler_sdk.protocol import ClearAllState, ClearState, Entry, Input, Run, SetState
 
+from ..clock import now_ms
 from . import keys
 from .batch import WriteBatch
 from .lmdb_store import encode_entry, encode_record
 from .records import (
-    ChildSpec, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord, OutboxEntry,
-    NamedState, ParkedSend, PromiseRecord, UNFINISHED,
+    ChildSpec, CostRecord, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord,
+    OutboxEntry, NamedState, ParkedSend, PromiseRecord, UNFINISHED,
 )
 
 _EXCLUSIVE = encode_record(InboxEntry(exclusive=True))
@@ -35,8 +36,14 @@ class Changes(WriteBatch):
         self.put("invocations", record.id.encode(), encode_record(record))
 
     def append_entry(self, record: InvocationRecord, index: int, entry: Entry) -> None:
-        """Journal ``entry`` and apply its effect on the key's state in the same commit."""
+        """Journal ``entry`` and, in the same commit, apply its effect on the key's state or file
+        its cost: a step's cost is counted exactly when its entry is durable, and once, since a
+        replayed step is not journaled again."""
         self.put("journal", keys.journal_key(record.id, index), encode_entry(entry))
+        if type(entry) is Run:
+            if entry.cost is not None:
+                self.put_cost(record, index, entry, now_ms())
+            return
         if record.key is None:
             return
         if type(entry) is SetState:
@@ -45,6 +52,11 @@ class Changes(WriteBatch):
             self.clear_state(record.service, record.key, entry.name)
         elif type(entry) is ClearAllState:
             self.delete_prefix("state", keys.object_prefix(record.service, record.key))
+
+    def put_cost(self, record: InvocationRecord, index: int, run: Run, recorded_ms: int) -> None:
+        """File what step ``run`` (entry ``index``) cost, as of ``recorded_ms``."""
+        self.put("costs", keys.cost_key(record.service, record.handler, record.key, record.id, index),
+                 encode_record(CostRecord.of(record.id, run, recorded_ms)))
 
     def complete_entry(self, record: InvocationRecord, index: int, entry: Entry) -> None:
         """Rewrite entry ``index`` in place with its result (a fired timer, a resolved awakeable)."""
@@ -108,7 +120,7 @@ class Changes(WriteBatch):
         self.put("by_status", keys.status_key(record.listed_as, record.id), b"")
 
     def purge(self, record: InvocationRecord, idempotency_raw_key: bytes | None) -> None:
-        """Forget a finished invocation: its record, journal, retention entry and the idempotency
+        """Forget a finished invocation: its record, journal, costs, retention entry and the idempotency
         key it holds (``None``: it holds none, or no longer: a restart took it over)."""
         self.delete("invocations", record.id.encode())
         self.delete("by_status", keys.status_key(record.listed_as, record.id))
@@ -116,6 +128,7 @@ class Changes(WriteBatch):
             self.delete("by_target", raw_key)
         self.delete_prefix("journal", keys.journal_prefix(record.id))
         self.delete_prefix("completions", keys.journal_prefix(record.id))
+        self.delete_prefix("costs", keys.costs_prefix(record.service, record.handler, record.key, record.id))
         if record.completed_ms is not None:
             self.delete("finished", keys.finished_key(record.completed_ms, record.id))
         if idempotency_raw_key is not None:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 DATABASES = (
     "invocations", "journal", "state", "inbox", "idempotency", "finished", "deployments", "meta", "timers",
-    "completions", "promises", "outbox", "by_status", "by_target",
+    "completions", "promises", "outbox", "by_status", "by_target", "costs",
 )
 
 

@@ -27,6 +27,15 @@ key's partition (a hash of its object prefix) do not change.
   for every invocation and ``component(service) 01 component(key) ID`` for those on a key, where a
   component is ``part(text)``, or its hash if that is over ``_MAX_PLAIN_COMPONENT`` bytes (each
   hashed on its own: the service's prefix stays the same whatever the key).
+- Costs (``cost_key``): ``component(service) component(handler) key-part ID index``, the key part
+  ``00`` for a plain service or ``01 component(key)``, each component hashed past
+  ``_MAX_COST_COMPONENT`` bytes on its own. Coarsest first, so that a service, a service's handler
+  or one key of it is one range, and a key without its handler a few (one per handler, found by
+  seeking past each: handlers are few, keys many, hence handler before key). The invocation ID
+  and the entry's index come last: an invocation's rows are one range that a purge deletes by
+  prefix, and a journal entry written again at its index (past a gap, see ``Store.read_journal``)
+  replaces its row instead of adding one. The step name is in the value, not the key: a purge
+  knows the record, not its steps, and every row of a range is read anyway to sum it by step.
 """
 
 from __future__ import annotations
@@ -189,3 +198,49 @@ def finished_key(completed_ms: int, invocation_id: str) -> bytes:
 
 def finished_key_time(raw: bytes) -> int:
     return _uint(_U64, raw, 0)
+
+
+#: A longer service, handler or key is hashed in a ``costs`` key: three of them, an ID and an
+#: index always fit in ``MAX_KEY_BYTES`` (3 x 150 + 1 + 30 + 4 = 485).
+_MAX_COST_COMPONENT = 150
+
+
+def cost_component(text: str) -> bytes:
+    """A service's or handler's part of a ``costs`` key (see the module docstring)."""
+    part = _part(text)
+    return part if len(part) <= _MAX_COST_COMPONENT else _hashed(part)
+
+
+def cost_key_part(key: str | None) -> bytes:
+    """The object key's part of a ``costs`` key: ``00`` for a plain service."""
+    return b"\x00" if key is None else b"\x01" + cost_component(key)
+
+
+def costs_prefix(service: str, handler: str, key: str | None, invocation_id: str) -> bytes:
+    """Where every ``costs`` row of one invocation lives."""
+    return cost_component(service) + cost_component(handler) + cost_key_part(key) + invocation_id.encode()
+
+
+def cost_key(service: str, handler: str, key: str | None, invocation_id: str, index: int) -> bytes:
+    """The ``costs`` row of journal entry ``index``."""
+    return costs_prefix(service, handler, key, invocation_id) + _U32.pack(index)
+
+
+def _cost_component_length(raw: bytes, pos: int) -> int:
+    return _HASH_BYTES if raw[pos] == _HASHED else 2 + _uint(_U16, raw, pos)
+
+
+def split_cost_key(raw: bytes) -> tuple[bytes, bytes, bytes]:
+    """The service, handler and key parts a ``costs`` key starts with, as they are encoded."""
+    handler_at = _cost_component_length(raw, 0)
+    key_at = handler_at + _cost_component_length(raw, handler_at)
+    end = key_at + 1 if raw[key_at] == 0 else key_at + 1 + _cost_component_length(raw, key_at + 1)
+    return raw[:handler_at], raw[handler_at:key_at], raw[key_at:end]
+
+
+def after_prefix(prefix: bytes) -> bytes | None:
+    """The first key past every key that starts with ``prefix`` (``None``: there is none)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes((trimmed[-1] + 1,))

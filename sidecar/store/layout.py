@@ -9,7 +9,10 @@ and each record gets its seq so that finishing deletes the right key. One LMDB t
 crash leaves either layout whole, never a mix. Layout 3 adds the invocation list's indexes
 (``by_status``, ``by_target``, see ``keys``), which the writes of ``changes`` keep from then on:
 opening an older directory files every record there in the same way, in the transaction that
-records layout 3, before anything is served. A layout newer than this sidecar knows is refused.
+records layout 3, before anything is served. Layout 4 adds ``costs``, a row per journaled step
+that reported a cost (``Changes.append_entry`` writes it with the entry): opening an older
+directory files the costs its journals already hold, dated by their record's last change (when
+each was journaled is not stored). A layout newer than this sidecar knows is refused.
 
 ``awakeable-secret`` signs awakeable IDs (``sidecar.awakeable_ids``): made with ``secrets`` the first
 time the directory is opened, read by every worker from here, never sent to anyone.
@@ -23,10 +26,12 @@ from typing import Any
 import lmdb
 import msgspec
 
-from . import keys
-from .records import InvocationRecord
+from handler_sdk.protocol import Run, entry_decoder
 
-FORMAT = 3
+from . import keys
+from .records import CostRecord, InvocationRecord
+
+FORMAT = 4
 _FORMAT_KEY = b"format"
 _SECRET_KEY = b"awakeable-secret"
 
@@ -61,6 +66,8 @@ def prepare(env: lmdb.Environment, dbs: dict[str, Any]) -> bytes:
             _file_inbox_by_seq(txn, dbs)
         if found < 3:
             _index_for_the_list(txn, dbs)
+        if found < 4:
+            _file_costs(txn, dbs)
         if found < FORMAT:
             txn.put(_FORMAT_KEY, str(FORMAT).encode(), db=meta)
         secret = txn.get(_SECRET_KEY, db=meta)
@@ -94,3 +101,27 @@ def _index_for_the_list(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> No
         txn.put(keys.status_key(record.listed_as, record.id), b"", db=by_status)
         for raw_key in keys.target_keys(record.service, record.key, record.id):
             txn.put(raw_key, b"", db=by_target)
+
+
+#: How a ``Run`` entry that reported a cost spells the field (msgpack ``fixstr``): an entry without
+#: it has no cost (defaults are omitted), so the upgrade decodes only the entries that have it.
+_COST_FIELD = b"\xa4cost"
+
+
+def _file_costs(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
+    """Layout 3 -> 4: every ``Run`` entry with a cost gets the ``costs`` row that
+    ``Changes.append_entry`` gives a new one."""
+    looked_up, record = b"", None
+    for raw_key, raw in txn.cursor(db=dbs["journal"]):
+        if _COST_FIELD not in raw:
+            continue
+        entry = entry_decoder.decode(raw)
+        if type(entry) is not Run or entry.cost is None:
+            continue
+        invocation_id = raw_key[:-5]  # ID + "/" + index: journal keys come by invocation
+        if invocation_id != looked_up:
+            found = txn.get(invocation_id, db=dbs["invocations"])
+            looked_up, record = invocation_id, None if found is None else _decoder.decode(found)
+        if record is not None:
+            txn.put(keys.cost_key(record.service, record.handler, record.key, record.id, keys.journal_index(raw_key)),
+                    _encoder.encode(CostRecord.of(record.id, entry, record.modified_ms)), db=dbs["costs"])

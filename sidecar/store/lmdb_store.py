@@ -27,12 +27,13 @@ from .batch import WriteBatch, apply_batch
 from .environment import TxnTarget, open_environment
 from .layout import prepare
 from .records import (
-    FINISHED, UNFINISHED, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord, NamedState,
-    OutboxEntry, PromiseRecord,
+    FINISHED, UNFINISHED, CostRecord, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord,
+    NamedState, OutboxEntry, PromiseRecord,
 )
 from .writer_client import OnDurable, StoreError, WriterClient, connect_writer, spawn_writer
 
-__all__ = ["LIST_BUDGET", "ListPage", "Store", "StoreError", "encode_entry", "encode_record"]
+__all__ = ["COST_BUDGET", "CostFilter", "CostPage", "LIST_BUDGET", "ListPage", "Store", "StoreError", "encode_entry",
+           "encode_record"]
 
 _encoder = msgspec.msgpack.Encoder()
 _invocation_decoder = msgspec.msgpack.Decoder(InvocationRecord)
@@ -42,6 +43,7 @@ _named_state_decoder = msgspec.msgpack.Decoder(NamedState)
 _early_decoder = msgspec.msgpack.Decoder(EarlyCompletion)
 _promise_decoder = msgspec.msgpack.Decoder(PromiseRecord)
 _outbox_decoder = msgspec.msgpack.Decoder(OutboxEntry)
+_cost_decoder = msgspec.msgpack.Decoder(CostRecord)
 
 
 def encode_record(record: msgspec.Struct) -> bytes:
@@ -89,6 +91,28 @@ class ListPage(msgspec.Struct):
 
     records: list[InvocationRecord]
     next: str | None
+
+
+#: ``costs`` keys one page of ``GET /costs`` reads or seeks to at most: a few milliseconds.
+COST_BUDGET = 1000
+
+
+class CostFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Which costs to read: each field ``None`` for all. ``since_ms``: recorded then or later."""
+
+    service: str | None = None
+    handler: str | None = None
+    key: str | None = None
+    step: str | None = None
+    since_ms: int | None = None
+
+
+class CostPage(msgspec.Struct):
+    """Matching ``costs`` rows in key order (an invocation's rows together), and where the next
+    page starts (``None``: no more)."""
+
+    rows: list[CostRecord]
+    next: bytes | None
 
 
 class Store:
@@ -263,6 +287,46 @@ class Store:
                 if may_match(record):
                     found.append(record)
         return ListPage(found, None)
+
+    def read_costs(self, wanted: CostFilter, *, start: bytes = b"", budget: int = COST_BUDGET) -> CostPage:
+        """One page of the ``costs`` rows that match ``wanted``, from key ``start`` on: at most
+        ``budget`` keys read or sought to, in one short read transaction.
+
+        The walk reads only the range of the given service (and handler, and key), and seeks past
+        what cannot match instead of reading it: a key without its handler is one seek per handler
+        of the service, a handler without its service one per service. Step and time are in the
+        values: every row of the range is read for them (see ``keys`` for why)."""
+        want = [None if wanted.service is None else keys.cost_component(wanted.service),
+                None if wanted.handler is None else keys.cost_component(wanted.handler),
+                None if wanted.key is None else keys.cost_key_part(wanted.key)]
+        prefix = b""
+        for part in want:
+            if part is None:
+                break
+            prefix += part
+        rows: list[CostRecord] = []
+        with self._env.begin(db=self._dbs["costs"]) as txn:
+            cursor = txn.cursor()
+            positioned = cursor.set_range(max(start, prefix))
+            for _ in range(budget):
+                raw_key = cursor.key()
+                if not positioned or not raw_key.startswith(prefix):
+                    return CostPage(rows, None)
+                found = keys.split_cost_key(raw_key)
+                level = next((i for i, part in enumerate(want) if part is not None and found[i] != part), None)
+                if level is not None:  # seek to where it may match: its part further on, or past the parts above
+                    above = b"".join(found[:level])
+                    part = want[level]
+                    assert part is not None
+                    target = above + part if found[level] < part else keys.after_prefix(above)
+                    positioned = target is not None and cursor.set_range(target)
+                    continue
+                row = _cost_decoder.decode(cursor.value())
+                if (wanted.step is None or row.step == wanted.step) and (
+                        wanted.since_ms is None or row.recorded_ms >= wanted.since_ms):
+                    rows.append(row)
+                positioned = cursor.next()
+            return CostPage(rows, cursor.key() if positioned and cursor.key().startswith(prefix) else None)
 
     def scan_inbox(self) -> list[str]:
         """Every unfinished invocation's ID, in arrival order per key."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from handler_sdk.protocol import Failure, Send, ServiceSpec
+from handler_sdk.protocol import Failure, Run, Send, ServiceSpec
 
 FORMAT_VERSION = 1
 
@@ -176,3 +176,27 @@ class InboxEntry(msgspec.Struct, kw_only=True, array_like=True):
 
     v: int = FORMAT_VERSION
     exclusive: bool
+
+
+class CostRecord(msgspec.Struct, kw_only=True, array_like=True):
+    """What one journaled step cost (a ``Run`` entry that reported a cost), filed under its
+    invocation's target in the ``costs`` database, in the batch that journals the entry: what
+    ``GET /costs`` sums."""
+
+    v: int = FORMAT_VERSION
+    invocation_id: str
+    step: str
+    #: Summed over the step's tries, failed ones included.
+    cost: float
+    #: When it was journaled (epoch ms): what ``since`` compares.
+    recorded_ms: int
+    attempts: int = 1
+    #: "primary", or "fallback" where the step's fallback gave the outcome.
+    variant: str = "primary"
+
+    @classmethod
+    def of(cls, invocation_id: str, run: Run, recorded_ms: int) -> CostRecord:
+        """The row of ``run``, a step that reported a cost."""
+        assert run.cost is not None
+        return cls(invocation_id=invocation_id, step=run.name, cost=run.cost, recorded_ms=recorded_ms,
+                   attempts=run.attempts, variant=run.variant)

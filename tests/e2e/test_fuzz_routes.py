@@ -97,7 +97,8 @@ def _routes(known: Known) -> st.SearchStrategy[tuple[str, str, str]]:
         at("ingress", get, st.builds("/restate/workflow/{}/{}/{}".format, st.sampled_from(["Signup", "Counter"]) | seg,
                                      key, st.sampled_from(["attach", "output"]) | seg)),
         at("ingress", "POST", st.lists(seg, max_size=6).map(lambda parts: "/" + "/".join(parts))),
-        at("admin", get, st.sampled_from(["/health", "/metrics", "/deployments", "/services", "/invocations"])),
+        at("admin", get, st.sampled_from(["/health", "/metrics", "/deployments", "/services", "/invocations",
+                                          "/costs"])),
         at("admin", "POST", st.just("/deployments")),
         at("admin", "DELETE", st.builds("/deployments/{}".format, st.just(known.deployment_id) | seg)),
         at("admin", get, st.builds("/services/{}".format, st.sampled_from(_SERVICES) | seg)),
@@ -140,11 +141,13 @@ _BODIES = st.one_of(
 )
 _QUERY_VALUES = st.one_of(
     st.sampled_from(["10s", "0s", "9" * 400 + "s", "P99999999999D", "P" + "9" * 30 + "D", "1e400s", "-1s", "PT",
-                     "running", "completed", "0", "-1", "99999999999999999999", "%FF", "%00", "nan"]),
+                     "running", "completed", "0", "-1", "99999999999999999999", "%FF", "%00", "nan",
+                     "2025-01-31T09:00:00Z", "9999-12-31T23:59:59-23:59", "0001-01-01", "Counter", "add"]),
     st.text(max_size=30).map(lambda s: quote(s, safe="")),
 )
 _QUERIES = st.lists(
-    st.tuples(st.sampled_from(["delay", "limit", "cursor", "status", "from", "service", "key", "x", "%FF"]), _QUERY_VALUES),
+    st.tuples(st.sampled_from(["delay", "limit", "cursor", "status", "from", "service", "key", "x", "%FF", "handler",
+                               "step", "since"]), _QUERY_VALUES),
     max_size=3,
 ).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs))
 _HEADERS = st.lists(st.tuples(

@@ -70,10 +70,11 @@ class HeldStore(Store):
 
 
 class Rig:
-    def __init__(self, store: HeldStore, invoker: Invoker, registry: Registry) -> None:
+    def __init__(self, store: HeldStore, invoker: Invoker, registry: Registry, metrics: Metrics) -> None:
         self.store = store
         self.invoker = invoker
         self.registry = registry
+        self.metrics = metrics
 
     def route(self, service: str, handler: str) -> Route:
         found = self.registry.route(service, handler)
@@ -95,11 +96,12 @@ async def rig(tmp_path: Path, *services: Any, **settings: Any) -> AsyncIterator[
         ids = IdGenerator()
         registry = Registry(store, ids)
         await registry.register(str(server.make_url("")), force=False, http=http)
+        metrics = Metrics()
         invoker = Invoker(store=store, registry=registry, settings=Settings(**settings), http=http, ids=ids,
-                          partitions=PartitionMap.single(), metrics=Metrics())
+                          partitions=PartitionMap.single(), metrics=metrics)
         invoker.start()
         try:
-            yield Rig(store, invoker, registry)
+            yield Rig(store, invoker, registry, metrics)
         finally:
             await invoker.close()
             await server.close()

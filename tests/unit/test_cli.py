@@ -11,6 +11,7 @@ import errno
 import json
 import socket
 import sys
+import time
 import types
 from importlib.metadata import version
 from pathlib import Path
@@ -358,3 +359,44 @@ async def test_invocations_list_pages_with_a_cursor_or_follows_them_all() -> Non
     assert "--cursor" not in table.stderr
     assert asked[:3] == [{"status": "completed", "limit": "2"}, {"cursor": "c1"}, {"limit": "2"}]
     _assert_clean_failure(too_many, 2, "1001 is not in the range 1<=x<=1000")
+
+
+async def test_costs_names_its_target_as_calls_do_and_prints_the_sums() -> None:
+    """Two parts are a plain service's handler or an object's key: the sidecar's services say which."""
+    asked: list[dict[str, str]] = []
+    sums = {"total": 3.75, "invocations": 2, "by_step": {"plan": 0.25, "llm": 3.5}}
+
+    async def costs(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        return web.json_response(sums)
+
+    async def service(request: web.Request) -> web.Response:
+        kinds = {"Agent": "object", "Tools": "service"}
+        name = request.match_info["name"]
+        if name not in kinds:
+            return web.json_response({"code": 404, "message": f"unknown service {name!r}"}, status=404)
+        return web.json_response({"name": name, "kind": kinds[name], "handlers": []})
+
+    server = await _serve_fake([web.get("/costs", costs), web.get("/services/{name}", service)])
+    try:
+        table = await _cli_against(server, "costs")
+        as_json = await _cli_against(server, "costs", "Agent/al ice", "--json")
+        await _cli_against(server, "costs", "Tools/quote", "--step", "llm")
+        await _cli_against(server, "costs", "Agent/alice/run", "--since", "2025-01-31T09:00:00Z")
+        since = await _cli_against(server, "costs", "Agent", "--since", "1h")
+        unknown = await _cli_against(server, "costs", "Nope/x")
+        bad = await _cli_against(server, "costs", "a/b/c/d")
+    finally:
+        await server.close()
+    assert table.exit_code == 0, table.output
+    assert table.stdout.splitlines() == ["total: 3.75 over 2 invocations", "STEP  COST", "llm   3.5", "plan  0.25"]
+    assert json.loads(as_json.stdout) == sums
+    assert asked[:4] == [{}, {"service": "Agent", "key": "al ice"},
+                         {"service": "Tools", "handler": "quote", "step": "llm"},
+                         {"service": "Agent", "key": "alice", "handler": "run", "since": "2025-01-31T09:00:00Z"}]
+    assert since.exit_code == 0, since.output
+    hour_ago = int(asked[4]["since"])  # a duration is a time back from now, in epoch ms
+    assert abs(hour_ago - (time.time() * 1000 - 3_600_000)) < 60_000
+    _assert_clean_failure(unknown, 1, "no service 'Nope' is registered")
+    _assert_clean_failure(bad, 2, "expected Service, Service/handler, Object/key or Object/key/handler")
+    assert len(asked) == 5

@@ -40,7 +40,8 @@ _names = st.sampled_from(["", "x", "Fuzzed", "quick", "wait", "Nobody"])
 _failure = st.builds(Failure, code=_ints, message=st.text(max_size=5), terminal=st.booleans())
 _entries = st.one_of(
     st.builds(Input, value=_bytes), st.builds(Output, value=_bytes),
-    st.builds(Run, name=_names, value=st.none() | _bytes, failure=st.none() | _failure),
+    st.builds(Run, name=_names, value=st.none() | _bytes, failure=st.none() | _failure, cost=st.none() | st.floats(),
+              attempts=_ints, variant=st.text(max_size=5)),
     st.builds(GetState, name=_names, value=st.none() | _bytes), st.builds(SetState, name=_names, value=_bytes),
     st.builds(ClearAllState), st.builds(Now, ms=_ints),
     st.builds(Sleep, wake_at_ms=_ints, done=st.booleans()),
