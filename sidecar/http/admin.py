@@ -329,7 +329,7 @@ class Admin:
             "completed_at": _iso(record.completed_ms),
             "input": _payload(journal[0].value) if journal and type(journal[0]) is Input else None,
             "output": _payload(record.output), "failure": _failure(record.failure),
-            "cost": journal_cost(journal),
+            "cost": journal_cost(journal), "budget": record.budget,
             "journal": [_entry_view(i, e) for i, e in enumerate(journal)],
         }
         if journal and type(journal[-1]) is not Output and not record.finished:

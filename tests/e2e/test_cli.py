@@ -72,6 +72,23 @@ async def test_cli_resolves_an_awakeable_and_cancels(cluster: Cluster) -> None:
     assert (await cluster.get(f"/restate/invocation/{parked}/attach"))[0] == 409
 
 
+async def test_cli_pauses_and_resumes_with_a_new_budget(cluster: Cluster) -> None:
+    invocation_id = (await cluster.post("/Steps/long_step/send", 0.5))[1]["invocationId"]
+
+    async def running() -> bool:
+        return (await cluster.get(f"/invocations/{invocation_id}", admin=True))[1]["status"] == "running"
+
+    await eventually(running, what="the long step to start")
+    paused = await cluster.cli("invocations", "pause", invocation_id)
+    assert paused.returncode == 0, paused.stderr
+    refused = await cluster.cli("invocations", "resume", invocation_id, "--budget", "-1")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    resumed = await cluster.cli("invocations", "resume", invocation_id, "--budget", "2.5")
+    assert resumed.returncode == 0, resumed.stderr
+    assert await cluster.get(f"/restate/invocation/{invocation_id}/attach") == (200, "done")
+    assert (await cluster.get(f"/invocations/{invocation_id}", admin=True))[1]["budget"] == 2.5
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_data_directory_of_a_newer_layout_is_refused_in_one_line(tmp_path: Path, workers: str) -> None:
     data = tmp_path / "data"
