@@ -23,7 +23,8 @@ if TYPE_CHECKING:
         WorkflowContext,
         WorkflowSharedContext,
     )
-    from .errors import NondeterminismError, TerminalError
+    from ._status import raise_for_status
+    from .errors import BudgetExceeded, NondeterminismError, RetryableError, TerminalError
     from .options import RetryPolicy
 
 #: Each public name and the module that defines it.
@@ -39,6 +40,9 @@ _HOMES = {
     "DurablePromise": ".context",
     "TerminalError": ".errors",
     "NondeterminismError": ".errors",
+    "RetryableError": ".errors",
+    "BudgetExceeded": ".errors",
+    "raise_for_status": "._status",
     "RetryPolicy": ".options",
     "serve": "._server",
     "app": "._server",

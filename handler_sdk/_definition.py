@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
+from ._spending import ON_BUDGET, checked_cost
 from .options import RetryPolicy
 from .protocol import HandlerSpec, RetrySpec, ServiceSpec, TimeoutSpec, name_problem
 
@@ -42,6 +43,7 @@ class HandlerDef:
     def __init__(
         self, service: str, name: str, fn: Callable[..., Awaitable[Any]], *, kind: str,
         retry: RetryPolicy | None, inactivity_timeout: float | None, timeout: float | None = None,
+        budget: float | None = None, on_budget: str = "fail",
     ) -> None:
         self.service = service
         self.name = name
@@ -50,6 +52,9 @@ class HandlerDef:
         self.retry = retry
         self.inactivity_timeout = inactivity_timeout
         self.timeout = timeout
+        #: The spending cap of each invocation (``None``: none), and what a step past it does.
+        self.budget = budget
+        self.on_budget = on_budget
         params = list(inspect.signature(fn).parameters.values())
         self._param = params[1].name if len(params) == 2 else None
         self.takes_input = self._param is not None
@@ -177,6 +182,17 @@ class _Options(typing.NamedTuple):
     retry: RetryPolicy | None
     inactivity_timeout: float | datetime.timedelta | None
     timeout: float | datetime.timedelta | None
+    budget: float | None = None
+    on_budget: str = "fail"
+
+    def check(self) -> None:
+        """Refuse what cannot work at definition time, not on the first request."""
+        if self.retry is not None and self.retry.max_elapsed is not None:
+            raise ValueError("max_elapsed bounds a step's retries (ctx.run); bound a whole invocation with timeout=")
+        if self.budget is not None:
+            checked_cost(self.budget, "budget=")
+        if self.on_budget not in ON_BUDGET:
+            raise ValueError(f"on_budget must be one of {', '.join(map(repr, ON_BUDGET))}, got {self.on_budget!r}")
 
 
 class _Definition:
@@ -203,6 +219,7 @@ class _Definition:
             raise ValueError(f"{type(self).__name__} handlers have kind {allowed}, not {kind!r}")
         inactivity_timeout = positive_seconds("inactivity_timeout", options.inactivity_timeout)
         timeout = positive_seconds("timeout", options.timeout)
+        options.check()
 
         def register(fn: H) -> H:
             _check_signature(fn)
@@ -214,7 +231,8 @@ class _Definition:
                 raise ValueError(f"{self.name} already has a handler named {handler_name!r}")
             self._handlers[handler_name] = HandlerDef(
                 self.name, handler_name, fn, kind=kind, retry=options.retry,
-                inactivity_timeout=inactivity_timeout, timeout=timeout,
+                inactivity_timeout=inactivity_timeout, timeout=timeout, budget=options.budget,
+                on_budget=options.on_budget,
             )
             _remember(fn, self, handler_name)
             return fn
@@ -225,6 +243,7 @@ class _Definition:
         self, name: str | None = None, *, kind: str | None = None, retry: RetryPolicy | None = None,
         inactivity_timeout: float | datetime.timedelta | None = None,
         timeout: float | datetime.timedelta | None = None,
+        budget: float | None = None, on_budget: str = "fail",
     ) -> Callable[[H], H]:
         """Register the decorated async function as a handler named ``name`` (default: its own).
 
@@ -233,8 +252,13 @@ class _Definition:
         aborts and retries an attempt; ``timeout`` (seconds) how long the whole invocation may
         take, waits and retries included, before the sidecar fails it terminally (code 408).
         Unset, the sidecar's defaults apply.
+
+        ``budget`` caps what each invocation's steps may spend (their ``cost=``, failed tries
+        included; an ``x-budget`` header on the call wins). A step that would start at or past it
+        does not run: ``on_budget="fail"`` fails it with ``BudgetExceeded`` (402), ``"pause"``
+        pauses the invocation until an operator resumes it with a higher budget.
         """
-        options = _Options(retry, inactivity_timeout, timeout)
+        options = _Options(retry, inactivity_timeout, timeout, budget, on_budget)
         return self._decorator(name, kind or self._default_handler_kind, options)
 
     def spec(self) -> ServiceSpec:
@@ -285,6 +309,7 @@ class Workflow(_Definition):
         self, name: str | None = None, *, kind: str | None = None, retry: RetryPolicy | None = None,
         inactivity_timeout: float | datetime.timedelta | None = None,
         timeout: float | datetime.timedelta | None = None,
+        budget: float | None = None, on_budget: str = "fail",
     ) -> Callable[[H], H]:
         """Register a shared handler (``WorkflowSharedContext``): it reads state, reaches the
         durable promises (to resolve one that ``main`` awaits, say) and runs concurrently with
@@ -293,19 +318,21 @@ class Workflow(_Definition):
             raise ValueError("use @workflow.main() for the workflow's main handler")
         return super().handler(
             name, kind=kind, retry=retry, inactivity_timeout=inactivity_timeout, timeout=timeout,
+            budget=budget, on_budget=on_budget,
         )
 
     def main(
         self, name: str | None = None, *, retry: RetryPolicy | None = None,
         inactivity_timeout: float | datetime.timedelta | None = None,
         timeout: float | datetime.timedelta | None = None,
+        budget: float | None = None, on_budget: str = "fail",
     ) -> Callable[[H], H]:
         """Register the workflow's main handler (conventionally ``run``; kind ``"workflow"``).
 
         It gets a ``WorkflowContext`` (state reads and writes, durable promises) and runs at most
         once per key. Options as for ``Service.handler``.
         """
-        register = self._decorator(name, "workflow", _Options(retry, inactivity_timeout, timeout))
+        register = self._decorator(name, "workflow", _Options(retry, inactivity_timeout, timeout, budget, on_budget))
 
         def register_main(fn: H) -> H:
             if any(h.kind == "workflow" for h in self._handlers.values()):

@@ -40,9 +40,10 @@ import msgspec
 from . import _steps
 from ._definition import BadInput, HandlerDef, call_target, positive_seconds
 from ._replay import Replay
+from ._spending import Cost, Spending
 from ._waits import Completions, EntryFuture, Result
 from .context import Context, HandlerRef
-from .errors import AttemptAborted, NondeterminismError, Suspended, TerminalError
+from .errors import AttemptAborted, NondeterminismError, Paused, Suspended, TerminalError
 from .options import DEFAULT_STEP_RETRY, RetryPolicy
 from .protocol import (
     MAX_DELAY_MS,
@@ -56,6 +57,7 @@ from .protocol import (
     Event,
     Failure,
     Now,
+    Pause,
     Publish,
     Run,
     Send,
@@ -158,6 +160,8 @@ class AttemptContext(Context):
         # attempts wrote (writes are applied as they commit), so replayed writes change nothing.
         self._state: dict[str, bytes] = dict(start.state) if start.state else {}
         self._seed = start.seed
+        budget = start.budget if start.budget is not None else handler.budget
+        self._spending = Spending(start.journal, budget, handler.on_budget)
         self._rng: random.Random | None = None  # built on first use: seeding costs a few us
         # Entries already in the journal are durable; acks are cumulative.
         self._acked = len(start.journal) - 1
@@ -302,7 +306,8 @@ class AttemptContext(Context):
         except Exception as exc:
             if self._closed:  # killed, and the code raised while unwinding: nobody is listening
                 return
-            failure = self._retryable(exc)
+            gives_up = self._handler.retry is not None and self._handler.retry.gives_up(exc)
+            failure = self._terminal(TerminalError(f"{type(exc).__name__}: {exc}")) if gives_up else self._retryable(exc)
         if self._fatal is not None:
             failure, output = self._retryable(self._fatal), None
         self._end(output=output, failure=failure)
@@ -322,10 +327,14 @@ class AttemptContext(Context):
         return Failure(code=500, message=f"{type(exc).__name__}: {exc}", terminal=False)
 
     def _end(self, *, output: bytes | None = None, failure: Failure | None = None) -> None:
+        self._close_with(End(invocation_id=self._id, output=output, failure=failure))
+
+    def _close_with(self, last: End | Pause) -> None:
+        """End the attempt with its last frame, unless it is over already."""
         if not self._closed:
             self._closed = True
             self._completions.close()
-            self._emit(End(invocation_id=self._id, output=output, failure=failure))
+            self._emit(last)
 
     def _check_live(self) -> None:
         if self._closed:
@@ -408,23 +417,27 @@ class AttemptContext(Context):
 
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Any], *args: Unpack[Ts],
-        retry: RetryPolicy | None = None, cost: float | None = None,
+        retry: RetryPolicy | None = None, cost: Cost = None,
         timeout: float | datetime.timedelta | None = None,
+        fallback: Callable[[Unpack[Ts]], Any] | None = None, fallback_after: int = 1,
     ) -> Any:
         if name == CANCELLED_STEP:
             raise ValueError(f"the step name {CANCELLED_STEP!r} is reserved")
-        limit = positive_seconds("timeout", timeout)
+        options = _steps.StepOptions(retry or DEFAULT_STEP_RETRY, cost, positive_seconds("timeout", timeout),
+                                     fallback, fallback_after)
+        _steps.check_options(options)
         self._cancellation_point()
         index, recorded = self._step(Run, name)
         if recorded is not None:
-            return _steps.replayed(cast(Run, recorded), fn)
+            return _steps.replayed(cast(Run, recorded), fn, fallback)
         self.steps_running += 1
         self._completions.reschedule()
         try:
-            entry, value = await _steps.execute(
-                self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost, timeout=limit,
-                invocation_id=self._id,
-            )
+            entry, value = await _steps.execute(self, index, name, fn, args, options, self._spending,
+                                                invocation_id=self._id)
+        except Paused as pause:
+            self._close_with(Pause(invocation_id=self._id, reason=pause.reason))
+            raise
         except asyncio.CancelledError:
             if not self._closed:  # user code cancelled the step (asyncio.wait_for, a task group)
                 self._fatal = RuntimeError(_CANCELLED_STEP.format(name=name, index=index))
@@ -433,10 +446,11 @@ class AttemptContext(Context):
             self.steps_running -= 1
             self._completions.reschedule()
         self._check_live()
+        self._spending.record(entry)
         self._command(index, entry)
         await self._durable(index)
         if entry.failure is not None:
-            raise TerminalError(entry.failure.message, entry.failure.code)
+            raise _steps.failure_error(entry.failure)
         return value
 
     async def now(self) -> datetime.datetime:

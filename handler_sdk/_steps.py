@@ -13,6 +13,7 @@ import functools
 import inspect
 import logging
 import random
+import time
 import typing
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -20,7 +21,8 @@ from typing import Any
 
 import msgspec
 
-from .errors import TerminalError
+from ._spending import BUDGET_EXCEEDED, Cost, CostError, Spending, check_cost_option, checked_cost, cost_of_result, plus
+from .errors import BudgetExceeded, RetryableError, TerminalError
 from .options import RetryPolicy
 from .protocol import Failure, Run
 
@@ -102,46 +104,140 @@ async def _call(name: str, fn: Callable[..., Any], args: tuple[Any, ...], is_asy
         raise
 
 
-async def execute(
-    owner: object, index: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...], *,
-    policy: RetryPolicy, cost: float | None, timeout: float | None = None, invocation_id: str | None = None,
-) -> tuple[Run, Any]:
-    """Run the step until it succeeds, fails terminally or exhausts ``policy``.
+class StepOptions(typing.NamedTuple):
+    """How one ``ctx.run`` step runs: its retries, cost, per-try timeout and fallback."""
 
-    Each try is bounded by ``timeout`` seconds: one that takes longer fails with a (retryable)
-    ``TimeoutError``. Returns the entry to journal and, on success, the value user code will
-    see: the result decoded back from its JSON, exactly what a replay will return.
+    policy: RetryPolicy
+    cost: Cost = None
+    timeout: float | None = None
+    fallback: Callable[..., Any] | None = None
+    #: Transient failures of ``fn`` after which ``fallback`` takes over.
+    fallback_after: int = 1
+
+
+class _Tries:
+    """A step's tries so far: how many, what they cost, when the first began."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.cost: float | None = None
+        self.started = time.monotonic()
+
+    def spend(self, cost: float | None) -> None:
+        self.cost = plus(self.cost, cost)
+
+    def entry(self, name: str, variant: str, *, value: bytes | None = None,
+              failure: Failure | None = None) -> Run:
+        return Run(name=name, value=value, failure=failure, cost=self.cost, attempts=self.count, variant=variant)
+
+
+def check_options(options: StepOptions) -> None:
+    """Refuse options that cannot work, before the step claims its journal index."""
+    check_cost_option(options.cost)
+    if options.fallback is None:
+        return
+    if not callable(options.fallback):
+        raise TypeError(f"fallback must be a function, got {options.fallback!r}")
+    if isinstance(options.fallback_after, bool) or not isinstance(options.fallback_after, int) \
+            or options.fallback_after < 1:
+        raise ValueError(f"fallback_after must be a whole number of failures, 1 or more, got {options.fallback_after!r}")
+    if options.policy.exhausted(options.fallback_after):
+        raise ValueError(f"fallback_after={options.fallback_after} leaves the fallback no try under "
+                         f"max_attempts={options.policy.max_attempts}")
+
+
+def _failed_try_cost(exc: BaseException) -> float | None:
+    """What a failed try says it cost (``RetryableError``/``TerminalError`` ``cost=``)."""
+    cost = getattr(exc, "cost", None) if isinstance(exc, TerminalError | RetryableError) else None
+    return None if cost is None else checked_cost(cost, "the cost of a failed try")
+
+
+async def execute(
+    owner: object, index: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
+    options: StepOptions, spending: Spending, *, invocation_id: str | None = None,
+) -> tuple[Run, Any]:
+    """Run the step until it succeeds, fails terminally or exhausts its policy.
+
+    Each try is bounded by ``options.timeout`` seconds: one that takes longer fails with a
+    (retryable) ``TimeoutError``. Before each try the invocation's budget is checked against what
+    it spent, this step's failed tries included. Returns the entry to journal and, on success,
+    the value user code will see: the result decoded back from its JSON, exactly what a replay
+    will return.
     """
-    info = step_fn(fn)
+    policy = options.policy
+    tries = _Tries()
+    variant = "primary"
     token = current_step.set((owner, index))
     try:
-        attempts = 0
         while True:
-            attempts += 1
+            use_fallback = options.fallback is not None and tries.count >= options.fallback_after
+            variant = "fallback" if use_fallback else "primary"
+            call = options.fallback if use_fallback and options.fallback is not None else fn
+            refusal = spending.refusal(tries.cost or 0.0)
+            if refusal is not None:
+                return tries.entry(name, variant, failure=Failure(code=refusal.code, message=refusal.message)), None
+            info = step_fn(call)
+            tries.count += 1
             try:
-                result = await _call(name, fn, args, info.is_async, timeout)
+                result = await _call(name, call, args, info.is_async, options.timeout)
                 raw = _json_encode(result)
-                return Run(name=name, value=raw, cost=cost), info.decoder.decode(raw)
+                value = info.decoder.decode(raw)
+                tries.spend(cost_of_result(options.cost, result))
+                return tries.entry(name, variant, value=raw), value
+            except CostError as exc:
+                failure = Failure(code=500, message=f"step {name!r}: {exc}")
+                return tries.entry(name, variant, failure=failure), None
             except TerminalError as exc:
-                failure = Failure(code=exc.code, message=exc.message, terminal=True)
-                return Run(name=name, failure=failure, cost=cost), None
+                tries.spend(_failed_try_cost(exc))
+                return tries.entry(name, variant, failure=Failure(code=exc.code, message=exc.message)), None
             except Exception as exc:
-                about = {"invocation_id": invocation_id}
-                if policy.exhausted(attempts):
-                    logger.warning("%s: step %r failed for good after %d attempts", invocation_id, name, attempts,
-                                   exc_info=True, extra=about)
-                    message = f"step {name!r} failed after {attempts} attempts: {type(exc).__name__}: {exc}"
-                    return Run(name=name, failure=Failure(code=500, message=message), cost=cost), None
-                delay = policy.delay(attempts, _jitter)
-                logger.info("%s: step %r attempt %d failed (%s: %s); retrying in %.3f s",
-                            invocation_id, name, attempts, type(exc).__name__, exc, delay, extra=about)
-            await asyncio.sleep(delay)
+                outcome = _after_failure(name, exc, policy, tries, invocation_id)
+                if isinstance(outcome, Failure):
+                    return tries.entry(name, variant, failure=outcome), None
+            await asyncio.sleep(outcome)
+    except CostError as exc:  # a failed try's own cost is unusable
+        return tries.entry(name, variant, failure=Failure(code=500, message=f"step {name!r}: {exc}")), None
     finally:
         current_step.reset(token)
 
 
-def replayed(entry: Run, fn: Callable[..., Any]) -> Any:
-    """A recorded step's outcome: its value decoded as a fresh run would, or its failure raised."""
+def _after_failure(name: str, exc: Exception, policy: RetryPolicy, tries: _Tries,
+                   invocation_id: str | None) -> float | Failure:
+    """The pause before the next try, or the failure that ends the step."""
+    tries.spend(_failed_try_cost(exc))
+    about = {"invocation_id": invocation_id}
+    reason = f"{type(exc).__name__}: {exc}"
+    if policy.gives_up(exc):
+        logger.info("%s: step %r failed with a non-retryable %s", invocation_id, name, reason, extra=about)
+        return Failure(code=500, message=f"step {name!r} failed (not retryable): {reason}")
+    if policy.exhausted(tries.count):
+        logger.warning("%s: step %r failed for good after %d attempts", invocation_id, name, tries.count,
+                       exc_info=exc, extra=about)
+        return Failure(code=500, message=f"step {name!r} failed after {tries.count} attempts: {reason}")
+    asked = exc.retry_after if isinstance(exc, RetryableError) else None
+    delay = policy.delay(tries.count, _jitter) if asked is None else max(0.0, asked)
+    elapsed = time.monotonic() - tries.started
+    if policy.out_of_time(elapsed, delay):
+        logger.warning("%s: step %r gave up after %d attempts in %.1f s (max_elapsed %g s)", invocation_id,
+                       name, tries.count, elapsed, policy.max_elapsed, exc_info=exc, extra=about)
+        return Failure(code=500, message=(f"step {name!r} gave up after {tries.count} attempts in {elapsed:.1f} s "
+                                          f"(max_elapsed {policy.max_elapsed:g} s): {reason}"))
+    logger.info("%s: step %r attempt %d failed (%s); retrying in %.3f s", invocation_id, name, tries.count,
+                reason, delay, extra=about)
+    return delay
+
+
+def failure_error(failure: Failure) -> TerminalError:
+    """What a failed step raises in user code, on its first run and on every replay alike."""
+    if failure.code == 402 and failure.message.startswith(BUDGET_EXCEEDED):
+        return BudgetExceeded(failure.message)
+    return TerminalError(failure.message, failure.code)
+
+
+def replayed(entry: Run, fn: Callable[..., Any], fallback: Callable[..., Any] | None = None) -> Any:
+    """A recorded step's outcome: its value decoded as a fresh run of the same variant would, or
+    its failure raised."""
     if entry.failure is not None:
-        raise TerminalError(entry.failure.message, entry.failure.code)
-    return step_fn(fn).decoder.decode(entry.value if entry.value is not None else b"null")
+        raise failure_error(entry.failure)
+    ran = fallback if entry.variant == "fallback" and fallback is not None else fn
+    return step_fn(ran).decoder.decode(entry.value if entry.value is not None else b"null")

@@ -60,19 +60,25 @@ class Context(ABC):
     @overload
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: Unpack[Ts],
-        retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
+        retry: RetryPolicy | None = None, cost: float | Callable[[T], float] | None = None,
+        timeout: Seconds | None = None,
+        fallback: Callable[[Unpack[Ts]], Awaitable[T]] | None = None, fallback_after: int = 1,
     ) -> T: ...
 
     @overload
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], T], *args: Unpack[Ts],
-        retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
+        retry: RetryPolicy | None = None, cost: float | Callable[[T], float] | None = None,
+        timeout: Seconds | None = None,
+        fallback: Callable[[Unpack[Ts]], T] | None = None, fallback_after: int = 1,
     ) -> T: ...
 
     @abstractmethod
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Any], *args: Unpack[Ts],
-        retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
+        retry: RetryPolicy | None = None, cost: float | Callable[[Any], float] | None = None,
+        timeout: Seconds | None = None,
+        fallback: Callable[[Unpack[Ts]], Any] | None = None, fallback_after: int = 1,
     ) -> Any:
         """Run ``fn(*args)`` as a named, journaled step, at most once per invocation.
 
@@ -80,9 +86,20 @@ class Context(ABC):
         awaited. Failures are retried in-process per ``retry`` (default: 3 tries, from 0.1 s);
         a ``TerminalError`` from ``fn`` is not retried. The result (JSON-encoded with msgspec,
         decoded with ``fn``'s return annotation) is returned only once the sidecar has made it
-        durable; a failed step raises ``TerminalError`` here, now and on every replay. ``cost``
-        is recorded with the step for accounting. Name steps distinctly: replay matches by name
-        (``"<cancelled>"`` is reserved: it records where a cancellation surfaced).
+        durable; a failed step raises ``TerminalError`` here, now and on every replay. Name steps
+        distinctly: replay matches by name (``"<cancelled>"`` is reserved: it records where a
+        cancellation surfaced).
+
+        ``cost`` is what a successful try cost: a number, or a function of the result (an LLM
+        reply's usage). A failed try reports its own with ``RetryableError(cost=)`` or
+        ``TerminalError(cost=)``. The step's entry records the sum, the number of tries and which
+        function ran; the sidecar sums it per invocation, key, handler and step. Before every try
+        the invocation's budget (``budget=`` on the handler, or ``x-budget``) is checked: past it,
+        the try does not run and the step raises ``BudgetExceeded`` (or the invocation pauses).
+
+        ``fallback`` takes over after ``fallback_after`` transient failures of ``fn``, with the
+        same arguments; its tries count on under the same ``retry``. A replay returns whatever was
+        recorded, whichever function gave it.
 
         ``timeout`` (seconds) bounds each try: a try that takes longer fails with a retryable
         ``TimeoutError`` and is retried per ``retry``. An async ``fn`` is cancelled. A sync ``fn``

@@ -10,6 +10,7 @@ Control-flow signals (``AttemptAborted``, ``Suspended``) derive from ``BaseExcep
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 
@@ -20,16 +21,54 @@ class TerminalError(Exception):
     its result; raised *to* handler code when a step failed for good, so that it can compensate.
     """
 
-    def __init__(self, message: str, code: int = 500) -> None:
+    def __init__(self, message: str, code: int = 500, cost: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        #: What the failed try cost (raised inside ``ctx.run``): counted in the step's cost.
+        self.cost = cost
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.message, self.code))
+        return (type(self), (self.message, self.code, self.cost))
 
     def __repr__(self) -> str:
         return f"TerminalError({self.message!r}, code={self.code})"
+
+
+class BudgetExceeded(TerminalError):
+    """A step did not run: the invocation had spent its budget (``budget=``, ``x-budget``).
+
+    Code 402. It is journaled like any failed step, so a replay raises it at the same place.
+    """
+
+    def __init__(self, message: str, code: int = 402, cost: float | None = None) -> None:
+        super().__init__(message, code, cost)
+
+    def __repr__(self) -> str:
+        return f"BudgetExceeded({self.message!r})"
+
+
+class RetryableError(Exception):
+    """A try of a step failed in a way worth retrying, and says how.
+
+    ``retry_after`` (seconds, or a ``timedelta``) sets the pause before the next try, as a
+    vendor's ``Retry-After`` asks; ``cost`` is what the failed try cost, counted in the step's
+    cost and against the invocation's budget. Any other exception is retried too, as costing
+    nothing, after the policy's own backoff.
+    """
+
+    def __init__(self, message: str, retry_after: float | datetime.timedelta | None = None,
+                 cost: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after.total_seconds() if isinstance(retry_after, datetime.timedelta) else retry_after
+        self.cost = cost
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.retry_after, self.cost))
+
+    def __repr__(self) -> str:
+        return f"RetryableError({self.message!r}, retry_after={self.retry_after!r})"
 
 
 _HOW_TO_FIX = (
@@ -77,3 +116,12 @@ class Suspended(AttemptAborted):
     frees itself; the sidecar starts a new attempt, which replays the journal, once one of the
     awaited entries completes. Internal: the SDK catches it, user code should not.
     """
+
+
+class Paused(AttemptAborted):
+    """The attempt ends because its invocation goes ``paused`` (its budget is spent and the handler
+    says ``on_budget="pause"``); ``reason`` is the status reason. Internal: the SDK catches it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

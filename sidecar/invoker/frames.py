@@ -182,7 +182,7 @@ class FrameHandler:
         live.journal = None  # a resume's attempt reads the committed journal
         record.status = "paused"
         record.next_retry_ms = None
-        record.last_error = pause.reason
+        record.pause_reason = pause.reason
         record.modified_ms = now_ms()
         log.warning("%s paused by its handler: %s", record.id, pause.reason, extra={"invocation_id": record.id})
         self._outcomes.persist(record)

@@ -107,7 +107,7 @@ class OperatorActions:
             live.retry_handle.cancel()
             live.retry_handle = None
         live.record.status = "paused"
-        live.record.last_error = live.record.last_error or "paused by an operator"
+        live.record.pause_reason = "paused by an operator"
         live.journal = None
         self._steering.persist(live.record)
         return live.record
@@ -126,6 +126,7 @@ class OperatorActions:
         if budget is not None:
             live.record.budget = budget
         live.record.failures = 0  # a fresh budget of retries
+        live.record.pause_reason = None
         self._steering.launch(live)
         return live.record
 

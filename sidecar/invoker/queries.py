@@ -56,6 +56,8 @@ class InvocationQueries:
             return f"backing off after attempt {record.attempts} until {iso_ms(record.next_retry_ms)}: " \
                    f"{record.last_error}"
         if record.status == "paused":
+            if record.pause_reason is not None:
+                return record.pause_reason
             return f"paused after {record.attempts} attempts: {record.last_error}"
         if record.status == "suspended":
             return f"suspended, waiting on journal entry {', '.join(map(str, record.waiting_on))}"

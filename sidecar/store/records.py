@@ -64,6 +64,9 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     inbox_seq: int = 0
     #: Its spending cap, from an ``x-budget`` header or raised by a resume; overrides the handler's.
     budget: float | None = None
+    #: Why it is paused, when it was not for its failures: its handler's word (a spent budget), or
+    #: an operator's pause. Cleared when it is resumed.
+    pause_reason: str | None = None
 
     @property
     def exclusive(self) -> bool:

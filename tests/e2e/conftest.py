@@ -157,6 +157,14 @@ async def cluster(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.F
         yield running
 
 
+@pytest.fixture
+async def costly(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """The handlers that spend (tests/e2e/costly.py) on two workers (worker 0 sums what both journaled)."""
+    flags = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "2"]
+    async with running_cluster(tmp_path, http, request, flags, handlers="tests.e2e.costly:SERVICES") as running:
+        yield running
+
+
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
 async def durable_cluster(
     tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,

@@ -6,6 +6,7 @@ tell "ran once" from "ran twice" no matter what the handler or sidecar believe.
 ``POST /acked`` says "the handler saw this key's step acknowledged": any delivery of that key
 after it is a step that ran again although its result was durable, and is listed as a violation.
 ``POST /enter/{key}`` and ``/exit/{key}`` record overlapping executions per key.
+``POST /vendor/{name}`` is a paid API that can be told to fail its first calls.
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ async def read_note(request: web.Request) -> web.Response:
     return web.json_response(value, status=200 if value is not None else 404)
 
 
+async def vendor(request: web.Request) -> web.Response:
+    """A paid vendor's endpoint ``name``: each call is counted (``COUNTERS[name]``); the first
+    ``fail`` calls answer ``status`` (with ``Retry-After: retry_after`` when given), later ones 200."""
+    name = request.match_info["name"]
+    request.app[COUNTERS][name] += 1
+    if request.app[COUNTERS][name] <= int(request.query.get("fail", "0")):
+        headers = {"Retry-After": request.query["retry_after"]} if "retry_after" in request.query else {}
+        return web.json_response({"message": "vendor trouble"}, status=int(request.query["status"]), headers=headers)
+    return web.json_response({"text": f"{name} answer", "call": request.app[COUNTERS][name]})
+
+
 async def counts(request: web.Request) -> web.Response:
     return web.json_response(dict(request.app[EFFECTS]))
 
@@ -94,6 +106,7 @@ def make_app() -> web.Application:
     app.router.add_post("/enter/{key}", enter)
     app.router.add_post("/exit/{key}", leave)
     app.router.add_get("/counts", counts)
+    app.router.add_post("/vendor/{name}", vendor)
     app.router.add_post("/notes/{name}", note)
     app.router.add_get("/notes/{name}", read_note)
     app.router.add_get("/stats", stats)

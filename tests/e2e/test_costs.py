@@ -6,24 +6,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-import pytest
-
-from tests.e2e.conftest import Cluster, running_cluster
+from tests.e2e.conftest import Cluster
 from tests.procs import eventually
-
-_FLAGS = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "2"]
-
-
-@pytest.fixture
-async def costly(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    """Two workers sharing the partitions (worker 0 sums what both journaled)."""
-    async with running_cluster(tmp_path, http, request, _FLAGS, handlers="tests.e2e.costly:SERVICES") as running:
-        yield running
 
 
 async def _costs(cluster: Cluster, **query: str) -> Any:

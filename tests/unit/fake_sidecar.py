@@ -8,7 +8,7 @@ from typing import Any
 
 from handler_sdk import Context, RetryPolicy, Service
 from handler_sdk.protocol import (
-    Ack, Cancel, Command, Completion, End, Entry, Failure, Input, Run, Start, ToSidecar, encoder, to_sidecar_decoder,
+    Ack, Cancel, Command, Completion, End, Entry, Failure, Input, Pause, Run, Start, ToSidecar, encoder, to_sidecar_decoder,
 )
 
 DEADLINE = 5.0
@@ -54,6 +54,7 @@ class FakeSidecar:
         self, service: str, handler: str, input: bytes = b"", *, journal: list[Entry] | None = None,
         state: dict[str, bytes] | None = None, key: str | None = "k", seed: int = 7,
         invocation_id: str | None = None, attempt: int = 1, awakeable_key: bytes = b"",
+        budget: float | None = None,
     ) -> str:
         inv = invocation_id or f"inv_{next(_ids)}"
         entries: list[Entry] = [Input(value=input), *(journal or [])]
@@ -61,6 +62,7 @@ class FakeSidecar:
             invocation_id=inv, attempt=attempt, service=service, handler=handler, key=key,
             input=input, headers={"x-test": "1"}, journal=entries,
             state=state if state is not None or key is None else {}, seed=seed, awakeable_key=awakeable_key,
+            budget=budget,
         )
         await self.ws.send_bytes(encoder.encode(start))
         self._next_index[inv] = len(entries)
@@ -101,10 +103,16 @@ class FakeSidecar:
 
     async def finish(self, inv: str) -> tuple[list[Entry], End]:
         """Collect ``inv``'s new commands until its End, acking each Run as the sidecar would."""
+        entries, last = await self.until_last(inv)
+        assert isinstance(last, End), last
+        return entries, last
+
+    async def until_last(self, inv: str) -> tuple[list[Entry], End | Pause]:
+        """As ``finish``, up to the attempt's last frame, an End or a Pause."""
         entries: list[Entry] = []
         while True:
             message = await self.next(inv)
-            if isinstance(message, End):
+            if isinstance(message, End | Pause):
                 return entries, message
             if isinstance(message, Command):
                 entries.append(message.entry)

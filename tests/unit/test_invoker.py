@@ -460,8 +460,8 @@ async def test_a_handler_that_pauses_for_its_budget_goes_on_once_resumed_with_a_
         await run_step(r, first, 1, b'"spent"')
         first.link.answer(Pause(invocation_id, "budget exceeded: spent 1.5 of 1.5"))
         await r.stored_status(invocation_id, "paused")
-        assert r.current(invocation_id).last_error == "budget exceeded: spent 1.5 of 1.5"
-        assert r.reason(invocation_id) == "paused after 1 attempts: budget exceeded: spent 1.5 of 1.5"
+        assert r.current(invocation_id).pause_reason == "budget exceeded: spent 1.5 of 1.5"
+        assert r.reason(invocation_id) == "budget exceeded: spent 1.5 of 1.5"
 
         r.invoker.operations.resume_paused(invocation_id, budget=4.0)
         second = await r.start_of(invocation_id)

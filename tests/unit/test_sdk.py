@@ -276,7 +276,7 @@ async def test_a_failing_step_is_retried_in_process(connect: Connect) -> None:
     sidecar = await connect(flaky_service(tries, fail_times=2))
     entries, end = await sidecar.finish(await sidecar.start("Flaky", "go", key=None))
     assert len(tries) == 3
-    assert entries == [Run(name="call", value=b'"done"')] and end.output == b'"done"'
+    assert entries == [Run(name="call", value=b'"done"', attempts=3)] and end.output == b'"done"'
 
 
 async def test_an_exhausted_step_is_journaled_as_a_terminal_failure(connect: Connect) -> None:
