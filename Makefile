@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test typecheck bench
+.PHONY: run test typecheck bench demo-chaos
 
 # exec: make, not a shell, is the script's parent, so the script can end with make (see the script).
 run: $(VENV)/.installed-test
@@ -16,6 +16,11 @@ test: typecheck
 # mypy --strict over sidecar/ and handler_sdk/, as pyproject.toml's [tool.mypy] configures it.
 typecheck: $(VENV)/.installed-test
 	$(PY) -m mypy
+
+# The agent example (examples/agent/) under SIGKILLs of its handler service and sidecar, with the
+# premium LLM in a long outage; prints what the outside world saw, exits 1 if anything happened twice.
+demo-chaos: $(VENV)/.installed-test
+	$(PY) -m examples.agent.demo
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run
