@@ -13,7 +13,7 @@ run: $(VENV)/.installed-test
 test: typecheck
 	$(PY) -m pytest -q
 
-# mypy --strict over sidecar/ and handler_sdk/, as pyproject.toml's [tool.mypy] configures it.
+# mypy --strict over sidecar/, handler_sdk/ and examples/ (as users' code), as pyproject.toml's [tool.mypy] configures it.
 typecheck: $(VENV)/.installed-test
 	$(PY) -m mypy
 

@@ -12,20 +12,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from ._definition import Service, VirtualObject, Workflow
-    from ._server import app, serve
+if TYPE_CHECKING:  # "X as X": an explicit re-export, which a strict type checker in users' code requires
+    from ._definition import Service as Service, VirtualObject as VirtualObject, Workflow as Workflow
+    from ._server import app as app, serve as serve
+    from ._status import raise_for_status as raise_for_status
     from .context import (
-        Context,
-        DurablePromise,
-        ObjectContext,
-        ObjectSharedContext,
-        WorkflowContext,
-        WorkflowSharedContext,
+        Context as Context,
+        DurablePromise as DurablePromise,
+        ObjectContext as ObjectContext,
+        ObjectSharedContext as ObjectSharedContext,
+        WorkflowContext as WorkflowContext,
+        WorkflowSharedContext as WorkflowSharedContext,
     )
-    from ._status import raise_for_status
-    from .errors import BudgetExceeded, NondeterminismError, RetryableError, TerminalError
-    from .options import RetryPolicy
+    from .errors import (
+        BudgetExceeded as BudgetExceeded,
+        NondeterminismError as NondeterminismError,
+        RetryableError as RetryableError,
+        TerminalError as TerminalError,
+    )
+    from .options import RetryPolicy as RetryPolicy
 
 #: Each public name and the module that defines it.
 _HOMES = {
