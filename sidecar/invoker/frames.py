@@ -59,6 +59,14 @@ def _absurd(entry: Entry) -> str | None:
     return None
 
 
+#: A handler's pause reason is kept to this many characters: the record is rewritten at every change.
+MAX_REASON = 1024
+
+
+def short_reason(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 6] + " (cut)"
+
+
 class AttemptOutcomes(Protocol):
     """What the lifecycle does when a frame ends, suspends or fails an attempt."""
 
@@ -182,7 +190,7 @@ class FrameHandler:
         live.journal = None  # a resume's attempt reads the committed journal
         record.status = "paused"
         record.next_retry_ms = None
-        record.pause_reason = pause.reason
+        record.pause_reason = short_reason(pause.reason)
         record.modified_ms = now_ms()
         log.warning("%s paused by its handler: %s", record.id, pause.reason, extra={"invocation_id": record.id})
         self._outcomes.persist(record)

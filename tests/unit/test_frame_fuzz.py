@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from handler_sdk import Context, Service
 from handler_sdk.protocol import (
     Awakeable, Call, ClearAllState, Command, CompleteAwakeable, CompletePromise, End, Event, Failure, GetPromise,
-    GetState, Heartbeat, Input, Now, Output, PeekPromise, Publish, Run, Send, SetState, Sleep, Suspend,
+    GetState, Heartbeat, Input, Now, Output, Pause, PeekPromise, Publish, Run, Send, SetState, Sleep, Suspend,
 )
 from tests.procs import eventually
 from tests.unit.held_store import rig
@@ -62,6 +62,7 @@ _frames = st.lists(st.one_of(
               st.none() | _failure),
     st.builds(lambda after, seq, event: Event("", after=after, seq=seq, event=event), _ints, _ints, _bytes),
     st.just(Heartbeat("")),
+    st.builds(lambda reason: Pause("", reason=reason), st.text(max_size=20)),
 ), min_size=1, max_size=4)
 
 

@@ -471,6 +471,16 @@ async def test_a_handler_that_pauses_for_its_budget_goes_on_once_resumed_with_a_
         assert (record.status, record.budget) == ("completed", 4.0)
 
 
+async def test_a_pause_reason_is_kept_short_however_long_the_handler_sends_it(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        invocation_id = await r.submit("Greeter", "greet")
+        first = await r.start_of(invocation_id)
+        first.link.answer(Pause(invocation_id, "x" * 1_000_000))
+        await r.stored_status(invocation_id, "paused")
+        reason = r.current(invocation_id).pause_reason
+        assert reason is not None and len(reason) <= 1024 and reason.endswith("(cut)")
+
+
 async def test_a_budget_survives_a_restart(tmp_path: Path) -> None:
     async with rig(tmp_path) as r:
         invocation_id = await r.submit("Greeter", "greet", budget=2.0)
