@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._definition import Service, VirtualObject, Workflow
     from ._server import app, serve
+    from .breakers import CircuitBreaker
     from .context import (
         Context,
         DurablePromise,
@@ -40,6 +41,7 @@ _HOMES = {
     "TerminalError": ".errors",
     "NondeterminismError": ".errors",
     "RetryPolicy": ".options",
+    "CircuitBreaker": ".breakers",
     "serve": "._server",
     "app": "._server",
 }

@@ -14,6 +14,7 @@ import msgspec
 
 from . import _steps
 from ._definition import HandlerDef
+from ._gates import Gates
 from ._invocation import AttemptContext, Emit, _check_identifier, _check_types, _json_encode
 from ._waits import EntryFuture
 from .context import (
@@ -168,7 +169,7 @@ class WorkflowAttempt(_Promises, _WriteState, WorkflowContext):
 
 def new_attempt(
     start: Start, handler: HandlerDef, emit: Emit, service_kind: str, *, suspend_after: float = 1.0,
-    suspend_for_acks: bool = False,
+    suspend_for_acks: bool = False, gates: Gates | None = None,
 ) -> AttemptContext:
     """The context class that matches what the handler may do."""
     cls: type[AttemptContext]
@@ -178,4 +179,4 @@ def new_attempt(
         cls = WorkflowSharedAttempt if handler.kind == "shared" else WorkflowAttempt
     else:
         cls = SharedAttempt if handler.kind == "shared" else ExclusiveAttempt
-    return cls(start, handler, emit, suspend_after=suspend_after, suspend_for_acks=suspend_for_acks)
+    return cls(start, handler, emit, suspend_after=suspend_after, suspend_for_acks=suspend_for_acks, gates=gates)

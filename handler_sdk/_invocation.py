@@ -39,7 +39,9 @@ import msgspec
 
 from . import _steps
 from ._definition import BadInput, HandlerDef, call_target, positive_seconds
+from ._gates import Gates, StepGate
 from ._replay import Replay
+from .breakers import CircuitBreaker, breaker_spec
 from ._waits import Completions, EntryFuture, Result
 from .context import Context, HandlerRef
 from .errors import AttemptAborted, NondeterminismError, Suspended, TerminalError
@@ -47,6 +49,7 @@ from .options import DEFAULT_STEP_RETRY, RetryPolicy
 from .protocol import (
     MAX_DELAY_MS,
     Awakeable,
+    BreakerSpec,
     Call,
     Command,
     CompleteAwakeable,
@@ -140,7 +143,7 @@ class AttemptContext(Context):
 
     def __init__(
         self, start: Start, handler: HandlerDef, emit: Emit, *, suspend_after: float = 1.0,
-        suspend_for_acks: bool = False,
+        suspend_for_acks: bool = False, gates: Gates | None = None,
     ) -> None:
         self._id = start.invocation_id
         self._awakeable_key = start.awakeable_key
@@ -153,6 +156,8 @@ class AttemptContext(Context):
         #: Request-response mode: nothing can arrive during the attempt, so a step that needs its
         #: acknowledgement ends it with a ``Suspend`` on that step, and the next one replays it.
         self._suspend_for_acks = suspend_for_acks
+        #: The connection's leases and leave asked of the sidecar (None: request-response mode).
+        self._gates = gates
         self._replay = Replay(start.invocation_id, start.journal)
         # Snapshot plus this attempt's own writes. The snapshot already includes what earlier
         # attempts wrote (writes are applied as they commit), so replayed writes change nothing.
@@ -409,11 +414,12 @@ class AttemptContext(Context):
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Any], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None,
-        timeout: float | datetime.timedelta | None = None,
+        timeout: float | datetime.timedelta | None = None, breaker: CircuitBreaker | str | None = None,
     ) -> Any:
         if name == CANCELLED_STEP:
             raise ValueError(f"the step name {CANCELLED_STEP!r} is reserved")
         limit = positive_seconds("timeout", timeout)
+        spec = None if breaker is None else breaker_spec(breaker)
         self._cancellation_point()
         index, recorded = self._step(Run, name)
         if recorded is not None:
@@ -423,7 +429,7 @@ class AttemptContext(Context):
         try:
             entry, value = await _steps.execute(
                 self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost, timeout=limit,
-                invocation_id=self._id,
+                invocation_id=self._id, gate=self._gate(index, spec),
             )
         except asyncio.CancelledError:
             if not self._closed:  # user code cancelled the step (asyncio.wait_for, a task group)
@@ -438,6 +444,12 @@ class AttemptContext(Context):
         if entry.failure is not None:
             raise TerminalError(entry.failure.message, entry.failure.code)
         return value
+
+    def _gate(self, index: int, breaker: BreakerSpec | None) -> StepGate | None:
+        """What the step at ``index`` asks the sidecar before each try, if anything."""
+        if breaker is None or self._gates is None:
+            return None
+        return StepGate(self._gates, self._id, index, breaker)
 
     async def now(self) -> datetime.datetime:
         self._cancellation_point()

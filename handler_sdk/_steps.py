@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from ._gates import StepGate
 from .errors import TerminalError
 from .options import RetryPolicy
 from .protocol import Failure, Run
@@ -105,12 +106,14 @@ async def _call(name: str, fn: Callable[..., Any], args: tuple[Any, ...], is_asy
 async def execute(
     owner: object, index: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...], *,
     policy: RetryPolicy, cost: float | None, timeout: float | None = None, invocation_id: str | None = None,
+    gate: StepGate | None = None,
 ) -> tuple[Run, Any]:
     """Run the step until it succeeds, fails terminally or exhausts ``policy``.
 
     Each try is bounded by ``timeout`` seconds: one that takes longer fails with a (retryable)
     ``TimeoutError``. Returns the entry to journal and, on success, the value user code will
-    see: the result decoded back from its JSON, exactly what a replay will return.
+    see: the result decoded back from its JSON, exactly what a replay will return. ``gate``
+    (a step naming a circuit breaker) is asked before each try and told how it ended.
     """
     info = step_fn(fn)
     token = current_step.set((owner, index))
@@ -118,14 +121,22 @@ async def execute(
         attempts = 0
         while True:
             attempts += 1
+            if gate is not None:
+                await gate.admit()
             try:
                 result = await _call(name, fn, args, info.is_async, timeout)
+                if gate is not None:
+                    gate.succeeded()
                 raw = _json_encode(result)
                 return Run(name=name, value=raw, cost=cost), info.decoder.decode(raw)
             except TerminalError as exc:
+                if gate is not None:
+                    gate.succeeded()
                 failure = Failure(code=exc.code, message=exc.message, terminal=True)
                 return Run(name=name, failure=failure, cost=cost), None
             except Exception as exc:
+                if gate is not None:
+                    gate.failed()
                 about = {"invocation_id": invocation_id}
                 if policy.exhausted(attempts):
                     logger.warning("%s: step %r failed for good after %d attempts", invocation_id, name, attempts,

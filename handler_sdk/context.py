@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, Unpack, overload
 
+from .breakers import CircuitBreaker
 from .options import RetryPolicy
 
 if TYPE_CHECKING:
@@ -61,18 +62,21 @@ class Context(ABC):
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
+        breaker: CircuitBreaker | str | None = None,
     ) -> T: ...
 
     @overload
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], T], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
+        breaker: CircuitBreaker | str | None = None,
     ) -> T: ...
 
     @abstractmethod
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Any], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
+        breaker: CircuitBreaker | str | None = None,
     ) -> Any:
         """Run ``fn(*args)`` as a named, journaled step, at most once per invocation.
 
@@ -89,6 +93,10 @@ class Context(ABC):
         cannot be: Python cannot kill a thread, so the step stops waiting for it and its thread
         runs on to the end in the background (its result is dropped). Make such functions honour
         a deadline of their own (a socket timeout) so that timed-out tries do not pile up.
+
+        ``breaker`` (a ``CircuitBreaker`` or its name) shares a circuit breaker with every step that
+        names it: while it is open the function is not run and the invocation backs off until
+        the breaker lets a trial through.
         """
 
     @abstractmethod

@@ -56,6 +56,13 @@ class Metrics:
             "sidecar_state_edits_waiting", "Operators' state edits waiting for their key (held by an exclusive "
             "invocation).", multiprocess_mode="livesum", registry=registry)
 
+        self.breaker_open = Gauge(
+            "sidecar_breaker_open", "1 while a circuit breaker is open or half-open, 0 while it is closed.",
+            ["name"], multiprocess_mode="livesum", registry=registry)
+
+    def set_breaker_open(self, name: str, is_open: bool) -> None:
+        self.breaker_open.labels(name).set(1 if is_open else 0)
+
     def exposition(self) -> bytes:
         if self._shared:
             registry = CollectorRegistry()

@@ -1,7 +1,8 @@
 """The invoker's peers over the mesh: what one worker asks of the worker owning a partition.
 
 Outgoing, :class:`MeshPeers` (the invoker's ``Peers``); incoming, the two mesh routes that
-take a child to create and a call's result (:func:`serve_calls`). Cancels and awakeable
+take a child to create and a call's result (:func:`serve_calls`), and those of the circuit
+breakers, which worker 0 holds (:func:`serve_breakers`). Cancels and awakeable
 resolutions go to the owner's admin and ingress routes, as a client's would.
 """
 
@@ -13,12 +14,14 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from handler_sdk.protocol import Failure
+from handler_sdk.protocol import BreakerSpec, Failure
 
 from ..ids import partition_of_id
 from ..invoker import parse_awakeable_id
+from ..invoker.breakers import Decision
 from ..invoker.calls import Calls
-from .mesh import Mesh
+from ..invoker.gates import BreakerOwner, Gates
+from .mesh import Mesh, answer_body
 from .partitions import PartitionMap
 from ..store.records import ChildSpec
 
@@ -35,6 +38,24 @@ class CallResult(msgspec.Struct, array_like=True):
 _encoder = msgspec.msgpack.Encoder()
 _child_decoder = msgspec.msgpack.Decoder(ChildSpec)
 _result_decoder = msgspec.msgpack.Decoder(CallResult)
+
+
+class BreakerReport(msgspec.Struct, array_like=True):
+    spec: BreakerSpec
+    failed: bool
+
+
+class BreakerOpened(msgspec.Struct, array_like=True):
+    name: str
+    epoch: int
+
+
+_spec_decoder = msgspec.msgpack.Decoder(BreakerSpec)
+_decision_decoder = msgspec.msgpack.Decoder(Decision)
+_report_decoder = msgspec.msgpack.Decoder(BreakerReport)
+_opened_decoder = msgspec.msgpack.Decoder(BreakerOpened)
+#: The worker that holds the circuit breakers (it also serves the admin API, which lists them).
+BREAKER_OWNER = 0
 
 
 class MeshPeers:
@@ -72,6 +93,58 @@ class MeshPeers:
             raise ConnectionError(f"the worker owning {awakeable_id} answered 503")
         if answer.status >= 400:  # not found, already completed: delivered as well as it can be
             log.info("awakeable %s not completed by a handler: %s", awakeable_id, answer.status)
+
+
+    async def ask_breaker(self, spec: BreakerSpec) -> Decision:
+        answer = await self._mesh.forward(BREAKER_OWNER, "breakers.ask", "POST", "/", {}, CIMultiDict(),
+                                          _encoder.encode(spec))
+        if answer.status != 200:
+            raise ConnectionError(f"worker {BREAKER_OWNER} did not answer for breaker {spec.name}: {answer.status}")
+        return _decision_decoder.decode(answer_body(answer))
+
+    def report_breaker(self, spec: BreakerSpec, failed: bool) -> None:
+        self._tell(BREAKER_OWNER, "breakers.report", _encoder.encode(BreakerReport(spec, failed)))
+
+    def revoke_leases(self, name: str, epoch: int) -> None:
+        body = _encoder.encode(BreakerOpened(name, epoch))
+        for index in range(self._mesh.workers):
+            if index != self._mesh.index:
+                self._tell(index, "breakers.revoke", body)
+
+    def _tell(self, index: int, kind: str, body: bytes) -> None:
+        """Send worker ``index`` a message whose answer nobody waits for (a lost one is logged)."""
+        async def send() -> None:
+            try:
+                await self._mesh.forward(index, kind, "POST", "/", {}, CIMultiDict(), body)
+            except ConnectionError as exc:
+                log.warning("could not tell worker %d %s: %s", index, kind, exc)
+        self._mesh.spawn(send())
+
+
+def serve_breakers(mesh: Mesh, gates: Gates, board: BreakerOwner | None) -> None:
+    """Worker 0 (``board``) answers the others' asks and reports; every worker takes revocations."""
+
+    async def revoke(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
+        opened = _opened_decoder.decode(body)
+        gates.revoke(opened.name, opened.epoch)
+        return web.json_response({"revoked": True})
+
+    mesh.handlers["breakers.revoke"] = revoke
+    if board is None:
+        return
+    owner = board
+
+    async def ask(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
+        decision = await owner.ask(_spec_decoder.decode(body))
+        return web.Response(body=_encoder.encode(decision), content_type="application/msgpack")
+
+    async def report(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
+        got = _report_decoder.decode(body)
+        owner.report(got.spec, got.failed)
+        return web.json_response({"reported": True})
+
+    mesh.handlers["breakers.ask"] = ask
+    mesh.handlers["breakers.report"] = report
 
 
 def serve_calls(mesh: Mesh, calls: Calls) -> None:

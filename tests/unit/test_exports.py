@@ -21,6 +21,7 @@ def test_exported_names_are_pinned() -> None:
         "TerminalError",
         "NondeterminismError",
         "RetryPolicy",
+        "CircuitBreaker",
         "serve",
         "app",
     ]

@@ -1,0 +1,89 @@
+"""A step's leave to run, asked of the sidecar only when it must be.
+
+A step naming a circuit breaker asks before each try, unless its connection holds a lease on that
+breaker: the sidecar grants one with the first leave while the breaker is closed and revokes it
+(a ``Revoke`` frame) when the breaker opens. So while a breaker is closed its steps cost no round
+trip; how each try ended is reported without waiting (``StepReport``). A request-response
+attempt cannot be answered midway: its steps run without asking or reporting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from .protocol import AskLeave, BreakerSpec, Leave, StepReport, ToSidecar
+
+
+class Gates:
+    """One connection's leases on closed breakers, and its steps waiting for leave."""
+
+    __slots__ = ("_emit", "_leased", "_asking")
+
+    def __init__(self, emit: Callable[[ToSidecar], None]) -> None:
+        self._emit = emit
+        self._leased: set[str] = set()
+        self._asking: dict[tuple[str, int], asyncio.Future[Leave]] = {}
+
+    def leased(self, name: str) -> bool:
+        return name in self._leased
+
+    def answered(self, leave: Leave) -> None:
+        future = self._asking.pop((leave.invocation_id, leave.index), None)
+        if future is not None and not future.done():
+            future.set_result(leave)
+
+    def revoked(self, name: str) -> None:
+        self._leased.discard(name)
+
+    async def ask(self, ask: AskLeave) -> Leave:
+        """Send ``ask`` and wait for its answer (the attempt's end cancels the wait)."""
+        place = (ask.invocation_id, ask.index)
+        future: asyncio.Future[Leave] = asyncio.get_running_loop().create_future()
+        self._asking[place] = future
+        self._emit(ask)
+        try:
+            leave = await future
+        finally:
+            if self._asking.get(place) is future:
+                del self._asking[place]
+        if leave.lease and ask.breaker is not None:
+            self._leased.add(ask.breaker.name)
+        return leave
+
+    def report(self, invocation_id: str, spec: BreakerSpec, failed: bool) -> None:
+        self._emit(StepReport(invocation_id, spec, failed))
+
+
+class StepGate:
+    """What one step that names a breaker asks and tells the sidecar, try by try.
+
+    The hook for fallbacks: ``await gate.admit()`` is False while the breaker is open for this
+    step, which then runs its fallback instead (a step with no fallback is never told so: the
+    sidecar backs its invocation off and ends the attempt)."""
+
+    __slots__ = ("_gates", "_invocation_id", "_index", "_spec", "_fallback")
+
+    def __init__(self, gates: Gates, invocation_id: str, index: int, spec: BreakerSpec, *,
+                 fallback: bool = False) -> None:
+        self._gates = gates
+        self._invocation_id = invocation_id
+        self._index = index
+        self._spec = spec
+        self._fallback = fallback
+
+    async def admit(self) -> bool:
+        """Whether this try may run the step's own function now (False: the breaker is open)."""
+        if self._gates.leased(self._spec.name):
+            return True
+        leave = await self._gates.ask(AskLeave(self._invocation_id, self._index, breaker=self._spec,
+                                               fallback=self._fallback))
+        return leave.granted
+
+    def failed(self) -> None:
+        """A try failed transiently."""
+        self._gates.report(self._invocation_id, self._spec, True)
+
+    def succeeded(self) -> None:
+        """A try returned, or failed terminally: the dependency answered."""
+        self._gates.report(self._invocation_id, self._spec, False)

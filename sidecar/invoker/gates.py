@@ -1,0 +1,108 @@
+"""A step's leave to run: the ``AskLeave`` and ``StepReport`` frames of this worker's attempts.
+
+Breakers' state lives with their owner (``BreakerOwner``: the board itself in the worker that
+holds it, the mesh elsewhere); this part answers the attempts of its own worker, remembers which
+of its links hold a lease on a closed breaker, and revokes those leases when the owner says the
+breaker opened. A step refused by an open breaker takes its fallback, or, without one, its
+invocation backs off until the breaker may let a trial through, spending nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Protocol
+
+from handler_sdk.protocol import AskLeave, BreakerSpec, Leave, Revoke, StepReport, encoder
+
+from ..clock import iso_ms, now_ms
+from ..transport.links import Carrier
+from .background import Background
+from .breakers import Decision
+from .live import Attempt, Live
+from .peers import Peers
+
+log = logging.getLogger(__name__)
+
+
+class BreakerOwner(Protocol):
+    """Whoever holds the breakers' state (``BreakerBoard``, or a peer that reaches it)."""
+
+    async def ask(self, spec: BreakerSpec) -> Decision: ...
+
+    def report(self, spec: BreakerSpec, failed: bool) -> None: ...
+
+
+class RemoteBreakers:
+    """The breakers of worker 0, reached from another worker."""
+
+    def __init__(self, peers: Peers) -> None:
+        self._peers = peers
+
+    async def ask(self, spec: BreakerSpec) -> Decision:
+        return await self._peers.ask_breaker(spec)
+
+    def report(self, spec: BreakerSpec, failed: bool) -> None:
+        self._peers.report_breaker(spec, failed)
+
+
+class Backoff(Protocol):
+    """How an invocation whose attempt is over waits (``Lifecycle.back_off``)."""
+
+    def back_off(self, live: Live, reason: str, delay: float) -> None: ...
+
+
+def open_reason(name: str, until_ms: int) -> str:
+    return f"breaker {name} open until {iso_ms(until_ms)}"
+
+
+class Gates:
+    def __init__(self, *, breakers: BreakerOwner, backoff: Backoff, background: Background) -> None:
+        self.breakers = breakers
+        self._backoff = backoff
+        self._background = background
+        #: The links of this worker holding a lease on each closed breaker.
+        self._leases: dict[str, weakref.WeakSet[Carrier]] = {}
+        #: The last epoch each breaker was revoked in (a lease granted before it is void).
+        self._revoked: dict[str, int] = {}
+
+    def asked(self, attempt: Attempt, ask: AskLeave) -> None:
+        if ask.breaker is None:
+            attempt.link.send(encoder.encode(Leave(attempt.live.record.id, ask.index)))
+            return
+        self._background.spawn(self._ask(attempt, ask, ask.breaker))
+
+    async def _ask(self, attempt: Attempt, ask: AskLeave, spec: BreakerSpec) -> None:
+        try:
+            decision = await self.breakers.ask(spec)
+        except ConnectionError as exc:  # the owner is restarting: let the step run, as if closed
+            log.warning("breaker %s: its owner is not reachable (%s); letting a step through", spec.name, exc)
+            decision = Decision(True)
+        if attempt.over:
+            return
+        invocation_id = attempt.live.record.id
+        if decision.granted:
+            lease = decision.lease and decision.epoch >= self._revoked.get(spec.name, 0)
+            if lease:
+                self._leases.setdefault(spec.name, weakref.WeakSet()).add(attempt.link)
+            attempt.link.send(encoder.encode(Leave(invocation_id, ask.index, lease=lease)))
+        elif ask.fallback:
+            attempt.link.send(encoder.encode(Leave(invocation_id, ask.index, granted=False,
+                                                   open_until_ms=decision.open_until_ms)))
+        else:
+            attempt.detach(kill=True)
+            reason = open_reason(spec.name, decision.open_until_ms)
+            log.info("%s backs off: %s", invocation_id, reason, extra={"invocation_id": invocation_id})
+            self._backoff.back_off(attempt.live, reason, max(0.0, (decision.open_until_ms - now_ms()) / 1000))
+
+    def reported(self, report: StepReport) -> None:
+        self.breakers.report(report.breaker, report.failed)
+
+    def revoke(self, name: str, epoch: int) -> None:
+        """Breaker ``name`` opened (its ``epoch``-th time): every lease on it here is void."""
+        self._revoked[name] = max(epoch, self._revoked.get(name, 0))
+        links = self._leases.pop(name, None)
+        if links:
+            frame = encoder.encode(Revoke("", name))
+            for link in list(links):
+                link.send(frame)
