@@ -29,6 +29,7 @@ from .client import (
     ConfigFailure, admin_api, compact, decode, echo_json, echo_table, ingress_api, json_argument, json_option,
     raise_for_status, request,
 )
+from .breakers import breakers
 from .costs import costs
 from .state import awakeable, state
 
@@ -384,6 +385,7 @@ def purge_invocation(ctx: click.Context, invocation_id: str) -> None:
 
 
 main.add_command(costs)
+main.add_command(breakers)
 main.add_command(state)
 main.add_command(awakeable)
 
