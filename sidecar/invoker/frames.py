@@ -28,7 +28,7 @@ from ..store.records import ResolutionSpec
 from .calls import Calls
 from .commits import recheck_if_cancelled
 from .events import EventStreams, Place
-from .gates import Gates
+from .gates import Gates, spec_problem
 from .identifiers import entry_identifier_problem
 from .live import Attempt, Live
 from .promises import Promises
@@ -108,10 +108,17 @@ class FrameHandler:
         elif kind is Event:
             event: Event = message  # type: ignore[assignment]
             self._events.ephemeral(attempt.live.record.id, Place(event.after, event.seq), event.event)
-        elif kind is StepReport:
-            self._gates.reported(message)  # type: ignore[arg-type]
-        elif kind is AskLeave:
-            self._gates.asked(attempt, message)  # type: ignore[arg-type]
+        elif kind is StepReport or kind is AskLeave:
+            self._gate(attempt, message)  # type: ignore[arg-type]
+
+    def _gate(self, attempt: Attempt, message: AskLeave | StepReport) -> None:
+        spec = message.breaker
+        if spec is not None and (problem := spec_problem(spec)) is not None:
+            return self._violation(attempt, problem)
+        if isinstance(message, StepReport):
+            self._gates.reported(message)
+        else:
+            self._gates.asked(attempt, message)
 
     def _append(self, attempt: Attempt, command: Command) -> None:
         live = attempt.live

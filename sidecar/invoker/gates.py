@@ -13,7 +13,7 @@ import logging
 import weakref
 from typing import Protocol
 
-from handler_sdk.protocol import AskLeave, BreakerSpec, Leave, Revoke, StepReport, encoder
+from handler_sdk.protocol import MAX_DELAY_MS, AskLeave, BreakerSpec, Leave, Revoke, StepReport, encoder, name_problem
 
 from ..clock import iso_ms, now_ms
 from ..transport.links import Carrier
@@ -50,6 +50,18 @@ class Backoff(Protocol):
     """How an invocation whose attempt is over waits (``Lifecycle.back_off``)."""
 
     def back_off(self, live: Live, reason: str, delay: float) -> None: ...
+
+
+def spec_problem(spec: BreakerSpec) -> str | None:
+    """What is wrong with a breaker as a frame declares it, if anything (a protocol violation)."""
+    problem = name_problem(spec.name)
+    if problem is not None:
+        return f"breaker name: {problem}"
+    if spec.failure_threshold < 1:
+        return f"breaker {spec.name}: failure_threshold must be 1 or more, not {spec.failure_threshold}"
+    if not 1 <= spec.cool_down_ms <= MAX_DELAY_MS:
+        return f"breaker {spec.name}: cool_down_ms must be between 1 and {MAX_DELAY_MS}, not {spec.cool_down_ms}"
+    return None
 
 
 def open_reason(name: str, until_ms: int) -> str:
