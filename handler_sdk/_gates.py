@@ -3,8 +3,10 @@
 A step naming a circuit breaker asks before each try, unless its connection holds a lease on that
 breaker: the sidecar grants one with the first leave while the breaker is closed and revokes it
 (a ``Revoke`` frame) when the breaker opens. So while a breaker is closed its steps cost no round
-trip; how each try ended is reported without waiting (``StepReport``). A request-response
-attempt cannot be answered midway: its steps run without asking or reporting.
+trip; how each try ended is reported without waiting (``StepReport``). A step naming a limit
+group always asks: the answer comes once it holds one of the group's slots, which it keeps until
+its ``Run`` entry. A request-response attempt cannot be answered midway: its steps run without
+asking or reporting.
 """
 
 from __future__ import annotations
@@ -12,16 +14,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from .errors import TerminalError
 from .protocol import AskLeave, BreakerSpec, Leave, StepReport, ToSidecar
+
+#: The longest wait for a slot a handler asks for (``suspend_after`` may be infinite).
+_MAX_WAIT_MS = 2**31 - 1
 
 
 class Gates:
-    """One connection's leases on closed breakers, and its steps waiting for leave."""
+    """One connection's leases on closed breakers, and its steps waiting for leave. ``wait_ms``:
+    how long a step may wait for a limit's slot before the sidecar frees its attempt."""
 
-    __slots__ = ("_emit", "_leased", "_asking")
+    __slots__ = ("_emit", "wait_ms", "_leased", "_asking")
 
-    def __init__(self, emit: Callable[[ToSidecar], None]) -> None:
+    def __init__(self, emit: Callable[[ToSidecar], None], wait_ms: float = 1000.0) -> None:
         self._emit = emit
+        self.wait_ms = int(min(wait_ms, _MAX_WAIT_MS))
         self._leased: set[str] = set()
         self._asking: dict[tuple[str, int], asyncio.Future[Leave]] = {}
 
@@ -56,34 +64,49 @@ class Gates:
 
 
 class StepGate:
-    """What one step that names a breaker asks and tells the sidecar, try by try.
+    """What one step that names a breaker or a limit group asks and tells the sidecar, try by try.
 
     The hook for fallbacks: ``await gate.admit()`` is False while the breaker is open for this
     step, which then runs its fallback instead (a step with no fallback is never told so: the
-    sidecar backs its invocation off and ends the attempt)."""
+    sidecar backs its invocation off and ends the attempt). It raises ``TerminalError`` (400)
+    for a limit group the sidecar does not have: the step fails with it."""
 
-    __slots__ = ("_gates", "_invocation_id", "_index", "_spec", "_fallback")
+    __slots__ = ("_gates", "_invocation_id", "_index", "_spec", "_limit", "_fallback", "_trying")
 
-    def __init__(self, gates: Gates, invocation_id: str, index: int, spec: BreakerSpec, *,
-                 fallback: bool = False) -> None:
+    def __init__(self, gates: Gates, invocation_id: str, index: int, spec: BreakerSpec | None,
+                 limit: str | None = None, *, fallback: bool = False) -> None:
         self._gates = gates
         self._invocation_id = invocation_id
         self._index = index
         self._spec = spec
+        self._limit = limit
         self._fallback = fallback
+        #: A try that the breaker let through is running: its outcome is reported.
+        self._trying = False
 
     async def admit(self) -> bool:
         """Whether this try may run the step's own function now (False: the breaker is open)."""
-        if self._gates.leased(self._spec.name):
+        spec = self._spec
+        if self._limit is None and spec is not None and self._gates.leased(spec.name):
+            self._trying = True
             return True
-        leave = await self._gates.ask(AskLeave(self._invocation_id, self._index, breaker=self._spec,
-                                               fallback=self._fallback))
+        leave = await self._gates.ask(AskLeave(self._invocation_id, self._index, breaker=spec,
+                                               fallback=self._fallback, limit=self._limit,
+                                               wait_ms=self._gates.wait_ms))
+        if leave.failure is not None:
+            raise TerminalError(leave.failure.message, leave.failure.code)
+        self._trying = leave.granted and spec is not None
         return leave.granted
 
     def failed(self) -> None:
         """A try failed transiently."""
-        self._gates.report(self._invocation_id, self._spec, True)
+        self._report(True)
 
     def succeeded(self) -> None:
         """A try returned, or failed terminally: the dependency answered."""
-        self._gates.report(self._invocation_id, self._spec, False)
+        self._report(False)
+
+    def _report(self, failed: bool) -> None:
+        if self._trying and self._spec is not None:
+            self._trying = False
+            self._gates.report(self._invocation_id, self._spec, failed)

@@ -415,11 +415,14 @@ class AttemptContext(Context):
         self, name: str, fn: Callable[[Unpack[Ts]], Any], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None,
         timeout: float | datetime.timedelta | None = None, breaker: CircuitBreaker | str | None = None,
+        limit: str | None = None,
     ) -> Any:
         if name == CANCELLED_STEP:
             raise ValueError(f"the step name {CANCELLED_STEP!r} is reserved")
-        limit = positive_seconds("timeout", timeout)
+        seconds = positive_seconds("timeout", timeout)
         spec = None if breaker is None else breaker_spec(breaker)
+        if limit is not None:
+            _check_types(limit=(limit, str))
         self._cancellation_point()
         index, recorded = self._step(Run, name)
         if recorded is not None:
@@ -428,8 +431,8 @@ class AttemptContext(Context):
         self._completions.reschedule()
         try:
             entry, value = await _steps.execute(
-                self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost, timeout=limit,
-                invocation_id=self._id, gate=self._gate(index, spec),
+                self, index, name, fn, args, policy=retry or DEFAULT_STEP_RETRY, cost=cost, timeout=seconds,
+                invocation_id=self._id, gate=self._gate(index, spec, limit),
             )
         except asyncio.CancelledError:
             if not self._closed:  # user code cancelled the step (asyncio.wait_for, a task group)
@@ -445,11 +448,11 @@ class AttemptContext(Context):
             raise TerminalError(entry.failure.message, entry.failure.code)
         return value
 
-    def _gate(self, index: int, breaker: BreakerSpec | None) -> StepGate | None:
+    def _gate(self, index: int, breaker: BreakerSpec | None, limit: str | None) -> StepGate | None:
         """What the step at ``index`` asks the sidecar before each try, if anything."""
-        if breaker is None or self._gates is None:
+        if (breaker is None and limit is None) or self._gates is None:
             return None
-        return StepGate(self._gates, self._id, index, breaker)
+        return StepGate(self._gates, self._id, index, breaker, limit)
 
     async def now(self) -> datetime.datetime:
         self._cancellation_point()

@@ -89,7 +89,7 @@ class Connection:
         self._attempts: dict[str, AttemptContext] = {}
         self._out: deque[bytes] = deque()
         self._wakeup: asyncio.Future[None] | None = None
-        self._gates = Gates(self.send)
+        self._gates = Gates(self.send, wait_ms=table.suspend_after * 1000)
 
     def send(self, message: ToSidecar) -> None:
         """Queue one message; the writer task sends queued messages in order."""

@@ -113,7 +113,8 @@ async def execute(
     Each try is bounded by ``timeout`` seconds: one that takes longer fails with a (retryable)
     ``TimeoutError``. Returns the entry to journal and, on success, the value user code will
     see: the result decoded back from its JSON, exactly what a replay will return. ``gate``
-    (a step naming a circuit breaker) is asked before each try and told how it ended.
+    (a step naming a circuit breaker or a limit group) is asked before each try and told how it
+    ended.
     """
     info = step_fn(fn)
     token = current_step.set((owner, index))
@@ -121,9 +122,9 @@ async def execute(
         attempts = 0
         while True:
             attempts += 1
-            if gate is not None:
-                await gate.admit()
             try:
+                if gate is not None:
+                    await gate.admit()
                 result = await _call(name, fn, args, info.is_async, timeout)
                 if gate is not None:
                     gate.succeeded()

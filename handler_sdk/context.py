@@ -62,21 +62,21 @@ class Context(ABC):
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
-        breaker: CircuitBreaker | str | None = None,
+        breaker: CircuitBreaker | str | None = None, limit: str | None = None,
     ) -> T: ...
 
     @overload
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], T], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
-        breaker: CircuitBreaker | str | None = None,
+        breaker: CircuitBreaker | str | None = None, limit: str | None = None,
     ) -> T: ...
 
     @abstractmethod
     async def run(
         self, name: str, fn: Callable[[Unpack[Ts]], Any], *args: Unpack[Ts],
         retry: RetryPolicy | None = None, cost: float | None = None, timeout: Seconds | None = None,
-        breaker: CircuitBreaker | str | None = None,
+        breaker: CircuitBreaker | str | None = None, limit: str | None = None,
     ) -> Any:
         """Run ``fn(*args)`` as a named, journaled step, at most once per invocation.
 
@@ -96,7 +96,11 @@ class Context(ABC):
 
         ``breaker`` (a ``CircuitBreaker`` or its name) shares a circuit breaker with every step that
         names it: while it is open the function is not run and the invocation backs off until
-        the breaker lets a trial through.
+        the breaker lets a trial through. ``limit`` puts the step in a sidecar-wide limit group
+        (``[limits.NAME]`` in the sidecar's configuration): it waits for one of the group's slots
+        before its first try, journaling nothing meanwhile (past ``suspend_after`` its attempt
+        is freed and the invocation waits without one), and holds it until it ends. A group the
+        sidecar does not have fails the step (``TerminalError``, 400).
         """
 
     @abstractmethod

@@ -270,7 +270,8 @@ class Cancel(_ToHandler, frozen=True):
 
 
 class Leave(_ToHandler, frozen=True):
-    """The answer to an ``AskLeave`` for the step at ``index``. ``granted``: run this try.
+    """The answer to an ``AskLeave`` for the step at ``index``. ``granted``: run this try (a
+    step of a limit group holds its slot until its ``Run`` entry).
     ``lease``: the breaker is closed, and later steps over this link that name it need not ask
     until a ``Revoke``. Refused (only to a step that has a fallback; one without is backed off
     by the sidecar): the breaker is open until ``open_until_ms``."""
@@ -279,6 +280,9 @@ class Leave(_ToHandler, frozen=True):
     granted: bool = True
     lease: bool = False
     open_until_ms: int = 0
+    #: The step fails with this (terminal) instead of running: it names no limit group the
+    #: sidecar has.
+    failure: Failure | None = None
 
 
 class Revoke(_ToHandler, frozen=True):

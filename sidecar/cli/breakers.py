@@ -18,7 +18,10 @@ def breakers() -> None:
 @json_option
 @click.pass_context
 def list_breakers(ctx: click.Context, as_json: bool) -> None:
-    """List the breakers the steps have named, with their state and consecutive failures."""
+    """List the breakers, their state and failures.
+
+    The breakers are those the steps have named since the sidecar started; FAILURES counts
+    consecutive transient failures."""
     reply = decode(request(admin_api(ctx), "GET", ["breakers"]))
     if as_json:
         echo_json(reply)

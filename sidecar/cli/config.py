@@ -16,6 +16,7 @@ import msgspec
 from handler_sdk.logs import FORMATS, LEVELS
 
 from ..ids import MAX_PARTITIONS
+from .limits import LimitConfig, limit_problem
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -59,6 +60,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_level: str = "info"
     #: "text" for people; "json": one object per line, with the invocation ID as a field.
     log_format: str = "text"
+    #: Sidecar-wide groups of steps (``ctx.run(..., limit=NAME)``): ``[limits.NAME]`` in TOML.
+    limits: dict[str, LimitConfig] = {}
 
 
 class ConfigError(ValueError):
@@ -90,7 +93,10 @@ def load_settings(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
     merged.update(_from_env(dict(os.environ) if environ is None else environ))
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None and v != ()})
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None and v != ()}
+    if "limits" in overrides:  # a flag's group replaces the file's of the same name, not all of them
+        overrides["limits"] = {**(merged.get("limits") or {}), **overrides["limits"]}
+    merged.update(overrides)
     try:
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -109,6 +115,9 @@ def load_settings(
         raise ConfigError(f"invalid setting: log_format must be one of {', '.join(FORMATS)}, not {settings.log_format!r}")
     for name in ("ingress", "admin"):
         parse_address(getattr(settings, name), name)
+    for name, limit in settings.limits.items():
+        if (problem := limit_problem(name, limit)) is not None:
+            raise ConfigError(f"invalid setting: {problem}")
     return settings
 
 

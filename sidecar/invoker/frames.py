@@ -149,6 +149,8 @@ class FrameHandler:
         changes.append_entry(live.record, command.index, entry)
         if kind in COMPLETABLE_KINDS:
             self._waits.journaled(live, command.index, entry, changes)
+        if kind is Run:
+            self._gates.journaled(attempt, command.index)
         if kind in ACKED_KINDS:  # the handler is blocked until this is durable: no detour
             written = self._store.submit(changes, partial(self._durable, attempt, command.index, entry))
         else:

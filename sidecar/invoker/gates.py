@@ -1,5 +1,8 @@
 """A step's leave to run: the ``AskLeave`` and ``StepReport`` frames of this worker's attempts.
 
+A step may name a circuit breaker, a limit group, or both: the breaker is asked first, then the
+step waits for its group's slot (``slots.Slots``).
+
 Breakers' state lives with their owner (``BreakerOwner``: the board itself in the worker that
 holds it, the mesh elsewhere); this part answers the attempts of its own worker, remembers which
 of its links hold a lease on a closed breaker, and revokes those leases when the owner says the
@@ -19,8 +22,10 @@ from ..clock import iso_ms, now_ms
 from ..transport.links import Carrier
 from .background import Background
 from .breakers import Decision
+from .limits import Holder
 from .live import Attempt, Live
 from .peers import Peers
+from .slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,19 @@ class RemoteBreakers:
         self._peers.report_breaker(spec, failed)
 
 
+class RemoteLimits:
+    """The limit groups of worker 0, reached from another worker."""
+
+    def __init__(self, peers: Peers) -> None:
+        self._peers = peers
+
+    async def acquire(self, name: str, holder: Holder) -> bool:
+        return await self._peers.acquire_slot(name, holder)
+
+    def release(self, name: str, holder: Holder) -> None:
+        self._peers.release_slot(name, holder)
+
+
 class Backoff(Protocol):
     """How an invocation whose attempt is over waits (``Lifecycle.back_off``)."""
 
@@ -69,8 +87,9 @@ def open_reason(name: str, until_ms: int) -> str:
 
 
 class Gates:
-    def __init__(self, *, breakers: BreakerOwner, backoff: Backoff, background: Background) -> None:
+    def __init__(self, *, breakers: BreakerOwner, slots: Slots, backoff: Backoff, background: Background) -> None:
         self.breakers = breakers
+        self._slots = slots
         self._backoff = backoff
         self._background = background
         #: The links of this worker holding a lease on each closed breaker.
@@ -79,26 +98,42 @@ class Gates:
         self._revoked: dict[str, int] = {}
 
     def asked(self, attempt: Attempt, ask: AskLeave) -> None:
-        if ask.breaker is None:
+        if ask.breaker is None and ask.limit is None:
             attempt.link.send(encoder.encode(Leave(attempt.live.record.id, ask.index)))
             return
-        self._background.spawn(self._ask(attempt, ask, ask.breaker))
+        self._background.spawn(self._ask(attempt, ask))
 
-    async def _ask(self, attempt: Attempt, ask: AskLeave, spec: BreakerSpec) -> None:
+    async def _ask(self, attempt: Attempt, ask: AskLeave) -> None:
+        lease = False
+        if ask.breaker is not None:
+            lease_or_refused = await self._breaker(attempt, ask, ask.breaker)
+            if lease_or_refused is None:
+                return
+            lease = lease_or_refused
+        if attempt.over:
+            return
+        if ask.limit is not None:
+            self._slots.enter(attempt, ask, ask.limit, lease)
+        else:
+            attempt.link.send(encoder.encode(Leave(attempt.live.record.id, ask.index, lease=lease)))
+
+    async def _breaker(self, attempt: Attempt, ask: AskLeave, spec: BreakerSpec) -> bool | None:
+        """Whether the breaker lets this try through with a lease (False: without); None: it
+        does not (the step was told, or its invocation backed off)."""
         try:
             decision = await self.breakers.ask(spec)
         except ConnectionError as exc:  # the owner is restarting: let the step run, as if closed
             log.warning("breaker %s: its owner is not reachable (%s); letting a step through", spec.name, exc)
             decision = Decision(True)
         if attempt.over:
-            return
+            return None
         invocation_id = attempt.live.record.id
         if decision.granted:
             lease = decision.lease and decision.epoch >= self._revoked.get(spec.name, 0)
             if lease:
                 self._leases.setdefault(spec.name, weakref.WeakSet()).add(attempt.link)
-            attempt.link.send(encoder.encode(Leave(invocation_id, ask.index, lease=lease)))
-        elif ask.fallback:
+            return lease
+        if ask.fallback:
             attempt.link.send(encoder.encode(Leave(invocation_id, ask.index, granted=False,
                                                    open_until_ms=decision.open_until_ms)))
         else:
@@ -106,6 +141,11 @@ class Gates:
             reason = open_reason(spec.name, decision.open_until_ms)
             log.info("%s backs off: %s", invocation_id, reason, extra={"invocation_id": invocation_id})
             self._backoff.back_off(attempt.live, reason, max(0.0, (decision.open_until_ms - now_ms()) / 1000))
+        return None
+
+    def journaled(self, attempt: Attempt, index: int) -> None:
+        """A ``Run`` entry arrived: the step is over, and so is any slot it held."""
+        self._slots.journaled(attempt, index)
 
     def reported(self, report: StepReport) -> None:
         self.breakers.report(report.breaker, report.failed)

@@ -2,7 +2,8 @@
 
 One worker owns each partition; what an invocation here does to one owned elsewhere (call it,
 cancel it, resolve its awakeable, answer its call) goes to that worker through these. Worker 0
-holds the circuit breakers: the others ask it, report to it, and hear from it when one opens. A sidecar
+holds the circuit breakers and the limit groups' slots: the others ask it, report to it, and
+hear from it when a breaker opens or a slot is theirs. A sidecar
 of one process has no peers (``None`` wherever a part takes them): it owns every partition.
 """
 
@@ -14,6 +15,7 @@ from handler_sdk.protocol import BreakerSpec, Failure
 
 from ..store.records import ChildSpec
 from .breakers import Decision
+from .limits import Holder
 
 
 class Peers(Protocol):
@@ -40,3 +42,13 @@ class Peers(Protocol):
 
     def revoke_leases(self, name: str, epoch: int) -> None:
         """Tell every other worker that breaker ``name`` opened (worker 0 does, not waiting)."""
+
+    async def acquire_slot(self, name: str, holder: Holder) -> bool:
+        """Ask worker 0 for a slot of limit group ``name``: True if ``holder`` has one now, False
+        if it waits in line (``grant_slot`` comes later); ``UnknownLimit``, ``ConnectionError``."""
+
+    def release_slot(self, name: str, holder: Holder) -> None:
+        """Give a slot back to worker 0, or leave the line (not waiting for it)."""
+
+    def grant_slot(self, holder: Holder) -> None:
+        """Tell ``holder``'s worker that it has its slot (worker 0 does, not waiting)."""

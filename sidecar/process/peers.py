@@ -21,6 +21,8 @@ from ..invoker import parse_awakeable_id
 from ..invoker.breakers import Decision
 from ..invoker.calls import Calls
 from ..invoker.gates import BreakerOwner, Gates
+from ..invoker.limits import Holder, UnknownLimit
+from ..invoker.slots import LimitOwner, Slots
 from .mesh import Mesh, answer_body
 from .partitions import PartitionMap
 from ..store.records import ChildSpec
@@ -50,11 +52,19 @@ class BreakerOpened(msgspec.Struct, array_like=True):
     epoch: int
 
 
+class SlotRequest(msgspec.Struct, array_like=True):
+    name: str
+    holder: Holder
+
+
 _spec_decoder = msgspec.msgpack.Decoder(BreakerSpec)
+_slot_decoder = msgspec.msgpack.Decoder(SlotRequest)
+_holder_decoder = msgspec.msgpack.Decoder(Holder)
 _decision_decoder = msgspec.msgpack.Decoder(Decision)
 _report_decoder = msgspec.msgpack.Decoder(BreakerReport)
 _opened_decoder = msgspec.msgpack.Decoder(BreakerOpened)
-#: The worker that holds the circuit breakers (it also serves the admin API, which lists them).
+#: The worker that holds the circuit breakers and the limit groups' slots (it also serves the
+#: admin API, which lists them).
 BREAKER_OWNER = 0
 
 
@@ -111,6 +121,22 @@ class MeshPeers:
             if index != self._mesh.index:
                 self._tell(index, "breakers.revoke", body)
 
+    async def acquire_slot(self, name: str, holder: Holder) -> bool:
+        answer = await self._mesh.forward(BREAKER_OWNER, "limits.acquire", "POST", "/", {}, CIMultiDict(),
+                                          _encoder.encode(SlotRequest(name, holder)))
+        body = msgspec.json.decode(answer_body(answer))
+        if answer.status == 400:
+            raise UnknownLimit(str(body.get("message", "")))  # as worker 0 worded it
+        if answer.status != 200:
+            raise ConnectionError(f"worker {BREAKER_OWNER} did not answer for limit {name}: {answer.status}")
+        return bool(body["granted"])
+
+    def release_slot(self, name: str, holder: Holder) -> None:
+        self._tell(BREAKER_OWNER, "limits.release", _encoder.encode(SlotRequest(name, holder)))
+
+    def grant_slot(self, holder: Holder) -> None:
+        self._tell(holder.worker, "limits.granted", _encoder.encode(holder))
+
     def _tell(self, index: int, kind: str, body: bytes) -> None:
         """Send worker ``index`` a message whose answer nobody waits for (a lost one is logged)."""
         async def send() -> None:
@@ -145,6 +171,34 @@ def serve_breakers(mesh: Mesh, gates: Gates, board: BreakerOwner | None) -> None
 
     mesh.handlers["breakers.ask"] = ask
     mesh.handlers["breakers.report"] = report
+
+
+def serve_limits(mesh: Mesh, slots: Slots, board: LimitOwner | None) -> None:
+    """Worker 0 (``board``) counts the others' slots; every worker takes the slots granted to it."""
+
+    async def granted(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
+        slots.granted(_holder_decoder.decode(body))
+        return web.json_response({"granted": True})
+
+    mesh.handlers["limits.granted"] = granted
+    if board is None:
+        return
+    owner = board
+
+    async def acquire(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
+        request = _slot_decoder.decode(body)
+        try:
+            return web.json_response({"granted": await owner.acquire(request.name, request.holder)})
+        except UnknownLimit as exc:
+            return web.json_response({"code": 400, "message": str(exc)}, status=400)
+
+    async def release(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
+        request = _slot_decoder.decode(body)
+        owner.release(request.name, request.holder)
+        return web.json_response({"released": True})
+
+    mesh.handlers["limits.acquire"] = acquire
+    mesh.handlers["limits.release"] = release
 
 
 def serve_calls(mesh: Mesh, calls: Calls) -> None:
