@@ -5,7 +5,8 @@ tell "ran once" from "ran twice" no matter what the handler or sidecar believe.
 ``POST /incr/{name}`` is a plain counter (how many times did the handler try?).
 ``POST /acked`` says "the handler saw this key's step acknowledged": any delivery of that key
 after it is a step that ran again although its result was durable, and is listed as a violation.
-``POST /enter/{key}`` and ``/exit/{key}`` record overlapping executions per key.
+``POST /enter/{key}`` and ``/exit/{key}`` record overlapping executions per key, and the most
+inside at once (``peaks``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EFFECTS: web.AppKey[Counter[str]] = web.AppKey("effects", Counter)
 COUNTERS: web.AppKey[Counter[str]] = web.AppKey("counters", Counter)
 INSIDE: web.AppKey[Counter[str]] = web.AppKey("inside", Counter)
 OVERLAPS: web.AppKey[list[str]] = web.AppKey("overlaps", list)
+PEAKS: web.AppKey[Counter[str]] = web.AppKey("peaks", Counter)
 ACKED: web.AppKey[set[str]] = web.AppKey("acked", set)
 VIOLATIONS: web.AppKey[list[str]] = web.AppKey("violations", list)
 NOTES: web.AppKey[dict[str, str]] = web.AppKey("notes", dict)
@@ -48,6 +50,7 @@ async def incr(request: web.Request) -> web.Response:
 async def enter(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     request.app[INSIDE][key] += 1
+    request.app[PEAKS][key] = max(request.app[PEAKS][key], request.app[INSIDE][key])
     if request.app[INSIDE][key] > 1:
         request.app[OVERLAPS].append(key)
     return web.json_response(True)
@@ -76,6 +79,7 @@ async def counts(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     app = request.app
     return web.json_response({"counters": dict(app[COUNTERS]), "overlaps": app[OVERLAPS], "violations": app[VIOLATIONS],
+                              "peaks": dict(app[PEAKS]),
                               "inside": {k: v for k, v in app[INSIDE].items() if v}})
 
 
@@ -85,6 +89,7 @@ def make_app() -> web.Application:
     app[COUNTERS] = Counter()
     app[INSIDE] = Counter()
     app[OVERLAPS] = []
+    app[PEAKS] = Counter()
     app[ACKED] = set()
     app[VIOLATIONS] = []
     app[NOTES] = {}

@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,11 @@ from tests.procs import Process, eventually, free_port, python
 _FLAGS = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "2"]
 
 
-@pytest.fixture
-async def two_handlers(tmp_path: Path, http: aiohttp.ClientSession,
-                       request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+@asynccontextmanager
+async def two_handler_processes(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+                                flags: list[str]) -> AsyncIterator[Cluster]:
     """VendorA in the cluster's handler process, VendorB in a second one registered beside it."""
-    async with running_cluster(tmp_path, http, request, _FLAGS, handlers="tests.e2e.gated:FIRST") as cluster:
+    async with running_cluster(tmp_path, http, request, flags, handlers="tests.e2e.gated:FIRST") as cluster:
         port = free_port()
         second = Process("handlers-2", python("-m", "handler_sdk", "tests.e2e.gated:SECOND", "--port", str(port),
                                               "--heartbeat-interval", "0.5"), tmp_path, {"SINK_URL": cluster.sink_url})
@@ -37,6 +38,13 @@ async def two_handlers(tmp_path: Path, http: aiohttp.ClientSession,
             yield cluster
         finally:
             second.stop()
+
+
+@pytest.fixture
+async def two_handlers(tmp_path: Path, http: aiohttp.ClientSession,
+                       request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    async with two_handler_processes(tmp_path, http, request, _FLAGS) as cluster:
+        yield cluster
 
 
 async def _breaker(cluster: Cluster) -> dict[str, Any]:

@@ -64,8 +64,9 @@ _frames = st.lists(st.one_of(
               st.none() | _failure),
     st.builds(lambda after, seq, event: Event("", after=after, seq=seq, event=event), _ints, _ints, _bytes),
     st.just(Heartbeat("")),
-    st.builds(lambda index, spec, fallback: AskLeave("", index=index, breaker=spec, fallback=fallback), _ints,
-              st.none() | _breakers, st.booleans()),
+    st.builds(lambda index, spec, fallback, limit, wait: AskLeave("", index=index, breaker=spec, fallback=fallback,
+                                                                  limit=limit, wait_ms=wait),
+              _ints, st.none() | _breakers, st.booleans(), st.none() | _names, _ints),
     st.builds(lambda spec, failed: StepReport("", breaker=spec, failed=failed), _breakers, st.booleans()),
 ), min_size=1, max_size=4)
 
