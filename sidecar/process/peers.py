@@ -9,6 +9,7 @@ resolutions go to the owner's admin and ingress routes, as a client's would.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
@@ -23,7 +24,7 @@ from ..invoker.calls import Calls
 from ..invoker.gates import BreakerOwner, Gates
 from ..invoker.limits import Holder, UnknownLimit
 from ..invoker.slots import LimitOwner, Slots
-from .mesh import Mesh, answer_body
+from .mesh import Handler, Mesh, answer_body
 from .partitions import PartitionMap
 from ..store.records import ChildSpec
 
@@ -147,15 +148,22 @@ class MeshPeers:
         self._mesh.spawn(send())
 
 
+def _told(act: Callable[[bytes], None]) -> Handler:
+    """A mesh route for a message whose answer nobody awaits: ``act`` on its body."""
+    async def handle(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
+        act(body)
+        return web.json_response({"done": True})
+    return handle
+
+
 def serve_breakers(mesh: Mesh, gates: Gates, board: BreakerOwner | None) -> None:
     """Worker 0 (``board``) answers the others' asks and reports; every worker takes revocations."""
 
-    async def revoke(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
+    def revoke(body: bytes) -> None:
         opened = _opened_decoder.decode(body)
         gates.revoke(opened.name, opened.epoch)
-        return web.json_response({"revoked": True})
 
-    mesh.handlers["breakers.revoke"] = revoke
+    mesh.handlers["breakers.revoke"] = _told(revoke)
     if board is None:
         return
     owner = board
@@ -164,23 +172,17 @@ def serve_breakers(mesh: Mesh, gates: Gates, board: BreakerOwner | None) -> None
         decision = await owner.ask(_spec_decoder.decode(body))
         return web.Response(body=_encoder.encode(decision), content_type="application/msgpack")
 
-    async def report(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
+    def report(body: bytes) -> None:
         got = _report_decoder.decode(body)
         owner.report(got.spec, got.failed)
-        return web.json_response({"reported": True})
 
     mesh.handlers["breakers.ask"] = ask
-    mesh.handlers["breakers.report"] = report
+    mesh.handlers["breakers.report"] = _told(report)
 
 
 def serve_limits(mesh: Mesh, slots: Slots, board: LimitOwner | None) -> None:
     """Worker 0 (``board``) counts the others' slots; every worker takes the slots granted to it."""
-
-    async def granted(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
-        slots.granted(_holder_decoder.decode(body))
-        return web.json_response({"granted": True})
-
-    mesh.handlers["limits.granted"] = granted
+    mesh.handlers["limits.granted"] = _told(lambda body: slots.granted(_holder_decoder.decode(body)))
     if board is None:
         return
     owner = board
@@ -192,13 +194,12 @@ def serve_limits(mesh: Mesh, slots: Slots, board: LimitOwner | None) -> None:
         except UnknownLimit as exc:
             return web.json_response({"code": 400, "message": str(exc)}, status=400)
 
-    async def release(method: str, path: str, query: object, headers: object, body: bytes) -> web.Response:
+    def release(body: bytes) -> None:
         request = _slot_decoder.decode(body)
         owner.release(request.name, request.holder)
-        return web.json_response({"released": True})
 
     mesh.handlers["limits.acquire"] = acquire
-    mesh.handlers["limits.release"] = release
+    mesh.handlers["limits.release"] = _told(release)
 
 
 def serve_calls(mesh: Mesh, calls: Calls) -> None:

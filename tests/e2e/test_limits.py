@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Cluster
-from tests.e2e.test_breakers import two_handler_processes
+from tests.e2e.test_breakers import _shown as _status, two_handler_processes
 from tests.procs import eventually
 
 _FLAGS = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "2",
@@ -35,12 +35,6 @@ async def _send(cluster: Cluster, path: str, body: Any) -> str:
     status, answer, _ = await cluster.post(f"{path}/send", body)
     assert status == 202, answer
     return str(answer["invocationId"])
-
-
-async def _status(cluster: Cluster, invocation_id: str) -> dict[str, Any]:
-    status, body = await cluster.get(f"/invocations/{invocation_id}", admin=True)
-    assert status == 200, body
-    return dict(body)
 
 
 async def test_a_group_of_two_never_has_three_inside_across_two_processes(limited: Cluster) -> None:
