@@ -16,7 +16,7 @@ import msgspec
 from handler_sdk.logs import FORMATS, LEVELS
 
 from ..ids import MAX_PARTITIONS
-from .limits import LimitConfig, limit_problem
+from .limits import LimitConfig, limit_problem, parse_limit_flag
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -77,7 +77,13 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
         raw = environ.get(ENV_PREFIX + field.upper())
         if raw is None:
             continue
-        values[field] = raw.split(",") if field == "register" else raw
+        if field == "limits":  # as --limit, groups separated by ";"
+            try:
+                values[field] = dict(parse_limit_flag(group) for group in raw.split(";") if group.strip())
+            except ValueError as exc:
+                raise ConfigError(f"invalid setting: {ENV_PREFIX}LIMITS: {exc}") from None
+        else:
+            values[field] = raw.split(",") if field == "register" else raw
     return values
 
 
@@ -92,11 +98,11 @@ def load_settings(
             merged.update(tomllib.loads(Path(config_file).read_text()))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
-    merged.update(_from_env(dict(os.environ) if environ is None else environ))
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None and v != ()}
-    if "limits" in overrides:  # a flag's group replaces the file's of the same name, not all of them
-        overrides["limits"] = {**(merged.get("limits") or {}), **overrides["limits"]}
-    merged.update(overrides)
+    for source in (_from_env(dict(os.environ) if environ is None else environ),
+                   {k: v for k, v in (overrides or {}).items() if v is not None and v != ()}):
+        if "limits" in source:  # a group replaces the one of the same name, not all of them
+            source["limits"] = {**(merged.get("limits") or {}), **source["limits"]}
+        merged.update(source)
     try:
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:

@@ -37,6 +37,12 @@ def test_toml_groups_and_flags_merge_by_name(tmp_path: Path) -> None:
     flags = dict([parse_limit_flag("anthropic=concurrency:2")])
     loaded = load_settings(config_file=str(path), overrides={"limits": flags}, environ={})
     assert loaded.limits == {"anthropic": LimitConfig(concurrency=2), "search": LimitConfig(rate="5/s")}
+    environ = {"SIDECAR_LIMITS": "search=concurrency:3;mail=rate:1/s"}
+    assert load_settings(config_file=str(path), environ=environ).limits == {
+        "anthropic": LimitConfig(concurrency=8, rate="60/min"), "search": LimitConfig(concurrency=3),
+        "mail": LimitConfig(rate="1/s")}
+    with pytest.raises(ConfigError, match="SIDECAR_LIMITS"):
+        load_settings(environ={"SIDECAR_LIMITS": "search"})
 
 
 @pytest.mark.parametrize(("toml", "message"), [
