@@ -21,7 +21,8 @@ _FLAGS = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "2",
 
 
 @pytest.fixture
-async def limited(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+async def limited(tmp_path: Path, http: aiohttp.ClientSession,
+                  request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
     async with two_handler_processes(tmp_path, http, request, _FLAGS) as cluster:
         yield cluster
 
