@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # "X as X": an explicit re-export, which a strict type checke
     from ._definition import Service as Service, VirtualObject as VirtualObject, Workflow as Workflow
     from ._server import app as app, serve as serve
     from ._status import raise_for_status as raise_for_status
+    from .breakers import CircuitBreaker as CircuitBreaker
     from .context import (
         Context as Context,
         DurablePromise as DurablePromise,
@@ -49,6 +50,7 @@ _HOMES = {
     "BudgetExceeded": ".errors",
     "raise_for_status": "._status",
     "RetryPolicy": ".options",
+    "CircuitBreaker": ".breakers",
     "serve": "._server",
     "app": "._server",
 }

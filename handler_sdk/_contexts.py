@@ -14,7 +14,9 @@ import msgspec
 
 from . import _steps
 from ._definition import HandlerDef
-from ._invocation import AttemptContext, Emit, _check_identifier, _check_types, _json_encode
+from ._gates import Gates
+from ._arguments import check_identifier, check_types, json_encode
+from ._invocation import AttemptContext, Emit
 from ._waits import EntryFuture
 from .context import (
     DurablePromise,
@@ -50,7 +52,7 @@ class _ReadState(AttemptContext):
 
     async def get(self, name: str, *, type: Any = Any) -> Any:
         self._cancellation_point()
-        _check_identifier("state name", name)
+        check_identifier("state name", name)
         index, recorded = self._step(GetState, name)
         if recorded is not None:
             raw = cast(GetState, recorded).value
@@ -73,15 +75,15 @@ class _ReadState(AttemptContext):
 
 class _WriteState(_ReadState):
     def set(self, name: str, value: Any) -> None:
-        _check_identifier("state name", name)
-        raw = _json_encode(value)  # before claiming an index: a failed encode leaves no gap
+        check_identifier("state name", name)
+        raw = json_encode(value)  # before claiming an index: a failed encode leaves no gap
         index, recorded = self._step(SetState, name)
         if recorded is None:
             self._state[name] = raw
             self._command(index, SetState(name=name, value=raw))
 
     def clear(self, name: str) -> None:
-        _check_identifier("state name", name)
+        check_identifier("state name", name)
         index, recorded = self._step(ClearState, name)
         if recorded is None:
             self._state.pop(name, None)
@@ -125,10 +127,10 @@ class _Promise(DurablePromise[T], Generic[T]):
         )
 
     def resolve(self, value: T) -> EntryFuture[None]:
-        return self._complete(CompletePromise(name=self._name, value=_json_encode(value)))
+        return self._complete(CompletePromise(name=self._name, value=json_encode(value)))
 
     def reject(self, reason: str, *, code: int = 500) -> EntryFuture[None]:
-        _check_types(reason=(reason, str), code=(code, int))
+        check_types(reason=(reason, str), code=(code, int))
         failure = Failure(code=code, message=reason, terminal=True)
         return self._complete(CompletePromise(name=self._name, failure=failure))
 
@@ -145,8 +147,8 @@ class _Promise(DurablePromise[T], Generic[T]):
 
 class _Promises(AttemptContext):
     def promise(self, name: str, *, type: Any = Any) -> DurablePromise[Any]:
-        _check_types(name=(name, str))
-        _check_identifier("promise name", name)
+        check_types(name=(name, str))
+        check_identifier("promise name", name)
         return _Promise(self, name, _steps.decoder_for(type))
 
 
@@ -168,7 +170,7 @@ class WorkflowAttempt(_Promises, _WriteState, WorkflowContext):
 
 def new_attempt(
     start: Start, handler: HandlerDef, emit: Emit, service_kind: str, *, suspend_after: float = 1.0,
-    suspend_for_acks: bool = False,
+    suspend_for_acks: bool = False, gates: Gates | None = None,
 ) -> AttemptContext:
     """The context class that matches what the handler may do."""
     cls: type[AttemptContext]
@@ -178,4 +180,4 @@ def new_attempt(
         cls = WorkflowSharedAttempt if handler.kind == "shared" else WorkflowAttempt
     else:
         cls = SharedAttempt if handler.kind == "shared" else ExclusiveAttempt
-    return cls(start, handler, emit, suspend_after=suspend_after, suspend_for_acks=suspend_for_acks)
+    return cls(start, handler, emit, suspend_after=suspend_after, suspend_for_acks=suspend_for_acks, gates=gates)

@@ -27,7 +27,6 @@ import asyncio
 import datetime
 import functools
 import logging
-import math
 import random
 import secrets
 import time
@@ -38,15 +37,17 @@ from typing import Any, TypeVarTuple, Unpack, cast
 import msgspec
 
 from . import _steps
+from ._arguments import check_identifier, check_types, delay_ms, encode_arg, json_encode
 from ._definition import BadInput, HandlerDef, call_target, positive_seconds
+from ._gates import Gates, step_gates
 from ._replay import Replay
 from ._spending import Cost, Spending
+from .breakers import CircuitBreaker, breaker_spec
 from ._waits import Completions, EntryFuture, Result
 from .context import Context, HandlerRef
 from .errors import AttemptAborted, NondeterminismError, Paused, Suspended, TerminalError
 from .options import DEFAULT_STEP_RETRY, RetryPolicy
 from .protocol import (
-    MAX_DELAY_MS,
     Awakeable,
     Call,
     Command,
@@ -66,12 +67,10 @@ from .protocol import (
     Suspend,
     ToSidecar,
     awakeable_id as awakeable_id_for,
-    identifier_problem,
 )
 
 logger = logging.getLogger("handler_sdk")
 
-_json_encode = msgspec.json.Encoder().encode
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 #: Queues one message to the sidecar.
@@ -93,39 +92,6 @@ _CANCELLED_STEP = (
 Ts = TypeVarTuple("Ts")
 
 
-def _delay_ms(delay: float | datetime.timedelta) -> int:
-    """A sleep's or send's delay in ms (a negative one means now); one past the longest the
-    sidecar takes is a ValueError here rather than a failed attempt."""
-    if isinstance(delay, datetime.timedelta):
-        ms = delay // datetime.timedelta(milliseconds=1)  # integer arithmetic, no float rounding
-    elif not math.isfinite(delay):
-        raise ValueError(f"a delay must be finite, got {delay!r}")
-    else:
-        ms = round(delay * 1000)
-    if abs(ms) > MAX_DELAY_MS:
-        raise ValueError(f"a delay may be at most {MAX_DELAY_MS // 86_400_000} days (10 years), got {delay!r}")
-    return ms
-
-
-def _check_types(**arguments: tuple[Any, type]) -> None:
-    for name, (value, expected) in arguments.items():
-        if not isinstance(value, expected):
-            raise TypeError(f"{name} must be {expected.__name__}, got {value!r}")
-
-
-def _check_identifier(what: str, value: str) -> None:
-    """Refuse an identifier over the limit where the handler names it: the sidecar would fail
-    the attempt for it, and every retry would send it again."""
-    problem = identifier_problem(what, value)
-    if problem is not None:
-        raise TerminalError(problem, code=400)
-
-
-def _encode_arg(arg: Any) -> bytes:
-    # No argument is no input (not JSON null), as a bare ingress request sends it.
-    return b"" if arg is None else _json_encode(arg)
-
-
 def _recorded_outcome(entry: Entry) -> Result:
     """A done completable entry's outcome, as its ``Completion`` delivered it."""
     if type(entry) is CompletePromise:
@@ -142,7 +108,7 @@ class AttemptContext(Context):
 
     def __init__(
         self, start: Start, handler: HandlerDef, emit: Emit, *, suspend_after: float = 1.0,
-        suspend_for_acks: bool = False,
+        suspend_for_acks: bool = False, gates: Gates | None = None,
     ) -> None:
         self._id = start.invocation_id
         self._awakeable_key = start.awakeable_key
@@ -155,6 +121,8 @@ class AttemptContext(Context):
         #: Request-response mode: nothing can arrive during the attempt, so a step that needs its
         #: acknowledgement ends it with a ``Suspend`` on that step, and the next one replays it.
         self._suspend_for_acks = suspend_for_acks
+        #: The connection's leases and leave asked of the sidecar (None: request-response mode).
+        self._gates = gates
         self._replay = Replay(start.invocation_id, start.journal)
         # Snapshot plus this attempt's own writes. The snapshot already includes what earlier
         # attempts wrote (writes are applied as they commit), so replayed writes change nothing.
@@ -294,7 +262,7 @@ class AttemptContext(Context):
             result = await self._handler.fn(self, *args)
             self._check_live()
             self._replay.finish()
-            output = _json_encode(result)
+            output = json_encode(result)
         except AttemptAborted:
             return
         except asyncio.CancelledError:
@@ -420,16 +388,22 @@ class AttemptContext(Context):
         retry: RetryPolicy | None = None, cost: Cost = None,
         timeout: float | datetime.timedelta | None = None,
         fallback: Callable[[Unpack[Ts]], Any] | None = None, fallback_after: int = 1,
+        breaker: CircuitBreaker | str | None = None, limit: str | None = None,
     ) -> Any:
         if name == CANCELLED_STEP:
             raise ValueError(f"the step name {CANCELLED_STEP!r} is reserved")
         options = _steps.StepOptions(retry or DEFAULT_STEP_RETRY, cost, positive_seconds("timeout", timeout),
                                      fallback, fallback_after)
         _steps.check_options(options)
+        spec = None if breaker is None else breaker_spec(breaker)
+        if limit is not None:
+            check_types(limit=(limit, str))
         self._cancellation_point()
         index, recorded = self._step(Run, name)
         if recorded is not None:
             return _steps.replayed(cast(Run, recorded), fn, fallback)
+        gate, fallback_gate = step_gates(self._gates, self._id, index, spec, limit, has_fallback=fallback is not None)
+        options = options._replace(gate=gate, fallback_gate=fallback_gate)
         self.steps_running += 1
         self._completions.reschedule()
         try:
@@ -465,7 +439,7 @@ class AttemptContext(Context):
         return _EPOCH + datetime.timedelta(milliseconds=ms)
 
     async def sleep(self, delay: float | datetime.timedelta) -> None:
-        ms = _delay_ms(delay)  # before claiming an index: a bad delay leaves no gap
+        ms = delay_ms(delay)  # before claiming an index: a bad delay leaves no gap
         self._cancellation_point()
         index, recorded = self._completable(Sleep, "")
         if recorded is None:
@@ -491,16 +465,16 @@ class AttemptContext(Context):
 
     def resolve_awakeable(self, id: str, value: Any) -> None:
         # Checked before claiming an index: a command that fails to encode would leave a gap.
-        _check_types(id=(id, str))
-        _check_identifier("awakeable ID", id)
-        raw = _json_encode(value)
+        check_types(id=(id, str))
+        check_identifier("awakeable ID", id)
+        raw = json_encode(value)
         index, recorded = self._step(CompleteAwakeable, "")
         if recorded is None:
             self._command(index, CompleteAwakeable(id=id, value=raw))
 
     def reject_awakeable(self, id: str, reason: str, *, code: int = 500) -> None:
-        _check_types(id=(id, str), reason=(reason, str), code=(code, int))
-        _check_identifier("awakeable ID", id)
+        check_types(id=(id, str), reason=(reason, str), code=(code, int))
+        check_identifier("awakeable ID", id)
         index, recorded = self._step(CompleteAwakeable, "")
         if recorded is None:
             failure = Failure(code=code, message=reason, terminal=True)
@@ -514,8 +488,8 @@ class AttemptContext(Context):
 
     def object_call(self, obj: Any, key: str, handler: HandlerRef, arg: Any = None, *,
                     type: Any = Any) -> EntryFuture[Any]:
-        _check_types(key=(key, str))
-        _check_identifier("object key", key)
+        check_types(key=(key, str))
+        check_identifier("object key", key)
         return self._call(call_target(obj, handler, keyed=True), key, arg, type)
 
     def service_send(self, service: Any, handler: HandlerRef, arg: Any = None, *,
@@ -524,16 +498,16 @@ class AttemptContext(Context):
 
     def object_send(self, obj: Any, key: str, handler: HandlerRef, arg: Any = None, *,
                     delay: float | datetime.timedelta | None = None) -> None:
-        _check_types(key=(key, str))
-        _check_identifier("object key", key)
+        check_types(key=(key, str))
+        check_identifier("object key", key)
         self._send(call_target(obj, handler, keyed=True), key, arg, delay)
 
     def _call(self, target: tuple[str, str], key: str | None, arg: Any, type: Any) -> EntryFuture[Any]:
         decoder = _steps.decoder_for(type)
-        raw = _encode_arg(arg)  # everything that can fail, before the index is claimed
+        raw = encode_arg(arg)  # everything that can fail, before the index is claimed
         service, handler = target
-        _check_identifier("service name", service)
-        _check_identifier("handler name", handler)
+        check_identifier("service name", service)
+        check_identifier("handler name", handler)
         index, recorded = self._completable(Call, f"{service}/{handler}")
         if recorded is None:
             self._command(index, Call(service=service, handler=handler, key=key, input=raw))
@@ -542,14 +516,14 @@ class AttemptContext(Context):
     def _send(self, target: tuple[str, str], key: str | None, arg: Any,
               delay: float | datetime.timedelta | None) -> None:
         # A past instant is now, as for ctx.sleep.
-        delay_ms = 0 if delay is None else max(0, _delay_ms(delay))
-        raw = _encode_arg(arg)
+        delay_in_ms = 0 if delay is None else max(0, delay_ms(delay))
+        raw = encode_arg(arg)
         service, handler = target
-        _check_identifier("service name", service)
-        _check_identifier("handler name", handler)
+        check_identifier("service name", service)
+        check_identifier("handler name", handler)
         index, recorded = self._step(Send, f"{service}/{handler}")
         if recorded is None:
-            self._command(index, Send(service=service, handler=handler, key=key, input=raw, delay_ms=delay_ms))
+            self._command(index, Send(service=service, handler=handler, key=key, input=raw, delay_ms=delay_in_ms))
 
     # --- determinism ---------------------------------------------------------------------------
 
@@ -567,7 +541,7 @@ class AttemptContext(Context):
         return uuid.UUID(int=self._random().getrandbits(128), version=4)
 
     def publish(self, event: Any, *, ephemeral: bool = False) -> None:
-        raw = _json_encode(event)  # before claiming an index: a failed encode leaves no gap
+        raw = json_encode(event)  # before claiming an index: a failed encode leaves no gap
         if not ephemeral:
             index, recorded = self._step(Publish, "")
             if recorded is None:

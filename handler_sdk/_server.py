@@ -22,11 +22,12 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ._definition import Definition, HandlerDef, _Definition
 from ._contexts import new_attempt
+from ._gates import Gates
 from ._invocation import AttemptContext
 from ._threads import DaemonExecutor
 from .protocol import (
-    PROTOCOL_VERSION, Ack, Cancel, Completion, Discovery, End, Failure, Heartbeat, Start, ToHandler,
-    ToSidecar, encoder, to_handler_decoder,
+    PROTOCOL_VERSION, Ack, Cancel, Completion, Discovery, End, Failure, Heartbeat, Leave, Revoke, Start,
+    ToHandler, ToSidecar, encoder, to_handler_decoder,
 )
 
 logger = logging.getLogger("handler_sdk")
@@ -88,6 +89,7 @@ class Connection:
         self._attempts: dict[str, AttemptContext] = {}
         self._out: deque[bytes] = deque()
         self._wakeup: asyncio.Future[None] | None = None
+        self._gates = Gates(self.send, wait_ms=table.suspend_after * 1000)
 
     def send(self, message: ToSidecar) -> None:
         """Queue one message; the writer task sends queued messages in order."""
@@ -168,6 +170,10 @@ class Connection:
                 attempt.on_completion(completion.index, completion.value, completion.failure)
         elif kind is Start:
             self._start(cast(Start, message))
+        elif kind is Leave:
+            self._gates.answered(cast(Leave, message))
+        elif kind is Revoke:
+            self._gates.revoked(cast(Revoke, message).breaker)
         elif kind is Cancel:
             if cast(Cancel, message).kill:  # abort: no more handler code runs
                 attempt = self._attempts.pop(message.invocation_id, None)
@@ -189,7 +195,7 @@ class Connection:
             return
         handler, service_kind = found
         attempt = new_attempt(start, handler, self.send, service_kind,
-                              suspend_after=self._table.suspend_after)
+                              suspend_after=self._table.suspend_after, gates=self._gates)
         self._attempts[start.invocation_id] = attempt
         task = asyncio.get_running_loop().create_task(attempt.execute())
         attempt.task = task

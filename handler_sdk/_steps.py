@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from ._gates import StepGate
 from ._spending import BUDGET_EXCEEDED, Cost, CostError, Spending, check_cost_option, checked_cost, cost_of_result, plus
 from .errors import BudgetExceeded, RetryableError, TerminalError
 from .options import RetryPolicy
@@ -113,6 +114,10 @@ class StepOptions(typing.NamedTuple):
     fallback: Callable[..., Any] | None = None
     #: Transient failures of ``fn`` after which ``fallback`` takes over.
     fallback_after: int = 1
+    #: What a try of ``fn`` asks the sidecar first (its circuit breaker, its limit group), and
+    #: what a try of ``fallback`` does (the limit group alone: the breaker guards ``fn``).
+    gate: StepGate | None = None
+    fallback_gate: StepGate | None = None
 
 
 class _Tries:
@@ -160,7 +165,8 @@ async def execute(
 
     Each try is bounded by ``options.timeout`` seconds: one that takes longer fails with a
     (retryable) ``TimeoutError``. Before each try the invocation's budget is checked against what
-    it spent, this step's failed tries included. Returns the entry to journal and, on success,
+    it spent, this step's failed tries included, and the step's gate is asked: a breaker open
+    for ``fn`` sends the try to the fallback at once. Returns the entry to journal and, on success,
     the value user code will see: the result decoded back from its JSON, exactly what a replay
     will return.
     """
@@ -171,15 +177,20 @@ async def execute(
     try:
         while True:
             use_fallback = options.fallback is not None and tries.count >= options.fallback_after
-            variant = "fallback" if use_fallback else "primary"
-            call = options.fallback if use_fallback and options.fallback is not None else fn
             refusal = spending.refusal(tries.cost or 0.0)
             if refusal is not None:
+                variant = "fallback" if use_fallback else "primary"
                 return tries.entry(name, variant, failure=Failure(code=refusal.code, message=refusal.message)), None
+            gate = await _admitted(options, use_fallback)
+            use_fallback = options.fallback is not None and (use_fallback or gate is not options.gate)
+            variant = "fallback" if use_fallback else "primary"
+            call = options.fallback if use_fallback and options.fallback is not None else fn
             info = step_fn(call)
             tries.count += 1
             try:
                 result = await _call(name, call, args, info.is_async, options.timeout)
+                if gate is not None:
+                    gate.succeeded()
                 raw = _json_encode(result)
                 value = info.decoder.decode(raw)
                 tries.spend(cost_of_result(options.cost, result))
@@ -188,9 +199,13 @@ async def execute(
                 failure = Failure(code=500, message=f"step {name!r}: {exc}")
                 return tries.entry(name, variant, failure=failure), None
             except TerminalError as exc:
+                if gate is not None:
+                    gate.succeeded()  # the dependency answered
                 tries.spend(_failed_try_cost(exc))
                 return tries.entry(name, variant, failure=Failure(code=exc.code, message=exc.message)), None
             except Exception as exc:
+                if gate is not None:
+                    gate.failed()
                 outcome = _after_failure(name, exc, policy, tries, invocation_id)
                 if isinstance(outcome, Failure):
                     return tries.entry(name, variant, failure=outcome), None
@@ -199,6 +214,18 @@ async def execute(
         return tries.entry(name, variant, failure=Failure(code=500, message=f"step {name!r}: {exc}")), None
     finally:
         current_step.reset(token)
+
+
+async def _admitted(options: StepOptions, use_fallback: bool) -> StepGate | None:
+    """Ask leave for the next try: the gate it runs under (``options.gate`` for ``fn``; the
+    fallback's, when it is the fallback's turn or the breaker is open for ``fn``)."""
+    if not use_fallback and options.gate is not None:
+        if await options.gate.admit():
+            return options.gate
+        # Open, and the step has a fallback (without one the sidecar ends the attempt instead).
+    if options.fallback_gate is not None:
+        await options.fallback_gate.admit()
+    return options.fallback_gate
 
 
 def _after_failure(name: str, exc: Exception, policy: RetryPolicy, tries: _Tries,

@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, Unpack, overload
 
+from .breakers import CircuitBreaker
 from .options import RetryPolicy
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Context(ABC):
         retry: RetryPolicy | None = None, cost: float | Callable[[T], float] | None = None,
         timeout: Seconds | None = None,
         fallback: Callable[[Unpack[Ts]], Awaitable[T]] | None = None, fallback_after: int = 1,
+        breaker: CircuitBreaker | str | None = None, limit: str | None = None,
     ) -> T: ...
 
     @overload
@@ -71,6 +73,7 @@ class Context(ABC):
         retry: RetryPolicy | None = None, cost: float | Callable[[T], float] | None = None,
         timeout: Seconds | None = None,
         fallback: Callable[[Unpack[Ts]], T] | None = None, fallback_after: int = 1,
+        breaker: CircuitBreaker | str | None = None, limit: str | None = None,
     ) -> T: ...
 
     @abstractmethod
@@ -79,6 +82,7 @@ class Context(ABC):
         retry: RetryPolicy | None = None, cost: float | Callable[[Any], float] | None = None,
         timeout: Seconds | None = None,
         fallback: Callable[[Unpack[Ts]], Any] | None = None, fallback_after: int = 1,
+        breaker: CircuitBreaker | str | None = None, limit: str | None = None,
     ) -> Any:
         """Run ``fn(*args)`` as a named, journaled step, at most once per invocation.
 
@@ -106,6 +110,15 @@ class Context(ABC):
         cannot be: Python cannot kill a thread, so the step stops waiting for it and its thread
         runs on to the end in the background (its result is dropped). Make such functions honour
         a deadline of their own (a socket timeout) so that timed-out tries do not pile up.
+
+        ``breaker`` (a ``CircuitBreaker`` or its name) shares a circuit breaker with every step that
+        names it: while it is open the function is not run: a step with a ``fallback`` runs that
+        at once, one without backs its invocation off until the breaker lets a trial through
+        (only tries of ``fn`` count for the breaker, never the fallback's). ``limit`` puts the step in a sidecar-wide limit group
+        (``[limits.NAME]`` in the sidecar's configuration): it waits for one of the group's slots
+        before its first try, journaling nothing meanwhile (past ``suspend_after`` its attempt
+        is freed and the invocation waits without one), and holds it until it ends. A group the
+        sidecar does not have fails the step (``TerminalError``, 400).
         """
 
     @abstractmethod

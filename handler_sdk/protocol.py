@@ -269,7 +269,30 @@ class Cancel(_ToHandler, frozen=True):
     kill: bool = False
 
 
-ToHandler = Union[Start, Ack, Completion, Cancel]
+class Leave(_ToHandler, frozen=True):
+    """The answer to an ``AskLeave`` for the step at ``index``. ``granted``: run this try (a
+    step of a limit group holds its slot until its ``Run`` entry).
+    ``lease``: the breaker is closed, and later steps over this link that name it need not ask
+    until a ``Revoke``. Refused (only to a step that has a fallback; one without is backed off
+    by the sidecar): the breaker is open until ``open_until_ms``."""
+
+    index: int
+    granted: bool = True
+    lease: bool = False
+    open_until_ms: int = 0
+    #: The step fails with this (terminal) instead of running: it names no limit group the
+    #: sidecar has.
+    failure: Failure | None = None
+
+
+class Revoke(_ToHandler, frozen=True):
+    """The link's lease on breaker ``breaker`` is withdrawn (it opened): steps naming it ask again.
+    Link-wide: ``invocation_id`` is empty. Sent only over links that asked for a lease."""
+
+    breaker: str
+
+
+ToHandler = Union[Start, Ack, Completion, Cancel, Leave, Revoke]
 
 
 # --- handler -> sidecar -----------------------------------------------------------------------
@@ -322,7 +345,37 @@ class Event(_ToSidecar, frozen=True):
     event: bytes
 
 
-ToSidecar = Union[Command, Heartbeat, Suspend, Pause, End, Event]
+class BreakerSpec(msgspec.Struct, frozen=True):
+    """A circuit breaker as its handler declares it (the latest declaration seen wins)."""
+
+    name: str
+    failure_threshold: int = 5
+    cool_down_ms: int = 30_000
+
+
+class AskLeave(_ToSidecar, frozen=True):
+    """May a try of the step at ``index`` run now? Sent before a try of a step that names a
+    ``breaker`` this link holds no lease on, or a ``limit`` group; answered with ``Leave`` (or,
+    for a breaker that is open and a step without ``fallback``, by backing the invocation off).
+    ``wait_ms``: how long the handler will wait for a limit's slot before the sidecar should
+    free the attempt (its ``suspend_after``)."""
+
+    index: int
+    breaker: BreakerSpec | None = None
+    fallback: bool = False
+    limit: str | None = None
+    wait_ms: int = 1000
+
+
+class StepReport(_ToSidecar, frozen=True):
+    """A try of a step that names ``breaker`` ended: ``failed`` (a transient failure) or it
+    succeeded (a terminal failure counts as an answer: the dependency is up). Never answered."""
+
+    breaker: BreakerSpec
+    failed: bool
+
+
+ToSidecar = Union[Command, Heartbeat, Suspend, Pause, End, Event, AskLeave, StepReport]
 
 
 # --- one encoder and one decoder per direction, built once ------------------------------------

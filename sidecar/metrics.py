@@ -56,6 +56,24 @@ class Metrics:
             "sidecar_state_edits_waiting", "Operators' state edits waiting for their key (held by an exclusive "
             "invocation).", multiprocess_mode="livesum", registry=registry)
 
+        self.breaker_open = Gauge(
+            "sidecar_breaker_open", "1 while a circuit breaker is open or half-open, 0 while it is closed.",
+            ["name"], multiprocess_mode="livesum", registry=registry)
+
+        self.limit_in_use = Gauge(
+            "sidecar_limit_slots_in_use", "Steps of a limit group holding a slot (running, or granted to a parked "
+            "invocation).", ["name"], multiprocess_mode="livesum", registry=registry)
+        self.limit_waiting = Gauge(
+            "sidecar_limit_waiting", "Steps waiting in a limit group's line for a slot.", ["name"],
+            multiprocess_mode="livesum", registry=registry)
+
+    def set_limit_counts(self, name: str, in_use: int, waiting: int) -> None:
+        self.limit_in_use.labels(name).set(in_use)
+        self.limit_waiting.labels(name).set(waiting)
+
+    def set_breaker_open(self, name: str, is_open: bool) -> None:
+        self.breaker_open.labels(name).set(1 if is_open else 0)
+
     def exposition(self) -> bytes:
         if self._shared:
             registry = CollectorRegistry()

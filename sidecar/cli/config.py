@@ -16,6 +16,7 @@ import msgspec
 from handler_sdk.logs import FORMATS, LEVELS
 
 from ..ids import MAX_PARTITIONS
+from .limits import LimitConfig, limit_problem, parse_limit_flag
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -59,6 +60,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_level: str = "info"
     #: "text" for people; "json": one object per line, with the invocation ID as a field.
     log_format: str = "text"
+    #: Sidecar-wide groups of steps (``ctx.run(..., limit=NAME)``): ``[limits.NAME]`` in TOML.
+    limits: dict[str, LimitConfig] = {}
 
 
 class ConfigError(ValueError):
@@ -74,7 +77,13 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
         raw = environ.get(ENV_PREFIX + field.upper())
         if raw is None:
             continue
-        values[field] = raw.split(",") if field == "register" else raw
+        if field == "limits":  # as --limit, groups separated by ";"
+            try:
+                values[field] = dict(parse_limit_flag(group) for group in raw.split(";") if group.strip())
+            except ValueError as exc:
+                raise ConfigError(f"invalid setting: {ENV_PREFIX}LIMITS: {exc}") from None
+        else:
+            values[field] = raw.split(",") if field == "register" else raw
     return values
 
 
@@ -89,8 +98,11 @@ def load_settings(
             merged.update(tomllib.loads(Path(config_file).read_text()))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
-    merged.update(_from_env(dict(os.environ) if environ is None else environ))
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None and v != ()})
+    for source in (_from_env(dict(os.environ) if environ is None else environ),
+                   {k: v for k, v in (overrides or {}).items() if v is not None and v != ()}):
+        if "limits" in source:  # a group replaces the one of the same name, not all of them
+            source["limits"] = {**(merged.get("limits") or {}), **source["limits"]}
+        merged.update(source)
     try:
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -109,6 +121,9 @@ def load_settings(
         raise ConfigError(f"invalid setting: log_format must be one of {', '.join(FORMATS)}, not {settings.log_format!r}")
     for name in ("ingress", "admin"):
         parse_address(getattr(settings, name), name)
+    for name, limit in settings.limits.items():
+        if (problem := limit_problem(name, limit)) is not None:
+            raise ConfigError(f"invalid setting: {problem}")
     return settings
 
 

@@ -29,7 +29,9 @@ from .client import (
     ConfigFailure, admin_api, compact, decode, echo_json, echo_table, ingress_api, json_argument, json_option,
     raise_for_status, request,
 )
+from .breakers import breakers
 from .costs import costs
+from .limits import parse_limit_flag
 from .state import awakeable, state
 
 _DEFAULTS = Settings()
@@ -86,12 +88,16 @@ def main(ingress: str, admin: str) -> None:
 @click.option("--log-level", type=click.Choice(LEVELS), help=f"The least important log lines written [{_DEFAULTS.log_level}].")
 @click.option("--log-format", type=click.Choice(FORMATS),
               help=f"text, or json: one object per line [{_DEFAULTS.log_format}].")
+@click.option("--limit", "limits", multiple=True, metavar="NAME=concurrency:N,rate:COUNT/PERIOD",
+              help="A sidecar-wide group of steps (ctx.run(..., limit=NAME)), e.g. anthropic=concurrency:8,rate:60/min "
+                   "(repeatable; wins over the config file's group of that name).")
 @click.pass_context
 def serve(
     ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
     admin: str | None, register: tuple[str, ...], durability: str | None,
     inactivity_timeout: float | None, retention: float | None, workers: int | None,
     max_queue_per_key: int | None, max_invocations: int | None, log_level: str | None, log_format: str | None,
+    limits: tuple[str, ...],
 ) -> None:
     """Run the sidecar until SIGINT or SIGTERM."""
     # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
@@ -101,12 +107,16 @@ def serve(
     if admin is None and root.get_parameter_source("admin") is ParameterSource.COMMANDLINE:
         admin = root.params["admin"]
     try:
+        groups = dict(parse_limit_flag(text) for text in limits)
+    except ValueError as exc:
+        raise ConfigFailure(f"invalid setting: {exc}") from None
+    try:
         settings = load_settings(config_file=config_file, overrides={
             "data_dir": data_dir, "ingress": ingress, "admin": admin,
             "register": list(register) or None, "durability": durability,
             "inactivity_timeout_s": inactivity_timeout, "retention_s": retention, "workers": workers,
             "max_queue_per_key": max_queue_per_key, "max_invocations": max_invocations,
-            "log_level": log_level, "log_format": log_format,
+            "log_level": log_level, "log_format": log_format, "limits": groups or None,
         })
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None
@@ -384,6 +394,7 @@ def purge_invocation(ctx: click.Context, invocation_id: str) -> None:
 
 
 main.add_command(costs)
+main.add_command(breakers)
 main.add_command(state)
 main.add_command(awakeable)
 

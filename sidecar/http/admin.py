@@ -1,4 +1,4 @@
-"""Admin API (DESIGN §4): deployments, services, invocations, costs, state, health."""
+"""Admin API (DESIGN §4): deployments, services, invocations, costs, breakers, state, health."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..clock import iso_ms
 from ..cli.config import Settings
 from ..durations import parse_duration
 from ..ids import partition_of_id
+from .breakers import BreakerRoutes
 from .costs import journal_cost, parse_costs_query, sum_costs
 from .listing import LiveRecords, cursor_of, list_page, parse_query
 from ..process.mesh import Mesh, MeshError
@@ -159,6 +160,8 @@ class Admin:
         r.add_post("/invocations/{id}/{action:kill|cancel|pause|resume|restart}", self._routed)
         r.add_delete("/invocations/{id}", self._routed)
         r.add_get("/costs", self.costs)
+        assert self._invoker.board is not None, "the admin API runs in worker 0, which holds the breakers"
+        BreakerRoutes(self._invoker.board).add_to(r)
         r.add_get("/state/{object}/{key}", self._state_routed)
         r.add_put("/state/{object}/{key}/{name}", self._state_routed)
         r.add_delete("/state/{object}/{key}/{name}", self._state_routed)

@@ -6,6 +6,8 @@ narrow interfaces of the parts it needs (``typing.Protocol`` where it calls back
 - ``table``: the live invocations, key locks, idempotency slots in flight, inbox clock;
 - ``lifecycle``: one invocation's life, from ``submit`` to the hand-over of its key (read it first);
 - ``frames``: what each frame an attempt sends does;
+- ``gates``, ``slots``: a step's leave to run (circuit breakers and limit groups, whose ``board``
+  and ``limits`` worker 0 holds);
 - ``waits``, ``calls``, ``promises``, ``resolutions``: what completes a journal entry;
 - ``operations``: kill, cancel, pause, resume, restart, purge;
 - ``queries``: outcomes, reasons, event pages;
@@ -29,11 +31,14 @@ from ..process.partitions import PartitionMap
 from ..transport.registry import Registry
 from ..store import InvocationRecord, Store, StoreError
 from .background import Background
+from .breakers import BreakerBoard
 from .calls import Calls
 from .deployment_links import DeploymentLinks, LinkSource
 from .events import EventStreams
 from .factory import RecordFactory
 from .frames import FrameHandler
+from .gates import BreakerOwner, Gates, RemoteBreakers, RemoteLimits
+from .limits import Holder, LimitBoard
 from .housekeeping import Housekeeping
 from .lifecycle import Lifecycle
 from .live import Attempt
@@ -43,6 +48,7 @@ from .promises import Promises
 from .queries import InvocationQueries
 from .recovery import recover
 from .resolutions import Resolutions
+from .slots import LimitOwner, Slots
 from .state_edits import StateEdits
 from .state_in_flight import StateInFlight
 from .table import InvocationTable
@@ -56,6 +62,7 @@ class Invoker:
     ) -> None:
         self._store = store
         self._partitions = partitions
+        self._peers = peers
         self._background = Background()
         self.table = InvocationTable(store)
         self.events = EventStreams()
@@ -74,9 +81,23 @@ class Invoker:
                                        background=self._background)
         self.calls = Calls(store=store, registry=registry, partitions=partitions, table=self.table, factory=factory,
                            creation=self.lifecycle, completer=self.waits, background=self._background, peers=peers)
+        #: The circuit breakers' state and the limit groups' slots, held by worker 0 (None in the
+        #: others, which ask it).
+        self.board: BreakerBoard | None = None
+        self.limits: LimitBoard | None = None
+        breakers: BreakerOwner
+        limits: LimitOwner
+        if peers is None or partitions.index == 0:
+            breakers = self.board = BreakerBoard(metrics.set_breaker_open, self._breaker_opened)
+            limits = self.limits = LimitBoard(settings.limits, self._slot_granted, metrics.set_limit_counts)
+        else:
+            breakers, limits = RemoteBreakers(peers), RemoteLimits(peers)
+        self.slots = Slots(owner=limits, worker=partitions.index, steering=self.lifecycle, background=self._background)
+        self.gates = Gates(breakers=breakers, slots=self.slots, backoff=self.lifecycle, background=self._background)
         self.frames = FrameHandler(
             store=store, outcomes=self.lifecycle, calls=self.calls, promises=self.promises, waits=self.waits,
-            resolutions=self.resolutions, events=self.events, state_in_flight=state_in_flight, metrics=metrics)
+            resolutions=self.resolutions, events=self.events, state_in_flight=state_in_flight, metrics=metrics,
+            gates=self.gates)
         self.operations = OperatorActions(
             store=store, table=self.table, steering=self.lifecycle, registry=registry, factory=factory,
             promises=self.promises, partitions=partitions, peers=peers, background=self._background)
@@ -87,6 +108,17 @@ class Invoker:
 
     def _on_frame(self, attempt: Attempt, message: ToSidecar) -> None:
         self.frames.on_message(attempt, message)
+
+    def _breaker_opened(self, name: str, epoch: int) -> None:
+        self.gates.revoke(name, epoch)
+        if self._peers is not None:
+            self._peers.revoke_leases(name, epoch)
+
+    def _slot_granted(self, holder: Holder) -> None:
+        if holder.worker == self._partitions.index:
+            self.slots.granted(holder)
+        elif self._peers is not None:
+            self._peers.grant_slot(holder)
 
     def _on_end(self, record: InvocationRecord) -> None:
         self.calls.child_finished(record)

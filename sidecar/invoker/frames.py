@@ -14,7 +14,7 @@ from functools import partial
 from typing import Protocol
 
 from handler_sdk.protocol import (
-    ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
+    ACKED_KINDS, AskLeave, StepReport, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
     End, Entry, Event, Failure, GetPromise, Input, Output, Pause, PeekPromise, Publish, Run, Send, SetState, Sleep,
     Suspend,
     ToSidecar,
@@ -28,6 +28,7 @@ from ..store.records import ResolutionSpec
 from .calls import Calls
 from .commits import recheck_if_cancelled
 from .events import EventStreams, Place
+from .gates import Gates, spec_problem
 from .identifiers import entry_identifier_problem
 from .live import Attempt, Live
 from .promises import Promises
@@ -89,6 +90,7 @@ class FrameHandler:
     def __init__(
         self, *, store: Store, outcomes: AttemptOutcomes, calls: Calls, promises: Promises, waits: DurableWaits,
         resolutions: Resolutions, events: EventStreams, state_in_flight: StateInFlight, metrics: Metrics,
+        gates: Gates,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -99,6 +101,7 @@ class FrameHandler:
         self._resolutions = resolutions
         self._events = events
         self._state_in_flight = state_in_flight
+        self._gates = gates
 
     def on_message(self, attempt: Attempt, message: ToSidecar) -> None:
         kind = type(message)
@@ -113,6 +116,17 @@ class FrameHandler:
         elif kind is Event:
             event: Event = message  # type: ignore[assignment]
             self._events.ephemeral(attempt.live.record.id, Place(event.after, event.seq), event.event)
+        elif kind is StepReport or kind is AskLeave:
+            self._gate(attempt, message)  # type: ignore[arg-type]
+
+    def _gate(self, attempt: Attempt, message: AskLeave | StepReport) -> None:
+        spec = message.breaker
+        if spec is not None and (problem := spec_problem(spec)) is not None:
+            return self._violation(attempt, problem)
+        if isinstance(message, StepReport):
+            self._gates.reported(message)
+        else:
+            self._gates.asked(attempt, message)
 
     def _append(self, attempt: Attempt, command: Command) -> None:
         live = attempt.live
@@ -143,6 +157,8 @@ class FrameHandler:
         changes.append_entry(live.record, command.index, entry)
         if kind in COMPLETABLE_KINDS:
             self._waits.journaled(live, command.index, entry, changes)
+        if kind is Run:
+            self._gates.journaled(attempt, command.index)
         if kind in ACKED_KINDS:  # the handler is blocked until this is durable: no detour
             written = self._store.submit(changes, partial(self._durable, attempt, command.index, entry))
         else:

@@ -322,6 +322,17 @@ class Lifecycle:
         delay = policy.delay_s(record.failures)
         log.warning("%s attempt %d failed: %s; backing off %.3f s", record.id, record.attempts, reason, delay,
                     extra=about)
+        self.back_off(live, reason, delay)
+
+    def back_off(self, live: Live, reason: str, delay: float) -> None:
+        """Try ``live`` again ``delay`` seconds from now (its attempt is over), with ``reason``
+        shown meanwhile; counts no failure (``retry_later`` does, then comes here)."""
+        if self.closing:
+            return
+        record = live.record
+        live.journal = None  # the next attempt reads the committed journal
+        record.last_error = reason
+        record.modified_ms = now_ms()
         record.status = "backing-off"
         record.next_retry_ms = record.modified_ms + int(delay * 1000)
         # Retry only once this record is durable: by then every entry of the failed attempt is too.

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from handler_sdk.protocol import Ack, Cancel, Entry, Failure, ToSidecar, encoder
 
 from ..transport.links import Carrier
 from ..store import InvocationRecord
 
-if TYPE_CHECKING:
-    from .reachability import Waiting
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
 
 
 class AttemptSink(Protocol):
@@ -41,8 +43,9 @@ class Live:
         self.journal = journal
         self.waiters: list[asyncio.Future[InvocationRecord]] = []
         self.attempt: Attempt | None = None
-        #: What starts its next try: a timer, or its place among those waiting on its deployment.
-        self.retry_handle: asyncio.TimerHandle | Waiting | None = None
+        #: What starts its next try: a timer, its place among those waiting on its deployment, or
+        #: in a limit group's line.
+        self.retry_handle: Cancellable | None = None
         self.holds_key = False
 
     @property
@@ -57,7 +60,7 @@ class Live:
 class Attempt:
     """One try of one invocation over one link. Once ``over``, its late frames are ignored."""
 
-    __slots__ = ("_sink", "live", "link", "last_activity", "inactivity_timeout_s", "over")
+    __slots__ = ("_sink", "live", "link", "last_activity", "inactivity_timeout_s", "over", "_on_over")
 
     def __init__(self, sink: AttemptSink, live: Live, link: Carrier, inactivity_timeout_s: float) -> None:
         self._sink = sink
@@ -66,7 +69,14 @@ class Attempt:
         self.inactivity_timeout_s = inactivity_timeout_s
         self.last_activity = time.monotonic()
         self.over = False
+        self._on_over: list[Callable[[], None]] | None = None
         link.sessions[live.record.id] = self
+
+    def when_over(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this attempt is over, however it ends (a slot it holds is freed)."""
+        if self._on_over is None:
+            self._on_over = []
+        self._on_over.append(callback)
 
     def on_message(self, message: ToSidecar) -> None:
         if self.over:
@@ -96,3 +106,6 @@ class Attempt:
             self.link.send(encoder.encode(Cancel(self.live.record.id, kill=True)))
         if self.live.attempt is self:
             self.live.attempt = None
+        callbacks, self._on_over = self._on_over, None
+        for callback in callbacks or ():
+            callback()

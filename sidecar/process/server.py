@@ -26,7 +26,7 @@ from ..http.ingress import Ingress
 from ..invoker import Invoker
 from ..http.log_limits import limit_server_log
 from .mesh import Mesh
-from .peers import MeshPeers, serve_calls
+from .peers import MeshPeers, serve_breakers, serve_calls, serve_limits
 from ..metrics import Metrics
 from .partitions import PartitionMap
 from ..transport.registry import Registry, RegistrationError
@@ -114,6 +114,8 @@ async def running(
         ingress = Ingress(invoker, registry, settings, partitions, mesh)
         if mesh is not None:
             serve_calls(mesh, invoker.calls)
+            serve_breakers(mesh, invoker.gates, invoker.board)
+            serve_limits(mesh, invoker.slots, invoker.limits)
             await mesh.start()
             stack.push_async_callback(mesh.close)
         invoker.start()

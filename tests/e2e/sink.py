@@ -5,21 +5,26 @@ tell "ran once" from "ran twice" no matter what the handler or sidecar believe.
 ``POST /incr/{name}`` is a plain counter (how many times did the handler try?).
 ``POST /acked`` says "the handler saw this key's step acknowledged": any delivery of that key
 after it is a step that ran again although its result was durable, and is listed as a violation.
-``POST /enter/{key}`` and ``/exit/{key}`` record overlapping executions per key.
+``POST /enter/{key}`` and ``/exit/{key}`` record overlapping executions per key, and the most
+inside at once (``peaks``).
 ``POST /vendor/{name}`` is a paid API that can be told to fail its first calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections import Counter
 
 from aiohttp import web
 
 EFFECTS: web.AppKey[Counter[str]] = web.AppKey("effects", Counter)
 COUNTERS: web.AppKey[Counter[str]] = web.AppKey("counters", Counter)
+#: When each ``/incr/{name}`` came (epoch ms), per name.
+TIMES: web.AppKey[dict[str, list[float]]] = web.AppKey("times", dict)
 INSIDE: web.AppKey[Counter[str]] = web.AppKey("inside", Counter)
 OVERLAPS: web.AppKey[list[str]] = web.AppKey("overlaps", list)
+PEAKS: web.AppKey[Counter[str]] = web.AppKey("peaks", Counter)
 ACKED: web.AppKey[set[str]] = web.AppKey("acked", set)
 VIOLATIONS: web.AppKey[list[str]] = web.AppKey("violations", list)
 NOTES: web.AppKey[dict[str, str]] = web.AppKey("notes", dict)
@@ -43,12 +48,14 @@ async def acked(request: web.Request) -> web.Response:
 async def incr(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     request.app[COUNTERS][name] += 1
+    request.app[TIMES].setdefault(name, []).append(time.time() * 1000)
     return web.json_response(request.app[COUNTERS][name])
 
 
 async def enter(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     request.app[INSIDE][key] += 1
+    request.app[PEAKS][key] = max(request.app[PEAKS][key], request.app[INSIDE][key])
     if request.app[INSIDE][key] > 1:
         request.app[OVERLAPS].append(key)
     return web.json_response(True)
@@ -88,6 +95,7 @@ async def counts(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     app = request.app
     return web.json_response({"counters": dict(app[COUNTERS]), "overlaps": app[OVERLAPS], "violations": app[VIOLATIONS],
+                              "peaks": dict(app[PEAKS]), "times": app[TIMES],
                               "inside": {k: v for k, v in app[INSIDE].items() if v}})
 
 
@@ -95,8 +103,10 @@ def make_app() -> web.Application:
     app = web.Application()
     app[EFFECTS] = Counter()
     app[COUNTERS] = Counter()
+    app[TIMES] = {}
     app[INSIDE] = Counter()
     app[OVERLAPS] = []
+    app[PEAKS] = Counter()
     app[ACKED] = set()
     app[VIOLATIONS] = []
     app[NOTES] = {}

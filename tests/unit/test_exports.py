@@ -24,6 +24,7 @@ def test_exported_names_are_pinned() -> None:
         "BudgetExceeded",
         "raise_for_status",
         "RetryPolicy",
+        "CircuitBreaker",
         "serve",
         "app",
     ]

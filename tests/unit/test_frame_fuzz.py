@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from handler_sdk import Context, Service
 from handler_sdk.protocol import (
+    AskLeave, BreakerSpec, StepReport,
     Awakeable, Call, ClearAllState, Command, CompleteAwakeable, CompletePromise, End, Event, Failure, GetPromise,
     GetState, Heartbeat, Input, Now, Output, Pause, PeekPromise, Publish, Run, Send, SetState, Sleep, Suspend,
 )
@@ -53,6 +54,7 @@ _entries = st.one_of(
     st.builds(GetPromise, name=_names), st.builds(PeekPromise, name=_names),
     st.builds(CompletePromise, name=_names, value=st.none() | _bytes), st.builds(Publish, event=_bytes),
 )
+_breakers = st.builds(BreakerSpec, name=_names | st.text(max_size=5), failure_threshold=_ints, cool_down_ms=_ints)
 _frames = st.lists(st.one_of(
     # Mostly at the next index (-1 here), where an entry gets past the index check.
     st.builds(lambda index, entry: Command("", index=index, entry=entry),
@@ -63,6 +65,10 @@ _frames = st.lists(st.one_of(
     st.builds(lambda after, seq, event: Event("", after=after, seq=seq, event=event), _ints, _ints, _bytes),
     st.just(Heartbeat("")),
     st.builds(lambda reason: Pause("", reason=reason), st.text(max_size=20)),
+    st.builds(lambda index, spec, fallback, limit, wait: AskLeave("", index=index, breaker=spec, fallback=fallback,
+                                                                  limit=limit, wait_ms=wait),
+              _ints, st.none() | _breakers, st.booleans(), st.none() | _names, _ints),
+    st.builds(lambda spec, failed: StepReport("", breaker=spec, failed=failed), _breakers, st.booleans()),
 ), min_size=1, max_size=4)
 
 
