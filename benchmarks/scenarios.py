@@ -7,6 +7,7 @@
 - ``Steps.run`` journals three sequential ``ctx.run`` steps with the same trivial async functions
   the baseline awaits directly (``benchmarks.logic``), so the difference is the cost of three
   durable checkpoints (each one acknowledged by the sidecar before the next step starts).
+- ``Steps.guarded`` is ``Steps.run`` with a circuit breaker named on every step.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from examples.counter import counter
-from handler_sdk import Context, Service, serve
+from handler_sdk import CircuitBreaker, Context, Service, serve
 
 from benchmarks import logic
 
@@ -26,6 +27,19 @@ async def run(ctx: Context, n: int) -> int:
     x = n
     for name, fn in logic.STEPS:
         x = await ctx.run(name, fn, x)
+    return x
+
+
+#: Closed throughout (the steps never fail): what a breaker costs a step that it lets through.
+BENCH_BREAKER = CircuitBreaker("bench", failure_threshold=5, cool_down=30.0)
+
+
+@steps.handler()
+async def guarded(ctx: Context, n: int) -> int:
+    """``run`` with every step naming a circuit breaker (``benchmarks.breaker`` compares the two)."""
+    x = n
+    for name, fn in logic.STEPS:
+        x = await ctx.run(name, fn, x, breaker=BENCH_BREAKER)
     return x
 
 

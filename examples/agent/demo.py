@@ -40,7 +40,7 @@ class Settings:
 
 
 SHORT = Settings(runs=2, kills=4, outage_s=4.0, seed=7)
-LONG = Settings(runs=5, kills=14, outage_s=25.0, seed=11, unapproved={"order-5"}, deadline_s=20.0)
+LONG = Settings(runs=5, kills=14, outage_s=10.0, seed=11, unapproved={"order-5"}, deadline_s=20.0)
 
 
 @dataclass
@@ -234,8 +234,14 @@ class Demo:
         by_step = costs["by_step"]
         llm = {name: cost for name, cost in by_step.items() if name == "plan" or name.startswith(("think", "summ"))}
         fallbacks = sum(1 for d in details.values() for e in d["journal"] if e.get("variant") == "fallback")
-        print(f"outage: {calls.get('premium', 0)} premium calls, {calls.get('cheap', 0)} cheap ones; {fallbacks} "
-              f"LLM steps answered by the fallback model; LLM steps cost {sum(llm.values()):.4f} in all")
+        status, breakers = await self._request("GET", f"{self.admin}/breakers")
+        premium = [b for b in breakers.get("breakers", []) if b["name"] == "premium"] if status == 200 else []
+        print(f"outage: {fallbacks} LLM steps answered by the cheap model; {world['while_down']} calls reached "
+              f"the premium model while it was down, where a fallback alone would have made at least "
+              f"{2 * fallbacks} (two failures before each fallback): the breaker (now "
+              f"{premium[0]['state'] if premium else 'closed'}) sent the rest to the cheap model at once; "
+              f"{calls.get('premium', 0)} premium calls and {calls.get('cheap', 0)} cheap ones in all; LLM steps "
+              f"cost {sum(llm.values()):.4f}")
         print(f"stream: the client got {self.tally.tokens} summary tokens and {len(self.tally.milestones)} "
               f"milestones of order-1")
         if self.tally.tokens == 0:

@@ -45,6 +45,8 @@ class World:
     calls: dict[str, int] = field(default_factory=dict)  # every request, per vendor
     replayed: dict[str, int] = field(default_factory=dict)  # repeats of a key, per vendor
     billed: float = 0.0
+    #: Calls that reached a model while it was down.
+    while_down: int = 0
     down: set[str] = field(default_factory=set)
     crm: dict[str, dict[str, Any]] = field(default_factory=dict)
     emails: list[dict[str, Any]] = field(default_factory=list)
@@ -96,6 +98,7 @@ def model(name: str) -> Act:
         prompt = msgspec.json.decode(await request.read(), type=Prompt).prompt
         await asyncio.sleep(world.rng.uniform(0.02, 0.08))  # a model takes its time
         if name in world.down or (name == "premium" and world.rng.random() < world.flakiness):
+            world.while_down += name in world.down
             world.billed += failed_price
             return web.json_response({"message": f"{name} is overloaded"}, status=503)
         world.billed += price
@@ -140,6 +143,7 @@ async def stats(request: web.Request) -> web.Response:
     world = request.app[WORLD]
     return web.json_response({
         "calls": world.calls, "replayed": world.replayed, "billed": round(world.billed, 6),
+        "while_down": world.while_down,
         "crm": world.crm, "emails": world.emails, "invoices": world.invoices,
     })
 

@@ -7,8 +7,9 @@ a handler or sidecar killed at any moment resumes at the step it was in, and eve
 carries the step's idempotency key, so a step cut by a kill and run again does nothing twice.
 
 The premium model is flaky and bills per call, failed calls too: each LLM step is retried a few
-times within ``max_elapsed``, falls back to the cheap model after two transient failures, and
-counts what it cost against the run's budget.
+times within ``max_elapsed``, falls back to the cheap model after two transient failures (or at
+once while the premium model's circuit breaker is open, shared by all runs), and counts what it
+cost against the run's budget.
 
     .venv/bin/python -m examples.agent.vendors --port 9090 &
     .venv/bin/python -m handler_sdk examples.agent.workflow:agent --port 9083 &
@@ -32,7 +33,9 @@ from datetime import timedelta
 import aiohttp
 import msgspec
 
-from handler_sdk import Context, RetryPolicy, Workflow, WorkflowContext, WorkflowSharedContext, raise_for_status
+from handler_sdk import (
+    CircuitBreaker, Context, RetryPolicy, Workflow, WorkflowContext, WorkflowSharedContext, raise_for_status,
+)
 
 VENDORS = os.environ.get("VENDORS_URL", "http://127.0.0.1:9090")
 RESEARCH_ROUNDS = 16
@@ -98,14 +101,19 @@ async def cheap(ctx: Context, prompt: str, stream: bool = False) -> Answer:
     return await _ask(ctx, "cheap", prompt, stream)
 
 
+#: Shared by every run and every handler process: five failures in a row and, for 5 s, LLM steps go
+#: straight to the cheap model without calling (or paying) the premium one.
+PREMIUM = CircuitBreaker("premium", failure_threshold=5, cool_down=5.0)
+
 #: Patient with a flaky model, not with an outage: at most 6 tries within 30 s.
 LLM_RETRY = RetryPolicy(max_attempts=6, initial_interval=0.2, max_interval=2.0, max_elapsed=30.0)
 
 
 async def think(ctx: WorkflowContext, name: str, prompt: str, stream: bool = False) -> Answer:
-    """One LLM step: the premium model, the cheap one after two transient failures."""
+    """One LLM step: the premium model, the cheap one after two transient failures of it, or at
+    once while the premium model's breaker is open."""
     answer: Answer = await ctx.run(name, premium, ctx, prompt, stream, retry=LLM_RETRY,
-                                   cost=lambda a: a.usage_usd, fallback=cheap, fallback_after=2)
+                                   cost=lambda a: a.usage_usd, fallback=cheap, fallback_after=2, breaker=PREMIUM)
     return answer
 
 
