@@ -295,7 +295,7 @@ class Admin:
         storable(headers)
         parts = path_parts(path)  # invocations/{id}[/action]
         invocation_id = parts[1]
-        if method == "GET":
+        if method in ("GET", "HEAD"):
             return self._show(invocation_id)
         if method == "DELETE":
             return await self._purge(invocation_id)
@@ -374,7 +374,7 @@ class Admin:
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes,
     ) -> web.Response:
         _, name, key, *state_name = path_parts(path)  # state/{object}/{key}[/{name}], checked by _state_routed
-        if method == "GET":
+        if method in ("GET", "HEAD"):  # aiohttp answers HEAD on every GET route
             state = self._invoker.state_edits.current(name, key)
             return json_response({"state": {n: _payload(value) for n, value in state.items()}})
         wait_s = _edit_wait(query)

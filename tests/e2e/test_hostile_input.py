@@ -169,6 +169,19 @@ async def test_head_answers_on_get_routes_with_a_slash_inside_a_part(cluster: Cl
         assert response is not None and response.status == 404, (method, path, response)
 
 
+async def test_head_on_the_admin_apis_get_routes_answers_as_get_does(cluster: Cluster) -> None:
+    """HEAD on a GET route reached the state edit or invocation action path: a 500."""
+    status, sent, _ = await cluster.post("/Counter/h/add/send", 1)
+    assert status == 202
+    paths = [f"/invocations/{sent['invocationId']}".encode(),
+             *(f"/state/Counter/{key}".encode() for key in ("h", "k1", "k2", "k3"))]  # both workers' keys
+    for path in paths:
+        get = await exchange(cluster.admin, request_bytes("GET", path))
+        head = await exchange(cluster.admin, request_bytes("HEAD", path))
+        assert get is not None and head is not None
+        assert (get.status, head.status, head.body) == (200, 200, b""), (path, get, head)
+
+
 async def test_an_unknown_expectation_is_a_json_417(cluster: Cluster) -> None:
     response = await exchange(cluster.ingress, request_bytes(
         "POST", b"/Counter/e/add", [(b"expect", b"200-ok"), (b"content-type", b"application/json")], b"1"))
