@@ -131,4 +131,3 @@ async def test_a_bad_wait_is_a_400_that_says_so(cluster: Cluster, wait: str) -> 
     assert response.status in (200, 400), body
     if response.status == 400:
         assert "wait" in body["message"], body
-
