@@ -200,3 +200,13 @@ class CostRecord(msgspec.Struct, kw_only=True, array_like=True):
         assert run.cost is not None
         return cls(invocation_id=invocation_id, step=run.name, cost=run.cost, recorded_ms=recorded_ms,
                    attempts=run.attempts, variant=run.variant)
+
+
+class BlobCount(msgspec.Struct, kw_only=True, array_like=True):
+    """How many stored values refer to one blob (``blob_refs``, keyed like ``blobs`` by its
+    SHA-256), and its length: kept apart from the bytes so that a new reference rewrites a few
+    bytes, not the blob."""
+
+    v: int = FORMAT_VERSION
+    count: int
+    size: int

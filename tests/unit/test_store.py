@@ -237,7 +237,8 @@ async def test_a_full_map_fails_every_later_batch_until_there_is_room_again(tmp_
     every batch submitted before its failure was heard of fails too, even one small enough to
     fit; after a delete makes room, writes succeed again with no restart."""
     lost: list[str] = []
-    store = Store(tmp_path, durability="none", map_size=8 << 20)
+    # Values stay inline (no blobs, which would store these zeros once): what they take is the point.
+    store = Store(tmp_path, durability="none", map_size=8 << 20, blob_threshold=1 << 30)
     await store.start(on_lost=lost.append)
     batches = []
     for n in range(60):
