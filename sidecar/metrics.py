@@ -8,6 +8,7 @@ them, so one scrape sees the whole sidecar.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -43,18 +44,21 @@ class Metrics:
         self.batches = Counter(
             "sidecar_committed_batches", "Write batches made durable (divide by group commits for the mean "
             "group size).", registry=registry)
-        self.active = Gauge(
-            "sidecar_active_invocations", "Invocations not yet finished.", multiprocess_mode="livesum",
-            registry=registry)
-        self.callers = Gauge(
-            "sidecar_waiting_callers", "Client requests waiting for an invocation's result (calls, attaches).",
-            multiprocess_mode="livesum", registry=registry)
-        self.running = Gauge(
-            "sidecar_running_attempts", "Attempts a handler is running now (suspended invocations hold none).",
-            multiprocess_mode="livesum", registry=registry)
-        self.state_edits_waiting = Gauge(
+        def gauge(name: str, documentation: str, mode: Literal["livesum", "livemax"] = "livesum") -> Gauge:
+            return Gauge(name, documentation, multiprocess_mode=mode, registry=registry)
+
+        self.active = gauge("sidecar_active_invocations", "Invocations not yet finished.")
+        self.callers = gauge("sidecar_waiting_callers",
+                             "Client requests waiting for an invocation's result (calls, attaches).")
+        self.running = gauge("sidecar_running_attempts",
+                             "Attempts a handler is running now (suspended invocations hold none).")
+        self.state_edits_waiting = gauge(
             "sidecar_state_edits_waiting", "Operators' state edits waiting for their key (held by an exclusive "
-            "invocation).", multiprocess_mode="livesum", registry=registry)
+            "invocation).")
+        # Sampled by the admin at each scrape from the store, which every worker shares.
+        self.blobs = gauge("sidecar_blobs", "Payloads stored as blobs, once per content.", "livemax")
+        self.blob_bytes = gauge("sidecar_blob_bytes", "What the stored blobs take, compressed (their database's pages).",
+                                "livemax")
 
     def exposition(self) -> bytes:
         if self._shared:
