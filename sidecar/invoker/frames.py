@@ -15,9 +15,8 @@ from typing import Protocol
 
 from handler_sdk.protocol import (
     ACKED_KINDS, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Event, Failure, GetPromise, Input, Output, Pause, PeekPromise, Publish, Run, Send, SetState, Sleep,
-    Suspend,
-    ToSidecar,
+    End, Entry, Event, Failure, FetchBlobs, GetPromise, Input, Output, Pause, PeekPromise, Publish, Run, Send,
+    SetState, Sleep, Suspend, ToSidecar, encoder,
 )
 
 from ..clock import now_ms
@@ -25,6 +24,7 @@ from ..durations import delay_problem, wake_problem
 from ..metrics import Metrics
 from ..store import Changes, InvocationRecord, Store
 from ..store.records import ResolutionSpec
+from .blob_wire import note_held
 from .calls import Calls
 from .commits import recheck_if_cancelled
 from .events import EventStreams, Place
@@ -105,6 +105,9 @@ class FrameHandler:
         elif kind is Event:
             event: Event = message  # type: ignore[assignment]
             self._events.ephemeral(attempt.live.record.id, Place(event.after, event.seq), event.event)
+        elif kind is FetchBlobs:  # the handler lacks blobs its Start referred to
+            for answer in attempt.blobs.answer(message.invocation_id, message.sha256):  # type: ignore[union-attr]
+                attempt.link.send(encoder.encode(answer))
 
     def _append(self, attempt: Attempt, command: Command) -> None:
         live = attempt.live
@@ -120,6 +123,9 @@ class FrameHandler:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
         if (problem := entry_identifier_problem(entry) or _absurd(entry)) is not None:
             return self._violation(attempt, problem)
+        held = attempt.link.held
+        if held is not None:  # the SDK keeps the large payloads it sends: a replay need not send them back
+            note_held(entry, attempt.blobs.threshold, held)
         changes = Changes()
         after: Callable[[], object] | None = None
         if kind is Call or kind is Send:

@@ -30,6 +30,7 @@ from ..store import Changes, InvocationRecord, Store
 from .admission import Overloaded, admit
 from .awakeable_ids import invocation_key
 from .background import Background
+from .blob_wire import OutgoingBlobs
 from .commits import recheck_if_cancelled
 from .deadlines import Deadlines
 from .deployment_links import LinkSource, Pool
@@ -248,13 +249,17 @@ class Lifecycle:
         state = None if record.key is None else self._state_edits.current(record.service, record.key)
         record.attempts += 1
         self._metrics.attempts.inc()
-        live.attempt = Attempt(self, live, link, self._links.inactivity_timeout_s(record))
+        blobs = OutgoingBlobs(self._store.blob_threshold, link.held)
+        live.attempt = Attempt(self, live, link, self._links.inactivity_timeout_s(record), blobs)
         input_entry = live.journal[0]
         link.send(encoder.encode(Start(
             record.id, attempt=record.attempts, service=record.service, handler=record.handler, key=record.key,
-            input=input_entry.value if type(input_entry) is Input else b"", headers=record.headers,
-            journal=live.journal, state=state, seed=_seed(record.id),
-            awakeable_key=invocation_key(self._store.awakeable_secret, record.id), budget=record.budget,
+            input=blobs.payload(input_entry.value) if type(input_entry) is Input else b"", headers=record.headers,
+            journal=[blobs.entry(entry) for entry in live.journal],
+            state=None if state is None else {name: blobs.payload(value) for name, value in state.items()},
+            seed=_seed(record.id), awakeable_key=invocation_key(self._store.awakeable_secret, record.id),
+            budget=record.budget, blob_threshold=blobs.threshold, blobs=blobs.sent,
+            max_payload_bytes=self._settings.max_payload_bytes,
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from handler_sdk.protocol import Ack, Cancel, Entry, Failure, ToSidecar, encoder
 
 from ..transport.links import Carrier
+from .blob_wire import OutgoingBlobs
 from ..store import InvocationRecord
 
 if TYPE_CHECKING:
@@ -57,12 +58,15 @@ class Live:
 class Attempt:
     """One try of one invocation over one link. Once ``over``, its late frames are ignored."""
 
-    __slots__ = ("_sink", "live", "link", "last_activity", "inactivity_timeout_s", "over")
+    __slots__ = ("_sink", "live", "link", "last_activity", "inactivity_timeout_s", "over", "blobs")
 
-    def __init__(self, sink: AttemptSink, live: Live, link: Carrier, inactivity_timeout_s: float) -> None:
+    def __init__(self, sink: AttemptSink, live: Live, link: Carrier, inactivity_timeout_s: float,
+                 blobs: OutgoingBlobs) -> None:
         self._sink = sink
         self.live = live
         self.link = link
+        #: The blobs its ``Start`` referred to: what a ``FetchBlobs`` of it is answered from.
+        self.blobs = blobs
         self.inactivity_timeout_s = inactivity_timeout_s
         self.last_activity = time.monotonic()
         self.over = False

@@ -25,6 +25,8 @@ import msgspec
 
 from handler_sdk.protocol import ToSidecar, to_sidecar_decoder
 
+from .held_blobs import HeldBlobs
+
 log = logging.getLogger(__name__)
 
 #: Frames bigger than this are refused by both sides (bodies are limited well below it).
@@ -61,6 +63,9 @@ class Carrier(Protocol):
     one (request_response.py)."""
 
     sessions: dict[str, Session]
+    #: The blobs the handler process at the other end is believed to hold; ``None``: it keeps none
+    #: between frames (request-response), so every blob goes with its ``Start``.
+    held: HeldBlobs | None
 
     def send(self, frame: bytes) -> None: ...
 
@@ -116,6 +121,7 @@ class Link:
         self._ws = ws
         self._strays = Strays(f"link to {uri}")
         self.sessions: dict[str, Session] = {}
+        self.held: HeldBlobs | None = HeldBlobs()
         self._outgoing: list[bytes] = []
         self._wakeup = asyncio.Event()
         self.closed = False

@@ -21,6 +21,7 @@ class Spec(msgspec.Struct):
     seed: int = 0
     gate: str | None = None  # hang in a step named so on its first try, until a process is killed
     state: bool = False  # keep the first value in state too
+    nap: float = 0.0  # sleep this long after the values (a handler that suspends at once replays then)
 
 
 def text(size: int, seed: int) -> str:
@@ -39,6 +40,8 @@ async def make(ctx: ObjectContext, spec: Spec) -> dict[str, object]:
     values = [await ctx.run(f"make{n}", text, spec.size, spec.seed) for n in range(spec.copies)]
     if spec.state:
         ctx.set("big", values[0])
+    if spec.nap:
+        await ctx.sleep(spec.nap)
     if spec.gate is not None:
         gate = spec.gate
 

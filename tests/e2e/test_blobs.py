@@ -79,3 +79,24 @@ async def test_ten_identical_values_take_the_room_of_one(bulky: Cluster) -> None
     assert await _metric(bulky, "sidecar_blobs") == 1  # the state still refers to it
     assert (await bulky.admin_call("DELETE", "/state/Bulky/b/big"))[0] == 200
     assert await _metric(bulky, "sidecar_blobs") == 0
+
+
+async def test_a_killed_handler_replays_its_large_values_with_a_cold_cache(bulky: Cluster) -> None:
+    status, sent, _ = await bulky.post("/Bulky/h/make/send", {"size": MiB, "copies": 3, "seed": 4, "gate": "h"})
+    assert status == 202
+    await eventually(lambda: _gate_hit(bulky, "h"), what="the step after the large ones to hang")
+    bulky.handlers.kill()
+    await bulky.restart_handlers()
+    attached = await bulky.get(f"/restate/invocation/{sent['invocationId']}/attach")
+    assert attached == (200, {"digests": [digest(text(MiB, 4))], "state": None})
+
+
+async def test_a_handler_that_keeps_no_blobs_asks_for_them_on_replay(
+        tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> None:
+    """The sidecar believes the handler holds what it sent on the link; with no cache it does
+    not, and its resumed attempt (after a suspension, on the same link) fetches them."""
+    flags = ("--blob-cache-bytes", "0", "--suspend-after", "0")
+    async with running_cluster(tmp_path, http, request, _FLAGS, handlers="tests.e2e.bulky:SERVICES",
+                               handler_flags=flags) as cluster:
+        status, output, _ = await cluster.post("/Bulky/n/make", {"size": MiB, "copies": 2, "nap": 0.2})
+        assert (status, output) == (200, {"digests": [digest(text(MiB, 0))], "state": None})
