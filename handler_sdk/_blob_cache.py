@@ -1,7 +1,7 @@
 """The handler process's content-addressed cache of large payloads.
 
 The sidecar sends a payload over its ``blob_threshold`` as a reference (``protocol.BlobRef``) and
-the bytes only where it believes this process lacks them (``Start.blobs``): a replay of a long
+the bytes only where it believes this process lacks them (``Start.payloads.blobs``): a replay of a long
 journal then costs a few bytes per large entry instead of the entries again. The cache holds
 what the sidecar sent and what this process's own commands carried (the sidecar counts those as
 held), least recently used first out past ``max_bytes``. Whatever it lacks (it was evicted, the
@@ -59,11 +59,12 @@ class BlobCache:
 
     def resolve(self, start: Start) -> Start | list[bytes]:
         """``start`` with every reference replaced by its bytes, or the SHA-256s this cache lacks.
-        ``start.blobs`` are taken in first, and looked up even where the cache is too small to keep them."""
-        if not start.blob_threshold:
+        Its blobs are taken in first, and looked up even where the cache is too small to keep them."""
+        terms = start.payloads
+        if not terms.blob_threshold:
             return start
-        given = {blob.sha256: blob.data for blob in start.blobs}
-        self.add_all(start.blobs)
+        given = {blob.sha256: blob.data for blob in terms.blobs}
+        self.add_all(terms.blobs)
         missing: list[bytes] = []
 
         def inline(payload: bytes) -> bytes:
@@ -83,5 +84,6 @@ class BlobCache:
 
         journal = [map_payloads(entry, PAYLOAD_FIELDS, inline) for entry in start.journal]
         state = None if start.state is None else {name: inline(value) for name, value in start.state.items()}
-        resolved = msgspec.structs.replace(start, input=inline(start.input), journal=journal, state=state, blobs=[])
+        resolved = msgspec.structs.replace(start, input=inline(start.input), journal=journal, state=state,
+                                           payloads=msgspec.structs.replace(terms, blobs=[]))
         return missing or resolved

@@ -14,6 +14,7 @@ import msgspec
 
 from . import _steps
 from ._definition import HandlerDef
+from .payload_limits import check_state_value
 from ._invocation import AttemptContext, Emit, _check_identifier, _check_types, _json_encode
 from ._waits import EntryFuture
 from .context import (
@@ -75,6 +76,7 @@ class _WriteState(_ReadState):
     def set(self, name: str, value: Any) -> None:
         _check_identifier("state name", name)
         raw = _json_encode(value)  # before claiming an index: a failed encode leaves no gap
+        check_state_value(name, raw, self.max_payload_bytes)
         index, recorded = self._step(SetState, name)
         if recorded is None:
             self._state[name] = raw

@@ -39,6 +39,7 @@ import msgspec
 
 from . import _steps
 from ._definition import BadInput, HandlerDef, call_target, positive_seconds
+from .payload_limits import checked_step
 from ._replay import Replay
 from ._waits import Completions, EntryFuture, Result
 from .context import Context, HandlerRef
@@ -158,6 +159,7 @@ class AttemptContext(Context):
         # attempts wrote (writes are applied as they commit), so replayed writes change nothing.
         self._state: dict[str, bytes] = dict(start.state) if start.state else {}
         self._seed = start.seed
+        self.max_payload_bytes = start.payloads.max_payload_bytes
         self._rng: random.Random | None = None  # built on first use: seeding costs a few us
         # Entries already in the journal are durable; acks are cumulative.
         self._acked = len(start.journal) - 1
@@ -433,6 +435,7 @@ class AttemptContext(Context):
             self.steps_running -= 1
             self._completions.reschedule()
         self._check_live()
+        entry = checked_step(entry, self.max_payload_bytes)
         self._command(index, entry)
         await self._durable(index)
         if entry.failure is not None:

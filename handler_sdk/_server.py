@@ -196,7 +196,7 @@ class Connection:
         previous = self._attempts.pop(start.invocation_id, None)
         if previous is not None:  # the sidecar gave up on that attempt: it must not go on
             previous.kill()
-        self._blob_threshold = start.blob_threshold
+        self._blob_threshold = start.payloads.blob_threshold
         resolved = self._table.blobs.resolve(start)
         if isinstance(resolved, list):  # it refers to blobs we lack: ask, and start once they are here
             self._fetching[start.invocation_id] = start
@@ -209,7 +209,8 @@ class Connection:
         start = self._fetching.get(answer.invocation_id)
         if start is None:
             return
-        start = msgspec.structs.replace(start, blobs=start.blobs + answer.blobs)
+        terms = start.payloads
+        start = msgspec.structs.replace(start, payloads=msgspec.structs.replace(terms, blobs=terms.blobs + answer.blobs))
         resolved = self._table.blobs.resolve(start)
         if not isinstance(resolved, list):
             del self._fetching[answer.invocation_id]

@@ -216,7 +216,7 @@ ACKED_KINDS: tuple[type, ...] = (Run,)
 # A payload over the sidecar's ``blob_threshold_bytes`` travels and is stored as a *reference*: in
 # place of its bytes, ``BLOB_MAGIC + SHA-256 + size (u64 BE)``, 48 bytes (:class:`BlobRef`). The
 # bytes themselves are stored once per content (the sidecar's ``blobs`` database) and reach a
-# handler in ``Start.blobs`` or a ``Blobs`` answer, so that a replay sends only what the handler
+# handler in ``Start.payloads.blobs`` or a ``Blobs`` answer, so that a replay sends only what the handler
 # does not hold yet. The magic starts with 0xFF, which UTF-8 never contains, so no name or message
 # can hold it; a payload that happens to contain it is always sent and stored as a blob, so a
 # payload that *is* a reference is never a payload of its own.
@@ -296,6 +296,20 @@ def entry_name(entry: Entry) -> str:
 # --- sidecar -> handler -----------------------------------------------------------------------
 
 
+class Payloads(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a ``Start`` says of large payloads."""
+
+    #: Payloads over this many bytes may come as references (``BlobRef``), in ``input``, the
+    #: journal and ``state``; the handler sends its own as they are. 0: the sidecar sends none.
+    blob_threshold: int = 0
+    #: The bytes of the referenced blobs the sidecar believes this handler process lacks; for the
+    #: others the handler looks in its cache, and asks (``FetchBlobs``) for what is not there.
+    blobs: list[BlobData] = []
+    #: The largest step or state value the sidecar keeps (``max_payload_bytes``); 0: no limit
+    #: known. A larger one fails its step as terminal (413).
+    max_payload_bytes: int = 0
+
+
 class _ToHandler(msgspec.Struct, tag_field="t", tag=True, frozen=True):
     invocation_id: str
 
@@ -320,15 +334,9 @@ class Start(_ToHandler, frozen=True, omit_defaults=True):
     #: The invocation's spending cap as the sidecar holds it (an ``x-budget`` header, or one raised
     #: by an operator's resume): it overrides the handler's own ``budget=``. None: the handler's.
     budget: float | None = None
-    #: Payloads over this many bytes may come as references (``BlobRef``), in ``input``, the
-    #: journal and ``state``; the handler sends its own as they are. 0: the sidecar sends none.
-    blob_threshold: int = 0
-    #: The bytes of the referenced blobs the sidecar believes this handler process lacks; for the
-    #: others the handler looks in its cache, and asks (``FetchBlobs``) for what is not there.
-    blobs: list[BlobData] = []
-    #: The largest step or state value the sidecar keeps (``max_payload_bytes``); 0: no limit
-    #: known. A larger one fails its step as terminal (413).
-    max_payload_bytes: int = 0
+    #: How large payloads travel: references, the blobs sent along, the size limit. (One field,
+    #: so that a Start stays a msgpack fixmap: 15 fields at most.)
+    payloads: Payloads = Payloads()
 
 
 class Ack(_ToHandler, frozen=True):

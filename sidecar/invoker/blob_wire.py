@@ -1,7 +1,7 @@
 """Large payloads on the way to a handler: references, and the blobs it is believed to lack.
 
 A ``Start`` carries every payload over the store's ``blob_threshold`` as a reference, and in
-``Start.blobs`` the bytes of those its link's ``HeldBlobs`` does not list (at most
+``Start.payloads.blobs`` the bytes of those its link's ``HeldBlobs`` does not list (at most
 ``START_BLOB_BYTES`` of them: the handler asks for the rest). What the attempt referred to stays
 with it (``OutgoingBlobs``), so that a ``FetchBlobs`` is answered from memory. A request-response
 link holds nothing between requests: its ``Start`` carries every blob.

@@ -12,7 +12,7 @@ from handler_sdk.protocol import RetrySpec
 
 from ..cli.config import Settings
 from ..transport.request_response import InvokePool
-from ..transport.links import Carrier, DeploymentPool
+from ..transport.links import FRAME_HEADROOM, Carrier, DeploymentPool
 from ..transport.registry import Registry
 from .retry import RetryPolicy
 from ..store import InvocationRecord
@@ -67,7 +67,8 @@ class DeploymentLinks:
                 return None
             pool = self._pools[deployment_id] = InvokePool(record.uri, self._http) \
                 if record.transport == "request-response" \
-                else DeploymentPool(record.uri, self._http, self._settings.connections_per_deployment)
+                else DeploymentPool(record.uri, self._http, self._settings.connections_per_deployment,
+                                    max_frame_bytes=self._settings.max_payload_bytes + FRAME_HEADROOM)
         return pool
 
     def prober(self, deployment_id: str, pool: Pool) -> Prober:

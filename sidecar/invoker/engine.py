@@ -76,7 +76,8 @@ class Invoker:
                            creation=self.lifecycle, completer=self.waits, background=self._background, peers=peers)
         self.frames = FrameHandler(
             store=store, outcomes=self.lifecycle, calls=self.calls, promises=self.promises, waits=self.waits,
-            resolutions=self.resolutions, events=self.events, state_in_flight=state_in_flight, metrics=metrics)
+            resolutions=self.resolutions, events=self.events, state_in_flight=state_in_flight, metrics=metrics,
+            max_payload_bytes=settings.max_payload_bytes)
         self.operations = OperatorActions(
             store=store, table=self.table, steering=self.lifecycle, registry=registry, factory=factory,
             promises=self.promises, partitions=partitions, peers=peers, background=self._background)

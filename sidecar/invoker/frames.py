@@ -19,6 +19,8 @@ from handler_sdk.protocol import (
     SetState, Sleep, Suspend, ToSidecar, encoder,
 )
 
+from handler_sdk.payload_limits import checked_step, too_large
+
 from ..clock import now_ms
 from ..durations import delay_problem, wake_problem
 from ..metrics import Metrics
@@ -81,8 +83,10 @@ class FrameHandler:
     def __init__(
         self, *, store: Store, outcomes: AttemptOutcomes, calls: Calls, promises: Promises, waits: DurableWaits,
         resolutions: Resolutions, events: EventStreams, state_in_flight: StateInFlight, metrics: Metrics,
+        max_payload_bytes: int,
     ) -> None:
         self._store = store
+        self._max_payload_bytes = max_payload_bytes
         self._metrics = metrics
         self._outcomes = outcomes
         self._calls = calls
@@ -123,6 +127,12 @@ class FrameHandler:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
         if (problem := entry_identifier_problem(entry) or _absurd(entry)) is not None:
             return self._violation(attempt, problem)
+        if type(entry) is SetState and len(entry.value) > self._max_payload_bytes:
+            return self._violation(attempt, too_large(f"state value {entry.name!r}", len(entry.value),
+                                                      self._max_payload_bytes))
+        refused = checked_step(entry, self._max_payload_bytes) if kind is Run else entry  # type: ignore[arg-type]
+        if refused is not entry:  # an SDK that did not check: journal the step's failure, replay it
+            return self._refuse_step(attempt, command.index, refused)
         held = attempt.link.held
         if held is not None:  # the SDK keeps the large payloads it sends: a replay need not send them back
             note_held(entry, attempt.blobs.threshold, held)
@@ -155,6 +165,17 @@ class FrameHandler:
             assert lock_key is not None
             self._state_in_flight.add(lock_key, entry)  # type: ignore[arg-type]
             written.add_done_callback(partial(self._state_written, lock_key))
+
+    def _refuse_step(self, attempt: Attempt, index: int, refused: Entry) -> None:
+        """A step value over ``max_payload_bytes``: its entry is journaled as the 413 failure and the
+        attempt retried (it was waiting for an ack of the value), so the replay fails the step."""
+        live = attempt.live
+        assert live.journal is not None
+        live.journal.append(refused)
+        changes = Changes()
+        changes.append_entry(live.record, index, refused)
+        self._store.submit(changes).add_done_callback(partial(self._written, attempt))
+        self._violation(attempt, f"step value over max_payload_bytes ({self._max_payload_bytes})")
 
     def _suspend(self, attempt: Attempt, suspend: Suspend) -> None:
         live = attempt.live

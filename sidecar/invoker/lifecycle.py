@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-from handler_sdk.protocol import Cancel, Failure, Input, Output, Start, ToSidecar, encoder
+from handler_sdk.protocol import Cancel, Failure, Input, Output, Payloads, Start, ToSidecar, encoder
 
 from ..clock import now_ms
 from ..cli.config import Settings
@@ -258,8 +258,8 @@ class Lifecycle:
             journal=[blobs.entry(entry) for entry in live.journal],
             state=None if state is None else {name: blobs.payload(value) for name, value in state.items()},
             seed=_seed(record.id), awakeable_key=invocation_key(self._store.awakeable_secret, record.id),
-            budget=record.budget, blob_threshold=blobs.threshold, blobs=blobs.sent,
-            max_payload_bytes=self._settings.max_payload_bytes,
+            budget=record.budget, payloads=Payloads(blob_threshold=blobs.threshold, blobs=blobs.sent,
+                                                    max_payload_bytes=self._settings.max_payload_bytes),
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))

@@ -29,8 +29,11 @@ from .held_blobs import HeldBlobs
 
 log = logging.getLogger(__name__)
 
-#: Frames bigger than this are refused by both sides (bodies are limited well below it).
-MAX_FRAME_BYTES = 64 * 1024 * 1024
+#: What a frame may hold besides its one large payload (names, headers, a journal of references).
+FRAME_HEADROOM = 1024 * 1024
+#: Frames bigger than this are refused (a handler's ``Command`` holds one step or state value,
+#: at most ``max_payload_bytes``, 64 MiB by default; a ``Start``'s blobs are bounded below it).
+MAX_FRAME_BYTES = 64 * 1024 * 1024 + FRAME_HEADROOM
 
 
 #: How long an open may wait for the deployment to answer the WebSocket upgrade. The session
@@ -204,8 +207,9 @@ class DeploymentPool:
     """Up to ``size`` links to one deployment, opened on demand, least-loaded first."""
 
     def __init__(self, uri: str, session: aiohttp.ClientSession, size: int,
-                 open_timeout_s: float = OPEN_TIMEOUT_S) -> None:
+                 open_timeout_s: float = OPEN_TIMEOUT_S, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.uri = uri.rstrip("/")
+        self._max_frame_bytes = max_frame_bytes
         self._http = session
         self._size = size
         self._open_timeout_s = open_timeout_s
@@ -255,7 +259,7 @@ class DeploymentPool:
         try:
             async with timer:
                 ws = await self._http.ws_connect(
-                    f"{self.uri}/connect", max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0,
+                    f"{self.uri}/connect", max_msg_size=self._max_frame_bytes, heartbeat=30.0,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
                 )
         except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError too

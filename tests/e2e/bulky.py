@@ -9,7 +9,7 @@ import random
 
 import msgspec
 
-from handler_sdk import ObjectContext, VirtualObject
+from handler_sdk import ObjectContext, TerminalError, VirtualObject
 from tests.e2e.handlers import _post
 
 bulky = VirtualObject("Bulky")
@@ -53,6 +53,21 @@ async def make(ctx: ObjectContext, spec: Spec) -> dict[str, object]:
         await ctx.run("gate", hang)
     seen = await ctx.get("big") if spec.state else None
     return {"digests": sorted({digest(v) for v in values}), "state": None if seen is None else digest(seen)}
+
+
+@bulky.handler()
+async def oversize(ctx: ObjectContext, size: int) -> dict[str, list[object]]:
+    """A step value and a state value over ``max_payload_bytes``: what each refusal said."""
+    refused: dict[str, list[object]] = {}
+    try:
+        await ctx.run("huge", text, size, 1)
+    except TerminalError as exc:
+        refused["step"] = [exc.code, exc.message]
+    try:
+        ctx.set("huge", text(size, 1))
+    except TerminalError as exc:
+        refused["state"] = [exc.code, exc.message]
+    return refused
 
 
 SERVICES = [bulky]

@@ -100,3 +100,17 @@ async def test_a_handler_that_keeps_no_blobs_asks_for_them_on_replay(
                                handler_flags=flags) as cluster:
         status, output, _ = await cluster.post("/Bulky/n/make", {"size": MiB, "copies": 2, "nap": 0.2})
         assert (status, output) == (200, {"digests": [digest(text(MiB, 0))], "state": None})
+
+
+async def test_step_and_state_values_over_max_payload_bytes_fail_as_terminal(
+        tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> None:
+    async with running_cluster(tmp_path, http, request, [*_FLAGS, "--max-payload", str(MiB)],
+                               handlers="tests.e2e.bulky:SERVICES") as cluster:
+        status, output, headers = await cluster.post("/Bulky/o/oversize", 2 * MiB)
+        assert status == 200, output
+        over = f"is {2 * MiB + 2} bytes, over the sidecar's max_payload_bytes ({MiB})"
+        assert output["step"][0] == 413 and f"the value of step 'huge' {over}" in output["step"][1]
+        assert output["state"][0] == 413 and f"state value 'huge' {over}" in output["state"][1]
+        _, shown = await cluster.get(f"/invocations/{headers['x-restate-id']}", admin=True)
+        [step] = [e for e in shown["journal"] if e.get("name") == "huge"]
+        assert step["failure"]["code"] == 413 and step["value"] is None  # replays fail the same way

@@ -8,7 +8,7 @@ import msgspec
 from handler_sdk import Context, Service
 from handler_sdk._blob_cache import BlobCache
 from handler_sdk.protocol import (
-    BlobData, BlobRef, Blobs, Command, End, FetchBlobs, Input, Run, Start,
+    BlobData, BlobRef, Blobs, Command, End, FetchBlobs, Input, Payloads, Run, Start,
 )
 from sidecar.invoker.blob_wire import OutgoingBlobs
 from sidecar.transport.held_blobs import HeldBlobs
@@ -26,7 +26,8 @@ async def make(ctx: Context, n: int) -> int:
 
 def _start(inv: str, journal: list, blobs: list[BlobData] | None = None) -> Start:
     return Start(invocation_id=inv, attempt=1, service="Big", handler="make", key=None, input=b"300", headers={},
-                 journal=[Input(b"300"), *journal], state=None, seed=1, blob_threshold=THRESHOLD, blobs=blobs or [])
+                 journal=[Input(b"300"), *journal], state=None, seed=1,
+                 payloads=Payloads(blob_threshold=THRESHOLD, blobs=blobs or []))
 
 
 VALUE = msgspec.json.encode("x" * 300)

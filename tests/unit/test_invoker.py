@@ -41,16 +41,18 @@ FLAKY = Failure(500, "flaky", terminal=False)
 class Rig:
     """An invoker over a ``HeldStore`` whose one deployment the test plays on ``links``."""
 
-    def __init__(self, store: HeldStore, http: aiohttp.ClientSession, deployment_id: str) -> None:
+    def __init__(self, store: HeldStore, http: aiohttp.ClientSession, deployment_id: str,
+                 settings: Settings | None = None) -> None:
         self.store = store
         self.deployment_id = deployment_id
         self._http = http
+        self._settings = settings or Settings()
         self.links, self.invoker = self._build(None)
 
     def _build(self, retry: RetryPolicy | None) -> tuple[FakeLinks, Invoker]:
         ids = IdGenerator()
         self.registry = Registry(self.store, ids)
-        settings = Settings()
+        settings = self._settings
         links = FakeLinks(self.registry, settings)
         if retry is not None:
             links.retry = retry
@@ -105,7 +107,7 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, settings: Settings | None = None) -> AsyncIterator[Rig]:
     store = HeldStore(tmp_path / "data")
     deployment = DeploymentRecord(id=IdGenerator().deployment_id(), uri="http://handler.invalid",
                                   services=[COUNTER, GREETER], created_ms=now_ms())
@@ -113,7 +115,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     changes.put_deployment(deployment)
     store.write_now(changes)
     async with aiohttp.ClientSession() as http:
-        r = Rig(store, http, deployment.id)
+        r = Rig(store, http, deployment.id, settings)
         try:
             yield r
         finally:
