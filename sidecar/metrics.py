@@ -36,6 +36,9 @@ class Metrics:
         self.cost = Counter(
             "sidecar_cost", "What steps cost, in the unit their handlers report, counted as each step's entry is "
             "journaled (a replayed step is not counted again).", ["service", "handler", "step"], registry=registry)
+        self.growth_warnings = Counter(
+            "sidecar_growth_warnings", "Invocations whose journal (kind journal) or key state (kind state) grew "
+            "past its warn_*_bytes setting.", ["kind"], registry=registry)
         self.duration = Histogram(
             "sidecar_invocation_duration_seconds", "From acceptance to final status.", buckets=_DURATION_BUCKETS,
             registry=registry)

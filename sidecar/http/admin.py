@@ -325,7 +325,7 @@ class Admin:
             "completed_at": _iso(record.completed_ms),
             "input": self._payloads.view(journal[0].value) if journal and type(journal[0]) is Input else None,
             "output": self._payloads.view(record.output), "failure": _failure(record.failure),
-            "cost": journal_cost(journal), "budget": record.budget,
+            "cost": journal_cost(journal), "budget": record.budget, "warnings": record.warnings,
             "journal": [_entry_view(i, e, self._payloads) for i, e in enumerate(journal)],
         }
         if journal and type(journal[-1]) is not Output and not record.finished:

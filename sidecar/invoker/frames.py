@@ -30,6 +30,7 @@ from .blob_wire import note_held
 from .calls import Calls
 from .commits import recheck_if_cancelled
 from .events import EventStreams, Place
+from .growth import GrowthWatch
 from .identifiers import entry_identifier_problem
 from .live import Attempt, Live
 from .promises import Promises
@@ -83,10 +84,11 @@ class FrameHandler:
     def __init__(
         self, *, store: Store, outcomes: AttemptOutcomes, calls: Calls, promises: Promises, waits: DurableWaits,
         resolutions: Resolutions, events: EventStreams, state_in_flight: StateInFlight, metrics: Metrics,
-        max_payload_bytes: int,
+        max_payload_bytes: int, growth: GrowthWatch,
     ) -> None:
         self._store = store
         self._max_payload_bytes = max_payload_bytes
+        self._growth = growth
         self._metrics = metrics
         self._outcomes = outcomes
         self._calls = calls
@@ -148,6 +150,7 @@ class FrameHandler:
             changes.put_outbox(resolution)
             after = partial(self._resolutions.deliver, resolution)
         journal.append(entry)
+        self._growth.appended(live, command.index, entry)
         changes.append_entry(live.record, command.index, entry)
         if kind in COMPLETABLE_KINDS:
             self._waits.journaled(live, command.index, entry, changes)

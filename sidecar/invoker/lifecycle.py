@@ -35,6 +35,7 @@ from .commits import recheck_if_cancelled
 from .deadlines import Deadlines
 from .deployment_links import LinkSource, Pool
 from .factory import RecordFactory
+from .growth import GrowthWatch
 from .idempotency import idempotency_slot
 from .live import Attempt, Live
 from .reachability import Prober
@@ -57,7 +58,7 @@ class Lifecycle:
         self, *, store: Store, table: InvocationTable, factory: RecordFactory, links: LinkSource,
         state_edits: StateEdits, partitions: PartitionMap, settings: Settings, metrics: Metrics,
         background: Background, on_frame: Callable[[Attempt, ToSidecar], None],
-        on_end: Callable[[InvocationRecord], None],
+        on_end: Callable[[InvocationRecord], None], growth: GrowthWatch,
     ) -> None:
         self._store = store
         self._table = table
@@ -72,6 +73,7 @@ class Lifecycle:
         self._on_frame = on_frame
         #: An invocation's end is durable: its caller's call returns, its event stream ends.
         self._on_end = on_end
+        self._growth = growth
         self._deadlines = Deadlines(table, self.terminate)
         #: Set during shutdown: attempts cut by our own exit are not the handler's failures.
         self.closing = False
@@ -247,6 +249,7 @@ class Lifecycle:
         if live.journal is None:
             live.journal = self._store.read_journal(record.id)
         state = None if record.key is None else self._state_edits.current(record.service, record.key)
+        self._growth.started(live, state)
         record.attempts += 1
         self._metrics.attempts.inc()
         blobs = OutgoingBlobs(self._store.blob_threshold, link.held)

@@ -34,7 +34,8 @@ class EntryCompleter(Protocol):
 class Live:
     """An unfinished invocation. ``record.status`` here is the truth; the stored one may lag."""
 
-    __slots__ = ("record", "journal", "waiters", "attempt", "retry_handle", "holds_key")
+    __slots__ = ("record", "journal", "waiters", "attempt", "retry_handle", "holds_key", "journal_bytes",
+                 "state_sizes", "state_bytes")
 
     def __init__(self, record: InvocationRecord, journal: list[Entry] | None = None) -> None:
         self.record = record
@@ -45,6 +46,11 @@ class Live:
         #: What starts its next try: a timer, or its place among those waiting on its deployment.
         self.retry_handle: asyncio.TimerHandle | Waiting | None = None
         self.holds_key = False
+        #: Its journal's payload bytes, and its key's state value sizes and their sum (an
+        #: exclusive invocation's, as of its attempt's start and its writes since): see ``growth``.
+        self.journal_bytes = 0
+        self.state_sizes: dict[str, int] = {}
+        self.state_bytes = 0
 
     @property
     def lock_key(self) -> tuple[str, str] | None:

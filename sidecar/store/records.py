@@ -19,6 +19,18 @@ ALL_STATUSES = FINISHED | {"pending", "running", "suspended", "backing-off", "pa
 UNFINISHED = "unfinished"
 
 
+class GrowthWarning(msgspec.Struct, kw_only=True, frozen=True):
+    """An invocation's journal, or its key's state, grew past its ``warn_*_bytes`` setting."""
+
+    #: "journal" or "state".
+    kind: str
+    #: The journal entry with which it passed the limit.
+    index: int
+    size: int
+    limit: int
+    message: str
+
+
 class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An invocation's metadata. Its input and steps live in the journal, not here."""
 
@@ -64,6 +76,8 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     inbox_seq: int = 0
     #: Its spending cap, from an ``x-budget`` header or raised by a resume; overrides the handler's.
     budget: float | None = None
+    #: What grew past its warning limit (at most one of each kind).
+    warnings: list[GrowthWarning] = []
 
     @property
     def exclusive(self) -> bool:

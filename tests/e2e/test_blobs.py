@@ -14,6 +14,7 @@ import zstandard
 
 from tests.e2e.bulky import digest, text
 from tests.e2e.conftest import Cluster, running_cluster
+from tests.e2e.sse import read_events, subscribe
 from tests.procs import eventually
 
 _FLAGS = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "1"]
@@ -114,3 +115,26 @@ async def test_step_and_state_values_over_max_payload_bytes_fail_as_terminal(
         _, shown = await cluster.get(f"/invocations/{headers['x-restate-id']}", admin=True)
         [step] = [e for e in shown["journal"] if e.get("name") == "huge"]
         assert step["failure"]["code"] == 413 and step["value"] is None  # replays fail the same way
+
+
+async def test_a_journal_and_a_state_that_grow_past_their_limits_get_warnings(
+        tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> None:
+    config = tmp_path / "sidecar.toml"
+    config.write_text(f"warn_journal_bytes = {MiB}\nwarn_state_bytes = {MiB}\n")
+    async with running_cluster(tmp_path, http, request, [*_FLAGS, "--config", str(config)],
+                               handlers="tests.e2e.bulky:SERVICES") as cluster:
+        status, sent, _ = await cluster.post("/Bulky/w/make/send", {"size": MiB + 10, "state": True, "nap": 0.3})
+        assert status == 202
+        invocation_id = sent["invocationId"]
+        stream = await subscribe(cluster, invocation_id)
+        messages = await read_events(stream)
+        warnings = [(kind, data["kind"], data["index"]) for _, kind, data in messages if kind == "warning"]
+        assert warnings == [("warning", "journal", 1), ("warning", "state", 2)]
+        assert messages[-1][1] == "end" and messages[-1][2]["status"] == "completed"  # never a crash
+        _, shown = await cluster.get(f"/invocations/{invocation_id}", admin=True)
+        assert [(w["kind"], w["limit"]) for w in shown["warnings"]] == [("journal", MiB), ("state", MiB)]
+        assert "past warn_state_bytes" in shown["warnings"][1]["message"]
+        async with cluster.http.get(f"http://{cluster.admin}/metrics") as response:
+            metrics = await response.text()
+        assert 'sidecar_growth_warnings_total{kind="journal"} 1.0' in metrics
+        assert 'sidecar_growth_warnings_total{kind="state"} 1.0' in metrics
