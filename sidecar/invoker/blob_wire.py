@@ -9,9 +9,14 @@ link holds nothing between requests: its ``Start`` carries every blob.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from handler_sdk.protocol import PAYLOAD_FIELDS, BlobData, BlobRef, Blobs, Entry, map_payloads, needs_blob
 
 from ..transport.held_blobs import HeldBlobs
+
+#: A payload's reference (``store.blob_memo.ref``: hashed once per bytes object it holds).
+RefOf = Callable[[bytes], BlobRef]
 
 #: What one ``Start`` (or one ``Blobs`` answer) carries of blobs at most, well under the links'
 #: frame limit; a payload larger than that goes alone.
@@ -21,9 +26,10 @@ START_BLOB_BYTES = 32 * 1024 * 1024
 class OutgoingBlobs:
     """One attempt's payloads as its ``Start`` sends them, and the bytes behind its references."""
 
-    def __init__(self, threshold: int, held: HeldBlobs | None) -> None:
+    def __init__(self, threshold: int, held: HeldBlobs | None, ref_of: RefOf) -> None:
         self.threshold = threshold
         self._held = held
+        self._ref_of = ref_of
         #: The bytes of every blob the attempt's ``Start`` referred to, by SHA-256.
         self.sources: dict[bytes, bytes] = {}
         #: Those sent in the ``Start`` itself.
@@ -38,7 +44,7 @@ class OutgoingBlobs:
         known = self._refs.get(id(payload))
         if known is not None:
             return known
-        ref = BlobRef.of(payload)
+        ref = self._ref_of(payload)
         encoded = self._refs[id(payload)] = ref.encode()
         if ref.sha256 in self.sources:
             return encoded
@@ -75,11 +81,11 @@ class OutgoingBlobs:
         return frames
 
 
-def note_held(entry: Entry, threshold: int, held: HeldBlobs) -> None:
+def note_held(entry: Entry, threshold: int, held: HeldBlobs, ref_of: RefOf) -> None:
     """A handler sent ``entry``: the SDK keeps its large payloads, so count them as held."""
     def note(payload: bytes) -> bytes:
         if needs_blob(payload, threshold):
-            held.add(BlobRef.of(payload).sha256, len(payload))
+            held.add(ref_of(payload).sha256, len(payload))
         return payload
 
     map_payloads(entry, PAYLOAD_FIELDS, note)

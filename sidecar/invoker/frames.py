@@ -137,7 +137,7 @@ class FrameHandler:
             return self._refuse_step(attempt, command.index, refused)
         held = attempt.link.held
         if held is not None:  # the SDK keeps the large payloads it sends: a replay need not send them back
-            note_held(entry, attempt.blobs.threshold, held)
+            note_held(entry, attempt.blobs.threshold, held, self._store.blob_memo.ref)
         changes = Changes()
         after: Callable[[], object] | None = None
         if kind is Call or kind is Send:

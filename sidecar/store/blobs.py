@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import msgspec
 import zstandard
 
-from handler_sdk.protocol import BLOB_MAGIC, PAYLOAD_FIELDS, BlobRef, entry_decoder, map_payloads, needs_blob
+from handler_sdk.protocol import BLOB_MAGIC, PAYLOAD_FIELDS, BlobRef, Entry, entry_decoder, map_payloads, needs_blob
 
 from . import keys
 from .records import (
@@ -96,17 +96,26 @@ def map_stored(db: str, raw_key: bytes, raw: bytes, change: Callable[[bytes], by
     return raw if mapped is decoded else _encoder.encode(mapped)
 
 
+def _inliner(fetch: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    def inline(payload: bytes) -> bytes:
+        ref = BlobRef.parse(payload)
+        return payload if ref is None else fetch(ref.sha256)
+    return inline
+
+
 def resolve_stored(db: str, raw_key: bytes, raw: bytes, fetch: Callable[[bytes], bytes]) -> bytes:
     """The stored value ``raw`` with every reference replaced by its bytes (``fetch``: SHA-256 ->
     bytes): what the invoker wrote. Values that hold none are returned as they are, undecoded."""
     if BLOB_MAGIC not in raw:
         return raw
+    return map_stored(db, raw_key, raw, _inliner(fetch))
 
-    def inline(payload: bytes) -> bytes:
-        ref = BlobRef.parse(payload)
-        return payload if ref is None else fetch(ref.sha256)
 
-    return map_stored(db, raw_key, raw, inline)
+def resolve_entry(raw: bytes, fetch: Callable[[bytes], bytes]) -> Entry:
+    """A stored journal entry, decoded, with its references replaced by their bytes (no copy of
+    them, unlike ``resolve_stored``: replays read long journals of large entries)."""
+    entry: Entry = entry_decoder.decode(raw)
+    return map_payloads(entry, PAYLOAD_FIELDS, _inliner(fetch)) if BLOB_MAGIC in raw else entry
 
 
 class MissingBlob(Exception):

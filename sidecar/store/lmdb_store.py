@@ -20,11 +20,12 @@ from pathlib import Path
 import lmdb
 import msgspec
 
-from handler_sdk.protocol import Entry, encoder as wire_encoder, entry_decoder
+from handler_sdk.protocol import Entry, encoder as wire_encoder
 
 from . import keys
 from .batch import WriteBatch, apply_batch
-from .blobs import DEFAULT_BLOB_THRESHOLD, decompress, preview, resolve_stored
+from .blob_memo import BlobMemo
+from .blobs import DEFAULT_BLOB_THRESHOLD, decompress, preview, resolve_entry, resolve_stored
 from .environment import open_environment
 from .txn import store_target
 from .layout import prepare
@@ -126,6 +127,8 @@ class Store:
         self._path = str(path)
         #: Payloads over this many bytes are stored as blobs, once per content (``blobs.py``).
         self.blob_threshold = blob_threshold
+        #: Blobs read lately, decompressed: a resume reads the same ones again.
+        self.blob_memo = BlobMemo()
         self._durability = durability
         self._map_size = map_size
         self._env, self._dbs = open_environment(path, durability=durability, map_size=map_size)
@@ -216,8 +219,20 @@ class Store:
 
     def _resolved(self, txn: lmdb.Transaction[bytes], db: str, key: bytes, raw: bytes) -> bytes:
         """``raw`` (a value of ``db``) as it was written: each blob reference replaced by its bytes."""
-        blobs = self._dbs["blobs"]
-        return resolve_stored(db, key, raw, lambda sha: decompress(sha, txn.get(sha, db=blobs)))
+        return resolve_stored(db, key, raw, self._fetcher(txn))
+
+    def _fetcher(self, txn: lmdb.Transaction[bytes]) -> Callable[[bytes], bytes]:
+        """A blob's bytes by SHA-256, read in ``txn`` unless the memo has them."""
+        blobs, memo = self._dbs["blobs"], self.blob_memo
+
+        def fetch(sha: bytes) -> bytes:
+            data = memo.get(sha)
+            if data is None:
+                data = decompress(sha, txn.get(sha, db=blobs))
+                memo.put(sha, data)
+            return data
+
+        return fetch
 
     def read_blob(self, sha256: bytes) -> bytes | None:
         """The bytes of the blob with this SHA-256, or ``None`` if none is stored."""
@@ -262,10 +277,11 @@ class Store:
             cursor = txn.cursor()
             if not cursor.set_range(keys.journal_key(invocation_id, start)):
                 return journal
+            fetch = self._fetcher(txn)
             for raw_key, value in cursor:
                 if not raw_key.startswith(prefix) or keys.journal_index(raw_key) != start + len(journal):
                     break
-                journal.append(entry_decoder.decode(self._resolved(txn, "journal", raw_key, value)))
+                journal.append(resolve_entry(value, fetch))
         return journal
 
     def has_entry(self, invocation_id: str, index: int) -> bool:

@@ -11,6 +11,7 @@ from handler_sdk.protocol import (
     BlobData, BlobRef, Blobs, Command, End, FetchBlobs, Input, Payloads, Run, Start,
 )
 from sidecar.invoker.blob_wire import OutgoingBlobs
+from sidecar.store.blob_memo import BlobMemo
 from sidecar.transport.held_blobs import HeldBlobs
 from tests.unit.fake_sidecar import Connect
 
@@ -70,15 +71,16 @@ async def test_a_handler_without_the_blob_asks_for_it(connect: Connect) -> None:
 
 async def test_the_sidecar_sends_a_link_each_blob_once_and_answers_for_the_rest() -> None:
     held = HeldBlobs()
-    first = OutgoingBlobs(THRESHOLD, held)
+    memo = BlobMemo()
+    first = OutgoingBlobs(THRESHOLD, held, memo.ref)
     sent = [first.entry(Run("a", value=VALUE)), first.entry(Run("b", value=VALUE)), first.entry(Run("c", value=b"1"))]
     assert [e.value for e in sent] == [REF.encode(), REF.encode(), b"1"]  # type: ignore[union-attr]
     assert first.sent == [BlobData(REF.sha256, VALUE)]
-    again = OutgoingBlobs(THRESHOLD, held)
+    again = OutgoingBlobs(THRESHOLD, held, memo.ref)
     assert again.entry(Run("a", value=VALUE)) == Run("a", value=REF.encode()) and again.sent == []
     assert again.answer("inv", [REF.sha256, b"\x00" * 32]) == [
         Blobs("inv", [BlobData(REF.sha256, VALUE)], missing=[b"\x00" * 32])]
-    alone = OutgoingBlobs(THRESHOLD, None)  # request-response: every blob goes with its Start
+    alone = OutgoingBlobs(THRESHOLD, None, memo.ref)  # request-response: every blob goes with its Start
     alone.entry(Run("a", value=VALUE))
     assert alone.sent == [BlobData(REF.sha256, VALUE)]
 
@@ -93,3 +95,15 @@ def test_the_cache_keeps_the_most_recently_used_within_its_bytes() -> None:
     cache.remember(Command("inv", 1, Run("make", value=b"y" * 200)).entry, THRESHOLD)
     resolved = cache.resolve(_start("inv", [Run("make", value=BlobRef.of(b"y" * 200).encode())]))
     assert isinstance(resolved, Start) and resolved.journal[1] == Run("make", value=b"y" * 200)
+
+
+def test_the_sidecar_memo_knows_the_bytes_it_holds_and_forgets_the_oldest() -> None:
+    memo = BlobMemo(max_bytes=250)
+    held = b"a" * 100
+    ref = memo.ref(held)
+    assert memo.get(ref.sha256) is held and memo.ref(held) == ref
+    equal_copy = bytes(bytearray(held))  # equal bytes, another object: hashed, same reference
+    assert memo.ref(equal_copy) == ref
+    for n in range(3):
+        memo.put(bytes([n]) * 32, b"x" * 100)
+    assert memo.get(ref.sha256) is None and memo.get(b"\x02" * 32) is not None
