@@ -310,7 +310,9 @@ def app(
     if isinstance(services, _Definition):
         services = [services]
     table = ServiceTable(services, heartbeat_interval, suspend_after, blob_cache_bytes)
-    application = web.Application()
+    # No body limit for POST /invoke, as none for /connect's frames: a request-response Start
+    # carries its journal and every blob it refers to, and the peer is our own sidecar.
+    application = web.Application(client_max_size=0)
     application[SERVICE_TABLE] = table
     application.router.add_get("/discover", _discover)
     application.router.add_get("/connect", _connect)

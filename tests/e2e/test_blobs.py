@@ -8,14 +8,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import lmdb
 import msgspec
 import pytest
 import zstandard
 
+from handler_sdk.protocol import Input, Output, Run
+from sidecar.ids import IdGenerator
+from sidecar.store import InvocationRecord, keys
+from sidecar.store.environment import DATABASES
+from sidecar.store.lmdb_store import encode_entry, encode_record
 from tests.e2e.bulky import digest, text
 from tests.e2e.conftest import Cluster, running_cluster
 from tests.e2e.sse import read_events, subscribe
-from tests.procs import eventually
+from tests.procs import Process, eventually, free_port, python
 
 _FLAGS = ["--durability", "none", "--inactivity-timeout", "3", "--workers", "1"]
 MiB = 1024 * 1024
@@ -138,3 +144,44 @@ async def test_a_journal_and_a_state_that_grow_past_their_limits_get_warnings(
             metrics = await response.text()
         assert 'sidecar_growth_warnings_total{kind="journal"} 1.0' in metrics
         assert 'sidecar_growth_warnings_total{kind="state"} 1.0' in metrics
+
+
+async def test_a_request_response_deployment_is_sent_its_blobs_with_each_start(bulky: Cluster) -> None:
+    port = free_port()
+    service = Process("serverless", python("-m", "handler_sdk", "tests.e2e.bulky:SERVICES", "--port", str(port)),
+                      bulky.tmp, {"SINK_URL": bulky.sink_url}).start()
+    try:
+        await eventually(lambda: bulky._ok(f"http://127.0.0.1:{port}/discover"), what="the handler service")
+        registered = await bulky.cli("register", f"http://127.0.0.1:{port}", "--request-response", "--force")
+        assert registered.returncode == 0, registered.stderr
+        status, output, _ = await bulky.post("/Bulky/rr/make", {"size": 2 * MiB, "copies": 2, "nap": 0.1})
+        assert (status, output) == (200, {"digests": [digest(text(2 * MiB, 0))], "state": None})
+    finally:
+        service.stop()
+
+
+async def test_a_layout_4_directory_is_upgraded_by_the_sidecar_that_opens_it(
+        tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> None:
+    """A data directory a sidecar before blobs wrote: its large payloads become blobs at start,
+    and everything reads back as it was written."""
+    value = msgspec.json.encode(text(MiB, 9))
+    record = InvocationRecord(id=IdGenerator().invocation_id(), service="Bulky", handler="make", key="old",
+                              handler_kind="exclusive", status="completed", deployment_id="dp_old", created_ms=1,
+                              modified_ms=2, completed_ms=2, output=value)
+    env = lmdb.open(str(tmp_path / "data"), max_dbs=len(DATABASES) + 1, map_size=1 << 28)
+    dbs = {name: env.open_db(name.encode()) for name in DATABASES if name not in ("blobs", "blob_refs")}
+    with env.begin(write=True) as txn:
+        txn.put(b"format", b"4", db=dbs["meta"])
+        txn.put(record.id.encode(), encode_record(record), db=dbs["invocations"])
+        for index, entry in enumerate([Input(b"{}"), Run("make0", value=value), Output(value=value)]):
+            txn.put(keys.journal_key(record.id, index), encode_entry(entry), db=dbs["journal"])
+    env.close()
+
+    async with running_cluster(tmp_path, http, request, _FLAGS, handlers="tests.e2e.bulky:SERVICES") as cluster:
+        _, shown = await cluster.get(f"/invocations/{record.id}", admin=True)
+        assert shown["output"]["blob"] == digest(text(MiB, 9)) == shown["journal"][1]["value"]["blob"]
+        assert await _metric(cluster, "sidecar_blobs") == 1  # three references, one blob
+        async with cluster.http.get(f"http://{cluster.admin}/blobs/{shown['output']['blob']}") as response:
+            assert await response.read() == value
+        assert (await cluster.admin_call("DELETE", f"/invocations/{record.id}"))[0] == 200
+        assert await _metric(cluster, "sidecar_blobs") == 0
