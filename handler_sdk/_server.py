@@ -70,7 +70,7 @@ class ServiceTable:
             specs.append(service.spec())
         if not names:
             raise ValueError("app() needs at least one service")
-        self.discovery = msgspec.json.encode(Discovery(protocol=PROTOCOL_VERSION, services=specs))
+        self.discovery = msgspec.json.encode(Discovery(protocol=PROTOCOL_VERSION, services=specs, blob_refs=True))
         self.sockets: set[web.WebSocketResponse] = set()
 
     async def close_sockets(self, _app: web.Application) -> None:

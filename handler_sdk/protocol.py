@@ -496,6 +496,9 @@ class ServiceSpec(msgspec.Struct, frozen=True):
 class Discovery(msgspec.Struct, frozen=True):
     protocol: int
     services: list[ServiceSpec]
+    #: The handler resolves blob references in a ``Start`` (``Start.payloads``, ``FetchBlobs``).
+    #: A sidecar sends an SDK that does not say so every payload as it is.
+    blob_refs: bool = False
 
 
 def awakeable_id(invocation_id: str, index: int, key: bytes) -> str:

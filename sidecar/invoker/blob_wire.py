@@ -38,8 +38,8 @@ class OutgoingBlobs:
         self._refs: dict[int, bytes] = {}  # id(payload) -> its reference: the input is in the journal too
 
     def payload(self, payload: bytes) -> bytes:
-        """``payload`` as the ``Start`` sends it."""
-        if not needs_blob(payload, self.threshold):
+        """``payload`` as the ``Start`` sends it (as it is, where ``threshold`` is 0)."""
+        if not self.threshold or not needs_blob(payload, self.threshold):
             return payload
         known = self._refs.get(id(payload))
         if known is not None:

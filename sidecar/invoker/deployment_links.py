@@ -42,6 +42,9 @@ class LinkSource(Protocol):
 
     def inactivity_timeout_s(self, record: InvocationRecord) -> float: ...
 
+    def blob_refs(self, record: InvocationRecord) -> bool:
+        """Whether the handler of ``record``'s deployment takes blob references."""
+
     def close_deleted(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -92,6 +95,9 @@ class DeploymentLinks:
     def retry_policy(self, record: InvocationRecord) -> RetryPolicy:
         spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)
         return RetryPolicy.resolve(spec.retry if spec else RetrySpec(), self._settings)
+
+    def blob_refs(self, record: InvocationRecord) -> bool:
+        return self._registry.blob_refs(record.deployment_id)
 
     def inactivity_timeout_s(self, record: InvocationRecord) -> float:
         spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)

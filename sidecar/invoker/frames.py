@@ -136,7 +136,7 @@ class FrameHandler:
         if refused is not entry:  # an SDK that did not check: journal the step's failure, replay it
             return self._refuse_step(attempt, command.index, refused)
         held = attempt.link.held
-        if held is not None:  # the SDK keeps the large payloads it sends: a replay need not send them back
+        if held is not None and attempt.blobs.threshold:  # the SDK keeps the large payloads it sends
             note_held(entry, attempt.blobs.threshold, held, self._store.blob_memo.ref)
         changes = Changes()
         after: Callable[[], object] | None = None

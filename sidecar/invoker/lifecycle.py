@@ -252,7 +252,8 @@ class Lifecycle:
         self._growth.started(live, state)
         record.attempts += 1
         self._metrics.attempts.inc()
-        blobs = OutgoingBlobs(self._store.blob_threshold, link.held, self._store.blob_memo.ref)
+        threshold = self._store.blob_threshold if self._links.blob_refs(record) else 0  # 0: no references
+        blobs = OutgoingBlobs(threshold, link.held, self._store.blob_memo.ref)
         live.attempt = Attempt(self, live, link, self._links.inactivity_timeout_s(record), blobs)
         input_entry = live.journal[0]
         link.send(encoder.encode(Start(

@@ -119,6 +119,8 @@ class DeploymentRecord(msgspec.Struct, kw_only=True):
     services: list[ServiceSpec]
     created_ms: int
     transport: str = "websocket"  # one of TRANSPORTS
+    #: Its discovery said it resolves blob references (``Discovery.blob_refs``).
+    blob_refs: bool = False
 
 
 class EarlyCompletion(msgspec.Struct, kw_only=True):

@@ -140,6 +140,9 @@ class FakeLinks:
     def inactivity_timeout_s(self, record: InvocationRecord) -> float:
         return self.inactivity_s
 
+    def blob_refs(self, record: InvocationRecord) -> bool:
+        return self._registry.blob_refs(record.deployment_id)
+
     def close_deleted(self) -> None:
         for deployment_id in [d for d in self._pools if d not in self._registry.deployments]:
             self._probers.pop(deployment_id, None)

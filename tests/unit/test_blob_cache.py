@@ -83,6 +83,8 @@ async def test_the_sidecar_sends_a_link_each_blob_once_and_answers_for_the_rest(
     alone = OutgoingBlobs(THRESHOLD, None, memo.ref)  # request-response: every blob goes with its Start
     alone.entry(Run("a", value=VALUE))
     assert alone.sent == [BlobData(REF.sha256, VALUE)]
+    older = OutgoingBlobs(0, held, memo.ref)  # an SDK whose discovery did not say blob_refs: no references
+    assert older.entry(Run("a", value=VALUE)) == Run("a", value=VALUE) and older.sent == []
 
 
 def test_the_cache_keeps_the_most_recently_used_within_its_bytes() -> None:
