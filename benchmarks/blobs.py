@@ -29,7 +29,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from benchmarks.procs import Procs, free_port, http_ok, leave_tmp, machine_info, run_cli, sidecar_executable, \
+from benchmarks.procs import Procs, add_output_options, free_port, http_ok, leave_tmp, machine_info, run_cli, sidecar_executable, \
     wait_until, write_json
 from handler_sdk import Context, Service
 
@@ -188,8 +188,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=256 * 1024, help="bytes of each step's value")
     p.add_argument("--resumes", type=int, default=20, help="replays measured per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds (the median is reported)")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON here")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
+    add_output_options(p)
     return p.parse_args(argv)
 
 
