@@ -6,6 +6,8 @@ descendant alive at the time of reading, so a server that forks workers is charg
 
 from __future__ import annotations
 
+import argparse
+
 import asyncio
 import os
 import platform
@@ -221,6 +223,12 @@ def sidecar_executable() -> list[str]:
         return [str(script)]
     raise BenchError(f"no 'sidecar' console script next to {sys.executable}: install the project "
                      "into this environment (pip install -e .)")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--json PATH`` and ``--keep``, which every benchmark takes."""
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
 
 
 def write_json(path: str | None, report: object) -> None:

@@ -24,7 +24,7 @@ import aiohttp
 import msgspec
 
 from benchmarks.loadgen import run_load
-from benchmarks.procs import Procs, free_port, http_ok, leave_tmp, machine_info, run_cli, sidecar_executable, \
+from benchmarks.procs import Procs, add_output_options, free_port, http_ok, leave_tmp, machine_info, run_cli, sidecar_executable, \
     wait_until, write_json
 
 
@@ -124,8 +124,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--retention", type=float, default=5.0, help="the sidecar's --retention, seconds")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     p.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON here")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
+    add_output_options(p)
     return p.parse_args(argv)
 
 

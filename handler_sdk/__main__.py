@@ -1,5 +1,5 @@
 """``python -m handler_sdk MODULE:NAME [--host H] [--port P] [--suspend-after S] [--reuse-port]
-[--log-level L] [--log-format text|json]``: serve services.
+[--blob-cache-bytes N] [--log-level L] [--log-format text|json]``: serve services.
 
 ``NAME`` is a Service, VirtualObject or Workflow defined in ``MODULE``, or a list of them.
 """
@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ._blob_cache import DEFAULT_CACHE_BYTES
 from ._definition import Definition, _Definition
 from ._server import serve
 from .logs import FORMATS, LEVELS, configure_logging
@@ -53,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--reuse-port", action="store_true",
         help="let several copies of this service bind the same port, to use several cores",
     )
+    parser.add_argument("--blob-cache-bytes", type=int, default=DEFAULT_CACHE_BYTES, metavar="BYTES",
+                        help="the cache of large payloads that spares replays sending them again "
+                             f"(0: none) [{DEFAULT_CACHE_BYTES}]")
     parser.add_argument("--log-level", choices=LEVELS, default="info",
                         help="the least important log lines shown (info: start and step retries) [info]")
     parser.add_argument("--log-format", choices=FORMATS, default="text",
@@ -65,9 +69,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(exc))
     if not args.suspend_after >= 0:  # NaN too
         parser.error("--suspend-after must be zero or more")
+    if args.blob_cache_bytes < 0:
+        parser.error("--blob-cache-bytes must be zero or more")
     try:
         serve(services, host=args.host, port=args.port, heartbeat_interval=args.heartbeat_interval,
-              suspend_after=args.suspend_after, reuse_port=args.reuse_port)
+              suspend_after=args.suspend_after, reuse_port=args.reuse_port, blob_cache_bytes=args.blob_cache_bytes)
     except OSError as exc:  # the port is taken, or the host is not ours: say so, without a traceback
         hint = "" if args.reuse_port else " (to share the port between copies of this service, give each --reuse-port)"
         parser.exit(1, f"python -m handler_sdk: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}{hint}\n")

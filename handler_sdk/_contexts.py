@@ -14,9 +14,10 @@ import msgspec
 
 from . import _steps
 from ._definition import HandlerDef
-from ._gates import Gates
 from ._arguments import check_identifier, check_types, json_encode
+from ._gates import Gates
 from ._invocation import AttemptContext, Emit
+from .payload_limits import check_state_value
 from ._waits import EntryFuture
 from .context import (
     DurablePromise,
@@ -77,6 +78,7 @@ class _WriteState(_ReadState):
     def set(self, name: str, value: Any) -> None:
         check_identifier("state name", name)
         raw = json_encode(value)  # before claiming an index: a failed encode leaves no gap
+        check_state_value(name, raw, self.max_payload_bytes)
         index, recorded = self._step(SetState, name)
         if recorded is None:
             self._state[name] = raw

@@ -40,6 +40,7 @@ from . import _steps
 from ._arguments import check_identifier, check_types, delay_ms, encode_arg, json_encode
 from ._definition import BadInput, HandlerDef, call_target, positive_seconds
 from ._gates import Gates, step_gates
+from .payload_limits import checked_step
 from ._replay import Replay
 from ._spending import Cost, Spending
 from .breakers import CircuitBreaker, breaker_spec
@@ -130,6 +131,7 @@ class AttemptContext(Context):
         self._seed = start.seed
         budget = start.budget if start.budget is not None else handler.budget
         self._spending = Spending(start.journal, budget, handler.on_budget)
+        self.max_payload_bytes = start.payloads.max_payload_bytes
         self._rng: random.Random | None = None  # built on first use: seeding costs a few us
         # Entries already in the journal are durable; acks are cumulative.
         self._acked = len(start.journal) - 1
@@ -420,6 +422,7 @@ class AttemptContext(Context):
             self.steps_running -= 1
             self._completions.reschedule()
         self._check_live()
+        entry = checked_step(entry, self.max_payload_bytes)
         self._spending.record(entry)
         self._command(index, entry)
         await self._durable(index)

@@ -20,13 +20,15 @@ from typing import cast
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ._blob_cache import DEFAULT_CACHE_BYTES, BlobCache
 from ._definition import Definition, HandlerDef, _Definition
 from ._contexts import new_attempt
 from ._gates import Gates
 from ._invocation import AttemptContext
 from ._threads import DaemonExecutor
 from .protocol import (
-    PROTOCOL_VERSION, Ack, Cancel, Completion, Discovery, End, Failure, Heartbeat, Leave, Revoke, Start,
+    PROTOCOL_VERSION, Ack, Blobs, Cancel, Command, Completion, Discovery, End, Failure, FetchBlobs, Heartbeat,
+    Leave, Revoke, Start,
     ToHandler, ToSidecar, encoder, to_handler_decoder,
 )
 
@@ -45,6 +47,7 @@ class ServiceTable:
 
     def __init__(
         self, services: Iterable[Definition], heartbeat_interval: float, suspend_after: float,
+        blob_cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be positive")
@@ -52,6 +55,8 @@ class ServiceTable:
             raise ValueError("suspend_after must be zero or more (math.inf: never suspend)")
         self.heartbeat_interval = heartbeat_interval
         self.suspend_after = suspend_after
+        #: Large payloads, shared by every socket: a replay sends only what is not here.
+        self.blobs = BlobCache(blob_cache_bytes)
         self.handlers: dict[tuple[str, str], tuple[HandlerDef, str]] = {}
         specs = []
         names: set[str] = set()
@@ -67,7 +72,7 @@ class ServiceTable:
             specs.append(service.spec())
         if not names:
             raise ValueError("app() needs at least one service")
-        self.discovery = msgspec.json.encode(Discovery(protocol=PROTOCOL_VERSION, services=specs))
+        self.discovery = msgspec.json.encode(Discovery(protocol=PROTOCOL_VERSION, services=specs, blob_refs=True))
         self.sockets: set[web.WebSocketResponse] = set()
 
     async def close_sockets(self, _app: web.Application) -> None:
@@ -90,9 +95,16 @@ class Connection:
         self._out: deque[bytes] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._gates = Gates(self.send, wait_ms=table.suspend_after * 1000)
+        #: Starts waiting for the blobs they refer to (``FetchBlobs`` sent), by invocation.
+        self._fetching: dict[str, Start] = {}
+        #: The sidecar's blob threshold, from its latest ``Start``: larger payloads we send, it
+        #: believes we hold, so we keep them.
+        self._blob_threshold = 0
 
     def send(self, message: ToSidecar) -> None:
         """Queue one message; the writer task sends queued messages in order."""
+        if type(message) is Command and self._blob_threshold:
+            self._table.blobs.remember(message.entry, self._blob_threshold)
         self._out.append(encoder.encode(message))
         wakeup = self._wakeup
         if wakeup is not None:
@@ -174,8 +186,11 @@ class Connection:
             self._gates.answered(cast(Leave, message))
         elif kind is Revoke:
             self._gates.revoked(cast(Revoke, message).breaker)
+        elif kind is Blobs:
+            self._blobs(cast(Blobs, message))
         elif kind is Cancel:
             if cast(Cancel, message).kill:  # abort: no more handler code runs
+                self._fetching.pop(message.invocation_id, None)
                 attempt = self._attempts.pop(message.invocation_id, None)
                 if attempt is not None:
                     attempt.kill()
@@ -188,6 +203,33 @@ class Connection:
         previous = self._attempts.pop(start.invocation_id, None)
         if previous is not None:  # the sidecar gave up on that attempt: it must not go on
             previous.kill()
+        self._blob_threshold = start.payloads.blob_threshold
+        resolved = self._table.blobs.resolve(start)
+        if isinstance(resolved, list):  # it refers to blobs we lack: ask, and start once they are here
+            self._fetching[start.invocation_id] = start
+            self.send(FetchBlobs(invocation_id=start.invocation_id, sha256=resolved))
+            return
+        self._fetching.pop(start.invocation_id, None)
+        self._run(resolved)
+
+    def _blobs(self, answer: Blobs) -> None:
+        start = self._fetching.get(answer.invocation_id)
+        if start is None:
+            return
+        terms = start.payloads
+        start = msgspec.structs.replace(start, payloads=msgspec.structs.replace(terms, blobs=terms.blobs + answer.blobs))
+        resolved = self._table.blobs.resolve(start)
+        if not isinstance(resolved, list):
+            del self._fetching[answer.invocation_id]
+            self._run(resolved)
+        elif answer.final:  # the sidecar has not got them all: this attempt cannot replay
+            del self._fetching[answer.invocation_id]
+            self.send(End(invocation_id=answer.invocation_id, failure=Failure(
+                code=503, message=f"{len(resolved)} blob(s) the journal refers to could not be had", terminal=False)))
+        else:
+            self._fetching[answer.invocation_id] = start
+
+    def _run(self, start: Start) -> None:
         found = self._table.handlers.get((start.service, start.handler))
         if found is None:
             failure = Failure(code=404, message=f"no handler {start.service}/{start.handler} here")
@@ -220,13 +262,18 @@ async def _invoke(request: web.Request) -> web.Response:
     except msgspec.DecodeError as exc:
         return web.json_response({"code": 400, "message": f"expected one msgpack Start: {exc}"}, status=400)
     messages: list[ToSidecar] = []
+    resolved = table.blobs.resolve(start)  # a request-response Start carries every blob it refers to
     found = table.handlers.get((start.service, start.handler))
-    if found is None:
+    if isinstance(resolved, list):
+        messages.append(End(invocation_id=start.invocation_id, failure=Failure(
+            code=503, message=f"{len(resolved)} blob(s) the journal refers to were not sent", terminal=False)))
+    elif found is None:
         messages.append(End(invocation_id=start.invocation_id,
                             failure=Failure(code=404, message=f"no handler {start.service}/{start.handler} here")))
     else:
         handler, service_kind = found
-        attempt = new_attempt(start, handler, messages.append, service_kind, suspend_after=0.0, suspend_for_acks=True)
+        attempt = new_attempt(resolved, handler, messages.append, service_kind, suspend_after=0.0,
+                              suspend_for_acks=True)
         if request.headers.get("x-sidecar-cancel") == "1":
             attempt.cancel()
         await attempt.execute()
@@ -254,7 +301,7 @@ async def _connect(request: web.Request) -> web.WebSocketResponse:
 
 def app(
     services: Iterable[Definition] | Definition, *, heartbeat_interval: float = 5.0,
-    suspend_after: float = 1.0,
+    suspend_after: float = 1.0, blob_cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> web.Application:
     """The handler service as an aiohttp application (``GET /discover``, ``GET /connect``).
 
@@ -263,11 +310,16 @@ def app(
     timeout (default 60 s). ``suspend_after`` (seconds) is how long a handler that does nothing
     but await timers and awakeables keeps running before it suspends: it frees itself, and the
     sidecar runs it again, replaying its journal, once one of them completes (``math.inf``: never).
+    ``blob_cache_bytes`` bounds the cache of large payloads (over the sidecar's
+    ``blob_threshold_bytes``) that lets a replay skip sending what this process already holds
+    (0: none; each replay is then sent every large payload again).
     """
     if isinstance(services, _Definition):
         services = [services]
-    table = ServiceTable(services, heartbeat_interval, suspend_after)
-    application = web.Application()
+    table = ServiceTable(services, heartbeat_interval, suspend_after, blob_cache_bytes)
+    # No body limit for POST /invoke, as none for /connect's frames: a request-response Start
+    # carries its journal and every blob it refers to, and the peer is our own sidecar.
+    application = web.Application(client_max_size=0)
     application[SERVICE_TABLE] = table
     application.router.add_get("/discover", _discover)
     application.router.add_get("/connect", _connect)
@@ -305,14 +357,16 @@ async def _serve_forever(application: web.Application, host: str, port: int, reu
 def serve(
     services: Iterable[Definition] | Definition, *, host: str = "127.0.0.1", port: int = 9080,
     heartbeat_interval: float = 5.0, suspend_after: float = 1.0, reuse_port: bool = False,
+    blob_cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> None:
     """Serve ``services`` on ``host:port`` with uvloop until SIGINT or SIGTERM; prints nothing.
 
-    ``heartbeat_interval`` and ``suspend_after`` are as for ``app()``. ``reuse_port``: several
+    ``heartbeat_interval``, ``suspend_after`` and ``blob_cache_bytes`` are as for ``app()``. ``reuse_port``: several
     processes serving the same services may bind the same port (``SO_REUSEPORT``), and the kernel
     spreads the sidecar's connections over them: one deployment that uses several cores.
     """
-    application = app(services, heartbeat_interval=heartbeat_interval, suspend_after=suspend_after)
+    application = app(services, heartbeat_interval=heartbeat_interval, suspend_after=suspend_after,
+                      blob_cache_bytes=blob_cache_bytes)
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         try:
             runner.run(_serve_forever(application, host, port, reuse_port))

@@ -15,7 +15,8 @@ import base64
 import hashlib
 import hmac
 import re
-from typing import Union
+from collections.abc import Callable
+from typing import TypeVar, Union
 
 import msgspec
 
@@ -210,6 +211,81 @@ COMPLETABLE_KINDS: tuple[type, ...] = (Sleep, Awakeable, Call, GetPromise, PeekP
 ACKED_KINDS: tuple[type, ...] = (Run,)
 
 
+# --- large payloads ------------------------------------------------------------------------------
+#
+# A payload over the sidecar's ``blob_threshold_bytes`` travels and is stored as a *reference*: in
+# place of its bytes, ``BLOB_MAGIC + SHA-256 + size (u64 BE)``, 48 bytes (:class:`BlobRef`). The
+# bytes themselves are stored once per content (the sidecar's ``blobs`` database) and reach a
+# handler in ``Start.payloads.blobs`` or a ``Blobs`` answer, so that a replay sends only what the handler
+# does not hold yet. The magic starts with 0xFF, which UTF-8 never contains, so no name or message
+# can hold it; a payload that happens to contain it is always sent and stored as a blob, so a
+# payload that *is* a reference is never a payload of its own.
+
+BLOB_MAGIC = b"\xffblob\x00\xfe\x01"
+_SIZE_BYTES = 8
+BLOB_REF_BYTES = len(BLOB_MAGIC) + 32 + _SIZE_BYTES
+
+
+class BlobRef(msgspec.Struct, frozen=True):
+    """A payload stored as a blob: its SHA-256 and its length."""
+
+    sha256: bytes
+    size: int
+
+    def encode(self) -> bytes:
+        """The 48 bytes that stand for the payload in a journal entry, a state value, a frame."""
+        return BLOB_MAGIC + self.sha256 + self.size.to_bytes(_SIZE_BYTES, "big")
+
+    @classmethod
+    def of(cls, payload: bytes) -> BlobRef:
+        return cls(hashlib.sha256(payload).digest(), len(payload))
+
+    @classmethod
+    def parse(cls, payload: bytes) -> BlobRef | None:
+        """The reference ``payload`` is, or None if it is a payload of its own."""
+        if len(payload) != BLOB_REF_BYTES or not payload.startswith(BLOB_MAGIC):
+            return None
+        return cls(payload[8:40], int.from_bytes(payload[40:], "big"))
+
+
+def needs_blob(payload: bytes, threshold: int) -> bool:
+    """Whether ``payload`` goes as a reference: it is over ``threshold``, or looks like one."""
+    return len(payload) > threshold or BLOB_MAGIC in payload
+
+
+class BlobData(msgspec.Struct, frozen=True, array_like=True):
+    """A blob's bytes, sent to a handler that lacks them."""
+
+    sha256: bytes
+    data: bytes
+
+
+#: The payload fields of each entry kind (a payload: bytes the SDK encodes and decodes).
+PAYLOAD_FIELDS: dict[type, tuple[str, ...]] = {
+    Input: ("value",), Run: ("value",), GetState: ("value",), SetState: ("value",), Output: ("value",),
+    Awakeable: ("value",), CompleteAwakeable: ("value",), Call: ("input", "value"), Send: ("input",),
+    GetPromise: ("value",), PeekPromise: ("value",), CompletePromise: ("value",), Publish: ("event",),
+}
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+def map_payloads(value: _S, fields: dict[type, tuple[str, ...]], change: Callable[[bytes], bytes]) -> _S:
+    """``value`` with ``change`` applied to each of its payloads (``fields`` names them per type,
+    a field that holds a Struct is followed into); ``value`` itself where nothing changed."""
+    names = fields.get(type(value))
+    if not names:
+        return value
+    changed: dict[str, object] = {}
+    for name in names:
+        held = getattr(value, name)
+        new = change(held) if type(held) is bytes else (
+            map_payloads(held, fields, change) if isinstance(held, msgspec.Struct) else held)
+        if new is not held:
+            changed[name] = new
+    return msgspec.structs.replace(value, **changed) if changed else value
+
+
 def entry_name(entry: Entry) -> str:
     """The name an entry is matched by on replay: its name, a call's ``service/handler``, or empty."""
     if type(entry) is Call or type(entry) is Send:
@@ -218,6 +294,20 @@ def entry_name(entry: Entry) -> str:
 
 
 # --- sidecar -> handler -----------------------------------------------------------------------
+
+
+class Payloads(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a ``Start`` says of large payloads."""
+
+    #: Payloads over this many bytes may come as references (``BlobRef``), in ``input``, the
+    #: journal and ``state``; the handler sends its own as they are. 0: the sidecar sends none.
+    blob_threshold: int = 0
+    #: The bytes of the referenced blobs the sidecar believes this handler process lacks; for the
+    #: others the handler looks in its cache, and asks (``FetchBlobs``) for what is not there.
+    blobs: list[BlobData] = []
+    #: The largest step or state value the sidecar keeps (``max_payload_bytes``); 0: no limit
+    #: known. A larger one fails its step as terminal (413).
+    max_payload_bytes: int = 0
 
 
 class _ToHandler(msgspec.Struct, tag_field="t", tag=True, frozen=True):
@@ -244,6 +334,9 @@ class Start(_ToHandler, frozen=True, omit_defaults=True):
     #: The invocation's spending cap as the sidecar holds it (an ``x-budget`` header, or one raised
     #: by an operator's resume): it overrides the handler's own ``budget=``. None: the handler's.
     budget: float | None = None
+    #: How large payloads travel: references, the blobs sent along, the size limit. (One field,
+    #: so that a Start stays a msgpack fixmap: 15 fields at most.)
+    payloads: Payloads = Payloads()
 
 
 class Ack(_ToHandler, frozen=True):
@@ -292,7 +385,16 @@ class Revoke(_ToHandler, frozen=True):
     breaker: str
 
 
-ToHandler = Union[Start, Ack, Completion, Cancel, Leave, Revoke]
+class Blobs(_ToHandler, frozen=True):
+    """The answer to ``FetchBlobs``, in one or more frames: ``final`` on the last; ``missing``:
+    the blobs the sidecar has not got (the attempt cannot replay: it fails, and is retried)."""
+
+    blobs: list[BlobData]
+    final: bool = True
+    missing: list[bytes] = []
+
+
+ToHandler = Union[Start, Ack, Completion, Cancel, Leave, Revoke, Blobs]
 
 
 # --- handler -> sidecar -----------------------------------------------------------------------
@@ -375,7 +477,13 @@ class StepReport(_ToSidecar, frozen=True):
     failed: bool
 
 
-ToSidecar = Union[Command, Heartbeat, Suspend, Pause, End, Event, AskLeave, StepReport]
+class FetchBlobs(_ToSidecar, frozen=True):
+    """The handler lacks these blobs (by SHA-256) that its ``Start`` refers to: send them."""
+
+    sha256: list[bytes]
+
+
+ToSidecar = Union[Command, Heartbeat, Suspend, Pause, End, Event, AskLeave, StepReport, FetchBlobs]
 
 
 # --- one encoder and one decoder per direction, built once ------------------------------------
@@ -441,6 +549,9 @@ class ServiceSpec(msgspec.Struct, frozen=True):
 class Discovery(msgspec.Struct, frozen=True):
     protocol: int
     services: list[ServiceSpec]
+    #: The handler resolves blob references in a ``Start`` (``Start.payloads``, ``FetchBlobs``).
+    #: A sidecar sends an SDK that does not say so every payload as it is.
+    blob_refs: bool = False
 
 
 def awakeable_id(invocation_id: str, index: int, key: bytes) -> str:

@@ -8,6 +8,7 @@ them, so one scrape sees the whole sidecar.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -35,6 +36,9 @@ class Metrics:
         self.cost = Counter(
             "sidecar_cost", "What steps cost, in the unit their handlers report, counted as each step's entry is "
             "journaled (a replayed step is not counted again).", ["service", "handler", "step"], registry=registry)
+        self.growth_warnings = Counter(
+            "sidecar_growth_warnings", "Invocations whose journal (kind journal) or key state (kind state) grew "
+            "past its warn_*_bytes setting.", ["kind"], registry=registry)
         self.duration = Histogram(
             "sidecar_invocation_duration_seconds", "From acceptance to final status.", buckets=_DURATION_BUCKETS,
             registry=registry)
@@ -43,18 +47,21 @@ class Metrics:
         self.batches = Counter(
             "sidecar_committed_batches", "Write batches made durable (divide by group commits for the mean "
             "group size).", registry=registry)
-        self.active = Gauge(
-            "sidecar_active_invocations", "Invocations not yet finished.", multiprocess_mode="livesum",
-            registry=registry)
-        self.callers = Gauge(
-            "sidecar_waiting_callers", "Client requests waiting for an invocation's result (calls, attaches).",
-            multiprocess_mode="livesum", registry=registry)
-        self.running = Gauge(
-            "sidecar_running_attempts", "Attempts a handler is running now (suspended invocations hold none).",
-            multiprocess_mode="livesum", registry=registry)
-        self.state_edits_waiting = Gauge(
+        def gauge(name: str, documentation: str, mode: Literal["livesum", "livemax"] = "livesum") -> Gauge:
+            return Gauge(name, documentation, multiprocess_mode=mode, registry=registry)
+
+        self.active = gauge("sidecar_active_invocations", "Invocations not yet finished.")
+        self.callers = gauge("sidecar_waiting_callers",
+                             "Client requests waiting for an invocation's result (calls, attaches).")
+        self.running = gauge("sidecar_running_attempts",
+                             "Attempts a handler is running now (suspended invocations hold none).")
+        self.state_edits_waiting = gauge(
             "sidecar_state_edits_waiting", "Operators' state edits waiting for their key (held by an exclusive "
-            "invocation).", multiprocess_mode="livesum", registry=registry)
+            "invocation).")
+        # Sampled by the admin at each scrape from the store, which every worker shares.
+        self.blobs = gauge("sidecar_blobs", "Payloads stored as blobs, once per content.", "livemax")
+        self.blob_bytes = gauge("sidecar_blob_bytes", "What the stored blobs take, compressed (their database's pages).",
+                                "livemax")
 
         self.breaker_open = Gauge(
             "sidecar_breaker_open", "1 while a circuit breaker is open or half-open, 0 while it is closed.",

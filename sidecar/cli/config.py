@@ -56,6 +56,15 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: A worker that holds this many unfinished invocations (in line, delayed, running or
     #: waiting) refuses new ones from clients with 503 and ``Retry-After`` (0: no limit).
     max_invocations: int = 100_000
+    #: Payloads over this many bytes (inputs, step and state values, call inputs and results,
+    #: promise and awakeable values, events, outputs) are stored once per content, as blobs.
+    blob_threshold_bytes: int = 65_536
+    #: The largest step or state value kept: a larger one fails its step as terminal (413).
+    max_payload_bytes: int = 64 * 1024 * 1024
+    #: An invocation whose journal, or a key whose state, grows past this many bytes gets a
+    #: ``warning`` event, a field in its admin detail and a metric.
+    warn_journal_bytes: int = 16 * 1024 * 1024
+    warn_state_bytes: int = 16 * 1024 * 1024
     #: The least important log lines written: debug, info (attempts, backoffs, recoveries), warning, error.
     log_level: str = "info"
     #: "text" for people; "json": one object per line, with the invocation ID as a field.
@@ -69,6 +78,9 @@ class ConfigError(ValueError):
 
 
 ENV_PREFIX = "SIDECAR_"
+
+#: A reference takes 48 bytes: a smaller threshold would store references bigger than payloads.
+MIN_BLOB_THRESHOLD = 64
 
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:
@@ -113,6 +125,12 @@ def load_settings(
     for name in ("max_queue_per_key", "max_invocations"):
         if getattr(settings, name) < 0:
             raise ConfigError(f"invalid setting: {name} must be 0 (no limit) or more, not {getattr(settings, name)}")
+    if settings.blob_threshold_bytes < MIN_BLOB_THRESHOLD:
+        raise ConfigError(f"invalid setting: blob_threshold_bytes must be {MIN_BLOB_THRESHOLD} or more, "
+                          f"not {settings.blob_threshold_bytes}")
+    for name in ("max_payload_bytes", "warn_journal_bytes", "warn_state_bytes"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"invalid setting: {name} must be 1 or more, not {getattr(settings, name)}")
     if settings.durability not in ("fsync", "none"):
         raise ConfigError(f"invalid setting: durability must be 'fsync' or 'none', not {settings.durability!r}")
     if settings.log_level not in LEVELS:

@@ -85,6 +85,11 @@ def main(ingress: str, admin: str) -> None:
 @click.option("--max-invocations", type=click.IntRange(min=0), metavar="N",
               help="Refuse clients' new invocations (503) while a worker holds this many unfinished; 0: no "
                    f"limit [{_DEFAULTS.max_invocations}].")
+@click.option("--blob-threshold", type=click.IntRange(min=64), metavar="BYTES",
+              help="Store payloads over this many bytes once per content, as blobs "
+                   f"[{_DEFAULTS.blob_threshold_bytes}].")
+@click.option("--max-payload", type=click.IntRange(min=1), metavar="BYTES",
+              help=f"Fail a step whose value (or a state value) is larger (413) [{_DEFAULTS.max_payload_bytes}].")
 @click.option("--log-level", type=click.Choice(LEVELS), help=f"The least important log lines written [{_DEFAULTS.log_level}].")
 @click.option("--log-format", type=click.Choice(FORMATS),
               help=f"text, or json: one object per line [{_DEFAULTS.log_format}].")
@@ -96,8 +101,8 @@ def serve(
     ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
     admin: str | None, register: tuple[str, ...], durability: str | None,
     inactivity_timeout: float | None, retention: float | None, workers: int | None,
-    max_queue_per_key: int | None, max_invocations: int | None, log_level: str | None, log_format: str | None,
-    limits: tuple[str, ...],
+    max_queue_per_key: int | None, max_invocations: int | None, blob_threshold: int | None, max_payload: int | None,
+    log_level: str | None, log_format: str | None, limits: tuple[str, ...],
 ) -> None:
     """Run the sidecar until SIGINT or SIGTERM."""
     # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
@@ -116,6 +121,7 @@ def serve(
             "register": list(register) or None, "durability": durability,
             "inactivity_timeout_s": inactivity_timeout, "retention_s": retention, "workers": workers,
             "max_queue_per_key": max_queue_per_key, "max_invocations": max_invocations,
+            "blob_threshold_bytes": blob_threshold, "max_payload_bytes": max_payload,
             "log_level": log_level, "log_format": log_format, "limits": groups or None,
         })
     except ConfigError as exc:

@@ -24,6 +24,7 @@ from ..ids import partition_of_id
 from .breakers import BreakerRoutes
 from .costs import journal_cost, parse_costs_query, sum_costs
 from .listing import LiveRecords, cursor_of, list_page, parse_query
+from .payloads import PayloadViews, payload
 from ..process.mesh import Mesh, MeshError
 from ..metrics import Metrics
 from ..process.partitions import PartitionMap
@@ -66,26 +67,16 @@ def _iso(ms: int | None) -> str | None:
     return None if ms is None else iso_ms(ms)
 
 
-def _payload(raw: bytes | None) -> Any:
-    """A payload as JSON if it is JSON, else as text: the journal view is for people."""
-    if raw is None:
-        return None
-    try:
-        return msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested too deep to show as such
-        return raw.decode(errors="replace")
-
-
 def _failure(failure: Failure | None) -> dict[str, Any] | None:
     return None if failure is None else msgspec.structs.asdict(failure)
 
 
-def _entry_view(index: int, entry: Entry) -> dict[str, Any]:
+def _entry_view(index: int, entry: Entry, payloads: PayloadViews) -> dict[str, Any]:
     view: dict[str, Any] = {"index": index, "kind": type(entry).__name__}
     for field in entry.__struct_fields__:
         value = getattr(entry, field)
         if isinstance(value, bytes):
-            value = _payload(value)
+            value = payloads.view(value)
         elif isinstance(value, Failure):
             value = _failure(value)
         view[field] = value
@@ -138,6 +129,7 @@ class Admin:
         self._partitions = partitions
         self._mesh = mesh
         self._live = LiveRecords(invoker.table.active, partitions, mesh)
+        self._payloads = PayloadViews(store)
         if mesh is not None:
             mesh.handlers["admin.invocation"] = self.answer_invocation
             mesh.handlers["admin.state"] = self.answer_state
@@ -162,6 +154,7 @@ class Admin:
         r.add_get("/costs", self.costs)
         assert self._invoker.board is not None, "the admin API runs in worker 0, which holds the breakers"
         BreakerRoutes(self._invoker.board).add_to(r)
+        r.add_get("/blobs/{sha256}", self._payloads.blob)
         r.add_get("/state/{object}/{key}", self._state_routed)
         r.add_put("/state/{object}/{key}/{name}", self._state_routed)
         r.add_delete("/state/{object}/{key}/{name}", self._state_routed)
@@ -172,6 +165,9 @@ class Admin:
         return json_response({"status": "ok"})
 
     async def metrics(self, request: web.Request) -> web.Response:
+        blobs, blob_bytes = self._store.blob_stats()
+        self._metrics.blobs.set(blobs)
+        self._metrics.blob_bytes.set(blob_bytes)
         response = web.Response(body=self._metrics.exposition())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
@@ -330,10 +326,10 @@ class Admin:
             "idempotency_key": record.idempotency_key, "last_error": record.last_error,
             "next_retry_at": _iso(record.next_retry_ms), "start_at": _iso(record.start_at_ms),
             "completed_at": _iso(record.completed_ms),
-            "input": _payload(journal[0].value) if journal and type(journal[0]) is Input else None,
-            "output": _payload(record.output), "failure": _failure(record.failure),
-            "cost": journal_cost(journal), "budget": record.budget,
-            "journal": [_entry_view(i, e) for i, e in enumerate(journal)],
+            "input": self._payloads.view(journal[0].value) if journal and type(journal[0]) is Input else None,
+            "output": self._payloads.view(record.output), "failure": _failure(record.failure),
+            "cost": journal_cost(journal), "budget": record.budget, "warnings": record.warnings,
+            "journal": [_entry_view(i, e, self._payloads) for i, e in enumerate(journal)],
         }
         if journal and type(journal[-1]) is not Output and not record.finished:
             view["journal_committed"] = len(journal)
@@ -376,7 +372,7 @@ class Admin:
         _, name, key, *state_name = path_parts(path)  # state/{object}/{key}[/{name}], checked by _state_routed
         if method in ("GET", "HEAD"):  # aiohttp answers HEAD on every GET route
             state = self._invoker.state_edits.current(name, key)
-            return json_response({"state": {n: _payload(value) for n, value in state.items()}})
+            return json_response({"state": {n: payload(value) for n, value in state.items()}})
         wait_s = _edit_wait(query)
         write = SetState(state_name[0], _read_json_value(body)) if method == "PUT" else ClearState(state_name[0])
         try:

@@ -12,7 +12,7 @@ from handler_sdk.protocol import RetrySpec
 
 from ..cli.config import Settings
 from ..transport.request_response import InvokePool
-from ..transport.links import Carrier, DeploymentPool
+from ..transport.links import FRAME_HEADROOM, Carrier, DeploymentPool
 from ..transport.registry import Registry
 from .retry import RetryPolicy
 from ..store import InvocationRecord
@@ -42,6 +42,9 @@ class LinkSource(Protocol):
 
     def inactivity_timeout_s(self, record: InvocationRecord) -> float: ...
 
+    def blob_refs(self, record: InvocationRecord) -> bool:
+        """Whether the handler of ``record``'s deployment takes blob references."""
+
     def close_deleted(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -67,7 +70,8 @@ class DeploymentLinks:
                 return None
             pool = self._pools[deployment_id] = InvokePool(record.uri, self._http) \
                 if record.transport == "request-response" \
-                else DeploymentPool(record.uri, self._http, self._settings.connections_per_deployment)
+                else DeploymentPool(record.uri, self._http, self._settings.connections_per_deployment,
+                                    max_frame_bytes=self._settings.max_payload_bytes + FRAME_HEADROOM)
         return pool
 
     def prober(self, deployment_id: str, pool: Pool) -> Prober:
@@ -91,6 +95,9 @@ class DeploymentLinks:
     def retry_policy(self, record: InvocationRecord) -> RetryPolicy:
         spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)
         return RetryPolicy.resolve(spec.retry if spec else RetrySpec(), self._settings)
+
+    def blob_refs(self, record: InvocationRecord) -> bool:
+        return self._registry.blob_refs(record.deployment_id)
 
     def inactivity_timeout_s(self, record: InvocationRecord) -> float:
         spec = self._registry.handler_spec(record.deployment_id, record.service, record.handler)

@@ -39,6 +39,7 @@ from .factory import RecordFactory
 from .frames import FrameHandler
 from .gates import BreakerOwner, Gates, RemoteBreakers, RemoteLimits
 from .limits import Holder, LimitBoard
+from .growth import GrowthWatch
 from .housekeeping import Housekeeping
 from .lifecycle import Lifecycle
 from .live import Attempt
@@ -71,10 +72,12 @@ class Invoker:
         state_in_flight = StateInFlight()
         self.state_edits = StateEdits(store, self.table.keys, state_in_flight, self.table.active,
                                       metrics.state_edits_waiting)
+        growth = GrowthWatch(journal_limit=settings.warn_journal_bytes, state_limit=settings.warn_state_bytes,
+                             metrics=metrics, on_warning=self.events.changed)
         self.lifecycle = Lifecycle(
             store=store, table=self.table, factory=factory, links=self.links, state_edits=self.state_edits,
             partitions=partitions, settings=settings, metrics=metrics, background=self._background,
-            on_frame=self._on_frame, on_end=self._on_end)
+            on_frame=self._on_frame, on_end=self._on_end, growth=growth)
         self.waits = DurableWaits(store, self.table, self.lifecycle.resume)
         self.promises = Promises(store, self.table, self.waits)
         self.resolutions = Resolutions(store=store, waits=self.waits, partitions=partitions, peers=peers,
@@ -97,7 +100,7 @@ class Invoker:
         self.frames = FrameHandler(
             store=store, outcomes=self.lifecycle, calls=self.calls, promises=self.promises, waits=self.waits,
             resolutions=self.resolutions, events=self.events, state_in_flight=state_in_flight, metrics=metrics,
-            gates=self.gates)
+            gates=self.gates, max_payload_bytes=settings.max_payload_bytes, growth=growth)
         self.operations = OperatorActions(
             store=store, table=self.table, steering=self.lifecycle, registry=registry, factory=factory,
             promises=self.promises, partitions=partitions, peers=peers, background=self._background)

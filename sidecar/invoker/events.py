@@ -27,6 +27,11 @@ KEEP_BYTES = 256 * 1024
 LINGER_S = 10.0
 
 
+#: The place of a growth warning after journal entry N: ``N.2147483647``, after the handler's
+#: own ephemeral events there (a resumable id like theirs).
+WARNING_SEQ = 2**31 - 1
+
+
 class Place(NamedTuple):
     after: int
     seq: int  # -1: the milestone at journal entry ``after`` itself
@@ -50,8 +55,11 @@ class StreamEvent(msgspec.Struct, frozen=True):
     @property
     def kind(self) -> bytes:
         """Its SSE event name: ``token`` for an ephemeral event (``N.S``), ``milestone`` for a
-        journaled one (``N``), so that clients can listen to one kind without parsing ids."""
-        return b"token" if "." in self.id else b"milestone"
+        journaled one (``N``), ``warning`` for a growth warning (``N.2147483647``), so that
+        clients can listen to one kind without parsing ids."""
+        if "." not in self.id:
+            return b"milestone"
+        return b"warning" if self.id.endswith(f".{WARNING_SEQ}") else b"token"
 
 
 class StreamEnd(msgspec.Struct, frozen=True):

@@ -14,21 +14,24 @@ from functools import partial
 from typing import Protocol
 
 from handler_sdk.protocol import (
-    ACKED_KINDS, AskLeave, StepReport, COMPLETABLE_KINDS, Call, ClearAllState, ClearState, Command, CompleteAwakeable, CompletePromise,
-    End, Entry, Event, Failure, GetPromise, Input, Output, Pause, PeekPromise, Publish, Run, Send, SetState, Sleep,
-    Suspend,
-    ToSidecar,
+    ACKED_KINDS, COMPLETABLE_KINDS, AskLeave, Call, ClearAllState, ClearState, Command, CompleteAwakeable,
+    CompletePromise, End, Entry, Event, Failure, FetchBlobs, GetPromise, Input, Output, Pause, PeekPromise, Publish,
+    Run, Send, SetState, Sleep, StepReport, Suspend, ToSidecar, encoder,
 )
+
+from handler_sdk.payload_limits import checked_step, too_large
 
 from ..clock import now_ms
 from ..durations import delay_problem, wake_problem
 from ..metrics import Metrics
 from ..store import Changes, InvocationRecord, Store
 from ..store.records import ResolutionSpec
+from .blob_wire import note_held
 from .calls import Calls
 from .commits import recheck_if_cancelled
 from .events import EventStreams, Place
 from .gates import Gates, spec_problem
+from .growth import GrowthWatch
 from .identifiers import entry_identifier_problem
 from .live import Attempt, Live
 from .promises import Promises
@@ -91,8 +94,11 @@ class FrameHandler:
         self, *, store: Store, outcomes: AttemptOutcomes, calls: Calls, promises: Promises, waits: DurableWaits,
         resolutions: Resolutions, events: EventStreams, state_in_flight: StateInFlight, metrics: Metrics,
         gates: Gates,
+        max_payload_bytes: int, growth: GrowthWatch,
     ) -> None:
         self._store = store
+        self._max_payload_bytes = max_payload_bytes
+        self._growth = growth
         self._metrics = metrics
         self._outcomes = outcomes
         self._calls = calls
@@ -116,6 +122,9 @@ class FrameHandler:
         elif kind is Event:
             event: Event = message  # type: ignore[assignment]
             self._events.ephemeral(attempt.live.record.id, Place(event.after, event.seq), event.event)
+        elif kind is FetchBlobs:  # the handler lacks blobs its Start referred to
+            for answer in attempt.blobs.answer(message.invocation_id, message.sha256):  # type: ignore[union-attr]
+                attempt.link.send(encoder.encode(answer))
         elif kind is StepReport or kind is AskLeave:
             self._gate(attempt, message)  # type: ignore[arg-type]
 
@@ -142,6 +151,15 @@ class FrameHandler:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
         if (problem := entry_identifier_problem(entry) or _absurd(entry)) is not None:
             return self._violation(attempt, problem)
+        if type(entry) is SetState and len(entry.value) > self._max_payload_bytes:
+            return self._violation(attempt, too_large(f"state value {entry.name!r}", len(entry.value),
+                                                      self._max_payload_bytes))
+        refused = checked_step(entry, self._max_payload_bytes) if kind is Run else entry  # type: ignore[arg-type]
+        if refused is not entry:  # an SDK that did not check: journal the step's failure, replay it
+            return self._refuse_step(attempt, command.index, refused)
+        held = attempt.link.held
+        if held is not None and attempt.blobs.threshold:  # the SDK keeps the large payloads it sends
+            note_held(entry, attempt.blobs.threshold, held, self._store.blob_memo.ref)
         changes = Changes()
         after: Callable[[], object] | None = None
         if kind is Call or kind is Send:
@@ -154,6 +172,7 @@ class FrameHandler:
             changes.put_outbox(resolution)
             after = partial(self._resolutions.deliver, resolution)
         journal.append(entry)
+        self._growth.appended(live, command.index, entry)
         changes.append_entry(live.record, command.index, entry)
         if kind in COMPLETABLE_KINDS:
             self._waits.journaled(live, command.index, entry, changes)
@@ -173,6 +192,17 @@ class FrameHandler:
             assert lock_key is not None
             self._state_in_flight.add(lock_key, entry)  # type: ignore[arg-type]
             written.add_done_callback(partial(self._state_written, lock_key))
+
+    def _refuse_step(self, attempt: Attempt, index: int, refused: Entry) -> None:
+        """A step value over ``max_payload_bytes``: its entry is journaled as the 413 failure and the
+        attempt retried (it was waiting for an ack of the value), so the replay fails the step."""
+        live = attempt.live
+        assert live.journal is not None
+        live.journal.append(refused)
+        changes = Changes()
+        changes.append_entry(live.record, index, refused)
+        self._store.submit(changes).add_done_callback(partial(self._written, attempt))
+        self._violation(attempt, f"step value over max_payload_bytes ({self._max_payload_bytes})")
 
     def _suspend(self, attempt: Attempt, suspend: Suspend) -> None:
         live = attempt.live

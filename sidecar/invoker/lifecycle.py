@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-from handler_sdk.protocol import Cancel, Failure, Input, Output, Start, ToSidecar, encoder
+from handler_sdk.protocol import Cancel, Failure, Input, Output, Payloads, Start, ToSidecar, encoder
 
 from ..clock import now_ms
 from ..cli.config import Settings
@@ -30,10 +30,12 @@ from ..store import Changes, InvocationRecord, Store
 from .admission import Overloaded, admit
 from .awakeable_ids import invocation_key
 from .background import Background
+from .blob_wire import OutgoingBlobs
 from .commits import recheck_if_cancelled
 from .deadlines import Deadlines
 from .deployment_links import LinkSource, Pool
 from .factory import RecordFactory
+from .growth import GrowthWatch
 from .idempotency import idempotency_slot
 from .live import Attempt, Live
 from .reachability import Prober
@@ -56,7 +58,7 @@ class Lifecycle:
         self, *, store: Store, table: InvocationTable, factory: RecordFactory, links: LinkSource,
         state_edits: StateEdits, partitions: PartitionMap, settings: Settings, metrics: Metrics,
         background: Background, on_frame: Callable[[Attempt, ToSidecar], None],
-        on_end: Callable[[InvocationRecord], None],
+        on_end: Callable[[InvocationRecord], None], growth: GrowthWatch,
     ) -> None:
         self._store = store
         self._table = table
@@ -71,6 +73,7 @@ class Lifecycle:
         self._on_frame = on_frame
         #: An invocation's end is durable: its caller's call returns, its event stream ends.
         self._on_end = on_end
+        self._growth = growth
         self._deadlines = Deadlines(table, self.terminate)
         #: Set during shutdown: attempts cut by our own exit are not the handler's failures.
         self.closing = False
@@ -246,15 +249,21 @@ class Lifecycle:
         if live.journal is None:
             live.journal = self._store.read_journal(record.id)
         state = None if record.key is None else self._state_edits.current(record.service, record.key)
+        self._growth.started(live, state)
         record.attempts += 1
         self._metrics.attempts.inc()
-        live.attempt = Attempt(self, live, link, self._links.inactivity_timeout_s(record))
+        threshold = self._store.blob_threshold if self._links.blob_refs(record) else 0  # 0: no references
+        blobs = OutgoingBlobs(threshold, link.held, self._store.blob_memo.ref)
+        live.attempt = Attempt(self, live, link, self._links.inactivity_timeout_s(record), blobs)
         input_entry = live.journal[0]
         link.send(encoder.encode(Start(
             record.id, attempt=record.attempts, service=record.service, handler=record.handler, key=record.key,
-            input=input_entry.value if type(input_entry) is Input else b"", headers=record.headers,
-            journal=live.journal, state=state, seed=_seed(record.id),
-            awakeable_key=invocation_key(self._store.awakeable_secret, record.id), budget=record.budget,
+            input=blobs.payload(input_entry.value) if type(input_entry) is Input else b"", headers=record.headers,
+            journal=[blobs.entry(entry) for entry in live.journal],
+            state=None if state is None else {name: blobs.payload(value) for name, value in state.items()},
+            seed=_seed(record.id), awakeable_key=invocation_key(self._store.awakeable_secret, record.id),
+            budget=record.budget, payloads=Payloads(blob_threshold=blobs.threshold, blobs=blobs.sent,
+                                                    max_payload_bytes=self._settings.max_payload_bytes),
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))

@@ -10,6 +10,7 @@ from typing import Protocol
 from handler_sdk.protocol import Ack, Cancel, Entry, Failure, ToSidecar, encoder
 
 from ..transport.links import Carrier
+from .blob_wire import OutgoingBlobs
 from ..store import InvocationRecord
 
 
@@ -35,7 +36,8 @@ class EntryCompleter(Protocol):
 class Live:
     """An unfinished invocation. ``record.status`` here is the truth; the stored one may lag."""
 
-    __slots__ = ("record", "journal", "waiters", "attempt", "retry_handle", "holds_key")
+    __slots__ = ("record", "journal", "waiters", "attempt", "retry_handle", "holds_key", "journal_bytes",
+                 "state_sizes", "state_bytes")
 
     def __init__(self, record: InvocationRecord, journal: list[Entry] | None = None) -> None:
         self.record = record
@@ -47,6 +49,11 @@ class Live:
         #: in a limit group's line.
         self.retry_handle: Cancellable | None = None
         self.holds_key = False
+        #: Its journal's payload bytes, and its key's state value sizes and their sum (an
+        #: exclusive invocation's, as of its attempt's start and its writes since): see ``growth``.
+        self.journal_bytes = 0
+        self.state_sizes: dict[str, int] = {}
+        self.state_bytes = 0
 
     @property
     def lock_key(self) -> tuple[str, str] | None:
@@ -60,12 +67,15 @@ class Live:
 class Attempt:
     """One try of one invocation over one link. Once ``over``, its late frames are ignored."""
 
-    __slots__ = ("_sink", "live", "link", "last_activity", "inactivity_timeout_s", "over", "_on_over")
+    __slots__ = ("_sink", "live", "link", "last_activity", "inactivity_timeout_s", "over", "_on_over", "blobs")
 
-    def __init__(self, sink: AttemptSink, live: Live, link: Carrier, inactivity_timeout_s: float) -> None:
+    def __init__(self, sink: AttemptSink, live: Live, link: Carrier, inactivity_timeout_s: float,
+                 blobs: OutgoingBlobs) -> None:
         self._sink = sink
         self.live = live
         self.link = link
+        #: The blobs its ``Start`` referred to: what a ``FetchBlobs`` of it is answered from.
+        self.blobs = blobs
         self.inactivity_timeout_s = inactivity_timeout_s
         self.last_activity = time.monotonic()
         self.over = False

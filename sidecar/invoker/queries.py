@@ -12,8 +12,17 @@ from handler_sdk.protocol import Publish
 
 from ..clock import iso_ms, now_ms
 from ..store import InvocationRecord, Store
-from .events import EventPage, EventStreams, Place, StreamEnd, StreamEvent
+from .events import WARNING_SEQ, EventPage, EventStreams, Place, StreamEnd, StreamEvent
 from .table import InvocationNotFound, InvocationTable
+
+
+_warning_encoder = msgspec.json.Encoder()
+
+
+def _warnings(record: InvocationRecord, after: Place | None) -> list[tuple[Place, bytes]]:
+    """The record's growth warnings placed after ``after``, as events."""
+    placed = [(Place(warning.index, WARNING_SEQ), warning) for warning in record.warnings]
+    return [(place, _warning_encoder.encode(warning)) for place, warning in placed if after is None or place > after]
 
 
 class InvocationQueries:
@@ -72,7 +81,7 @@ class InvocationQueries:
             durable, published = self._events.durable(
                 invocation_id, partial(self._store.read_journal, invocation_id), running=not over)
             found = sorted([m for m in published if after is None or m[0] > after] + self._events.buffered(
-                invocation_id, after, before=self._first_pending_milestone(invocation_id, durable)))
+                invocation_id, after, before=self._first_pending_milestone(invocation_id, durable)) + _warnings(record, after))
             if found or over or wait_s <= 0:
                 break
             await self._events.wait(invocation_id, wait_s)

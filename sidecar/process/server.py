@@ -89,7 +89,8 @@ async def running(
 ) -> AsyncIterator[Invoker]:
     """The sidecar (or one worker of it), serving until the context exits."""
     async with AsyncExitStack() as stack:
-        store = Store(settings.data_dir, durability=settings.durability, map_size=settings.map_size_bytes)
+        store = Store(settings.data_dir, durability=settings.durability, map_size=settings.map_size_bytes,
+                      blob_threshold=settings.blob_threshold_bytes)
         mesh: Mesh | None = None
         if worker is None:
             partitions = PartitionMap.single(store.partition_count(settings.partitions))

@@ -60,7 +60,8 @@ class _Stop:
 
 def supervise(settings: Settings, workers: int) -> int:
     """Run the group until SIGINT/SIGTERM; restart it whenever a worker dies."""
-    store = Store(settings.data_dir, durability=settings.durability, map_size=settings.map_size_bytes)
+    store = Store(settings.data_dir, durability=settings.durability, map_size=settings.map_size_bytes,
+                  blob_threshold=settings.blob_threshold_bytes)
     partitions = store.partition_count(settings.partitions)
     store.close_environment()
     if workers > partitions:
@@ -101,6 +102,7 @@ def _generation(settings: Settings, workers: int, partitions: int, stop: _Stop) 
     writer = subprocess.Popen(
         [sys.executable, "-m", "sidecar.store.writer", "--data-dir", settings.data_dir,
          "--durability", settings.durability, "--map-size", str(settings.map_size_bytes),
+         "--blob-threshold", str(settings.blob_threshold_bytes),
          *[arg for _, theirs in pairs for arg in ("--fd", str(theirs.fileno()))]],
         pass_fds=[theirs.fileno() for _, theirs in pairs], preexec_fn=hook,
     )

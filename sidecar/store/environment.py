@@ -17,12 +17,13 @@ import msgspec
 from .batch import WriteBatch, apply_batch
 from .check import check_data_dir
 from .layout import LayoutError, refuse_newer_layout
+from .txn import store_target
 
 log = logging.getLogger(__name__)
 
 DATABASES = (
     "invocations", "journal", "state", "inbox", "idempotency", "finished", "deployments", "meta", "timers",
-    "completions", "promises", "outbox", "by_status", "by_target", "costs",
+    "completions", "promises", "outbox", "by_status", "by_target", "costs", "blobs", "blob_refs",
 )
 
 
@@ -65,32 +66,6 @@ def open_environment(path: str | Path, *, durability: str, map_size: int) -> tup
     return env, {name: env.open_db(name.encode()) for name in DATABASES}
 
 
-class TxnTarget:
-    """Adapts an LMDB write transaction to :class:`batch.Target`."""
-
-    __slots__ = ("txn", "dbs")
-
-    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
-        self.txn = txn
-        self.dbs = dbs
-
-    def put(self, db: str, key: bytes, value: bytes) -> None:
-        self.txn.put(key, value, db=self.dbs[db])
-
-    def delete(self, db: str, key: bytes) -> None:
-        self.txn.delete(key, db=self.dbs[db])
-
-    def keys_with_prefix(self, db: str, prefix: bytes) -> list[bytes]:
-        cursor = self.txn.cursor(db=self.dbs[db])
-        found: list[bytes] = []
-        if cursor.set_range(prefix):
-            for key in cursor.iternext(keys=True, values=False):
-                if not key.startswith(prefix):
-                    break
-                found.append(key)
-        return found
-
-
 #: What a batch's own contents can make LMDB (or the batch's application) refuse: a key or value
 #: LMDB cannot store, a database that does not exist. Every other LMDB error is the disk's or the
 #: map's (full, I/O error) and may pass later.
@@ -104,7 +79,8 @@ class WriteFailed(msgspec.Struct, frozen=True):
     refused: bool
 
 
-def commit_group(env: lmdb.Environment, dbs: dict[str, Any], batches: Sequence[WriteBatch]) -> list[WriteFailed | None]:
+def commit_group(env: lmdb.Environment, dbs: dict[str, Any], batches: Sequence[WriteBatch],
+                 blob_threshold: int) -> list[WriteFailed | None]:
     """Commit ``batches`` in order in one transaction; per batch, ``None`` or why it failed.
 
     If the group fails as a whole, its batches are tried one by one, in order. A batch refused
@@ -115,7 +91,7 @@ def commit_group(env: lmdb.Environment, dbs: dict[str, Any], batches: Sequence[W
     """
     try:
         with env.begin(write=True) as txn:
-            target = TxnTarget(txn, dbs)
+            target = store_target(txn, dbs, blob_threshold)
             for batch in batches:
                 apply_batch(target, batch)
         return [None] * len(batches)
@@ -123,7 +99,7 @@ def commit_group(env: lmdb.Environment, dbs: dict[str, Any], batches: Sequence[W
         results: list[WriteFailed | None] = []
         full: WriteFailed | None = None
         for batch in batches:
-            error = _commit_alone(env, dbs, batch) if full is None else WriteFailed(
+            error = _commit_alone(env, dbs, batch, blob_threshold) if full is None else WriteFailed(
                 f"an earlier write failed: {full.message}", refused=False)
             if error is not None and not error.refused:
                 full = full or error
@@ -131,10 +107,11 @@ def commit_group(env: lmdb.Environment, dbs: dict[str, Any], batches: Sequence[W
         return results
 
 
-def _commit_alone(env: lmdb.Environment, dbs: dict[str, Any], batch: WriteBatch) -> WriteFailed | None:
+def _commit_alone(env: lmdb.Environment, dbs: dict[str, Any], batch: WriteBatch,
+                  blob_threshold: int) -> WriteFailed | None:
     try:
         with env.begin(write=True) as txn:
-            apply_batch(TxnTarget(txn, dbs), batch)
+            apply_batch(store_target(txn, dbs, blob_threshold), batch)
     except _INPUT_ERRORS as exc:
         log.warning("write refused: %s", exc)
         return WriteFailed(f"the store cannot hold this write: {exc}", refused=True)

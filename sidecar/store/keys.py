@@ -123,6 +123,14 @@ def inbox_key(service: str, key: str | None, seq: int, invocation_id: str) -> by
 _ID_LENGTH = 30
 
 
+def state_name_hashed(raw_key: bytes) -> bool:
+    """Whether a ``state`` key holds its name's hash (its value is then a ``NamedState``)."""
+    try:
+        return raw_key[_prefix_length(raw_key):][:1] == b"\xff"
+    except (IndexError, struct.error):  # not a state key (tests write arbitrary ones)
+        return False
+
+
 def upgrade_inbox_key(old: bytes, seq: int) -> tuple[bytes, str]:
     """A first-layout inbox key (object prefix + ID) as it is now, with ``seq``; and its ID."""
     prefix, invocation_id = old[:-_ID_LENGTH], old[-_ID_LENGTH:]

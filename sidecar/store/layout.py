@@ -12,7 +12,9 @@ opening an older directory files every record there in the same way, in the tran
 records layout 3, before anything is served. Layout 4 adds ``costs``, a row per journaled step
 that reported a cost (``Changes.append_entry`` writes it with the entry): opening an older
 directory files the costs its journals already hold, dated by their record's last change (when
-each was journaled is not stored). A layout newer than this sidecar knows is refused.
+each was journaled is not stored). Layout 5 adds ``blobs`` and ``blob_refs`` (``blobs.py``):
+opening an older directory stores the payloads over ``blob_threshold`` it holds as blobs, once
+per content, as the writer stores new ones. A layout newer than this sidecar knows is refused.
 
 ``awakeable-secret`` signs awakeable IDs (``sidecar.awakeable_ids``): made with ``secrets`` the first
 time the directory is opened, read by every worker from here, never sent to anyone.
@@ -26,12 +28,14 @@ from typing import Any
 import lmdb
 import msgspec
 
-from handler_sdk.protocol import Run, entry_decoder
+from handler_sdk.protocol import BLOB_MAGIC, Run, entry_decoder
 
 from . import keys
+from .blobs import PAYLOAD_DBS
 from .records import CostRecord, InvocationRecord
+from .txn import store_target
 
-FORMAT = 4
+FORMAT = 5
 _FORMAT_KEY = b"format"
 _SECRET_KEY = b"awakeable-secret"
 
@@ -55,7 +59,7 @@ def refuse_newer_layout(env: lmdb.Environment, path: str) -> None:
         raise LayoutError(f"{path}: data directory layout {int(raw)} is newer than this sidecar's ({FORMAT})")
 
 
-def prepare(env: lmdb.Environment, dbs: dict[str, Any]) -> bytes:
+def prepare(env: lmdb.Environment, dbs: dict[str, Any], blob_threshold: int) -> bytes:
     """Bring the directory to :data:`FORMAT` (``refuse_newer_layout`` checked it is not newer);
     its awakeable secret."""
     meta = dbs["meta"]
@@ -68,6 +72,8 @@ def prepare(env: lmdb.Environment, dbs: dict[str, Any]) -> bytes:
             _index_for_the_list(txn, dbs)
         if found < 4:
             _file_costs(txn, dbs)
+        if found < 5:
+            _store_blobs(txn, dbs, blob_threshold)
         if found < FORMAT:
             txn.put(_FORMAT_KEY, str(FORMAT).encode(), db=meta)
         secret = txn.get(_SECRET_KEY, db=meta)
@@ -125,3 +131,14 @@ def _file_costs(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
         if record is not None:
             txn.put(keys.cost_key(record.service, record.handler, record.key, record.id, keys.journal_index(raw_key)),
                     _encoder.encode(CostRecord.of(record.id, entry, record.modified_ms)), db=dbs["costs"])
+
+
+def _store_blobs(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], blob_threshold: int) -> None:
+    """Layout 4 -> 5: every stored value that holds a payload over ``blob_threshold`` (or one
+    that looks like a reference) is written again as the writer writes one now: as a reference."""
+    target = store_target(txn, dbs, blob_threshold)
+    for db in sorted(PAYLOAD_DBS):
+        large = [(bytes(key), bytes(raw)) for key, raw in txn.cursor(db=dbs[db])
+                 if len(raw) > blob_threshold or BLOB_MAGIC in raw]
+        for key, raw in large:
+            target.put(db, key, raw)

@@ -20,14 +20,17 @@ from pathlib import Path
 import lmdb
 import msgspec
 
-from handler_sdk.protocol import Entry, encoder as wire_encoder, entry_decoder
+from handler_sdk.protocol import Entry, encoder as wire_encoder
 
 from . import keys
 from .batch import WriteBatch, apply_batch
-from .environment import TxnTarget, open_environment
+from .blob_memo import BlobMemo
+from .blobs import DEFAULT_BLOB_THRESHOLD, decompress, preview, resolve_entry, resolve_stored
+from .environment import open_environment
+from .txn import store_target
 from .layout import prepare
 from .records import (
-    FINISHED, UNFINISHED, CostRecord, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord,
+    FINISHED, UNFINISHED, BlobCount, CostRecord, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord,
     NamedState, OutboxEntry, PromiseRecord,
 )
 from .writer_client import OnDurable, StoreError, WriterClient, connect_writer, spawn_writer
@@ -44,6 +47,7 @@ _early_decoder = msgspec.msgpack.Decoder(EarlyCompletion)
 _promise_decoder = msgspec.msgpack.Decoder(PromiseRecord)
 _outbox_decoder = msgspec.msgpack.Decoder(OutboxEntry)
 _cost_decoder = msgspec.msgpack.Decoder(CostRecord)
+_blob_count_decoder = msgspec.msgpack.Decoder(BlobCount)
 
 
 def encode_record(record: msgspec.Struct) -> bytes:
@@ -118,13 +122,18 @@ class CostPage(msgspec.Struct):
 class Store:
     """Typed access to the sidecar's LMDB environment. No cursor or transaction leaks out."""
 
-    def __init__(self, path: str | Path, *, durability: str = "fsync", map_size: int = 64 * 1024**3) -> None:
+    def __init__(self, path: str | Path, *, durability: str = "fsync", map_size: int = 64 * 1024**3,
+                 blob_threshold: int = DEFAULT_BLOB_THRESHOLD) -> None:
         self._path = str(path)
+        #: Payloads over this many bytes are stored as blobs, once per content (``blobs.py``).
+        self.blob_threshold = blob_threshold
+        #: Blobs read lately, decompressed: a resume reads the same ones again.
+        self.blob_memo = BlobMemo()
         self._durability = durability
         self._map_size = map_size
         self._env, self._dbs = open_environment(path, durability=durability, map_size=map_size)
         #: Signs awakeable IDs; the same in every worker (they share the directory).
-        self.awakeable_secret = prepare(self._env, self._dbs)
+        self.awakeable_secret = prepare(self._env, self._dbs, blob_threshold)
         self._writer: WriterClient | None = None
         self._writer_process: subprocess.Popen[bytes] | None = None
 
@@ -141,7 +150,8 @@ class Store:
             self._writer = await connect_writer(writer_socket, on_lost)
         else:
             self._writer, self._writer_process = await spawn_writer(
-                self._path, durability=self._durability, map_size=self._map_size, on_lost=on_lost)
+                self._path, durability=self._durability, map_size=self._map_size,
+                blob_threshold=self.blob_threshold, on_lost=on_lost)
 
     async def close(self) -> None:
         """Let every submitted write finish, stop our writer, close the environment."""
@@ -197,13 +207,61 @@ class Store:
     def write_now(self, batch: WriteBatch) -> None:
         """Apply one batch synchronously, bypassing the writer (tools and tests only)."""
         with self._env.begin(write=True) as txn:
-            apply_batch(TxnTarget(txn, self._dbs), batch)
+            apply_batch(store_target(txn, self._dbs, self.blob_threshold), batch)
 
     # --- reads ----------------------------------------------------------------------------------
 
     def _get(self, db: str, key: bytes) -> bytes | None:
-        with self._env.begin(db=self._dbs[db]) as txn:
-            return txn.get(key)
+        """The value under ``key``, with the payloads it refers to as blobs in it."""
+        with self._env.begin() as txn:
+            raw = txn.get(key, db=self._dbs[db])
+            return None if raw is None else self._resolved(txn, db, key, raw)
+
+    def _resolved(self, txn: lmdb.Transaction[bytes], db: str, key: bytes, raw: bytes) -> bytes:
+        """``raw`` (a value of ``db``) as it was written: each blob reference replaced by its bytes."""
+        return resolve_stored(db, key, raw, self._fetcher(txn))
+
+    def _fetcher(self, txn: lmdb.Transaction[bytes]) -> Callable[[bytes], bytes]:
+        """A blob's bytes by SHA-256, read in ``txn`` unless the memo has them."""
+        blobs, memo = self._dbs["blobs"], self.blob_memo
+
+        def fetch(sha: bytes) -> bytes:
+            data = memo.get(sha)
+            if data is None:
+                data = decompress(sha, txn.get(sha, db=blobs))
+                memo.put(sha, data)
+            return data
+
+        return fetch
+
+    def read_blob(self, sha256: bytes) -> bytes | None:
+        """The bytes of the blob with this SHA-256, or ``None`` if none is stored."""
+        with self._env.begin(db=self._dbs["blobs"]) as txn:
+            stored = txn.get(sha256)
+            return None if stored is None else decompress(sha256, stored)
+
+    def blob_preview(self, sha256: bytes, size: int) -> bytes:
+        """The first ``size`` bytes of a stored blob (empty if it is not stored)."""
+        with self._env.begin(db=self._dbs["blobs"]) as txn:
+            stored = txn.get(sha256)
+            return b"" if stored is None else preview(stored, size)
+
+    def blob_counts(self) -> dict[bytes, BlobCount]:
+        """Every stored blob's reference count and size, by SHA-256 (tools and tests)."""
+        with self._env.begin(db=self._dbs["blob_refs"]) as txn:
+            return {bytes(k): _blob_count_decoder.decode(v) for k, v in txn.cursor()}
+
+    def blob_stats(self) -> tuple[int, int]:
+        """(blobs stored, bytes their database's pages take): cheap, from LMDB's statistics."""
+        with self._env.begin() as txn:
+            stat = txn.stat(self._dbs["blobs"])
+        pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        return stat["entries"], pages * stat["psize"]
+
+    def blob_bytes_stored(self) -> int:
+        """What the stored blobs take, compressed (their values' bytes)."""
+        with self._env.begin(db=self._dbs["blobs"]) as txn:
+            return sum(len(v) for v in txn.cursor().iternext(keys=False, values=True))
 
     def get_invocation(self, invocation_id: str) -> InvocationRecord | None:
         raw = self._get("invocations", invocation_id.encode())
@@ -219,10 +277,11 @@ class Store:
             cursor = txn.cursor()
             if not cursor.set_range(keys.journal_key(invocation_id, start)):
                 return journal
+            fetch = self._fetcher(txn)
             for raw_key, value in cursor:
                 if not raw_key.startswith(prefix) or keys.journal_index(raw_key) != start + len(journal):
                     break
-                journal.append(entry_decoder.decode(value))
+                journal.append(resolve_entry(value, fetch))
         return journal
 
     def has_entry(self, invocation_id: str, index: int) -> bool:
@@ -233,8 +292,9 @@ class Store:
     def read_state(self, service: str, key: str) -> dict[str, bytes]:
         prefix = keys.object_prefix(service, key)
         state: dict[str, bytes] = {}
-        with self._env.begin(db=self._dbs["state"]) as txn:
-            for raw_key, value in _scan(txn.cursor(), prefix):
+        with self._env.begin() as txn:
+            for raw_key, value in _scan(txn.cursor(db=self._dbs["state"]), prefix):
+                value = self._resolved(txn, "state", raw_key, value)
                 name = keys.state_name(prefix, raw_key)
                 if name is None:  # too long for the key, which holds its hash: the value has it
                     named = _named_state_decoder.decode(value)
@@ -350,7 +410,8 @@ class Store:
 
     def early_completions(self) -> list[tuple[str, int, EarlyCompletion]]:
         with self._env.begin(db=self._dbs["completions"]) as txn:
-            return [(k[:-5].decode(), keys.journal_index(k), _early_decoder.decode(v)) for k, v in txn.cursor()]
+            return [(k[:-5].decode(), keys.journal_index(k), _early_decoder.decode(self._resolved(txn, "completions", k, v)))
+                    for k, v in txn.cursor()]
 
     def get_promise(self, service: str, key: str, name: str) -> PromiseRecord | None:
         raw = self._get("promises", keys.state_key(service, key, name))
@@ -358,7 +419,7 @@ class Store:
 
     def outbox(self) -> list[OutboxEntry]:
         with self._env.begin(db=self._dbs["outbox"]) as txn:
-            return [_outbox_decoder.decode(v) for _, v in txn.cursor()]
+            return [_outbox_decoder.decode(self._resolved(txn, "outbox", k, v)) for k, v in txn.cursor()]
 
     def list_deployments(self) -> list[DeploymentRecord]:
         with self._env.begin(db=self._dbs["deployments"]) as txn:

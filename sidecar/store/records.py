@@ -19,6 +19,18 @@ ALL_STATUSES = FINISHED | {"pending", "running", "suspended", "backing-off", "pa
 UNFINISHED = "unfinished"
 
 
+class GrowthWarning(msgspec.Struct, kw_only=True, frozen=True):
+    """An invocation's journal, or its key's state, grew past its ``warn_*_bytes`` setting."""
+
+    #: "journal" or "state".
+    kind: str
+    #: The journal entry with which it passed the limit.
+    index: int
+    size: int
+    limit: int
+    message: str
+
+
 class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An invocation's metadata. Its input and steps live in the journal, not here."""
 
@@ -67,6 +79,8 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: Why it is paused, when it was not for its failures: its handler's word (a spent budget), or
     #: an operator's pause. Cleared when it is resumed.
     pause_reason: str | None = None
+    #: What grew past its warning limit (at most one of each kind).
+    warnings: list[GrowthWarning] = []
 
     @property
     def exclusive(self) -> bool:
@@ -108,6 +122,8 @@ class DeploymentRecord(msgspec.Struct, kw_only=True):
     services: list[ServiceSpec]
     created_ms: int
     transport: str = "websocket"  # one of TRANSPORTS
+    #: Its discovery said it resolves blob references (``Discovery.blob_refs``).
+    blob_refs: bool = False
 
 
 class EarlyCompletion(msgspec.Struct, kw_only=True):
@@ -203,3 +219,13 @@ class CostRecord(msgspec.Struct, kw_only=True, array_like=True):
         assert run.cost is not None
         return cls(invocation_id=invocation_id, step=run.name, cost=run.cost, recorded_ms=recorded_ms,
                    attempts=run.attempts, variant=run.variant)
+
+
+class BlobCount(msgspec.Struct, kw_only=True, array_like=True):
+    """How many stored values refer to one blob (``blob_refs``, keyed like ``blobs`` by its
+    SHA-256), and its length: kept apart from the bytes so that a new reference rewrites a few
+    bytes, not the blob."""
+
+    v: int = FORMAT_VERSION
+    count: int
+    size: int

@@ -24,7 +24,7 @@ it submits anything that may commit again.
 fails for want of room before LMDB is asked, and the map's headroom past it is left to purges,
 which LMDB could not otherwise commit in a map that small writes filled.
 
-    python -m sidecar.store.writer --data-dir DIR --durability fsync --map-size BYTES --fd N [--fd M ...]
+    python -m sidecar.store.writer --data-dir DIR --durability fsync --map-size BYTES --fd N [--fd M ...] [--blob-threshold BYTES]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from handler_sdk import logs
 
 from .batch import Put, WriteBatch
 from .check import DamagedStore
+from .blobs import DEFAULT_BLOB_THRESHOLD
 from .environment import WriteFailed, commit_group, open_environment, used_bytes
 from .wire import Committed, Submit, frame, split_frames, submit_decoder
 
@@ -91,7 +92,7 @@ class _Room:
         return True
 
 
-def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.socket]) -> None:
+def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.socket], blob_threshold: int) -> None:
     env, dbs = open_environment(data_dir, durability=durability, map_size=map_size)
     selector = selectors.DefaultSelector()
     clients = [_Client(sock) for sock in sockets]
@@ -105,7 +106,7 @@ def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.so
                    for payload in split_frames(client.buffer)]
         if not submits:
             continue
-        results = _commit_pass(env, dbs, submits, room)
+        results = _commit_pass(env, dbs, submits, room, blob_threshold)
         replies: dict[_Client, Committed] = {}
         for (client, submit), error in zip(submits, results):
             reply = replies.setdefault(client, Committed(upto=submit.seq))
@@ -124,7 +125,7 @@ def serve(data_dir: str, durability: str, map_size: int, sockets: list[socket.so
 
 
 def _commit_pass(env: lmdb.Environment, dbs: dict[str, Any], submits: list[tuple[_Client, Submit]],
-                 room: _Room) -> list[WriteFailed | None]:
+                 room: _Room, blob_threshold: int) -> list[WriteFailed | None]:
     """Commit what this pass received, but no batch behind a fence or past ``map_size``."""
     results: list[WriteFailed | None] = [None] * len(submits)
     tried: list[int] = []
@@ -144,7 +145,7 @@ def _commit_pass(env: lmdb.Environment, dbs: dict[str, Any], submits: list[tuple
             tried.append(n)
             if need:
                 puts.add(n)
-    for n, error in zip(tried, commit_group(env, dbs, [submits[n][1].batch for n in tried])):
+    for n, error in zip(tried, commit_group(env, dbs, [submits[n][1].batch for n in tried], blob_threshold)):
         results[n] = error
         client, submit = submits[n]
         if error is not None and not error.refused and client.fenced is None:
@@ -152,7 +153,7 @@ def _commit_pass(env: lmdb.Environment, dbs: dict[str, Any], submits: list[tuple
     if room.short and any(error is None for error in results):
         # Pages a commit freed (a purge) are reused only once a later transaction has committed
         # (LMDB keeps the last snapshot whole): commit one now, so the room is there for the next.
-        commit_group(env, dbs, [_PAGE_RELEASE])
+        commit_group(env, dbs, [_PAGE_RELEASE], blob_threshold)
     failed = any(error is not None and not error.refused for error in results)
     room.short = failed or (room.short and all(results[n] is not None for n in puts))
     return results
@@ -195,6 +196,7 @@ def main() -> None:
     parser.add_argument("--durability", choices=["fsync", "none"], default="fsync")
     parser.add_argument("--map-size", type=int, required=True)
     parser.add_argument("--fd", type=int, action="append", required=True)
+    parser.add_argument("--blob-threshold", type=int, default=DEFAULT_BLOB_THRESHOLD)
     args = parser.parse_args()
     # The sidecar's log options, inherited (see server.configure_logging).
     logs.configure_logging(os.environ.get("SIDECAR_LOG_LEVEL", "info"), os.environ.get("SIDECAR_LOG_FORMAT", "text"))
@@ -204,7 +206,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sockets = [socket.socket(fileno=fd) for fd in args.fd]
     try:
-        serve(args.data_dir, args.durability, args.map_size, sockets)
+        serve(args.data_dir, args.durability, args.map_size, sockets, args.blob_threshold)
     except DamagedStore as exc:  # the sidecar checked it first: damaged since
         log.critical("refusing to write: %s", exc)
         raise SystemExit(2) from None

@@ -189,13 +189,14 @@ class WriterClient(asyncio.Protocol):
 
 
 async def spawn_writer(
-    data_dir: str, *, durability: str, map_size: int, on_lost: Callable[[str], None] | None = None,
+    data_dir: str, *, durability: str, map_size: int, blob_threshold: int,
+    on_lost: Callable[[str], None] | None = None,
 ) -> tuple[WriterClient, subprocess.Popen[bytes]]:
     """Start a writer process for this sidecar alone and connect to it."""
     ours, theirs = socket.socketpair()
     process = subprocess.Popen(
         [sys.executable, "-m", "sidecar.store.writer", "--data-dir", data_dir, "--durability", durability,
-         "--map-size", str(map_size), "--fd", str(theirs.fileno())],
+         "--map-size", str(map_size), "--blob-threshold", str(blob_threshold), "--fd", str(theirs.fileno())],
         pass_fds=[theirs.fileno()],
     )
     theirs.close()

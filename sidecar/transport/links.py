@@ -25,10 +25,15 @@ import msgspec
 
 from handler_sdk.protocol import ToSidecar, to_sidecar_decoder
 
+from .held_blobs import HeldBlobs
+
 log = logging.getLogger(__name__)
 
-#: Frames bigger than this are refused by both sides (bodies are limited well below it).
-MAX_FRAME_BYTES = 64 * 1024 * 1024
+#: What a frame may hold besides its one large payload (names, headers, a journal of references).
+FRAME_HEADROOM = 1024 * 1024
+#: Frames bigger than this are refused (a handler's ``Command`` holds one step or state value,
+#: at most ``max_payload_bytes``, 64 MiB by default; a ``Start``'s blobs are bounded below it).
+MAX_FRAME_BYTES = 64 * 1024 * 1024 + FRAME_HEADROOM
 
 
 #: How long an open may wait for the deployment to answer the WebSocket upgrade. The session
@@ -61,6 +66,9 @@ class Carrier(Protocol):
     one (request_response.py)."""
 
     sessions: dict[str, Session]
+    #: The blobs the handler process at the other end is believed to hold; ``None``: it keeps none
+    #: between frames (request-response), so every blob goes with its ``Start``.
+    held: HeldBlobs | None
 
     def send(self, frame: bytes) -> None: ...
 
@@ -116,6 +124,7 @@ class Link:
         self._ws = ws
         self._strays = Strays(f"link to {uri}")
         self.sessions: dict[str, Session] = {}
+        self.held: HeldBlobs | None = HeldBlobs()
         self._outgoing: list[bytes] = []
         self._wakeup = asyncio.Event()
         self.closed = False
@@ -198,8 +207,9 @@ class DeploymentPool:
     """Up to ``size`` links to one deployment, opened on demand, least-loaded first."""
 
     def __init__(self, uri: str, session: aiohttp.ClientSession, size: int,
-                 open_timeout_s: float = OPEN_TIMEOUT_S) -> None:
+                 open_timeout_s: float = OPEN_TIMEOUT_S, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.uri = uri.rstrip("/")
+        self._max_frame_bytes = max_frame_bytes
         self._http = session
         self._size = size
         self._open_timeout_s = open_timeout_s
@@ -249,7 +259,7 @@ class DeploymentPool:
         try:
             async with timer:
                 ws = await self._http.ws_connect(
-                    f"{self.uri}/connect", max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0,
+                    f"{self.uri}/connect", max_msg_size=self._max_frame_bytes, heartbeat=30.0,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
                 )
         except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError too

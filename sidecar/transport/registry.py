@@ -114,6 +114,11 @@ class Registry:
                 return next((h for h in spec.handlers if h.name == handler), None)
         return None
 
+    def blob_refs(self, deployment_id: str) -> bool:
+        """Whether the deployment's handlers resolve blob references (an older SDK's do not)."""
+        record = self.deployments.get(deployment_id)
+        return record is not None and record.blob_refs
+
     async def register(
         self, uri: str, *, force: bool, http: aiohttp.ClientSession, transport: str = "websocket",
     ) -> tuple[DeploymentRecord, bool]:
@@ -123,14 +128,15 @@ class Registry:
             raise RegistrationError(400, f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         discovery = await _discover(uri, http)
         existing = next((d for d in self.deployments.values() if d.uri == uri), None)
-        if existing is not None and (existing.services, existing.transport) == (discovery.services, transport):
+        if existing is not None and (existing.services, existing.transport, existing.blob_refs) == (
+                discovery.services, transport, discovery.blob_refs):
             return existing, False
         if existing is not None and not force:
             raise RegistrationError(409, f"a deployment at {uri} is already registered with other services or "
                                          "another transport; pass force to replace it")
         record = DeploymentRecord(
             id=existing.id if existing else self._ids.deployment_id(), uri=uri, services=discovery.services,
-            created_ms=int(time.time() * 1000), transport=transport,
+            created_ms=int(time.time() * 1000), transport=transport, blob_refs=discovery.blob_refs,
         )
         changes = Changes()
         changes.put_deployment(record)

@@ -19,6 +19,7 @@ import msgspec
 
 from handler_sdk.protocol import Cancel, Start, ToHandler, ToSidecar
 
+from .held_blobs import HeldBlobs
 from .links import LinkError, Session, Strays, deliver
 
 #: While a request is open, its attempt hears this often that it is alive: a long step is not
@@ -38,6 +39,7 @@ class InvokeLink:
         self._http = http
         self._strays = Strays(f"POST {self._url}")
         self.sessions: dict[str, Session] = {}
+        self.held: HeldBlobs | None = None  # nothing is kept between requests
         self.closed = False
         self._cancelling: set[str] = set()
         self._requests: set[asyncio.Task[None]] = set()

@@ -22,7 +22,7 @@ from handler_sdk.protocol import (
 )
 
 #: Over the sidecar's frame limit (links.MAX_FRAME_BYTES).
-OVERSIZED = 64 * 1024 * 1024 + 1
+OVERSIZED = 65 * 1024 * 1024 + 1
 _NOBODY = "inv_0000000000000000000000000z"  # well-formed, never given to anyone
 _ONE_TRY = RetrySpec(max_attempts=1)
 DISCOVERY = msgspec.json.encode(Discovery(protocol=PROTOCOL_VERSION, services=[

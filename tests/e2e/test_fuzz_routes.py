@@ -111,6 +111,8 @@ def _routes(known: Known) -> st.SearchStrategy[tuple[str, str, str]]:
         at("admin", "PUT", st.builds("/state/{}/{}/{}".format, st.sampled_from(["Counter", "Signup"]) | seg, key, seg)),
         at("admin", "DELETE", st.builds("/state/{}/{}/{}".format, st.sampled_from(["Counter", "Signup"]) | seg, key,
                                         seg)),
+        at("admin", get, st.builds("/blobs/{}".format, st.binary(min_size=32, max_size=32).map(bytes.hex)
+                                   | st.text("0123456789abcdefABCDEF", max_size=70) | seg)),
         at("admin", get, st.lists(seg, max_size=6).map(lambda parts: "/" + "/".join(parts))),
     )
 

@@ -6,6 +6,7 @@ Every case runs the real sidecar; crashes are SIGKILLs of the real process.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import random
@@ -213,14 +214,16 @@ def test_a_damaged_data_directory_is_refused_untouched(
 
 # --- a full map or disk ---------------------------------------------------------------------------
 
-BIG = "x" * (200 * 1024)
+#: Random text (it compresses to 3/4 only): a large payload is stored as a compressed blob, once.
+BIG = base64.b64encode(random.Random(0).randbytes(150 * 1024)).decode()
 
 
 async def _fill(cluster: Cluster, text: str = BIG) -> list[str]:
-    """Calls with ``text`` until one is refused for want of room; the IDs of those that completed."""
+    """Calls with ``text``, each made distinct (blobs store equal payloads once), until one is
+    refused for want of room; the IDs of those that completed."""
     done = []
-    for _ in range(1000):
-        status, body, headers = await cluster.post("/Steps/length", text)
+    for n in range(1000):
+        status, body, headers = await cluster.post("/Steps/length", f"{n:06d}{text[6:]}")
         if status == 503:
             assert headers.get("Retry-After"), headers
             assert "cannot take writes" in body["message"], body

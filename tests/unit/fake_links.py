@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from handler_sdk.protocol import RetrySpec, Start, ToHandler, ToSidecar, encoder, to_handler_decoder, to_sidecar_decoder
+from sidecar.transport.held_blobs import HeldBlobs
 from sidecar.cli.config import Settings
 from sidecar.invoker.background import Background
 from sidecar.invoker.deployment_links import Pool
@@ -42,6 +43,7 @@ class FakeLink:
     def __init__(self, links: FakeLinks) -> None:
         self._links = links
         self.sessions: dict[str, Session] = {}
+        self.held: HeldBlobs | None = HeldBlobs()
         self.closed = False
         #: What the handler sent for invocations this link does not carry: dropped, as a real link does.
         self.strays: list[ToSidecar] = []
@@ -137,6 +139,9 @@ class FakeLinks:
 
     def inactivity_timeout_s(self, record: InvocationRecord) -> float:
         return self.inactivity_s
+
+    def blob_refs(self, record: InvocationRecord) -> bool:
+        return self._registry.blob_refs(record.deployment_id)
 
     def close_deleted(self) -> None:
         for deployment_id in [d for d in self._pools if d not in self._registry.deployments]:

@@ -8,7 +8,8 @@ from typing import Any
 
 from handler_sdk import Context, RetryPolicy, Service
 from handler_sdk.protocol import (
-    Ack, Cancel, Command, Completion, End, Entry, Failure, Input, Pause, Run, Start, ToSidecar, encoder, to_sidecar_decoder,
+    Ack, Cancel, Command, Completion, End, Entry, Failure, Input, Pause, Run, Start, ToHandler, ToSidecar, encoder,
+    to_sidecar_decoder,
 )
 
 DEADLINE = 5.0
@@ -67,6 +68,15 @@ class FakeSidecar:
         await self.ws.send_bytes(encoder.encode(start))
         self._next_index[inv] = len(entries)
         return inv
+
+    async def send_start(self, start: Start) -> str:
+        """Send a ``Start`` made by the test (its journal includes ``Input``)."""
+        await self.ws.send_bytes(encoder.encode(start))
+        self._next_index[start.invocation_id] = len(start.journal)
+        return start.invocation_id
+
+    async def send(self, message: ToHandler) -> None:
+        await self.ws.send_bytes(encoder.encode(message))
 
     async def ack(self, inv: str, index: int) -> None:
         await self.ws.send_bytes(encoder.encode(Ack(invocation_id=inv, index=index)))

@@ -65,6 +65,9 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     ({"environ": {"SIDECAR_RETENTION_S": "a day"}}, "retention_s"),
     ({"environ": {"SIDECAR_MAX_QUEUE_PER_KEY": "-1"}}, "max_queue_per_key must be 0 (no limit) or more, not -1"),
     ({"config_file": "/nonexistent/sidecar.toml"}, "cannot read config file /nonexistent/sidecar.toml"),
+    ({"environ": {"SIDECAR_BLOB_THRESHOLD_BYTES": "10"}}, "blob_threshold_bytes must be 64 or more, not 10"),
+    ({"overrides": {"max_payload_bytes": 0}}, "max_payload_bytes must be 1 or more, not 0"),
+    ({"environ": {"SIDECAR_WARN_STATE_BYTES": "-5"}}, "warn_state_bytes must be 1 or more, not -5"),
 ])
 def test_errors_name_the_setting(kwargs: dict, message: str) -> None:
     kwargs.setdefault("environ", {})

@@ -110,7 +110,7 @@ class Rig:
 async def rig(tmp_path: Path, settings: Settings | None = None) -> AsyncIterator[Rig]:
     store = HeldStore(tmp_path / "data")
     deployment = DeploymentRecord(id=IdGenerator().deployment_id(), uri="http://handler.invalid",
-                                  services=[COUNTER, GREETER], created_ms=now_ms())
+                                  services=[COUNTER, GREETER], created_ms=now_ms(), blob_refs=True)
     changes = Changes()
     changes.put_deployment(deployment)
     store.write_now(changes)

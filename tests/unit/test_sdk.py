@@ -71,7 +71,7 @@ async def test_discover_lists_services_and_handler_options(aiohttp_client: Any) 
     response = await client.get("/discover")
     assert response.status == 200
     discovery = msgspec.json.decode(await response.read(), type=Discovery)
-    assert discovery.protocol == 1
+    assert discovery.protocol == 1 and discovery.blob_refs  # it resolves blob references
     assert [(s.name, s.kind) for s in discovery.services] == [("Barrier", "service"), ("Obj", "object")]
     assert [h.kind for h in discovery.services[0].handlers] == ["shared"]
     write_spec, read_spec = discovery.services[1].handlers

@@ -228,7 +228,7 @@ def test_cli_passes_its_options_to_serve(
     cli.main(["sdk_cli_options_fixture:svc", "--port", "9999", "--suspend-after", "2.5", "--reuse-port"])
     cli.main(["sdk_cli_options_fixture:svc"])
     defaults = {"host": "127.0.0.1", "port": 9080, "heartbeat_interval": 5.0, "suspend_after": 1.0,
-                "reuse_port": False}
+                "reuse_port": False, "blob_cache_bytes": 256 * 1024 * 1024}
     assert calls == [
         ([module.svc], {**defaults, "port": 9999, "suspend_after": 2.5, "reuse_port": True}),  # type: ignore[attr-defined]
         ([module.svc], defaults),  # type: ignore[attr-defined]

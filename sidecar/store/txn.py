@@ -1,0 +1,45 @@
+"""Applying batches to an LMDB write transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lmdb
+
+from .batch import Target
+from .blobs import BlobTarget
+
+
+class TxnTarget:
+    """Adapts an LMDB write transaction to :class:`batch.Target`."""
+
+    __slots__ = ("txn", "dbs")
+
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
+        self.txn = txn
+        self.dbs = dbs
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=self.dbs[db])
+
+    def delete(self, db: str, key: bytes) -> None:
+        self.txn.delete(key, db=self.dbs[db])
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        return self.txn.get(key, db=self.dbs[db])
+
+    def keys_with_prefix(self, db: str, prefix: bytes) -> list[bytes]:
+        cursor = self.txn.cursor(db=self.dbs[db])
+        found: list[bytes] = []
+        if cursor.set_range(prefix):
+            for key in cursor.iternext(keys=True, values=False):
+                if not key.startswith(prefix):
+                    break
+                found.append(key)
+        return found
+
+
+def store_target(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], blob_threshold: int) -> Target:
+    """What every batch is applied to: the transaction, with payloads over ``blob_threshold``
+    bytes stored as blobs (``blobs.py``)."""
+    return BlobTarget(TxnTarget(txn, dbs), blob_threshold)
