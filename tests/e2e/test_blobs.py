@@ -1,5 +1,5 @@
 """Large payloads over real processes: stored once by content, read back after crashes, shown by
-the admin API as their blob, released by a purge."""
+the admin API as their blob, released by a purge and by the retention sweep."""
 
 from __future__ import annotations
 
@@ -185,3 +185,39 @@ async def test_a_layout_4_directory_is_upgraded_by_the_sidecar_that_opens_it(
             assert await response.read() == value
         assert (await cluster.admin_call("DELETE", f"/invocations/{record.id}"))[0] == 200
         assert await _metric(cluster, "sidecar_blobs") == 0
+
+
+@pytest.fixture
+async def short_lived(tmp_path: Path, http: aiohttp.ClientSession,
+                      request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    flags = [*_FLAGS, "--retention", "2"]
+    async with running_cluster(tmp_path, http, request, flags, handlers="tests.e2e.bulky:SERVICES") as running:
+        yield running
+
+
+async def test_retention_sweeps_finished_journals_their_blobs_and_keys_and_nothing_else(short_lived: Cluster) -> None:
+    cluster, size = short_lived, 256 * 1024
+    status, _, finished = await cluster.post("/Bulky/gone/make", {"size": size, "copies": 2, "seed": 1},
+                                             headers={"idempotency-key": "once"})
+    assert status == 200
+    status, _, kept_in_state = await cluster.post("/Bulky/kept/make", {"size": size, "seed": 2, "state": True})
+    assert status == 200
+    status, waiting, _ = await cluster.post("/Bulky/open/make/send", {"size": size, "seed": 3, "gate": "open"})
+    assert status == 202
+    await eventually(lambda: _gate_hit(cluster, "open"), what="the unfinished invocation to reach its gate")
+    assert await _metric(cluster, "sidecar_blobs") == 3
+
+    async def swept() -> bool:
+        gone = (await cluster.get(f"/invocations/{finished['x-restate-id']}", admin=True))[0] == 404
+        return gone and (await cluster.get(f"/invocations/{kept_in_state['x-restate-id']}", admin=True))[0] == 404
+    await eventually(swept, timeout=30, what="the finished invocations to be swept")
+    assert await _metric(cluster, "sidecar_blobs") == 2  # the finished journal's; the state's and the open one's stay
+    status, shown = await cluster.get(f"/invocations/{waiting['invocationId']}", admin=True)
+    assert status == 200 and [e["value"]["size"] for e in shown["journal"] if e["kind"] == "Run"] == [
+        len(msgspec.json.encode(text(size, 3)))]
+    state = (await cluster.get("/state/Bulky/kept", admin=True))[1]["state"]
+    assert state["big"] == text(size, 2)
+    # Its idempotency key went with it: the same key starts a new invocation.
+    status, _, again = await cluster.post("/Bulky/gone/make", {"size": size, "copies": 2, "seed": 1},
+                                          headers={"idempotency-key": "once"})
+    assert status == 200 and again["x-restate-id"] != finished["x-restate-id"]
