@@ -23,8 +23,10 @@ import msgspec
 
 from benchmarks import logic
 from benchmarks.loadgen import LoadResult, run_load
-from benchmarks.procs import Procs, free_port, http_ok, leave_tmp, machine_info, run_cli, sidecar_executable, \
-    wait_until, write_json
+from benchmarks.procs import (
+    Procs, add_output_options, free_port, http_ok, leave_tmp, machine_info, run_cli, sidecar_executable, wait_until,
+    write_json,
+)
 
 SCENARIOS = ("run", "guarded")
 
@@ -93,8 +95,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per scenario and round")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measurement")
     p.add_argument("--concurrency", type=int, default=32, help="closed-loop clients")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON here")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
+    add_output_options(p)
     return p.parse_args(argv)
 
 
