@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import msgspec
 
-from .protocol import PAYLOAD_FIELDS, BlobData, BlobRef, Entry, Start, map_payloads, needs_blob
+from .protocol import PAYLOAD_FIELDS, BlobData, BlobRef, Entry, Start, blob_payloads, map_payloads
 
 #: ``app(blob_cache_bytes=)``'s default.
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -50,18 +50,14 @@ class BlobCache:
     def remember(self, entry: Entry, threshold: int) -> None:
         """``entry`` goes to the sidecar: keep its large payloads, which the sidecar now knows we hold."""
         if threshold:
-            map_payloads(entry, PAYLOAD_FIELDS, lambda p: self._keep(p, threshold))
-
-    def _keep(self, payload: bytes, threshold: int) -> bytes:
-        if needs_blob(payload, threshold):
-            self.add(BlobRef.of(payload).sha256, payload)
-        return payload
+            for payload in blob_payloads(entry, threshold):
+                self.add(BlobRef.of(payload).sha256, payload)
 
     def resolve(self, start: Start) -> Start | list[bytes]:
         """``start`` with every reference replaced by its bytes, or the SHA-256s this cache lacks.
         Its blobs are taken in first, and looked up even where the cache is too small to keep them."""
         terms = start.payloads
-        if not terms.blob_threshold:
+        if not terms.refs:
             return start
         given = {blob.sha256: blob.data for blob in terms.blobs}
         self.add_all(terms.blobs)

@@ -270,6 +270,17 @@ PAYLOAD_FIELDS: dict[type, tuple[str, ...]] = {
 _S = TypeVar("_S", bound=msgspec.Struct)
 
 
+def blob_payloads(entry: Entry, threshold: int) -> list[bytes]:
+    """The payloads of ``entry`` that go as blobs (``needs_blob``): most entries have none, and
+    this finds that without the copy or the calls ``map_payloads`` makes."""
+    found: list[bytes] = []
+    for name in PAYLOAD_FIELDS.get(type(entry), ()):
+        held = getattr(entry, name)
+        if type(held) is bytes and (len(held) > threshold or BLOB_MAGIC in held):
+            found.append(held)
+    return found
+
+
 def map_payloads(value: _S, fields: dict[type, tuple[str, ...]], change: Callable[[bytes], bytes]) -> _S:
     """``value`` with ``change`` applied to each of its payloads (``fields`` names them per type,
     a field that holds a Struct is followed into); ``value`` itself where nothing changed."""
@@ -308,6 +319,9 @@ class Payloads(msgspec.Struct, frozen=True, omit_defaults=True):
     #: The largest step or state value the sidecar keeps (``max_payload_bytes``); 0: no limit
     #: known. A larger one fails its step as terminal (413).
     max_payload_bytes: int = 0
+    #: Whether any payload of this ``Start`` is a reference: without one there is nothing to
+    #: resolve, and the handler takes the ``Start`` as it is.
+    refs: bool = False
 
 
 class _ToHandler(msgspec.Struct, tag_field="t", tag=True, frozen=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from handler_sdk.protocol import PAYLOAD_FIELDS, BlobData, BlobRef, Blobs, Entry, map_payloads, needs_blob
+from handler_sdk.protocol import PAYLOAD_FIELDS, BlobData, BlobRef, Blobs, Entry, blob_payloads, map_payloads, needs_blob
 
 from ..transport.held_blobs import HeldBlobs
 
@@ -58,6 +58,8 @@ class OutgoingBlobs:
         return encoded
 
     def entry(self, entry: Entry) -> Entry:
+        if not self.threshold or not blob_payloads(entry, self.threshold):
+            return entry  # most entries: nothing to replace
         return map_payloads(entry, PAYLOAD_FIELDS, self.payload)
 
     def answer(self, invocation_id: str, wanted: list[bytes]) -> list[Blobs]:
@@ -83,9 +85,5 @@ class OutgoingBlobs:
 
 def note_held(entry: Entry, threshold: int, held: HeldBlobs, ref_of: RefOf) -> None:
     """A handler sent ``entry``: the SDK keeps its large payloads, so count them as held."""
-    def note(payload: bytes) -> bytes:
-        if needs_blob(payload, threshold):
-            held.add(ref_of(payload).sha256, len(payload))
-        return payload
-
-    map_payloads(entry, PAYLOAD_FIELDS, note)
+    for payload in blob_payloads(entry, threshold):
+        held.add(ref_of(payload).sha256, len(payload))

@@ -263,7 +263,8 @@ class Lifecycle:
             state=None if state is None else {name: blobs.payload(value) for name, value in state.items()},
             seed=_seed(record.id), awakeable_key=invocation_key(self._store.awakeable_secret, record.id),
             budget=record.budget, payloads=Payloads(blob_threshold=blobs.threshold, blobs=blobs.sent,
-                                                    max_payload_bytes=self._settings.max_payload_bytes),
+                                                    max_payload_bytes=self._settings.max_payload_bytes,
+                                                    refs=bool(blobs.sources)),
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))

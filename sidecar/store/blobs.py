@@ -155,7 +155,8 @@ class BlobTarget:
     def __init__(self, inner: Readable, threshold: int) -> None:
         self._inner = inner
         self._threshold = threshold
-        self._compressor = zstandard.ZstdCompressor(level=_LEVEL)
+        #: Made when a first blob is stored: building one costs more than most batches.
+        self._compressor: zstandard.ZstdCompressor | None = None
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         if db in PAYLOAD_DBS:
@@ -178,6 +179,8 @@ class BlobTarget:
         ref = BlobRef.of(payload)
         raw = self._inner.get("blob_refs", ref.sha256)
         if raw is None:
+            if self._compressor is None:
+                self._compressor = zstandard.ZstdCompressor(level=_LEVEL)
             self._inner.put("blobs", ref.sha256, self._compressor.compress(payload))
             count = BlobCount(count=1, size=ref.size)
         else:

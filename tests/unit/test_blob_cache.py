@@ -28,7 +28,7 @@ async def make(ctx: Context, n: int) -> int:
 def _start(inv: str, journal: list, blobs: list[BlobData] | None = None) -> Start:
     return Start(invocation_id=inv, attempt=1, service="Big", handler="make", key=None, input=b"300", headers={},
                  journal=[Input(b"300"), *journal], state=None, seed=1,
-                 payloads=Payloads(blob_threshold=THRESHOLD, blobs=blobs or []))
+                 payloads=Payloads(blob_threshold=THRESHOLD, blobs=blobs or [], refs=True))
 
 
 VALUE = msgspec.json.encode("x" * 300)
