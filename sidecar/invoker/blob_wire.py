@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from handler_sdk.protocol import PAYLOAD_FIELDS, BlobData, BlobRef, Blobs, Entry, blob_payloads, map_payloads, needs_blob
+from handler_sdk.protocol import PAYLOAD_FIELDS, BlobData, BlobRef, Blobs, Entry, Input, blob_payloads, map_payloads, needs_blob
 
 from ..transport.held_blobs import HeldBlobs
 
@@ -56,6 +56,19 @@ class OutgoingBlobs:
             if held is not None:
                 held.add(ref.sha256, ref.size)
         return encoded
+
+    def start_payloads(self, journal: list[Entry], state: dict[str, bytes] | None,
+                       total: int) -> tuple[bytes, list[Entry], dict[str, bytes] | None]:
+        """The input, journal and state as a ``Start`` sends them. ``total`` is what all their
+        payloads take: when it is within the threshold no payload is over it, nothing is looked at,
+        and the ``Start`` says it has no references (so a small payload that looks like one is
+        taken as it is)."""
+        first = journal[0]
+        input_value = first.value if type(first) is Input else b""
+        if not self.threshold or total <= self.threshold:
+            return input_value, journal, state
+        return (self.payload(input_value), [self.entry(entry) for entry in journal],
+                None if state is None else {name: self.payload(value) for name, value in state.items()})
 
     def entry(self, entry: Entry) -> Entry:
         if not self.threshold or not blob_payloads(entry, self.threshold):

@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 
 def payload_bytes(entry: Entry) -> int:
     """What ``entry``'s payloads take."""
-    return sum(len(getattr(entry, name) or b"") for name in PAYLOAD_FIELDS.get(type(entry), ()))
+    total = 0
+    for name in PAYLOAD_FIELDS.get(type(entry), ()):
+        held = getattr(entry, name)
+        if held:
+            total += len(held)
+    return total
 
 
 class GrowthWatch:

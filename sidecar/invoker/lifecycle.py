@@ -255,12 +255,10 @@ class Lifecycle:
         threshold = self._store.blob_threshold if self._links.blob_refs(record) else 0  # 0: no references
         blobs = OutgoingBlobs(threshold, link.held, self._store.blob_memo.ref)
         live.attempt = Attempt(self, live, link, self._links.inactivity_timeout_s(record), blobs)
-        input_entry = live.journal[0]
+        input_value, journal, state = blobs.start_payloads(live.journal, state, live.journal_bytes + live.state_bytes)
         link.send(encoder.encode(Start(
             record.id, attempt=record.attempts, service=record.service, handler=record.handler, key=record.key,
-            input=blobs.payload(input_entry.value) if type(input_entry) is Input else b"", headers=record.headers,
-            journal=[blobs.entry(entry) for entry in live.journal],
-            state=None if state is None else {name: blobs.payload(value) for name, value in state.items()},
+            input=input_value, headers=record.headers, journal=journal, state=state,
             seed=_seed(record.id), awakeable_key=invocation_key(self._store.awakeable_secret, record.id),
             budget=record.budget, payloads=Payloads(blob_threshold=blobs.threshold, blobs=blobs.sent,
                                                     max_payload_bytes=self._settings.max_payload_bytes,

@@ -146,6 +146,10 @@ class Readable(Protocol):
 
     def get(self, db: str, key: bytes) -> bytes | None: ...
 
+    def replace(self, db: str, key: bytes, value: bytes) -> bytes | None: ...
+
+    def pop(self, db: str, key: bytes) -> bytes | None: ...
+
 
 class BlobTarget:
     """A ``batch.Target`` that stores large payloads as blobs and keeps their counts exact."""
@@ -159,16 +163,19 @@ class BlobTarget:
         self._compressor: zstandard.ZstdCompressor | None = None
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
-        if db in PAYLOAD_DBS:
-            if len(value) > self._threshold or BLOB_MAGIC in value:
-                value = map_stored(db, key, value, self._store_payload)
-            self._release(db, key)  # after the new value took its references: a count passes 0 only when gone
-        self._inner.put(db, key, value)
+        if db not in PAYLOAD_DBS:
+            self._inner.put(db, key, value)
+            return
+        if len(value) > self._threshold or BLOB_MAGIC in value:
+            value = map_stored(db, key, value, self._store_payload)
+        # After the new value took its references: a count passes 0 only when its blob is gone.
+        self._release(self._inner.replace(db, key, value))
 
     def delete(self, db: str, key: bytes) -> None:
         if db in PAYLOAD_DBS:
-            self._release(db, key)
-        self._inner.delete(db, key)
+            self._release(self._inner.pop(db, key))
+        else:
+            self._inner.delete(db, key)
 
     def keys_with_prefix(self, db: str, prefix: bytes) -> list[bytes]:
         return self._inner.keys_with_prefix(db, prefix)
@@ -189,10 +196,9 @@ class BlobTarget:
         self._inner.put("blob_refs", ref.sha256, _encoder.encode(count))
         return ref.encode()
 
-    def _release(self, db: str, key: bytes) -> None:
-        """Give back the references of the value stored under ``key`` (about to be replaced)."""
-        old = self._inner.get(db, key)
-        if old is None:
+    def _release(self, old: bytes | None) -> None:
+        """Give back the references of ``old``, a stored value just replaced or deleted."""
+        if old is None or BLOB_MAGIC not in old:
             return
         for sha in refs_in(old):
             raw = self._inner.get("blob_refs", sha)

@@ -28,6 +28,16 @@ class TxnTarget:
     def get(self, db: str, key: bytes) -> bytes | None:
         return self.txn.get(key, db=self.dbs[db])
 
+    def replace(self, db: str, key: bytes, value: bytes) -> bytes | None:
+        """Put ``value``, and return what it replaced: one lookup for both."""
+        old: bytes | None = self.txn.replace(key, value, db=self.dbs[db])
+        return old
+
+    def pop(self, db: str, key: bytes) -> bytes | None:
+        """Delete ``key``, and return what it held."""
+        old: bytes | None = self.txn.pop(key, db=self.dbs[db])
+        return old
+
     def keys_with_prefix(self, db: str, prefix: bytes) -> list[bytes]:
         cursor = self.txn.cursor(db=self.dbs[db])
         found: list[bytes] = []
