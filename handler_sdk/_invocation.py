@@ -404,8 +404,9 @@ class AttemptContext(Context):
         index, recorded = self._step(Run, name)
         if recorded is not None:
             return _steps.replayed(cast(Run, recorded), fn, fallback)
-        gate, fallback_gate = step_gates(self._gates, self._id, index, spec, limit, has_fallback=fallback is not None)
-        options = options._replace(gate=gate, fallback_gate=fallback_gate)
+        if spec is not None or limit is not None:
+            gate, fallback_gate = step_gates(self._gates, self._id, index, spec, limit, has_fallback=fallback is not None)
+            options = options._replace(gate=gate, fallback_gate=fallback_gate)
         self.steps_running += 1
         self._completions.reschedule()
         try:

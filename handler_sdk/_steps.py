@@ -181,7 +181,7 @@ async def execute(
             if refusal is not None:
                 variant = "fallback" if use_fallback else "primary"
                 return tries.entry(name, variant, failure=Failure(code=refusal.code, message=refusal.message)), None
-            gate = await _admitted(options, use_fallback)
+            gate = None if options.gate is None else await _admitted(options, use_fallback)
             use_fallback = options.fallback is not None and (use_fallback or gate is not options.gate)
             variant = "fallback" if use_fallback else "primary"
             call = options.fallback if use_fallback and options.fallback is not None else fn
