@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from handler_sdk import Context, Service
 from handler_sdk.protocol import (
-    AskLeave, BreakerSpec, StepReport,
+    AskLeave, BreakerSpec, FetchBlobs, StepReport,
     Awakeable, Call, ClearAllState, Command, CompleteAwakeable, CompletePromise, End, Event, Failure, GetPromise,
     GetState, Heartbeat, Input, Now, Output, Pause, PeekPromise, Publish, Run, Send, SetState, Sleep, Suspend,
 )
@@ -65,6 +65,7 @@ _frames = st.lists(st.one_of(
     st.builds(lambda after, seq, event: Event("", after=after, seq=seq, event=event), _ints, _ints, _bytes),
     st.just(Heartbeat("")),
     st.builds(lambda reason: Pause("", reason=reason), st.text(max_size=20)),
+    st.builds(lambda wanted: FetchBlobs("", sha256=wanted), st.lists(st.binary(max_size=40), max_size=3)),
     st.builds(lambda index, spec, fallback, limit, wait: AskLeave("", index=index, breaker=spec, fallback=fallback,
                                                                   limit=limit, wait_ms=wait),
               _ints, st.none() | _breakers, st.booleans(), st.none() | _names, _ints),

@@ -10,6 +10,8 @@ import aiohttp
 import httpx
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from aiohttp import web
 
 from handler_sdk import (
@@ -365,3 +367,28 @@ async def test_raise_for_status_lets_a_success_through(aiohttp_server: Any) -> N
         raise_for_status(response)
     async with httpx.AsyncClient() as client:
         raise_for_status(await client.get(f"{base}/204"))
+
+
+class _Answer:
+    """What raise_for_status reads of a response: the fields aiohttp's and httpx's share."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status = status
+        self.headers = headers
+        self.url = "http://vendor/x"
+
+
+@settings(max_examples=300)
+@given(status=st.integers(min_value=100, max_value=599),
+       retry=st.none() | st.text(max_size=40) | st.integers(min_value=0, max_value=10**12).map(str))
+def test_raise_for_status_classifies_any_status_and_any_retry_after(status: int, retry: str | None) -> None:
+    headers = {} if retry is None else {"Retry-After": retry}
+    try:
+        raise_for_status(_Answer(status, headers))
+    except RetryableError as exc:
+        assert status >= 500 or status in (408, 409, 425, 429)
+        assert exc.retry_after is None or exc.retry_after >= 0
+    except TerminalError as exc:
+        assert 400 <= status < 500 and exc.code == status
+    else:
+        assert status < 400
