@@ -4,6 +4,7 @@ one-line message (exit 1; 2 for a bad setting), and the shared ways of printing 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import quote
@@ -14,6 +15,9 @@ import msgspec
 from yarl import URL
 
 from .config import ConfigError, parse_address
+
+#: The admin token the client commands send, as ``sidecar serve`` reads it.
+ADMIN_TOKEN_ENV = "SIDECAR_ADMIN_TOKEN"
 
 #: Connecting is quick or broken; waiting for a handler's answer may legitimately take long.
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
@@ -62,6 +66,9 @@ def request(
     url = URL.build(scheme="http", host=host.strip("[]"), port=port, path=path, encoded=True)
     if query:
         url = url.with_query(dict(query))
+
+    if endpoint.name == "admin" and (token := os.environ.get(ADMIN_TOKEN_ENV)):
+        headers = {**(headers or {}), "authorization": f"Bearer {token}"}
 
     async def round_trip() -> Reply:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:

@@ -6,6 +6,7 @@ a file in the image and still override one value per run.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -23,6 +24,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     data_dir: str = "./data"
     ingress: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:9070"
+    #: Every admin request but ``GET /health`` must carry ``authorization: Bearer TOKEN``.
+    admin_token: str | None = None
+    #: Serve the admin API without a token on an address beyond loopback (refused otherwise).
+    admin_insecure: bool = False
     register: list[str] = []
     #: "fsync": every group commit is synced before anything is acknowledged; "none": the OS
     #: decides when pages reach the disk (a crash of the machine, not of the process, may lose them).
@@ -71,6 +76,19 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_format: str = "text"
     #: Sidecar-wide groups of steps (``ctx.run(..., limit=NAME)``): ``[limits.NAME]`` in TOML.
     limits: dict[str, LimitConfig] = {}
+
+
+#: A shorter admin token is guessable.
+MIN_TOKEN_LENGTH = 16
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be the admin token (``None``: it can)."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"admin_token must be at least {MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`)"
+    if not all("!" <= ch <= "~" for ch in token):
+        return "admin_token must be printable ASCII without spaces (it travels in an HTTP header)"
+    return None
 
 
 class ConfigError(ValueError):
@@ -139,10 +157,28 @@ def load_settings(
         raise ConfigError(f"invalid setting: log_format must be one of {', '.join(FORMATS)}, not {settings.log_format!r}")
     for name in ("ingress", "admin"):
         parse_address(getattr(settings, name), name)
+    if settings.admin_token is not None and (problem := token_problem(settings.admin_token)) is not None:
+        raise ConfigError(f"invalid setting: {problem}")
+    if settings.admin_token is None and not settings.admin_insecure and not is_loopback(settings.admin):
+        raise ConfigError(
+            f"the admin API at {settings.admin} would be reachable beyond this machine without a token: "
+            "give it --admin-token (or SIDECAR_ADMIN_TOKEN), or --admin-insecure to serve it open")
     for name, limit in settings.limits.items():
         if (problem := limit_problem(name, limit)) is not None:
             raise ConfigError(f"invalid setting: {problem}")
     return settings
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``HOST:PORT`` listens on this machine only (a name other than localhost may
+    resolve anywhere, so it counts as beyond)."""
+    host = parse_address(address)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_address(value: str, name: str = "address") -> tuple[str, int]:

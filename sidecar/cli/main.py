@@ -67,6 +67,11 @@ def main(ingress: str, admin: str) -> None:
 @click.option("--data-dir", metavar="DIR", help=f"Where the LMDB store lives [{_DEFAULTS.data_dir}].")
 @click.option("--ingress", metavar="HOST:PORT", help=f"Ingress API address [{_DEFAULTS.ingress}].")
 @click.option("--admin", metavar="HOST:PORT", help=f"Admin API address [{_DEFAULTS.admin}].")
+@click.option("--admin-token", metavar="TOKEN",
+              help="Every admin request but GET /health must send `authorization: Bearer TOKEN` "
+                   "(prefer SIDECAR_ADMIN_TOKEN: a flag shows in the process list).")
+@click.option("--admin-insecure", is_flag=True, default=None,
+              help="Serve the admin API without a token on an address beyond loopback.")
 @click.option("--register", multiple=True, metavar="URI",
               help="A handler service to register at start (repeatable).")
 @click.option("--durability", type=click.Choice(["fsync", "none"]),
@@ -99,7 +104,8 @@ def main(ingress: str, admin: str) -> None:
 @click.pass_context
 def serve(
     ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
-    admin: str | None, register: tuple[str, ...], durability: str | None,
+    admin: str | None, admin_token: str | None, admin_insecure: bool | None, register: tuple[str, ...],
+    durability: str | None,
     inactivity_timeout: float | None, retention: float | None, workers: int | None,
     max_queue_per_key: int | None, max_invocations: int | None, blob_threshold: int | None, max_payload: int | None,
     log_level: str | None, log_format: str | None, limits: tuple[str, ...],
@@ -117,7 +123,8 @@ def serve(
         raise ConfigFailure(f"invalid setting: {exc}") from None
     try:
         settings = load_settings(config_file=config_file, overrides={
-            "data_dir": data_dir, "ingress": ingress, "admin": admin,
+            "data_dir": data_dir, "ingress": ingress, "admin": admin, "admin_token": admin_token,
+            "admin_insecure": admin_insecure,
             "register": list(register) or None, "durability": durability,
             "inactivity_timeout_s": inactivity_timeout, "retention_s": retention, "workers": workers,
             "max_queue_per_key": max_queue_per_key, "max_invocations": max_invocations,

@@ -21,6 +21,7 @@ from ..clock import iso_ms
 from ..cli.config import Settings
 from ..durations import parse_duration
 from ..ids import partition_of_id
+from .admin_auth import bearer_auth
 from .breakers import BreakerRoutes
 from .costs import journal_cost, parse_costs_query, sum_costs
 from .listing import LiveRecords, cursor_of, list_page, parse_query
@@ -136,8 +137,10 @@ class Admin:
             mesh.handlers["registry.reload"] = self._reload
 
     def app(self) -> web.Application:
-        app = web.Application(
-            client_max_size=self._settings.max_body_bytes, middlewares=[json_errors(self._settings.max_body_bytes)])
+        middlewares = [json_errors(self._settings.max_body_bytes)]
+        if self._settings.admin_token:
+            middlewares.append(bearer_auth(self._settings.admin_token))
+        app = web.Application(client_max_size=self._settings.max_body_bytes, middlewares=middlewares)
         app.on_response_prepare.append(json_only)
         r = JsonRoutes(app.router)
         r.add_get("/health", self.health)

@@ -27,7 +27,7 @@ class Cluster:
     def __init__(
         self, tmp: Path, http: aiohttp.ClientSession, *, handlers: str, sidecar_flags: list[str],
         sink: str = "tests.e2e.sink", sink_env: str = "SINK_URL", sink_ready: str = "/counts",
-        handler_flags: tuple[str, ...] = (), handler_module: str = "handler_sdk",
+        handler_flags: tuple[str, ...] = (), handler_module: str = "handler_sdk", admin_token: str | None = None,
     ) -> None:
         self.tmp = tmp
         self.http = http
@@ -43,9 +43,12 @@ class Cluster:
             "handlers", python("-m", handler_module, handlers, "--port", str(self.handler_port), "--heartbeat-interval", "0.5",
                                *handler_flags),
             tmp, env)
+        #: Sent with every admin request of these helpers (the sidecar reads it from its environment).
+        self.admin_headers = {} if admin_token is None else {"authorization": f"Bearer {admin_token}"}
+        self._admin_env = {} if admin_token is None else {"SIDECAR_ADMIN_TOKEN": admin_token}
         self.sidecar = Process("sidecar", sidecar_cli(
             "serve", "--data-dir", str(self.data_dir), "--ingress", self.ingress, "--admin", self.admin,
-            "--register", f"http://127.0.0.1:{self.handler_port}", *sidecar_flags), tmp)
+            "--register", f"http://127.0.0.1:{self.handler_port}", *sidecar_flags), tmp, self._admin_env)
 
     @property
     def processes(self) -> list[Process]:
@@ -79,7 +82,7 @@ class Cluster:
             return response.status == 200
 
     async def _services_registered(self) -> bool:
-        async with self.http.get(f"http://{self.admin}/services") as response:
+        async with self.http.get(f"http://{self.admin}/services", headers=self.admin_headers) as response:
             return response.status == 200 and bool((await response.json())["services"])
 
     async def post(self, path: str, body: Any = None, *, raw: bytes | IO[bytes] | None = None,
@@ -91,17 +94,18 @@ class Cluster:
 
     async def get(self, path: str, *, admin: bool = False) -> tuple[int, Any]:
         base = self.admin if admin else self.ingress
-        async with self.http.get(f"http://{base}{path}") as response:
+        async with self.http.get(f"http://{base}{path}", headers=self.admin_headers if admin else None) as response:
             return response.status, await _body(response)
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``sidecar ARGS`` pointed at this cluster, as an operator would run it."""
-        env = {**os.environ, "SIDECAR_INGRESS": self.ingress, "SIDECAR_ADMIN": self.admin}
+        env = {**os.environ, "SIDECAR_INGRESS": self.ingress, "SIDECAR_ADMIN": self.admin, **self._admin_env}
         return await asyncio.to_thread(
             subprocess.run, sidecar_cli(*args), capture_output=True, text=True, env=env, timeout=60)
 
     async def admin_call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.http.request(method, f"http://{self.admin}{path}", json=body) as response:
+        async with self.http.request(method, f"http://{self.admin}{path}", json=body,
+                                     headers=self.admin_headers) as response:
             return response.status, await _body(response)
 
     async def sink_counts(self) -> dict[str, int]:

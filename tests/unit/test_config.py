@@ -15,7 +15,7 @@ from sidecar.process.server import default_workers, usable_cores
 @pytest.fixture
 def toml(tmp_path: Path) -> Path:
     path = tmp_path / "sidecar.toml"
-    path.write_text('data_dir = "/from/toml"\ningress = "0.0.0.0:1111"\nadmin = "0.0.0.0:2222"\n'
+    path.write_text('data_dir = "/from/toml"\ningress = "0.0.0.0:1111"\nadmin = "0.0.0.0:2222"\nadmin_insecure = true\n'
                     'retention_s = 60\n')
     return path
 
@@ -50,6 +50,21 @@ def test_flags_beat_env_and_toml(toml: Path) -> None:
     assert settings.register == []  # an empty repeatable flag means "not given" too
     assert settings.durability == "none"
     assert settings.retention_s == 5.0
+
+
+@pytest.mark.parametrize("admin, loopback", [
+    ("127.0.0.1:9070", True), ("127.9.9.9:9070", True), ("localhost:9070", True), ("[::1]:9070", True),
+    ("0.0.0.0:9070", False), ("[::]:9070", False), ("10.0.0.5:9070", False), ("sidecar.internal:9070", False),
+])
+def test_an_admin_api_beyond_loopback_needs_a_token_or_insecure(admin: str, loopback: bool) -> None:
+    if loopback:
+        assert load_settings(environ={"SIDECAR_ADMIN": admin}).admin == admin
+    else:
+        with pytest.raises(ConfigError, match="--admin-token"):
+            load_settings(environ={"SIDECAR_ADMIN": admin})
+    token = "x" * 16
+    assert load_settings(environ={"SIDECAR_ADMIN": admin, "SIDECAR_ADMIN_TOKEN": token}).admin_token == token
+    assert load_settings(environ={"SIDECAR_ADMIN": admin, "SIDECAR_ADMIN_INSECURE": "true"}).admin_insecure
 
 
 def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
