@@ -31,6 +31,7 @@ from .client import (
 )
 from .breakers import breakers
 from .costs import costs
+from .data import backup, check
 from .limits import parse_limit_flag
 from .state import awakeable, state
 
@@ -407,6 +408,8 @@ def purge_invocation(ctx: click.Context, invocation_id: str) -> None:
 
 
 main.add_command(costs)
+main.add_command(backup)
+main.add_command(check)
 main.add_command(breakers)
 main.add_command(state)
 main.add_command(awakeable)

@@ -66,6 +66,34 @@ def open_environment(path: str | Path, *, durability: str, map_size: int) -> tup
     return env, {name: env.open_db(name.encode()) for name in DATABASES}
 
 
+def open_snapshot_source(path: str | Path) -> tuple[lmdb.Environment, dict[str, Any]]:
+    """A data directory opened read-only beside a serving sidecar (its writer keeps committing):
+    for tools that copy or verify it. Only the databases it holds are opened, since an older
+    layout lacks some and a read-only environment creates none. Raises
+    :class:`check.DamagedStore` where LMDB must not map it, :class:`LayoutError` for a newer layout.
+    """
+    check_data_dir(path)
+    data = Path(path) / "data.mdb"
+    if not data.is_file():
+        raise LayoutError(f"{path}: no data directory there (it holds no data.mdb)")
+    env = lmdb.open(str(path), readonly=True, map_size=data.stat().st_size, max_dbs=len(DATABASES) + 1)
+    try:
+        # Adopt the writer's map size (its meta page records it): the data may grow past the
+        # file's size of now while a copy reads it, and LMDB refuses to read past its map.
+        env.set_mapsize(0)
+        refuse_newer_layout(env, str(path))
+        dbs: dict[str, Any] = {}
+        for name in DATABASES:
+            try:
+                dbs[name] = env.open_db(name.encode(), create=False)
+            except lmdb.NotFoundError:
+                continue
+    except (LayoutError, lmdb.Error):
+        env.close()
+        raise
+    return env, dbs
+
+
 #: What a batch's own contents can make LMDB (or the batch's application) refuse: a key or value
 #: LMDB cannot store, a database that does not exist. Every other LMDB error is the disk's or the
 #: map's (full, I/O error) and may pass later.

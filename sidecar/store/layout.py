@@ -47,16 +47,22 @@ class LayoutError(Exception):
     """The data directory cannot be served by this sidecar (its message says why)."""
 
 
+def recorded_format(txn: lmdb.Transaction[bytes], meta: Any) -> int | None:
+    """The layout the directory's ``meta`` database records (``None``: none, a first layout)."""
+    raw = txn.get(_FORMAT_KEY, db=meta)
+    return None if raw is None else int(raw)
+
+
 def refuse_newer_layout(env: lmdb.Environment, path: str) -> None:
     """Raise :class:`LayoutError` if the directory's layout is newer than :data:`FORMAT`."""
     try:
         meta = env.open_db(b"meta", create=False)
     except lmdb.NotFoundError:
         return  # a new directory
-    with env.begin(db=meta) as txn:
-        raw = txn.get(_FORMAT_KEY)
-    if raw is not None and int(raw) > FORMAT:
-        raise LayoutError(f"{path}: data directory layout {int(raw)} is newer than this sidecar's ({FORMAT})")
+    with env.begin() as txn:
+        found = recorded_format(txn, meta)
+    if found is not None and found > FORMAT:
+        raise LayoutError(f"{path}: data directory layout {found} is newer than this sidecar's ({FORMAT})")
 
 
 def prepare(env: lmdb.Environment, dbs: dict[str, Any], blob_threshold: int) -> bytes:
@@ -64,8 +70,7 @@ def prepare(env: lmdb.Environment, dbs: dict[str, Any], blob_threshold: int) -> 
     its awakeable secret."""
     meta = dbs["meta"]
     with env.begin(write=True) as txn:
-        raw = txn.get(_FORMAT_KEY, db=meta)
-        found = int(raw) if raw is not None else 1
+        found = recorded_format(txn, meta) or 1
         if found < 2:
             _file_inbox_by_seq(txn, dbs)
         if found < 3:
