@@ -21,10 +21,10 @@ _DEFAULT_DATA_DIR = Settings().data_dir
 @click.option("--data-dir", envvar="SIDECAR_DATA_DIR", default=_DEFAULT_DATA_DIR, show_default=True, metavar="DIR",
               help="The data directory to copy (it may be serving).")
 def backup(destination: str, data_dir: str) -> None:
-    """Copy the data directory to DEST, a new directory, while the sidecar serves.
+    """Copy the data directory to DEST while it serves.
 
-    The copy holds everything committed before it began, compacted; `sidecar serve --data-dir DEST`
-    runs from it.
+    DEST must be a new directory. The copy holds everything committed before it began, compacted;
+    `sidecar serve --data-dir DEST` runs from it.
     """
     from sidecar.store import LayoutError
     from sidecar.store.backup import BackupError, backup as take_backup
@@ -42,8 +42,10 @@ def backup(destination: str, data_dir: str) -> None:
               help="The data directory to verify (it may be serving).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 def check(data_dir: str, as_json: bool) -> None:
-    """Verify a data directory without serving it: its layout, that every journal is whole, and
-    that every blob reference resolves. Exit status 1 if anything is wrong."""
+    """Verify a data directory without serving it.
+
+    Checks its layout, that every journal is whole and that every blob reference resolves.
+    Exit status 1 if anything is wrong."""
     from sidecar.store import LayoutError
     from sidecar.store.check import DamagedStore
     from sidecar.store.verify import verify
