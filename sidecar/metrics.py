@@ -16,6 +16,8 @@ from prometheus_client import multiprocess
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _DURATION_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+_COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+_GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class Metrics:
@@ -42,6 +44,18 @@ class Metrics:
         self.duration = Histogram(
             "sidecar_invocation_duration_seconds", "From acceptance to final status.", buckets=_DURATION_BUCKETS,
             registry=registry)
+        self.suspensions = Counter(
+            "sidecar_suspensions", "Attempts that ended suspended, waiting on a timer, an awakeable, a promise or a "
+            "call, holding nothing in the handler service.", registry=registry)
+        self.http_responses = Counter(
+            "sidecar_http_responses", "HTTP responses by API (ingress, admin) and status code.", ["api", "code"],
+            registry=registry)
+        self.commit_seconds = Histogram(
+            "sidecar_commit_seconds", "From sending a group of write batches to the writer to its durable commit "
+            "(the oldest batch of each group commit).", buckets=_COMMIT_BUCKETS, registry=registry)
+        self.group_size = Histogram(
+            "sidecar_group_commit_batches", "Write batches of this process covered by one group commit.",
+            buckets=_GROUP_BUCKETS, registry=registry)
         self.group_commits = Counter(
             "sidecar_group_commits", "Durable commits that covered this process's batches.", registry=registry)
         self.batches = Counter(
@@ -58,10 +72,22 @@ class Metrics:
         self.state_edits_waiting = gauge(
             "sidecar_state_edits_waiting", "Operators' state edits waiting for their key (held by an exclusive "
             "invocation).")
+        self.timers = gauge("sidecar_timers_pending", "Durable timers (sleeps) scheduled and not yet fired.")
+        self.inbox_depth = Gauge(
+            "sidecar_inbox_depth", "Invocations accepted and waiting to start (their key held, or their worker "
+            "busy), per service.", ["service"], multiprocess_mode="livesum", registry=registry)
+        self.inbox_oldest = Gauge(
+            "sidecar_inbox_oldest_age_seconds", "How long the oldest invocation waiting to start has waited, per "
+            "service.", ["service"], multiprocess_mode="livemax", registry=registry)
         # Sampled by the admin at each scrape from the store, which every worker shares.
         self.blobs = gauge("sidecar_blobs", "Payloads stored as blobs, once per content.", "livemax")
         self.blob_bytes = gauge("sidecar_blob_bytes", "What the stored blobs take, compressed (their database's pages).",
                                 "livemax")
+        self.store_file_bytes = gauge("sidecar_store_file_bytes", "The LMDB data file's size on disk.", "livemax")
+        self.store_used_bytes = gauge("sidecar_store_used_bytes", "Bytes in the LMDB pages that hold data (free "
+                                      "pages, reused by later writes, not counted).", "livemax")
+        self.store_map_bytes = gauge("sidecar_store_map_bytes", "The LMDB map size (map_size_bytes): writes past "
+                                     "it are refused with 503 until purges make room.", "livemax")
 
         self.breaker_open = Gauge(
             "sidecar_breaker_open", "1 while a circuit breaker is open or half-open, 0 while it is closed.",
@@ -73,6 +99,10 @@ class Metrics:
         self.limit_waiting = Gauge(
             "sidecar_limit_waiting", "Steps waiting in a limit group's line for a slot.", ["name"],
             multiprocess_mode="livesum", registry=registry)
+
+    def observe_commit(self, seconds: float, batches: int) -> None:
+        self.commit_seconds.observe(seconds)
+        self.group_size.observe(batches)
 
     def set_limit_counts(self, name: str, in_use: int, waiting: int) -> None:
         self.limit_in_use.labels(name).set(in_use)

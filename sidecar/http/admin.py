@@ -171,6 +171,10 @@ class Admin:
         blobs, blob_bytes = self._store.blob_stats()
         self._metrics.blobs.set(blobs)
         self._metrics.blob_bytes.set(blob_bytes)
+        file_bytes, used, mapped = self._store.size_stats()
+        self._metrics.store_file_bytes.set(file_bytes)
+        self._metrics.store_used_bytes.set(used)
+        self._metrics.store_map_bytes.set(mapped)
         response = web.Response(body=self._metrics.exposition())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response

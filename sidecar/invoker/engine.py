@@ -107,7 +107,7 @@ class Invoker:
         self.queries = InvocationQueries(store, self.table, self.events)
         self._housekeeping = Housekeeping(
             store=store, table=self.table, failures=self.lifecycle, purger=self.operations, partitions=partitions,
-            settings=settings, metrics=metrics)
+            settings=settings, metrics=metrics, pending_timers=self.waits.pending_timers)
 
     def _on_frame(self, attempt: Attempt, message: ToSidecar) -> None:
         self.frames.on_message(attempt, message)

@@ -227,6 +227,7 @@ class FrameHandler:
             return self._outcomes.resume(live)
         record.status = "suspended"
         record.modified_ms = now_ms()
+        self._metrics.suspensions.inc()
         self._outcomes.persist(record)
 
     def _pause(self, attempt: Attempt, pause: Pause) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from ..clock import now_ms
@@ -33,7 +34,7 @@ class Purger(Protocol):
 class Housekeeping:
     def __init__(
         self, *, store: Store, table: InvocationTable, failures: AttemptFailures, purger: Purger,
-        partitions: PartitionMap, settings: Settings, metrics: Metrics,
+        partitions: PartitionMap, settings: Settings, metrics: Metrics, pending_timers: Callable[[], int],
     ) -> None:
         self._store = store
         self._table = table
@@ -43,6 +44,9 @@ class Housekeeping:
         self._settings = settings
         self._metrics = metrics
         self._commits_seen = (0, 0)
+        self._pending_timers = pending_timers
+        #: Services whose inbox gauges were set: one whose inbox emptied is set to 0, not left as it was.
+        self._inbox_services: set[str] = set()
 
     async def watch_inactivity(self) -> None:
         """Once a period: fail attempts whose handler went silent, and sample the gauges."""
@@ -97,9 +101,26 @@ class Housekeeping:
 
     def _sample_gauges(self) -> None:
         active = self._table.active.values()
+        running = callers = 0
+        waiting: dict[str, int] = {}
+        oldest: dict[str, int] = {}
+        for live in active:
+            running += live.attempt is not None
+            callers += len(live.waiters)
+            record = live.record
+            if record.status == "pending":
+                service = record.service
+                waiting[service] = waiting.get(service, 0) + 1
+                oldest[service] = min(oldest.get(service, record.created_ms), record.created_ms)
         self._metrics.active.set(len(active))
-        self._metrics.running.set(sum(1 for live in active if live.attempt is not None))
-        self._metrics.callers.set(sum(len(live.waiters) for live in active))
+        self._metrics.running.set(running)
+        self._metrics.callers.set(callers)
+        self._metrics.timers.set(self._pending_timers())
+        now = now_ms()
+        for service in self._inbox_services | waiting.keys():
+            self._metrics.inbox_depth.labels(service).set(waiting.get(service, 0))
+            self._metrics.inbox_oldest.labels(service).set((now - oldest[service]) / 1000 if service in oldest else 0)
+        self._inbox_services |= waiting.keys()
         commits, batches = self._store.commits
         self._metrics.group_commits.inc(commits - self._commits_seen[0])
         self._metrics.batches.inc(batches - self._commits_seen[1])

@@ -46,6 +46,7 @@ class DurableWaits:
         self._secret = store.awakeable_secret
         #: Resolutions that came before their awakeable entry, by (invocation ID, index).
         self._early: dict[tuple[str, int], EarlyCompletion] = {}
+        self._scheduled = 0
 
     def recover(self, owns: Callable[[str], bool]) -> None:
         for due_ms, invocation_id, index in self._store.timers():
@@ -77,11 +78,17 @@ class DurableWaits:
 
     # --- timers -----------------------------------------------------------------------------------
 
+    def pending_timers(self) -> int:
+        """Timers scheduled here and not yet fired (or firing again after a failed write)."""
+        return self._scheduled
+
     def schedule_timer(self, due_ms: int, invocation_id: str, index: int) -> None:
+        self._scheduled += 1
         loop = asyncio.get_running_loop()
         loop.call_at(loop.time() + max(0.0, (due_ms - now_ms()) / 1000), self._fire, due_ms, invocation_id, index)
 
     def _fire(self, due_ms: int, invocation_id: str, index: int) -> None:
+        self._scheduled -= 1
         live = self._table.active.get(invocation_id)
         if live is None or live.record.finished:  # it ended (killed, purged): the timer is moot
             stale = Changes()
@@ -96,6 +103,7 @@ class DurableWaits:
     def _fired(self, due_ms: int, invocation_id: str, index: int, written: asyncio.Future[None]) -> None:
         """A timer whose completion could not be written fires again a little later."""
         if not written.cancelled() and written.exception() is not None:
+            self._scheduled += 1
             asyncio.get_running_loop().call_later(_REFIRE_S, self._fire, due_ms, invocation_id, index)
 
     # --- awakeables -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from aiohttp import web
 from handler_sdk import logs
 
 from ..http.admin import Admin
+from ..http.response_counts import count_responses
 from ..cli.config import Settings, parse_address
 from ..ids import IdGenerator
 from ..http.ingress import Ingress
@@ -58,7 +59,8 @@ async def _register_on_start(registry: Registry, uris: list[str], http: aiohttp.
                 delay = min(delay * 2, 1.0)
 
 
-async def _site(stack: AsyncExitStack, app: web.Application, address: str, name: str, *, shared: bool) -> None:
+async def _site(stack: AsyncExitStack, app: web.Application, address: str, name: str, *, shared: bool,
+                metrics: Metrics) -> None:
     """Serve ``app`` at ``address``. A handler whose client disconnected is cancelled
     (``handler_cancellation``), so that a call, an attach or a state edit whose client gave up (a
     timeout, a poller that attaches again and again) stops waiting at once instead of holding its
@@ -67,6 +69,7 @@ async def _site(stack: AsyncExitStack, app: web.Application, address: str, name:
     registrations and purges are shielded, and the owning worker is told over the mesh
     (``Abandoned``)."""
     host, port = parse_address(address, name)
+    app.on_response_prepare.append(count_responses(metrics.http_responses, name))
     runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
@@ -92,19 +95,20 @@ async def running(
         store = Store(settings.data_dir, durability=settings.durability, map_size=settings.map_size_bytes,
                       blob_threshold=settings.blob_threshold_bytes)
         mesh: Mesh | None = None
+        metrics = Metrics()
         if worker is None:
             partitions = PartitionMap.single(store.partition_count(settings.partitions))
-            await store.start(on_lost=on_store_lost)
+            await store.start(on_lost=on_store_lost, on_commit=metrics.observe_commit)
         else:
             partitions = PartitionMap(partitions=worker.partitions, workers=worker.workers, index=worker.index)
-            await store.start(writer_socket=socket.socket(fileno=worker.writer_fd), on_lost=on_store_lost)
+            await store.start(writer_socket=socket.socket(fileno=worker.writer_fd), on_lost=on_store_lost,
+                              on_commit=metrics.observe_commit)
             mesh = Mesh(settings.data_dir, worker.index, worker.workers)
         stack.push_async_callback(store.close)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5.0))
         stack.push_async_callback(http.close)
         ids = IdGenerator()
         registry = Registry(store, ids)
-        metrics = Metrics()
         invoker = Invoker(store=store, registry=registry, settings=settings, http=http, ids=ids,
                           partitions=partitions, metrics=metrics,
                           peers=MeshPeers(mesh, partitions) if mesh is not None else None)
@@ -120,7 +124,7 @@ async def running(
             await mesh.start()
             stack.push_async_callback(mesh.close)
         invoker.start()
-        await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None)
+        await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None, metrics=metrics)
         if mesh is not None:
             mesh.serving = True
         if first:  # one admin endpoint; it hands invocation-specific requests to their owners
@@ -128,7 +132,7 @@ async def running(
             await store.submit(Changes())
             if mesh is not None:
                 await mesh.until_all_serving()
-            await _site(stack, admin.app(), settings.admin, "admin", shared=False)
+            await _site(stack, admin.app(), settings.admin, "admin", shared=False, metrics=metrics)
         if first and settings.register:  # in the background: a handler still starting must not hold up serving
             registering = asyncio.ensure_future(_register_on_start(registry, settings.register, http, admin))
             stack.callback(registering.cancel)

@@ -12,6 +12,7 @@ is in flight in memory.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -26,14 +27,14 @@ from . import keys
 from .batch import WriteBatch, apply_batch
 from .blob_memo import BlobMemo
 from .blobs import DEFAULT_BLOB_THRESHOLD, decompress, preview, resolve_entry, resolve_stored
-from .environment import open_environment
+from .environment import open_environment, used_bytes
 from .txn import store_target
 from .layout import prepare
 from .records import (
     FINISHED, UNFINISHED, BlobCount, CostRecord, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord,
     NamedState, OutboxEntry, PromiseRecord,
 )
-from .writer_client import OnDurable, StoreError, WriterClient, connect_writer, spawn_writer
+from .writer_client import OnCommit, OnDurable, StoreError, WriterClient, connect_writer, spawn_writer
 
 __all__ = ["COST_BUDGET", "CostFilter", "CostPage", "LIST_BUDGET", "ListPage", "Store", "StoreError", "encode_entry",
            "encode_record"]
@@ -140,18 +141,19 @@ class Store:
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, *, writer_socket: socket.socket | None = None,
-                    on_lost: Callable[[str], None] | None = None) -> None:
+                    on_lost: Callable[[str], None] | None = None, on_commit: OnCommit | None = None) -> None:
         """Connect to a shared writer process over ``writer_socket``, or start one of our own.
 
         ``on_lost`` is called if the writer dies: nothing more can be made durable, so the owner
-        should stop and let a restart recover from what is on disk.
+        should stop and let a restart recover from what is on disk. ``on_commit`` is told of
+        each group commit (see ``writer_client.OnCommit``).
         """
         if writer_socket is not None:
-            self._writer = await connect_writer(writer_socket, on_lost)
+            self._writer = await connect_writer(writer_socket, on_lost, on_commit)
         else:
             self._writer, self._writer_process = await spawn_writer(
                 self._path, durability=self._durability, map_size=self._map_size,
-                blob_threshold=self.blob_threshold, on_lost=on_lost)
+                blob_threshold=self.blob_threshold, on_lost=on_lost, on_commit=on_commit)
 
     async def close(self) -> None:
         """Let every submitted write finish, stop our writer, close the environment."""
@@ -257,6 +259,12 @@ class Store:
             stat = txn.stat(self._dbs["blobs"])
         pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
         return stat["entries"], pages * stat["psize"]
+
+    def size_stats(self) -> tuple[int, int, int]:
+        """(bytes the data file takes on disk, bytes its live pages hold, the map size writes may
+        fill): what an operator watches to see a store fill before writes are refused."""
+        file_bytes = os.stat(os.path.join(self._path, "data.mdb")).st_size
+        return file_bytes, used_bytes(self._env, self._dbs), self._map_size
 
     def blob_bytes_stored(self) -> int:
         """What the stored blobs take, compressed (their values' bytes)."""

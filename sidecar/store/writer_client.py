@@ -27,6 +27,9 @@ from collections.abc import Callable
 
 #: Told, as soon as the writer answers, ``None`` (durable) or why the batch could not be written.
 OnDurable = Callable[[str | None], None]
+#: Told of each group commit: seconds from the flush of its oldest batch to the reply, and how
+#: many of this client's batches it covered.
+OnCommit = Callable[[float, int], None]
 
 from .batch import WriteBatch
 from .wire import Submit, committed_decoder, frame, split_frames
@@ -44,7 +47,7 @@ class StoreError(RuntimeError):
 
 
 class WriterClient(asyncio.Protocol):
-    def __init__(self, on_lost: Callable[[str], None] | None = None) -> None:
+    def __init__(self, on_lost: Callable[[str], None] | None = None, on_commit: OnCommit | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._seq = 0
@@ -65,6 +68,9 @@ class WriterClient(asyncio.Protocol):
         #: Group-commit statistics: replies received and batches they covered.
         self.commits = 0
         self.batches_committed = 0
+        self._on_commit = on_commit
+        #: (the last seq a flush sent, when), oldest first: what a commit's latency counts from.
+        self._flushes: deque[tuple[int, float]] = deque()
 
     # --- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -77,6 +83,8 @@ class WriterClient(asyncio.Protocol):
             reply = committed_decoder.decode(payload)
             self.commits += 1
             pending = self._pending
+            if self._on_commit is not None and pending:
+                self._time_commit(pending[0][0], reply.upto)
             while pending and pending[0][0] <= reply.upto:
                 seq, future, on_durable, resume = pending.popleft()
                 self.batches_committed += 1
@@ -93,6 +101,18 @@ class WriterClient(asyncio.Protocol):
                         future.set_exception(StoreError(error, refused=refused))
                 if error is not None and not refused and resume >= self._fence:  # the writer fenced us here
                     self._fenced(seq, error)
+
+    def _time_commit(self, oldest: int, upto: int) -> None:
+        flushes = self._flushes
+        while flushes and flushes[0][0] < oldest:
+            flushes.popleft()
+        if not flushes:
+            return
+        sent = flushes[0][1]
+        while flushes and flushes[0][0] <= upto:
+            flushes.popleft()
+        assert self._on_commit is not None
+        self._on_commit(self._loop.time() - sent, upto - oldest + 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._broken("closed" if self._closing else "the writer process is gone")
@@ -176,6 +196,8 @@ class WriterClient(asyncio.Protocol):
             return
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"".join(self._outgoing))
+            if self._on_commit is not None:
+                self._flushes.append((self._seq, self._loop.time()))
         self._outgoing = []
 
     async def close(self) -> None:
@@ -190,7 +212,7 @@ class WriterClient(asyncio.Protocol):
 
 async def spawn_writer(
     data_dir: str, *, durability: str, map_size: int, blob_threshold: int,
-    on_lost: Callable[[str], None] | None = None,
+    on_lost: Callable[[str], None] | None = None, on_commit: OnCommit | None = None,
 ) -> tuple[WriterClient, subprocess.Popen[bytes]]:
     """Start a writer process for this sidecar alone and connect to it."""
     ours, theirs = socket.socketpair()
@@ -200,10 +222,11 @@ async def spawn_writer(
         pass_fds=[theirs.fileno()],
     )
     theirs.close()
-    return await connect_writer(ours, on_lost), process
+    return await connect_writer(ours, on_lost, on_commit), process
 
 
-async def connect_writer(sock: socket.socket, on_lost: Callable[[str], None] | None = None) -> WriterClient:
-    client = WriterClient(on_lost)
+async def connect_writer(sock: socket.socket, on_lost: Callable[[str], None] | None = None,
+                         on_commit: OnCommit | None = None) -> WriterClient:
+    client = WriterClient(on_lost, on_commit)
     await asyncio.get_running_loop().create_unix_connection(lambda: client, sock=sock)
     return client
