@@ -133,7 +133,8 @@ class _Tries:
 
     def entry(self, name: str, variant: str, *, value: bytes | None = None,
               failure: Failure | None = None) -> Run:
-        return Run(name=name, value=value, failure=failure, cost=self.cost, attempts=self.count, variant=variant)
+        return Run(name=name, value=value, failure=failure, cost=self.cost, attempts=self.count, variant=variant,
+                   duration_ms=round((time.monotonic() - self.started) * 1000))
 
 
 def check_options(options: StepOptions) -> None:

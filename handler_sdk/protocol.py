@@ -70,6 +70,8 @@ class Run(_Entry, frozen=True):
     attempts: int = 1
     #: Which function gave the outcome: "primary", or "fallback" (the step's ``fallback=``).
     variant: str = "primary"
+    #: Milliseconds from the start of its first try to its outcome, backoffs included (None: not told).
+    duration_ms: int | None = None
 
 
 class GetState(_Entry, frozen=True):

@@ -50,6 +50,11 @@ class Metrics:
         self.http_responses = Counter(
             "sidecar_http_responses", "HTTP responses by API (ingress, admin) and status code.", ["api", "code"],
             registry=registry)
+        self.step_seconds = Histogram(
+            "sidecar_step_duration_seconds", "Steps (ctx.run) journaled, from the start of their first try to their "
+            "outcome, retries and backoffs included, per service.", ["service"], buckets=_DURATION_BUCKETS,
+            registry=registry)
+        self._step_seconds_of: dict[str, Histogram] = {}
         self.commit_seconds = Histogram(
             "sidecar_commit_seconds", "From sending a group of write batches to the writer to its durable commit "
             "(the oldest batch of each group commit).", buckets=_COMMIT_BUCKETS, registry=registry)
@@ -99,6 +104,12 @@ class Metrics:
         self.limit_waiting = Gauge(
             "sidecar_limit_waiting", "Steps waiting in a limit group's line for a slot.", ["name"],
             multiprocess_mode="livesum", registry=registry)
+
+    def observe_step(self, service: str, seconds: float) -> None:
+        histogram = self._step_seconds_of.get(service)
+        if histogram is None:
+            histogram = self._step_seconds_of[service] = self.step_seconds.labels(service)
+        histogram.observe(seconds)
 
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_seconds.observe(seconds)

@@ -268,9 +268,12 @@ class FrameHandler:
         if error is not None:
             return self._outcomes.write_failed(attempt.live, attempt, error)
         attempt.ack(index)
-        if type(entry) is Run and entry.cost is not None:  # counted once: durable now, never journaled again
+        if type(entry) is Run:  # counted once: durable now, never journaled again
             record = attempt.live.record
-            self._metrics.cost.labels(record.service, record.handler, entry.name).inc(entry.cost)
+            if entry.duration_ms is not None:
+                self._metrics.observe_step(record.service, entry.duration_ms / 1000)
+            if entry.cost is not None:
+                self._metrics.cost.labels(record.service, record.handler, entry.name).inc(entry.cost)
 
     def _violation(self, attempt: Attempt, what: str) -> None:
         attempt.detach(kill=True)

@@ -24,6 +24,7 @@ async def test_the_metrics_an_operator_watches(cluster: Cluster) -> None:
     for key in ("m1", "m2", "m3", "m4", "m5", "m6"):  # spread over both workers' partitions
         assert (await cluster.post(f"/Counter/{key}/add", 1))[0] == 200
     assert (await cluster.post("/Nope/x", 1))[0] == 404
+    assert (await cluster.post("/Steps/twenty", "metrics"))[0] == 200  # twenty steps
     assert (await cluster.post("/Waits/park/send", 120))[0] == 202  # a durable timer, then a suspension
     # A key held by a long attempt, and an invocation in line behind it.
     assert (await cluster.post("/Counter/line/hold/send", 60_000))[0] == 202
@@ -43,7 +44,9 @@ async def test_the_metrics_an_operator_watches(cluster: Cluster) -> None:
     assert _value(samples, "sidecar_http_responses_total", api="admin", code="200") >= 1
     assert _value(samples, "sidecar_inbox_oldest_age_seconds", service="Counter") > 0
     assert _value(samples, "sidecar_invocations_finished_total", status="completed") >= 6
-    assert _value(samples, "sidecar_invocation_duration_seconds_count") >= 6
+    assert _value(samples, "sidecar_invocation_duration_seconds_count") >= 7
+    assert _value(samples, "sidecar_step_duration_seconds_count", service="Steps") == 20
+    assert _value(samples, "sidecar_step_duration_seconds_sum", service="Steps") > 0
     # Journal commits: latency and group size, from both workers.
     commits = _value(samples, "sidecar_commit_seconds_count")
     assert commits >= 6 and _value(samples, "sidecar_commit_seconds_sum") > 0

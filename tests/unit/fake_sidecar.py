@@ -5,6 +5,7 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 
 from handler_sdk import Context, RetryPolicy, Service
 from handler_sdk.protocol import (
@@ -24,6 +25,14 @@ async def ping(ctx: Context) -> str:
     return "pong"
 
 
+def untimed(message: ToSidecar) -> ToSidecar:
+    """``message`` with its step's ``duration_ms`` dropped: tests compare what steps did, and
+    their timings vary from run to run (``test_sdk.py`` checks the durations themselves)."""
+    if isinstance(message, Command) and isinstance(message.entry, Run) and message.entry.duration_ms is not None:
+        return msgspec.structs.replace(message, entry=msgspec.structs.replace(message.entry, duration_ms=None))
+    return message
+
+
 class FakeSidecar:
     """Plays the sidecar's side of one /connect socket.
 
@@ -37,11 +46,15 @@ class FakeSidecar:
         self._queues: dict[str, asyncio.Queue[ToSidecar]] = {}
         self._next_index: dict[str, int] = {}
         self._reader = asyncio.get_running_loop().create_task(self._read())
+        #: Every Run command as it came, durations included.
+        self.timed_runs: list[Run] = []
 
     async def _read(self) -> None:
         async for frame in self.ws:  # ends when the socket closes
             message = to_sidecar_decoder.decode(frame.data)
-            self._queue(message.invocation_id).put_nowait(message)
+            if isinstance(message, Command) and isinstance(message.entry, Run):
+                self.timed_runs.append(message.entry)
+            self._queue(message.invocation_id).put_nowait(untimed(message))
         self.closed.set()
 
     def _queue(self, inv: str) -> asyncio.Queue[ToSidecar]:

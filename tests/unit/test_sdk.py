@@ -125,6 +125,34 @@ async def test_a_journaled_run_is_never_executed_again(connect: Connect) -> None
     assert calls == [2, 2] and rest == journal[1:] and end.output == b"2"
 
 
+async def test_a_step_records_how_long_its_tries_took(connect: Connect) -> None:
+    timed = Service("Timed")
+    tries: list[int] = []
+
+    @timed.handler()
+    async def slow(ctx: Context) -> int:
+        async def nap() -> int:
+            await asyncio.sleep(0.05)
+            return 1
+
+        async def second_time_lucky() -> int:
+            tries.append(1)
+            await asyncio.sleep(0.03)
+            if len(tries) == 1:
+                raise RuntimeError("transient")
+            return 2
+
+        backoff = RetryPolicy(max_attempts=3, initial_interval=0.1, max_interval=0.1)
+        return await ctx.run("nap", nap) + await ctx.run("lucky", second_time_lucky, retry=backoff)
+
+    sidecar = await connect(timed)
+    _, end = await sidecar.finish(await sidecar.start("Timed", "slow", b"null", key=None))
+    assert end.output == b"3"
+    nap, lucky = sidecar.timed_runs
+    assert nap.duration_ms is not None and 50 <= nap.duration_ms < 5_000
+    assert lucky.attempts == 2 and lucky.duration_ms is not None and 60 <= lucky.duration_ms < 5_000  # both tries
+
+
 async def test_replayed_values_come_from_the_journal_not_from_state(connect: Connect) -> None:
     calls: list[int] = []
     sidecar = await connect(counter_object(calls, []))

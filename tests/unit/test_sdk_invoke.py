@@ -10,6 +10,7 @@ from handler_sdk import Context, Service, TerminalError, app
 from handler_sdk.protocol import (
     Command, End, Entry, GetState, Input, Run, SetState, Sleep, Start, Suspend, ToSidecar, encoder,
 )
+from tests.unit.fake_sidecar import untimed
 from tests.unit.test_sdk import counter_object
 
 _messages = msgspec.msgpack.Decoder(list[ToSidecar])
@@ -22,7 +23,7 @@ async def _invoke(client: Any, service: str, handler: str, journal: list[Entry],
     response = await client.post("/invoke", data=encoder.encode(start),
                                  headers={"x-sidecar-cancel": "1"} if cancel else None)
     assert response.status == 200 and response.content_type == "application/msgpack"
-    return _messages.decode(await response.read())
+    return [untimed(message) for message in _messages.decode(await response.read())]
 
 
 async def test_each_step_ends_a_request_and_the_next_request_replays_it(aiohttp_client: Any) -> None:
