@@ -13,6 +13,8 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
+from .tallies import CounterTally, HistogramTally, Labelled, Tally
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _DURATION_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
@@ -26,13 +28,15 @@ class Metrics:
         # Shared mode: values go to the multiprocess files, whatever registry they are in.
         registry = None if self._shared else CollectorRegistry()
         self._registry = registry
-        self.invocations = Counter(
+        #: Hot-path metrics, added up until ``flush``.
+        self._tallies: list[Tally] = []
+        self.invocations = self._labelled_counter(Counter(
             "sidecar_invocations_finished", "Invocations that reached a final status.", ["status"],
-            registry=registry)
+            registry=registry))
         self.refused = Counter(
             "sidecar_invocations_refused", "New invocations from clients refused because a key's line (key) "
             "or the worker (worker) was full.", ["limit"], registry=registry)
-        self.attempts = Counter("sidecar_attempts_started", "Attempts sent to handlers.", registry=registry)
+        self.attempts = self._counter(Counter("sidecar_attempts_started", "Attempts sent to handlers.", registry=registry))
         self.retries = Counter(
             "sidecar_attempts_failed", "Attempts that failed and were retried or paused.", registry=registry)
         self.cost = Counter(
@@ -41,26 +45,25 @@ class Metrics:
         self.growth_warnings = Counter(
             "sidecar_growth_warnings", "Invocations whose journal (kind journal) or key state (kind state) grew "
             "past its warn_*_bytes setting.", ["kind"], registry=registry)
-        self.duration = Histogram(
+        self.duration = self._histogram(Histogram(
             "sidecar_invocation_duration_seconds", "From acceptance to final status.", buckets=_DURATION_BUCKETS,
-            registry=registry)
-        self.suspensions = Counter(
+            registry=registry), _DURATION_BUCKETS)
+        self.suspensions = self._counter(Counter(
             "sidecar_suspensions", "Attempts that ended suspended, waiting on a timer, an awakeable, a promise or a "
-            "call, holding nothing in the handler service.", registry=registry)
-        self.http_responses = Counter(
+            "call, holding nothing in the handler service.", registry=registry))
+        self.http_responses = self._labelled_counter(Counter(
             "sidecar_http_responses", "HTTP responses by API (ingress, admin) and status code.", ["api", "code"],
-            registry=registry)
-        self.step_seconds = Histogram(
+            registry=registry))
+        self.step_seconds = self._labelled_histogram(Histogram(
             "sidecar_step_duration_seconds", "Steps (ctx.run) journaled, from the start of their first try to their "
             "outcome, retries and backoffs included, per service.", ["service"], buckets=_DURATION_BUCKETS,
-            registry=registry)
-        self._step_seconds_of: dict[str, Histogram] = {}
-        self.commit_seconds = Histogram(
+            registry=registry), _DURATION_BUCKETS)
+        self.commit_seconds = self._histogram(Histogram(
             "sidecar_commit_seconds", "From sending a group of write batches to the writer to its durable commit "
-            "(the oldest batch of each group commit).", buckets=_COMMIT_BUCKETS, registry=registry)
-        self.group_size = Histogram(
+            "(the oldest batch of each group commit).", buckets=_COMMIT_BUCKETS, registry=registry), _COMMIT_BUCKETS)
+        self.group_size = self._histogram(Histogram(
             "sidecar_group_commit_batches", "Write batches of this process covered by one group commit.",
-            buckets=_GROUP_BUCKETS, registry=registry)
+            buckets=_GROUP_BUCKETS, registry=registry), _GROUP_BUCKETS)
         self.group_commits = Counter(
             "sidecar_group_commits", "Durable commits that covered this process's batches.", registry=registry)
         self.batches = Counter(
@@ -105,12 +108,6 @@ class Metrics:
             "sidecar_limit_waiting", "Steps waiting in a limit group's line for a slot.", ["name"],
             multiprocess_mode="livesum", registry=registry)
 
-    def observe_step(self, service: str, seconds: float) -> None:
-        histogram = self._step_seconds_of.get(service)
-        if histogram is None:
-            histogram = self._step_seconds_of[service] = self.step_seconds.labels(service)
-        histogram.observe(seconds)
-
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_seconds.observe(seconds)
         self.group_size.observe(batches)
@@ -121,6 +118,29 @@ class Metrics:
 
     def set_breaker_open(self, name: str, is_open: bool) -> None:
         self.breaker_open.labels(name).set(1 if is_open else 0)
+
+    # --- tallies ------------------------------------------------------------------------------
+
+    def _counter(self, counter: Counter) -> CounterTally:
+        tally = CounterTally(counter)
+        self._tallies.append(tally)
+        return tally
+
+    def _histogram(self, histogram: Histogram, buckets: tuple[float, ...]) -> HistogramTally:
+        tally = HistogramTally(histogram, buckets)
+        self._tallies.append(tally)
+        return tally
+
+    def _labelled_counter(self, counter: Counter) -> Labelled[CounterTally]:
+        return Labelled(lambda values: self._counter(counter.labels(*values)))
+
+    def _labelled_histogram(self, histogram: Histogram, buckets: tuple[float, ...]) -> Labelled[HistogramTally]:
+        return Labelled(lambda values: self._histogram(histogram.labels(*values), buckets))
+
+    def flush(self) -> None:
+        """Hand what the tallies added up to prometheus-client (see ``tallies``)."""
+        for tally in self._tallies:
+            tally.flush()
 
     def exposition(self) -> bytes:
         if self._shared:

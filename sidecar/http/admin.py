@@ -175,6 +175,7 @@ class Admin:
         self._metrics.store_file_bytes.set(file_bytes)
         self._metrics.store_used_bytes.set(used)
         self._metrics.store_map_bytes.set(mapped)
+        self._metrics.flush()
         response = web.Response(body=self._metrics.exposition())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response

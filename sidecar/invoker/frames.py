@@ -271,7 +271,7 @@ class FrameHandler:
         if type(entry) is Run:  # counted once: durable now, never journaled again
             record = attempt.live.record
             if entry.duration_ms is not None:
-                self._metrics.observe_step(record.service, entry.duration_ms / 1000)
+                self._metrics.step_seconds.labels(record.service).observe(entry.duration_ms / 1000)
             if entry.cost is not None:
                 self._metrics.cost.labels(record.service, record.handler, entry.name).inc(entry.cost)
 

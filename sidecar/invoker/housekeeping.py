@@ -112,6 +112,7 @@ class Housekeeping:
                 service = record.service
                 waiting[service] = waiting.get(service, 0) + 1
                 oldest[service] = min(oldest.get(service, record.created_ms), record.created_ms)
+        self._metrics.flush()
         self._metrics.active.set(len(active))
         self._metrics.running.set(running)
         self._metrics.callers.set(callers)
