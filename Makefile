@@ -4,14 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test typecheck bench demo-chaos
+.PHONY: run test typecheck chromium bench demo-chaos
 
 # exec: make, not a shell, is the script's parent, so the script can end with make (see the script).
 run: $(VENV)/.installed-test
 	VENV=$(VENV) exec scripts/run-example.sh
 
-test: typecheck
+test: typecheck chromium
 	$(PY) -m pytest -q
+
+# The web UI's browser tests drive the system's Chromium: installed here (apt-get, as root) when
+# missing, else make stops saying how to install it (scripts/ensure-chromium.sh).
+chromium:
+	scripts/ensure-chromium.sh
 
 # mypy --strict over sidecar/, handler_sdk/ and examples/ (as users' code), as pyproject.toml's [tool.mypy] configures it.
 typecheck: $(VENV)/.installed-test

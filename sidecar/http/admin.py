@@ -1,4 +1,5 @@
-"""Admin API (DESIGN §4): deployments, services, invocations, costs, breakers, state, health."""
+"""Admin API (DESIGN §4): deployments, services, invocations, costs, breakers, state, health; and the
+web UI (``GET /ui``, DESIGN §11) that shows them."""
 
 from __future__ import annotations
 
@@ -29,9 +30,12 @@ from .payloads import PayloadViews, payload
 from ..process.mesh import Mesh, MeshError
 from ..metrics import Metrics
 from ..process.partitions import PartitionMap
+from .event_stream import EventStreamRoute
+from .ui import UiRoutes
 from .errors import HTTPProblem, JsonRoutes, json_errors, json_only, json_response, refuse_long_identifiers
 from .input import json_body, json_value, path_parts, storable
 from ..invoker import InvocationNotFound, InvocationStateError, Invoker, KeyHeld
+from ..invoker.queries import record_reason
 from ..transport.registry import Registry, RegistrationError
 from ..store import InvocationRecord, Store
 from ..store.records import DeploymentRecord
@@ -93,6 +97,14 @@ def _summary(record: InvocationRecord) -> dict[str, Any]:
     }
 
 
+def _listed(record: InvocationRecord) -> dict[str, Any]:
+    """An invocation as the list shows it: its summary and, where its record tells, why it is where it is."""
+    reason = record_reason(record)
+    if reason is None and record.failure is not None:
+        reason = record.failure.message
+    return _summary(record) | {"reason": reason}
+
+
 def _read_json_value(body: bytes) -> bytes:
     json_value(body)
     return body
@@ -131,6 +143,7 @@ class Admin:
         self._mesh = mesh
         self._live = LiveRecords(invoker.table.active, partitions, mesh)
         self._payloads = PayloadViews(store)
+        self._events = EventStreamRoute(invoker, partitions, mesh, answers_mesh=False)  # the ingress's answers
         if mesh is not None:
             mesh.handlers["admin.invocation"] = self.answer_invocation
             mesh.handlers["admin.state"] = self.answer_state
@@ -152,6 +165,7 @@ class Admin:
         r.add_get("/services/{name}", self.service)
         r.add_get("/invocations", self.invocations)
         r.add_get("/invocations/{id}", self._routed)
+        self._events.install(app, r, "/invocations/{id}/events")  # the web UI's live tail
         r.add_post("/invocations/{id}/{action:kill|cancel|pause|resume|restart}", self._routed)
         r.add_delete("/invocations/{id}", self._routed)
         r.add_get("/costs", self.costs)
@@ -161,6 +175,7 @@ class Admin:
         r.add_get("/state/{object}/{key}", self._state_routed)
         r.add_put("/state/{object}/{key}/{name}", self._state_routed)
         r.add_delete("/state/{object}/{key}/{name}", self._state_routed)
+        UiRoutes().add_to(r)
         r.add_fallback()
         return app
 
@@ -278,7 +293,7 @@ class Admin:
 
     async def invocations(self, request: web.Request) -> web.Response:
         records, last = await list_page(self._store, parse_query(request.query), self._live)
-        page: dict[str, Any] = {"invocations": [_summary(r) for r in records]}
+        page: dict[str, Any] = {"invocations": [_listed(r) for r in records]}
         if last is not None:
             page["next_cursor"] = cursor_of(last)
         return json_response(page)

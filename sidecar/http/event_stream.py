@@ -6,6 +6,9 @@ worker serves any stream. Each event's SSE ``id`` is its place in the stream, so
 reconnects with ``Last-Event-ID`` goes on where it was. Journaled events are SSE events named
 ``milestone``, ephemeral ones ``token``; the stream ends with an ``end`` event that carries the
 invocation's status, output and failure.
+
+The admin API serves the same stream at ``GET /invocations/{id}/events`` (the web UI's live tail,
+on the port it is served from, behind the admin token where there is one).
 """
 
 from __future__ import annotations
@@ -42,16 +45,18 @@ def sse(page: EventPage) -> bytes:
 
 
 class EventStreamRoute:
-    def __init__(self, invoker: Invoker, partitions: PartitionMap, mesh: Mesh | None) -> None:
+    def __init__(self, invoker: Invoker, partitions: PartitionMap, mesh: Mesh | None, *,
+                 answers_mesh: bool = True) -> None:
+        """``answers_mesh``: this one answers the other workers' page requests (one per worker does)."""
         self._invoker = invoker
         self._partitions = partitions
         self._mesh = mesh
         self._streams: set[asyncio.Task[object]] = set()
-        if mesh is not None:
+        if mesh is not None and answers_mesh:
             mesh.handlers["ingress.events"] = self.answer_page
 
-    def install(self, app: web.Application, routes: JsonRoutes) -> None:
-        routes.add_get("/restate/invocation/{id}/events", self.stream)
+    def install(self, app: web.Application, routes: JsonRoutes, path: str = "/restate/invocation/{id}/events") -> None:
+        routes.add_get(path, self.stream)
         app.on_shutdown.append(self._end_streams)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:

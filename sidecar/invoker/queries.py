@@ -25,6 +25,26 @@ def _warnings(record: InvocationRecord, after: Place | None) -> list[tuple[Place
     return [(place, _warning_encoder.encode(warning)) for place, warning in placed if after is None or place > after]
 
 
+def record_reason(record: InvocationRecord) -> str | None:
+    """Why the invocation is where it is, as far as its record alone tells (``None``: its status
+    says it all, or only the worker that runs it knows more): what the invocation list shows."""
+    if record.status == "pending" and record.attempts == 0 and record.start_at_ms is not None \
+            and record.start_at_ms > now_ms():
+        return f"delayed: starts at {iso_ms(record.start_at_ms)}"
+    if record.status == "backing-off":
+        if record.next_retry_ms is None:  # it waits on its deployment: see reachability.py
+            return f"backing off: {record.last_error}"
+        return f"backing off after attempt {record.attempts} until {iso_ms(record.next_retry_ms)}: " \
+               f"{record.last_error}"
+    if record.status == "paused":
+        if record.pause_reason is not None:
+            return record.pause_reason
+        return f"paused after {record.attempts} attempts: {record.last_error}"
+    if record.status == "suspended":
+        return f"suspended, waiting on journal entry {', '.join(map(str, record.waiting_on))}"
+    return None
+
+
 class InvocationQueries:
     def __init__(self, store: Store, table: InvocationTable, events: EventStreams) -> None:
         self._store = store
@@ -51,25 +71,14 @@ class InvocationQueries:
         """Why the invocation is where it is, in one sentence."""
         record = self._table.current(invocation_id)
         live = self._table.active.get(invocation_id)
-        if record.status == "pending" and record.attempts == 0 and record.start_at_ms is not None \
-                and record.start_at_ms > now_ms():
-            return f"delayed: starts at {iso_ms(record.start_at_ms)}"
+        said = record_reason(record)
+        if said is not None:
+            return said
         if record.status == "pending" and live is not None and live.lock_key is not None:
             ahead = self._table.keys.ahead_of(live.lock_key, live)
             return f"queued behind {ahead + 1} invocation(s) on key {record.key!r}"
         if record.status == "running" and live is not None and live.journal is not None:
             return f"running attempt {record.attempts}, journal at entry {len(live.journal)}"
-        if record.status == "backing-off":
-            if record.next_retry_ms is None:  # it waits on its deployment: see reachability.py
-                return f"backing off: {record.last_error}"
-            return f"backing off after attempt {record.attempts} until {iso_ms(record.next_retry_ms)}: " \
-                   f"{record.last_error}"
-        if record.status == "paused":
-            if record.pause_reason is not None:
-                return record.pause_reason
-            return f"paused after {record.attempts} attempts: {record.last_error}"
-        if record.status == "suspended":
-            return f"suspended, waiting on journal entry {', '.join(map(str, record.waiting_on))}"
         return record.status
 
     async def event_page(self, invocation_id: str, after: Place | None, wait_s: float) -> EventPage:

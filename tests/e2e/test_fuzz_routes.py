@@ -104,6 +104,8 @@ def _routes(known: Known) -> st.SearchStrategy[tuple[str, str, str]]:
         at("admin", "DELETE", st.builds("/deployments/{}".format, st.just(known.deployment_id) | seg)),
         at("admin", get, st.builds("/services/{}".format, st.sampled_from(_SERVICES) | seg)),
         at("admin", get, st.builds("/invocations/{}".format, st.just(known.invocation_id) | seg)),
+        at("admin", get, st.builds("/invocations/{}/events".format, st.just(known.invocation_id) | seg)),
+        at("admin", get, st.just("/ui") | st.builds("/ui/{}".format, st.sampled_from(["", "app.js", "index.html"]) | seg)),
         at("admin", "DELETE", st.builds("/invocations/{}".format, st.just(known.invocation_id) | seg)),
         at("admin", "POST", st.builds("/invocations/{}/{}".format, st.just(known.invocation_id) | seg,
                                       st.sampled_from(["kill", "cancel", "pause", "resume", "restart"]) | seg)),
@@ -178,7 +180,7 @@ class Request:
         """Calls, attaches and event streams wait for their invocation; registration for discovery;
         state edits for their key."""
         if self.port == "admin":
-            return self.path.startswith("/deployments") or (
+            return self.path.startswith("/deployments") or self.path.endswith("/events") or (
                 self.path.startswith("/state/") and self.method in ("PUT", "DELETE"))
         return not self.path.startswith(("/restate/health", "/restate/awakeables"))
 
