@@ -2,7 +2,7 @@
 
 The admin API cancels, kills, purges and edits state; anyone who reaches the port could do all of
 it. With a token, every request but ``GET /health`` (a load balancer's probe carries no secret)
-must send ``authorization: Bearer TOKEN``, or is answered ``401`` with a JSON message saying what
+and the web UI's static files must send ``authorization: Bearer TOKEN``, or is answered ``401`` with a JSON message saying what
 was wrong with what it sent. Tokens are compared in constant time.
 """
 
@@ -14,8 +14,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from .errors import HTTPProblem
+from .ui import is_ui_path
 
-#: Paths anyone may read: liveness only.
+#: Paths anyone may read: liveness, and the web UI's static files (they hold no data: the page
+#: asks for the token and sends it with each of its API calls).
 OPEN_PATHS = frozenset({"/health"})
 
 _CHALLENGE = {"www-authenticate": 'Bearer realm="sidecar admin"'}
@@ -39,7 +41,8 @@ def bearer_auth(token: str) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS or request.method not in ("GET", "HEAD"):
+        open_path = request.path in OPEN_PATHS or is_ui_path(request.path)
+        if not open_path or request.method not in ("GET", "HEAD"):
             problem = credentials_problem(request.headers.get("authorization"), expected)
             if problem is not None:
                 raise HTTPProblem(401, problem, headers=_CHALLENGE)

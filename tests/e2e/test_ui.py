@@ -16,11 +16,12 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
-from playwright.async_api import Browser, Dialog, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, Request, async_playwright, expect
 
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, running_cluster
 from tests.procs import eventually
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -247,34 +248,35 @@ async def test_hostile_payloads_are_shown_as_text(cluster: Cluster, page: Page) 
     assert await page.locator("main img, main script").count() == 0
 
 
-async def test_the_token_is_asked_once_and_sent_on_every_request(cluster: Cluster, page: Page) -> None:
-    """Admin auth (``--admin-token``) lands separately; here the browser plays the API that wants a
-    token: every API request without ``authorization: Bearer s3cret`` gets a 401, as it will."""
+_TOKEN = "ui-token-of-the-admin-api-0123456789"
+
+
+@pytest.fixture
+async def guarded(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """A sidecar whose admin API wants ``_TOKEN`` (given through SIDECAR_ADMIN_TOKEN)."""
+    async with running_cluster(tmp_path, http, request, ["--durability", "none", "--workers", "2"],
+                               admin_token=_TOKEN) as running:
+        yield running
+
+
+async def test_the_token_is_asked_once_and_sent_on_every_request(guarded: Cluster, page: Page) -> None:
     seen: list[tuple[str, str | None]] = []
 
-    async def guard(route: Route) -> None:
-        request = route.request
-        path = request.url.split(cluster.admin, 1)[1]
-        if path == "/ui" or path.startswith("/ui/"):
-            await route.continue_()  # the page's own files need no token
-            return
-        seen.append((path, request.headers.get("authorization")))
-        if request.headers.get("authorization") != "Bearer s3cret":
-            await route.fulfill(status=401, content_type="application/json",
-                                body='{"code": 401, "message": "this admin API needs its token"}')
-            return
-        await route.continue_()
+    def note(request: Request) -> None:
+        path = request.url.split(guarded.admin, 1)[-1]
+        if not (path == "/ui" or path.startswith("/ui/") or path.startswith("/ui#")):
+            seen.append((path, request.headers.get("authorization")))
 
-    await page.route(f"http://{cluster.admin}/**", guard)
-    _, _, headers = await cluster.post("/Counter/ui-token/add", 1)
+    page.on("request", note)
+    _, _, headers = await guarded.post("/Counter/ui-token/add", 1)
     invocation_id = headers["x-restate-id"]
-    await page.goto(_ui(cluster, "/invocations"))
+    await page.goto(_ui(guarded, "/invocations"))  # the page's own files come without a token
     dialog = page.locator("#token-dialog")
     await expect(dialog).to_be_visible()
-    await page.fill("#token-input", "wrong")
+    await page.fill("#token-input", "wrong-token-of-16-chars")
     await page.get_by_role("button", name="Use token").click()
     await expect(page.locator("#token-why")).to_contain_text("refused")  # asked again, saying why
-    await page.fill("#token-input", "s3cret")
+    await page.fill("#token-input", _TOKEN)
     await page.get_by_role("button", name="Use token").click()
     await expect(dialog).to_be_hidden()
     await page.get_by_role("link", name=invocation_id).click()
@@ -286,9 +288,9 @@ async def test_the_token_is_asked_once_and_sent_on_every_request(cluster: Cluste
     await expect(dialog).to_be_hidden()
     paths = {path.split("?")[0] for path, _ in seen}
     assert {"/invocations", f"/invocations/{invocation_id}", f"/invocations/{invocation_id}/events"} <= paths
-    first_right = next(i for i, (_, auth) in enumerate(seen) if auth == "Bearer s3cret")
-    assert {auth for _, auth in seen[:first_right]} == {None, "Bearer wrong"}, seen
-    assert all(auth == "Bearer s3cret" for _, auth in seen[first_right:]), seen
+    first_right = next(i for i, (_, auth) in enumerate(seen) if auth == f"Bearer {_TOKEN}")
+    assert {auth for _, auth in seen[:first_right]} == {None, "Bearer wrong-token-of-16-chars"}, seen
+    assert all(auth == f"Bearer {_TOKEN}" for _, auth in seen[first_right:]), seen
 
 
 async def test_services_deployments_breakers_and_costs_are_shown(cluster: Cluster, page: Page) -> None:

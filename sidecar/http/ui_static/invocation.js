@@ -73,6 +73,10 @@ function facts(inv, entry) {
   if (entry.kind === "Run") {
     out.push(h("span", {class: `fact${entry.attempts > 1 ? " retried" : ""}`,
       title: `tries of this step; the ${entry.variant} function gave its outcome`}, `attempts ${entry.attempts}`));
+    if (entry.duration_ms !== null && entry.duration_ms !== undefined) {
+      out.push(h("span", {class: "fact", title: "from its first try's start to its outcome, backoffs included"},
+        duration(entry.duration_ms)));
+    }
     if (entry.cost !== null && entry.cost !== undefined) out.push(h("span", {class: "fact cost", title: "cost, all tries"}, money(entry.cost)));
     if (entry.variant !== "primary") out.push(h("span", {class: "fact variant-fallback", title: "variant"}, String(entry.variant)));
   }
