@@ -101,7 +101,7 @@ class Identity:
     def _fresh(self, header: str | None) -> SignatureHeader | str:
         """The parsed header if it is one and was signed lately, else why not."""
         if header is None:
-            return f"the request is not signed: it has no {HEADER} header (this handler service has identity keys)"
+            return f"the request is not signed: it has no {HEADER} header, and this handler service has identity keys"
         try:
             signed = parse_header(header)
         except ValueError as exc:

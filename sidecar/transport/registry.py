@@ -234,7 +234,7 @@ def _refused(uri: str, body: bytes, signer: Signer) -> RegistrationError:
         why = str(msgspec.json.decode(body, type=dict[str, object])["message"])
     except (msgspec.DecodeError, msgspec.ValidationError, KeyError, RecursionError):
         why = body.decode(errors="replace") or "401 with no reason given"
-    hint = "" if signer.signs else " (this sidecar signs nothing: start it with --signing-key FILE)"
+    hint = "" if signer.signs else "; this sidecar signs nothing: start it with --signing-key FILE"
     return RegistrationError(403, f"the handler service at {uri} refused the sidecar's signature: {why[:500]}{hint}")
 
 
