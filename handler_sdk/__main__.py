@@ -41,7 +41,9 @@ def load(target: str) -> list[Definition]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m handler_sdk", description="Serve a module's handler services to the sidecar."
+        prog="python -m handler_sdk", description="Serve a module's handler services to the sidecar.",
+        epilog="HANDLER_IDENTITY_KEYS (PEM public keys): serve only requests that a sidecar holding one of "
+               "their private keys signed (sidecar serve --signing-key).",
     )
     parser.add_argument("target", metavar="MODULE:NAME")
     parser.add_argument("--host", default="127.0.0.1")

@@ -32,6 +32,7 @@ _PEM = re.compile(r"-----BEGIN PUBLIC KEY-----(?P<body>.*?)-----END PUBLIC KEY--
 #: Refusals are logged at most this often (a scanner knocking must not flood the log).
 _LOG_PERIOD_S = 10.0
 
+
 class IdentityKeyError(ValueError):
     """An identity key cannot be read: the message says which and why."""
 
@@ -40,6 +41,9 @@ def parse_keys(text: str, source: str) -> list[Ed25519PublicKey]:
     """The Ed25519 public keys in ``text``: PEM blocks (``-----BEGIN PUBLIC KEY-----`` ...),
     one after another, with newlines, spaces or commas between them; inside a block, spaces
     may stand for the newlines, for settings that cannot hold a newline."""
+    if "PRIVATE KEY-----" in text:  # said without quoting it: an error message is no place for a key
+        raise IdentityKeyError(f"{source} holds a private key: give the handler service the public one "
+                               "(signing.pub.pem), and keep the private one with the sidecar alone")
     keys = []
     for number, found in enumerate(_PEM.finditer(text), 1):
         try:
@@ -67,12 +71,12 @@ def identity_keys(given: Iterable[str] | None, environ: Mapping[str, str]) -> li
         text = environ.get(ENV, "")
         return parse_keys(text, ENV) if text.strip() else []
     keys = []
-    for number, pem in enumerate(given, 1):
+    for index, pem in enumerate(given):
         if not isinstance(pem, str):
-            raise TypeError(f"identity_keys must be PEM strings, got {type(pem).__name__} for key {number}")
-        found = parse_keys(pem, f"identity_keys[{number - 1}]")
+            raise TypeError(f"identity_keys must be PEM strings, got {type(pem).__name__} at {index}")
+        found = parse_keys(pem, f"identity_keys[{index}]")
         if len(found) != 1:
-            raise IdentityKeyError(f"identity_keys[{number - 1}] holds {len(found)} keys; give each its own string")
+            raise IdentityKeyError(f"identity_keys[{index}] holds {len(found)} keys; give each its own string")
         keys += found
     return keys
 

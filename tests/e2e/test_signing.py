@@ -232,6 +232,34 @@ async def test_registering_a_handler_that_refuses_the_sidecar_fails_naming_the_c
         process.stop()
 
 
+async def test_invocations_wait_on_a_handler_that_refuses_the_sidecar_and_run_once_it_accepts(
+        cluster: Cluster, keys: KeyPair) -> None:
+    """Identity keys turned on before the sidecar signs: its invocations wait, saying why, and
+    nothing is lost; once the handler service serves it again, they run."""
+    assert (await cluster.post("/Counter/early/add", 1))[:2] == (200, 1)
+    cluster.handlers.stop()
+    args = cluster.handlers.args
+    cluster.handlers = Process("handlers-keyed", args, cluster.tmp,
+                               {"SINK_URL": cluster.sink_url, "HANDLER_IDENTITY_KEYS": keys.public.read_text()})
+    await cluster.restart_handlers()
+    status, sent, _ = await cluster.post("/Counter/early/add/send", 2)
+    assert status == 202
+
+    async def waiting_on_the_signature() -> str:
+        shown = (await cluster.get(f"/invocations/{sent['invocationId']}", admin=True))[1]
+        return shown["status"] == "backing-off" and "it refused the sidecar's signature (401" in shown["reason"] \
+            and str(shown["reason"])
+
+    reason = await eventually(waiting_on_the_signature, what="the invocation to wait on the handler service")
+    assert reason.startswith("backing off: deployment ") and "unreachable since" in reason
+
+    cluster.handlers.stop()
+    cluster.handlers = Process("handlers-open", args, cluster.tmp, {"SINK_URL": cluster.sink_url})
+    await cluster.restart_handlers()
+    status, total = await cluster.get(f"/restate/invocation/{sent['invocationId']}/attach")
+    assert (status, total) == (200, 3)
+
+
 # --- any header value --------------------------------------------------------------------------
 
 def _takeable(value: bytes) -> bytes:

@@ -153,6 +153,14 @@ def test_unreadable_identity_keys_are_named(text: str, says: str) -> None:
         parse_keys(text, ENV)
 
 
+def test_a_private_key_given_as_an_identity_key_is_refused_without_being_quoted() -> None:
+    private = _KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode()
+    with pytest.raises(IdentityKeyError, match="holds a private key: give the handler service the public one") as refused:
+        parse_keys(private, ENV)
+    assert private.splitlines()[1][:20] not in str(refused.value)
+
+
 def test_an_identity_key_of_another_kind_is_refused() -> None:
     for other in (rsa.generate_private_key(public_exponent=65537, key_size=1024), ec.generate_private_key(ec.SECP256R1())):
         with pytest.raises(IdentityKeyError, match="key 2 is .*, not an Ed25519 key"):
