@@ -21,7 +21,7 @@ VERSION = "v1"
 #: flight and clocks a little apart, short enough that a captured request soon stops working.
 MAX_SKEW_MS = 60_000
 #: An Ed25519 signature is 64 bytes: 86 characters of base64url without padding.
-_HEADER = re.compile(r"v1;ts=(?P<ts>[0-9]{1,15});sig=(?P<sig>[A-Za-z0-9_-]{86})")
+_HEADER = re.compile(r"v1;ts=(?P<ts>0|[1-9][0-9]{0,14});sig=(?P<sig>[A-Za-z0-9_-]{86})")
 
 
 class SignatureHeader(msgspec.Struct, frozen=True):

@@ -65,6 +65,7 @@ def test_any_other_text_is_a_value_error_that_says_what_is_wrong(value: str) -> 
     ("", "expected v1;ts=<unix ms>;sig="),
     ("v2;ts=1;sig=" + "A" * 86, "version v2; this handler reads v1"),
     ("v1;ts=-5;sig=" + "A" * 86, "expected"),
+    ("v1;ts=01;sig=" + "A" * 86, "expected"),  # one value, one spelling: the canonical string has it as written
     ("v1;ts=1;sig=" + "A" * 85, "expected"),
     ("v1;ts=1;sig=" + "A" * 84 + "==", "expected"),
     ("v1;sig=" + "A" * 86 + ";ts=1", "expected"),
@@ -82,6 +83,19 @@ def test_the_canonical_string_is_five_lines_ending_in_the_body_hash() -> None:
         b"\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     with pytest.raises(ValueError):
         canonical("GET", "/caf\u00e9", 1, b"")
+
+
+def test_the_documented_example_signs_as_docs_protocol_md_says() -> None:
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    assert _pem(key) == ("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAA6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=\n"
+                         "-----END PUBLIC KEY-----\n")
+    ts = 1764756000000
+    assert format_header(ts, key.sign(canonical("GET", "/discover", ts, b""))) == (
+        "v1;ts=1764756000000;sig=3KGegwA9WO78KqpNIXv9TX4jOTM_jFv-lDi1RLsYKGqSZAKwF1J5CSLB-o7L5wqfQSLW6VswZnicNQPuUTW6CQ")
+    assert format_header(ts, key.sign(canonical("POST", "/invoke", ts, b"hello"))) == (
+        "v1;ts=1764756000000;sig=HbuKpeLeGubQh9pPENSphRLRa9NMG8KfndIbW0tXLg_trLjwKux04t2Lt7NeG4a2-OCYDtjWFcU5PH2Oq11jAw")
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    assert "sig=3KGegwA9WO78KqpNIXv9TX4jOTM_jFv" in documented and "sig=HbuKpeLeGubQh9pPENSphRLRa9NMG8" in documented
 
 
 # --- signing and verifying ---------------------------------------------------------------------
