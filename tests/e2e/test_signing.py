@@ -177,7 +177,7 @@ async def test_the_handler_refuses_unsigned_foreign_stale_and_garbage_requests(
     stale_ts = now_ms() - 90_000
     stale = format_header(stale_ts, key.sign(canonical("GET", "/discover", stale_ts, b"")))
     async with http.get(f"{url}/discover", headers={HEADER: stale}) as response:
-        assert "x-sidecar-signature is stale: signed 90." in await _refusal(response)
+        assert re.search(r"x-sidecar-signature is stale: signed 9\d\.\d s ago", await _refusal(response))
 
     start = encoder.encode(Start(invocation_id="inv_x", attempt=1, service="Counter", handler="add", key="x",
                                  input=b"1", headers={}, journal=[Input(b"1")], state={}, seed=1))
