@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ._blob_cache import DEFAULT_CACHE_BYTES
 from ._definition import Definition, _Definition
+from ._identity import IdentityKeyError
 from ._server import serve
 from .logs import FORMATS, LEVELS, configure_logging
 
@@ -40,7 +41,9 @@ def load(target: str) -> list[Definition]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m handler_sdk", description="Serve a module's handler services to the sidecar."
+        prog="python -m handler_sdk", description="Serve a module's handler services to the sidecar.",
+        epilog="HANDLER_IDENTITY_KEYS (PEM public keys): serve only requests that a sidecar holding one of "
+               "their private keys signed (sidecar serve --signing-key).",
     )
     parser.add_argument("target", metavar="MODULE:NAME")
     parser.add_argument("--host", default="127.0.0.1")
@@ -74,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         serve(services, host=args.host, port=args.port, heartbeat_interval=args.heartbeat_interval,
               suspend_after=args.suspend_after, reuse_port=args.reuse_port, blob_cache_bytes=args.blob_cache_bytes)
+    except IdentityKeyError as exc:
+        parser.exit(2, f"python -m handler_sdk: {exc}\n")
     except OSError as exc:  # the port is taken, or the host is not ours: say so, without a traceback
         hint = "" if args.reuse_port else " (to share the port between copies of this service, give each --reuse-port)"
         parser.exit(1, f"python -m handler_sdk: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}{hint}\n")

@@ -24,6 +24,7 @@ from ._blob_cache import DEFAULT_CACHE_BYTES, BlobCache
 from ._definition import Definition, HandlerDef, _Definition
 from ._contexts import new_attempt
 from ._gates import Gates
+from ._identity import from_options as identity_from_options, middleware as identity_middleware
 from ._invocation import AttemptContext
 from ._threads import DaemonExecutor
 from .protocol import (
@@ -302,6 +303,7 @@ async def _connect(request: web.Request) -> web.WebSocketResponse:
 def app(
     services: Iterable[Definition] | Definition, *, heartbeat_interval: float = 5.0,
     suspend_after: float = 1.0, blob_cache_bytes: int = DEFAULT_CACHE_BYTES,
+    identity_keys: Iterable[str] | None = None,
 ) -> web.Application:
     """The handler service as an aiohttp application (``GET /discover``, ``GET /connect``).
 
@@ -313,13 +315,19 @@ def app(
     ``blob_cache_bytes`` bounds the cache of large payloads (over the sidecar's
     ``blob_threshold_bytes``) that lets a replay skip sending what this process already holds
     (0: none; each replay is then sent every large payload again).
+    ``identity_keys``: the public keys (PEM strings) of the sidecars this service serves, that
+    of each one's ``--signing-key``; a request that none of them signed within the last 60 s is
+    refused with 401 (``None``: those in ``HANDLER_IDENTITY_KEYS``, if it is set; none: every
+    request is served).
     """
     if isinstance(services, _Definition):
         services = [services]
     table = ServiceTable(services, heartbeat_interval, suspend_after, blob_cache_bytes)
+    identity = identity_from_options(identity_keys)
     # No body limit for POST /invoke, as none for /connect's frames: a request-response Start
     # carries its journal and every blob it refers to, and the peer is our own sidecar.
-    application = web.Application(client_max_size=0)
+    application = web.Application(client_max_size=0,
+                                  middlewares=[identity_middleware(identity)] if identity else ())
     application[SERVICE_TABLE] = table
     application.router.add_get("/discover", _discover)
     application.router.add_get("/connect", _connect)
@@ -357,16 +365,16 @@ async def _serve_forever(application: web.Application, host: str, port: int, reu
 def serve(
     services: Iterable[Definition] | Definition, *, host: str = "127.0.0.1", port: int = 9080,
     heartbeat_interval: float = 5.0, suspend_after: float = 1.0, reuse_port: bool = False,
-    blob_cache_bytes: int = DEFAULT_CACHE_BYTES,
+    blob_cache_bytes: int = DEFAULT_CACHE_BYTES, identity_keys: Iterable[str] | None = None,
 ) -> None:
     """Serve ``services`` on ``host:port`` with uvloop until SIGINT or SIGTERM; prints nothing.
 
-    ``heartbeat_interval``, ``suspend_after`` and ``blob_cache_bytes`` are as for ``app()``. ``reuse_port``: several
+    ``heartbeat_interval``, ``suspend_after``, ``blob_cache_bytes`` and ``identity_keys`` are as for ``app()``. ``reuse_port``: several
     processes serving the same services may bind the same port (``SO_REUSEPORT``), and the kernel
     spreads the sidecar's connections over them: one deployment that uses several cores.
     """
     application = app(services, heartbeat_interval=heartbeat_interval, suspend_after=suspend_after,
-                      blob_cache_bytes=blob_cache_bytes)
+                      blob_cache_bytes=blob_cache_bytes, identity_keys=identity_keys)
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         try:
             runner.run(_serve_forever(application, host, port, reuse_port))

@@ -76,6 +76,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_format: str = "text"
     #: Sidecar-wide groups of steps (``ctx.run(..., limit=NAME)``): ``[limits.NAME]`` in TOML.
     limits: dict[str, LimitConfig] = {}
+    #: An Ed25519 private key (PEM) that signs every request to a handler service ("": none).
+    signing_key: str = ""
 
 
 #: A shorter admin token is guessable.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -102,6 +103,8 @@ def main(ingress: str, admin: str) -> None:
 @click.option("--limit", "limits", multiple=True, metavar="NAME=concurrency:N,rate:COUNT/PERIOD",
               help="A sidecar-wide group of steps (ctx.run(..., limit=NAME)), e.g. anthropic=concurrency:8,rate:60/min "
                    "(repeatable; wins over the config file's group of that name).")
+@click.option("--signing-key", metavar="FILE",
+              help="Sign every request to handler services with this Ed25519 private key (see `sidecar keygen`).")
 @click.pass_context
 def serve(
     ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
@@ -109,7 +112,7 @@ def serve(
     durability: str | None,
     inactivity_timeout: float | None, retention: float | None, workers: int | None,
     max_queue_per_key: int | None, max_invocations: int | None, blob_threshold: int | None, max_payload: int | None,
-    log_level: str | None, log_format: str | None, limits: tuple[str, ...],
+    log_level: str | None, log_format: str | None, limits: tuple[str, ...], signing_key: str | None,
 ) -> None:
     """Run the sidecar until SIGINT or SIGTERM."""
     # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
@@ -131,22 +134,43 @@ def serve(
             "max_queue_per_key": max_queue_per_key, "max_invocations": max_invocations,
             "blob_threshold_bytes": blob_threshold, "max_payload_bytes": max_payload,
             "log_level": log_level, "log_format": log_format, "limits": groups or None,
+            "signing_key": signing_key,
         })
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None
     from sidecar.process.server import run  # imported late: client commands need none of the server
     from sidecar.store import LayoutError
     from sidecar.store.check import DamagedStore
+    from sidecar.transport.signing import SigningKeyError
 
     try:
         run(settings)
-    except (LayoutError, DamagedStore) as exc:
+    except (LayoutError, DamagedStore, SigningKeyError) as exc:
         raise ConfigFailure(f"cannot start the sidecar: {exc}") from None
     except OSError as exc:
         # The usual operator mistakes (port taken, no permission) deserve a line, not a traceback.
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise click.ClickException(f"cannot start the sidecar: {exc.strerror or exc}") from None
         raise
+
+
+@main.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+def keygen(directory: Path) -> None:
+    """Make a key pair to sign requests to handler services.
+
+    Writes DIR/signing.pem (the private key, for `serve --signing-key`; readable by you only)
+    and DIR/signing.pub.pem (for the handler services' identity keys). Never replaces a file.
+    """
+    from sidecar.transport.signing import generate  # imported late: it loads the crypto library
+
+    try:
+        private, public = generate(directory)
+    except OSError as exc:
+        why = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
+        raise click.ClickException(f"cannot make a key pair: {why}") from None
+    click.echo(f"wrote {private} (sidecar serve --signing-key {private})")
+    click.echo(f"wrote {public} (HANDLER_IDENTITY_KEYS=\"$(cat {public})\" for handler services)")
 
 
 # --- deployments and services ----------------------------------------------------------------

@@ -14,6 +14,7 @@ from ..cli.config import Settings
 from ..transport.request_response import InvokePool
 from ..transport.links import FRAME_HEADROOM, Carrier, DeploymentPool
 from ..transport.registry import Registry
+from ..transport.signing import Signer
 from .retry import RetryPolicy
 from ..store import InvocationRecord
 from .background import Background
@@ -52,8 +53,9 @@ class LinkSource(Protocol):
 
 class DeploymentLinks:
     def __init__(self, registry: Registry, http: aiohttp.ClientSession, settings: Settings,
-                 background: Background) -> None:
+                 background: Background, signer: Signer) -> None:
         self._registry = registry
+        self._signer = signer
         self._http = http
         self._settings = settings
         self._background = background
@@ -68,10 +70,11 @@ class DeploymentLinks:
                 deployment_id)
             if record is None:
                 return None
-            pool = self._pools[deployment_id] = InvokePool(record.uri, self._http) \
+            pool = self._pools[deployment_id] = InvokePool(record.uri, self._http, self._signer) \
                 if record.transport == "request-response" \
                 else DeploymentPool(record.uri, self._http, self._settings.connections_per_deployment,
-                                    max_frame_bytes=self._settings.max_payload_bytes + FRAME_HEADROOM)
+                                    max_frame_bytes=self._settings.max_payload_bytes + FRAME_HEADROOM,
+                                    signer=self._signer)
         return pool
 
     def prober(self, deployment_id: str, pool: Pool) -> Prober:

@@ -29,6 +29,7 @@ from ..ids import IdGenerator
 from ..metrics import Metrics
 from ..process.partitions import PartitionMap
 from ..transport.registry import Registry
+from ..transport.signing import UNSIGNED, Signer
 from ..store import InvocationRecord, Store, StoreError
 from .background import Background
 from .breakers import BreakerBoard
@@ -60,6 +61,7 @@ class Invoker:
     def __init__(
         self, *, store: Store, registry: Registry, settings: Settings, http: aiohttp.ClientSession, ids: IdGenerator,
         partitions: PartitionMap, metrics: Metrics, peers: Peers | None = None, links: LinkSource | None = None,
+        signer: Signer = UNSIGNED,
     ) -> None:
         self._store = store
         self._partitions = partitions
@@ -67,7 +69,7 @@ class Invoker:
         self._background = Background()
         self.table = InvocationTable(store)
         self.events = EventStreams()
-        self.links = links or DeploymentLinks(registry, http, settings, self._background)
+        self.links = links or DeploymentLinks(registry, http, settings, self._background, signer)
         factory = RecordFactory(ids, partitions, settings)
         state_in_flight = StateInFlight()
         self.state_edits = StateEdits(store, self.table.keys, state_in_flight, self.table.active,

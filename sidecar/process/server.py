@@ -31,6 +31,7 @@ from .peers import MeshPeers, serve_breakers, serve_calls, serve_limits
 from ..metrics import Metrics
 from .partitions import PartitionMap
 from ..transport.registry import Registry, RegistrationError
+from ..transport.signing import Signer
 from ..store import Changes, Store, StoreError
 
 log = logging.getLogger("sidecar")
@@ -108,9 +109,10 @@ async def running(
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5.0))
         stack.push_async_callback(http.close)
         ids = IdGenerator()
-        registry = Registry(store, ids)
+        signer = Signer.load(settings.signing_key)
+        registry = Registry(store, ids, signer)
         invoker = Invoker(store=store, registry=registry, settings=settings, http=http, ids=ids,
-                          partitions=partitions, metrics=metrics,
+                          partitions=partitions, metrics=metrics, signer=signer,
                           peers=MeshPeers(mesh, partitions) if mesh is not None else None)
         stack.push_async_callback(invoker.close)
         first = partitions.index == 0
@@ -229,6 +231,7 @@ def _cpu_quota(cgroup: Path) -> float | None:
 def run(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM (blocking): in this process, or as a group of workers."""
     configure_logging(settings)
+    Signer.load(settings.signing_key)  # a bad key is refused here, once, not by each worker as it starts
     workers = settings.workers or default_workers(usable_cores())
     if workers > 1:
         from .supervisor import supervise

@@ -22,10 +22,12 @@ from typing import Protocol
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from handler_sdk.protocol import ToSidecar, to_sidecar_decoder
 
 from .held_blobs import HeldBlobs
+from .signing import UNSIGNED, Signer
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +209,11 @@ class DeploymentPool:
     """Up to ``size`` links to one deployment, opened on demand, least-loaded first."""
 
     def __init__(self, uri: str, session: aiohttp.ClientSession, size: int,
-                 open_timeout_s: float = OPEN_TIMEOUT_S, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+                 open_timeout_s: float = OPEN_TIMEOUT_S, max_frame_bytes: int = MAX_FRAME_BYTES,
+                 signer: Signer = UNSIGNED) -> None:
         self.uri = uri.rstrip("/")
+        self._url = URL(f"{self.uri}/connect")
+        self._signer = signer
         self._max_frame_bytes = max_frame_bytes
         self._http = session
         self._size = size
@@ -259,12 +264,16 @@ class DeploymentPool:
         try:
             async with timer:
                 ws = await self._http.ws_connect(
-                    f"{self.uri}/connect", max_msg_size=self._max_frame_bytes, heartbeat=30.0,
+                    self._url, max_msg_size=self._max_frame_bytes, heartbeat=30.0,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                    headers=self._signer.headers("GET", self._url.raw_path),  # signed now: it is timestamped
                 )
         except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError too
-            why = f"it did not answer the WebSocket upgrade within {self._open_timeout_s:g} s" if timer.expired() \
-                else exc or type(exc).__name__
+            why: object = exc or type(exc).__name__
+            if timer.expired():
+                why = f"it did not answer the WebSocket upgrade within {self._open_timeout_s:g} s"
+            elif isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 401:
+                why = "it refused the sidecar's signature (401; its log says why)"
             raise LinkError(f"cannot connect to deployment {self.uri}: {why}") from None
         return Link(ws, self.uri)
 

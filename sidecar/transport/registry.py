@@ -19,6 +19,7 @@ from handler_sdk.protocol import PROTOCOL_VERSION, Discovery, HandlerSpec, Servi
 from ..ids import IdGenerator
 from ..store import Changes, DeploymentRecord, Store
 from ..store.records import TRANSPORTS
+from .signing import UNSIGNED, Signer
 
 _discovery_decoder = msgspec.json.Decoder(Discovery)
 #: A discovery answer lists services and handlers: past this it is not one.
@@ -51,9 +52,10 @@ class Route(msgspec.Struct, frozen=True):
 
 
 class Registry:
-    def __init__(self, store: Store, ids: IdGenerator) -> None:
+    def __init__(self, store: Store, ids: IdGenerator, signer: Signer = UNSIGNED) -> None:
         self._store = store
         self._ids = ids
+        self._signer = signer
         self.deployments: dict[str, DeploymentRecord] = {}
         #: service name -> (deployment ID, spec) of the newest deployment that serves it.
         self._services: dict[str, tuple[str, ServiceSpec]] = {}
@@ -126,7 +128,7 @@ class Registry:
         uri = checked_uri(uri)
         if transport not in TRANSPORTS:
             raise RegistrationError(400, f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
-        discovery = await _discover(uri, http)
+        discovery = await _discover(uri, http, self._signer)
         existing = next((d for d in self.deployments.values() if d.uri == uri), None)
         if existing is not None and (existing.services, existing.transport, existing.blob_refs) == (
                 discovery.services, transport, discovery.blob_refs):
@@ -181,14 +183,17 @@ def _host_problem(host: str) -> str | None:
     return None
 
 
-async def _discover(uri: str, http: aiohttp.ClientSession) -> Discovery:
+async def _discover(uri: str, http: aiohttp.ClientSession, signer: Signer) -> Discovery:
     url = f"{uri}/discover"
     try:
-        async with http.get(url, timeout=_DISCOVERY_TIMEOUT, allow_redirects=False) as response:
+        async with http.get(url, timeout=_DISCOVERY_TIMEOUT, allow_redirects=False,
+                            headers=signer.headers("GET", URL(url).raw_path)) as response:
             if 300 <= response.status < 400:
                 raise RegistrationError(400, f"discovery at {url} answered {response.status}, a redirect to "
                                              f"{response.headers.get('Location', '?')[:200]!r}: discovery does not "
                                              "follow redirects; register the final uri")
+            if response.status == 401:
+                raise _refused(uri, await _bounded_body(url, response), signer)
             if response.status != 200:
                 raise RegistrationError(400, f"discovery at {url} answered {response.status}")
             body = await _bounded_body(url, response)
@@ -220,6 +225,17 @@ async def _discover(uri: str, http: aiohttp.ClientSession) -> Discovery:
     if problem is not None:
         raise RegistrationError(400, f"discovery at {url} asks for {problem}")
     return discovery
+
+
+def _refused(uri: str, body: bytes, signer: Signer) -> RegistrationError:
+    """A 403 naming why the handler service refused the sidecar's request (its 401's message):
+    not a 400, which ``--register`` takes for a service still starting and tries again."""
+    try:
+        why = str(msgspec.json.decode(body, type=dict[str, object])["message"])
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError, RecursionError):
+        why = body.decode(errors="replace") or "401 with no reason given"
+    hint = "" if signer.signs else "; this sidecar signs nothing: start it with --signing-key FILE"
+    return RegistrationError(403, f"the handler service at {uri} refused the sidecar's signature: {why[:500]}{hint}")
 
 
 async def _bounded_body(url: str, response: aiohttp.ClientResponse) -> bytes:

@@ -16,11 +16,13 @@ import asyncio
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from handler_sdk.protocol import Cancel, Start, ToHandler, ToSidecar
 
 from .held_blobs import HeldBlobs
 from .links import LinkError, Session, Strays, deliver
+from .signing import UNSIGNED, Signer
 
 #: While a request is open, its attempt hears this often that it is alive: a long step is not
 #: a silent handler (the request's connection is the liveness check here).
@@ -34,9 +36,10 @@ _NO_TOTAL_LIMIT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 class InvokeLink:
     """Requests to one request-response deployment; any number at once."""
 
-    def __init__(self, uri: str, http: aiohttp.ClientSession) -> None:
-        self._url = f"{uri.rstrip('/')}/invoke"
+    def __init__(self, uri: str, http: aiohttp.ClientSession, signer: Signer = UNSIGNED) -> None:
+        self._url = URL(f"{uri.rstrip('/')}/invoke")
         self._http = http
+        self._signer = signer
         self._strays = Strays(f"POST {self._url}")
         self.sessions: dict[str, Session] = {}
         self.held: HeldBlobs | None = None  # nothing is kept between requests
@@ -63,7 +66,7 @@ class InvokeLink:
         task.add_done_callback(self._requests.discard)
 
     async def _invoke(self, invocation_id: str, frame: bytes, cancel: bool) -> None:
-        headers = {"content-type": "application/msgpack"}
+        headers = {"content-type": "application/msgpack", **self._signer.headers("POST", self._url.raw_path, frame)}
         if cancel:
             headers["x-sidecar-cancel"] = "1"
         request = asyncio.ensure_future(self._request(frame, headers))
@@ -106,8 +109,8 @@ class InvokeLink:
 class InvokePool:
     """The pool face (``links.DeploymentPool``) of a request-response deployment: one link, ready."""
 
-    def __init__(self, uri: str, http: aiohttp.ClientSession) -> None:
-        self._link = InvokeLink(uri, http)
+    def __init__(self, uri: str, http: aiohttp.ClientSession, signer: Signer = UNSIGNED) -> None:
+        self._link = InvokeLink(uri, http, signer)
 
     def ready(self) -> InvokeLink:
         return self._link

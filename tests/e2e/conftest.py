@@ -28,6 +28,7 @@ class Cluster:
         self, tmp: Path, http: aiohttp.ClientSession, *, handlers: str, sidecar_flags: list[str],
         sink: str = "tests.e2e.sink", sink_env: str = "SINK_URL", sink_ready: str = "/counts",
         handler_flags: tuple[str, ...] = (), handler_module: str = "handler_sdk", admin_token: str | None = None,
+        handler_env: dict[str, str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.http = http
@@ -36,7 +37,7 @@ class Cluster:
         self.admin = f"127.0.0.1:{free_port()}"
         self.sink_url = f"http://127.0.0.1:{free_port()}"
         self.handler_port = free_port()
-        env = {sink_env: self.sink_url}
+        env = {sink_env: self.sink_url, **(handler_env or {})}
         self._sink_ready = sink_ready
         self.sink = Process("sink", python("-m", sink, "--port", self.sink_url.rsplit(":", 1)[1]), tmp)
         self.handlers = Process(
@@ -74,12 +75,14 @@ class Cluster:
         await self._handlers_serving()
 
     async def _handlers_serving(self) -> None:
-        await eventually(lambda: self._ok(f"http://127.0.0.1:{self.handler_port}/discover"), timeout=START_TIMEOUT_S,
-                         what="the handlers")
+        await eventually(lambda: self._ok(f"http://127.0.0.1:{self.handler_port}/discover", refused_ok=True),
+                         timeout=START_TIMEOUT_S, what="the handlers")
 
-    async def _ok(self, url: str) -> bool:
+    async def _ok(self, url: str, *, refused_ok: bool = False) -> bool:
+        """Whether ``url`` answers 200 (or, with ``refused_ok``, 401: a handler service with
+        identity keys serves, but not this unsigned request)."""
         async with self.http.get(url) as response:
-            return response.status == 200
+            return response.status == 200 or refused_ok and response.status == 401
 
     async def _services_registered(self) -> bool:
         async with self.http.get(f"http://{self.admin}/services", headers=self.admin_headers) as response:
