@@ -16,6 +16,7 @@ import msgspec
 from handler_sdk.logs import FORMATS, LEVELS
 
 from ..ids import MAX_PARTITIONS
+from ..webhooks.messages import webhook_problem
 from .limits import LimitConfig, limit_problem, parse_limit_flag
 
 
@@ -71,6 +72,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_format: str = "text"
     #: Sidecar-wide groups of steps (``ctx.run(..., limit=NAME)``): ``[limits.NAME]`` in TOML.
     limits: dict[str, LimitConfig] = {}
+    #: Receivers of a signed POST for each invocation that ends or pauses (docs/operations.md#webhooks),
+    #: the events they get (none listed: all), the ``whsec_`` secret that signs them, and how long
+    #: one delivery may take before it counts as failed and is retried.
+    webhooks: list[str] = []
+    webhook_events: list[str] = []
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = 10.0
 
 
 class ConfigError(ValueError):
@@ -78,6 +86,8 @@ class ConfigError(ValueError):
 
 
 ENV_PREFIX = "SIDECAR_"
+#: Settings whose environment variable is a comma-separated list.
+_LISTS = ("register", "webhooks", "webhook_events")
 
 #: A reference takes 48 bytes: a smaller threshold would store references bigger than payloads.
 MIN_BLOB_THRESHOLD = 64
@@ -95,7 +105,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             except ValueError as exc:
                 raise ConfigError(f"invalid setting: {ENV_PREFIX}LIMITS: {exc}") from None
         else:
-            values[field] = raw.split(",") if field == "register" else raw
+            values[field] = raw.split(",") if field in _LISTS else raw
     return values
 
 
@@ -139,6 +149,10 @@ def load_settings(
         raise ConfigError(f"invalid setting: log_format must be one of {', '.join(FORMATS)}, not {settings.log_format!r}")
     for name in ("ingress", "admin"):
         parse_address(getattr(settings, name), name)
+    if (problem := webhook_problem(settings.webhooks, settings.webhook_events, settings.webhook_secret)) is not None:
+        raise ConfigError(f"invalid setting: {problem}")
+    if not settings.webhook_timeout_s > 0:
+        raise ConfigError(f"invalid setting: webhook_timeout_s must be more than 0, not {settings.webhook_timeout_s}")
     for name, limit in settings.limits.items():
         if (problem := limit_problem(name, limit)) is not None:
             raise ConfigError(f"invalid setting: {problem}")

@@ -96,13 +96,20 @@ def main(ingress: str, admin: str) -> None:
 @click.option("--limit", "limits", multiple=True, metavar="NAME=concurrency:N,rate:COUNT/PERIOD",
               help="A sidecar-wide group of steps (ctx.run(..., limit=NAME)), e.g. anthropic=concurrency:8,rate:60/min "
                    "(repeatable; wins over the config file's group of that name).")
+@click.option("--webhook", "webhooks", multiple=True, metavar="URL",
+              help="POST a signed message here when an invocation ends or pauses (repeatable).")
+@click.option("--webhook-events", metavar="EVENT,...",
+              help="Only these: completed, failed, paused, killed, cancelled, budget_exceeded [all].")
+@click.option("--webhook-secret", metavar="whsec_BASE64",
+              help="Sign webhooks with this key (Standard Webhooks; better: SIDECAR_WEBHOOK_SECRET).")
 @click.pass_context
 def serve(
     ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
     admin: str | None, register: tuple[str, ...], durability: str | None,
     inactivity_timeout: float | None, retention: float | None, workers: int | None,
     max_queue_per_key: int | None, max_invocations: int | None, blob_threshold: int | None, max_payload: int | None,
-    log_level: str | None, log_format: str | None, limits: tuple[str, ...],
+    log_level: str | None, log_format: str | None, limits: tuple[str, ...], webhooks: tuple[str, ...],
+    webhook_events: str | None, webhook_secret: str | None,
 ) -> None:
     """Run the sidecar until SIGINT or SIGTERM."""
     # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
@@ -123,6 +130,8 @@ def serve(
             "max_queue_per_key": max_queue_per_key, "max_invocations": max_invocations,
             "blob_threshold_bytes": blob_threshold, "max_payload_bytes": max_payload,
             "log_level": log_level, "log_format": log_format, "limits": groups or None,
+            "webhooks": list(webhooks) or None, "webhook_secret": webhook_secret,
+            "webhook_events": webhook_events.split(",") if webhook_events is not None else None,
         })
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None

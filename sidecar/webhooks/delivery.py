@@ -1,0 +1,285 @@
+"""Delivering webhooks from the outbox: at least once, in order per invocation, never in the way.
+
+Each worker delivers the messages of the invocations it owns (an outbox key ends with the
+invocation's ID, which names its partition), to each receiver on its own:
+
+- **What is in hand.** A scan reads the oldest keys of the receiver's range (``keys.webhook_key``:
+  filing order) and takes the ones it does not hold yet, at most ``SCAN`` at a time and only when
+  none is waiting for a slot, so that a receiver that is down costs a few reads per wake-up, not
+  a pass over its backlog. Every scan starts at the front: a message whose batch committed late
+  (a retried end) is found all the same.
+- **Order per invocation.** An invocation's next message waits until the one before it got its
+  2xx; messages of different invocations go out side by side, up to ``IN_FLIGHT`` at once.
+- **Failures.** No answer within ``webhook_timeout_s``, a refused connection or an answer other
+  than 2xx (a redirect included) is retried after a backoff that the receiver's failures share:
+  the first failure at each level doubles the wait (0.5 s to 30 s, equal jitter), and the next
+  2xx clears it. A receiver that never answers holds its own slots only: invocations are not
+  delayed by it (a message is a put in their batch), nor are other receivers (each has its own
+  slots and connections).
+- **Done.** A 2xx deletes the message (the deletes of one pass of the event loop in one batch);
+  until that delete commits the key stays in hand, so it is not sent again meanwhile. A crash
+  before then sends it again after the restart, with the same ``webhook-id``.
+- **Retention.** A message still undelivered ``retention_s`` after it was filed is dropped, with
+  a warning, and counted as ``expired``; so are, at start, the messages of receivers that are no
+  longer configured (``dropped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from handler_sdk import backoff
+
+from ..cli.config import Settings
+from ..metrics import Metrics
+from ..store import Changes, Store
+from ..store.keys import split_webhook_key, webhook_tag
+from ..store.records import WebhookMessage
+from .signing import parse_secret, sign
+
+log = logging.getLogger(__name__)
+
+#: Runs a task until shutdown (the invoker's ``Background.spawn``).
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+#: Messages one receiver sends at once (one connection each).
+IN_FLIGHT = 16
+#: New messages a scan takes into hand, and keys it reads at most (skipping those in hand).
+SCAN, SCAN_READS = 64, 4096
+INITIAL_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
+#: Keys read per transaction when counting a backlog at start.
+_COUNT_PAGE = 1000
+
+
+def shown(url: str) -> str:
+    """``url`` as logs and metrics name it: without credentials or query, which may hold secrets."""
+    return str(URL(url).with_user(None).with_query(None).with_fragment(None))
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    error = None if future.cancelled() else future.exception()
+    if error is not None:
+        log.error("could not drop webhooks: %s", error)
+
+
+class Receiver:
+    """One receiver's deliveries of this worker's messages."""
+
+    def __init__(self, *, url: str, store: Store, owns: Callable[[str], bool], key: bytes | None,
+                 retention_s: float, metrics: Metrics, spawn: Spawn) -> None:
+        self.url = url
+        self.tag = webhook_tag(url)
+        self.name = shown(url)
+        self._store = store
+        self._owns = owns
+        self._key = key
+        self._retention_us = retention_s * 1e6
+        self._metrics = metrics
+        self._spawn = spawn
+        self._backlog = metrics.webhook_backlog.labels(self.name)
+        #: Outbox key -> invocation ID of every message scanned and not yet deleted.
+        self._in_hand: dict[bytes, str] = {}
+        #: Per invocation with a message ready or in flight: its later messages, in order.
+        self._chains: dict[str, deque[tuple[bytes, WebhookMessage]]] = {}
+        self._ready: deque[tuple[bytes, WebhookMessage]] = deque()
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._level = 0
+        self._not_before = 0.0
+        self._deleting: list[bytes] = []
+
+    def count_backlog(self) -> None:
+        """Set the backlog gauge from the store (at start, before anything is filed)."""
+        after: bytes | None = None
+        count = 0
+        while page := self._store.webhook_keys(self.tag, after, _COUNT_PAGE):
+            count += sum(1 for k in page if self._owns(split_webhook_key(k)[2]))
+            after = page[-1]
+        self._backlog.set(count)
+        if count:
+            log.info("webhook %s: %d messages to deliver", self.name, count)
+
+    def filed(self) -> None:
+        """A message for this receiver is durable."""
+        self._backlog.inc()
+        self._wake.set()
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        while True:
+            self._wake.clear()
+            if not self._ready and self._in_flight < IN_FLIGHT:
+                self._scan()
+            while self._ready and self._in_flight < IN_FLIGHT:
+                key, message = self._ready.popleft()
+                self._in_flight += 1
+                self._spawn(self._deliver(session, key, message))
+            await self._wake.wait()
+
+    def _scan(self) -> None:
+        after: bytes | None = None
+        taken = reads = 0
+        while taken < SCAN and reads < SCAN_READS:
+            page = self._store.webhook_keys(self.tag, after, SCAN * 4)
+            if not page:
+                return
+            reads += len(page)
+            after = page[-1]
+            fresh = [k for k in page if k not in self._in_hand and self._owns(split_webhook_key(k)[2])]
+            fresh = fresh[:SCAN - taken]
+            for raw_key, message in zip(fresh, self._store.webhook_messages(fresh)):
+                if message is not None:
+                    self._take(raw_key, message)
+                    taken += 1
+
+    def _take(self, raw_key: bytes, message: WebhookMessage) -> None:
+        invocation_id = split_webhook_key(raw_key)[2]
+        self._in_hand[raw_key] = invocation_id
+        chain = self._chains.get(invocation_id)
+        if chain is None:
+            self._chains[invocation_id] = deque()
+            self._ready.append((raw_key, message))
+        else:
+            chain.append((raw_key, message))
+
+    async def _deliver(self, session: aiohttp.ClientSession, raw_key: bytes, message: WebhookMessage) -> None:
+        try:
+            outcome = await self._until_delivered(session, raw_key, message)
+        finally:  # cancelled at shutdown: the message stays in the outbox, and goes after the restart
+            self._in_flight -= 1
+            self._wake.set()
+        self._metrics.webhook_deliveries.labels(self.name, outcome).inc()
+        self._delete(raw_key)
+        chain = self._chains[self._in_hand[raw_key]]
+        if chain:
+            self._ready.append(chain.popleft())
+        else:
+            del self._chains[self._in_hand[raw_key]]
+
+    async def _until_delivered(self, session: aiohttp.ClientSession, raw_key: bytes, message: WebhookMessage) -> str:
+        loop = asyncio.get_running_loop()
+        while True:
+            if split_webhook_key(raw_key)[1] < time.time() * 1e6 - self._retention_us:
+                log.warning("webhook %s: message %s undelivered for longer than the retention, dropped",
+                            self.name, message.id)
+                return "expired"
+            while (wait := self._not_before - loop.time()) > 0:
+                await asyncio.sleep(wait)  # the receiver's backoff
+            level = self._level
+            problem = await self._post(session, message)
+            if problem is None:
+                if self._level:
+                    log.info("webhook %s: delivering again", self.name)
+                    self._level, self._not_before = 0, 0.0
+                return "delivered"
+            self._metrics.webhook_deliveries.labels(self.name, "failed").inc()
+            if level == self._level:  # the first failure since the last backoff: wait longer
+                self._level += 1
+                pause = backoff.delay(self._level, INITIAL_BACKOFF_S, 2.0, MAX_BACKOFF_S, floor=0.5)
+                self._not_before = loop.time() + pause
+                log.warning("webhook %s: %s; retrying in %.1f s", self.name, problem, pause)
+
+    async def _post(self, session: aiohttp.ClientSession, message: WebhookMessage) -> str | None:
+        """Send ``message`` once; what went wrong (``None``: the receiver took it)."""
+        timestamp = int(time.time())  # of this try: receivers refuse stale ones
+        headers = {"content-type": "application/json", "webhook-id": message.id,
+                   "webhook-timestamp": str(timestamp)}
+        if self._key is not None:
+            headers["webhook-signature"] = sign(self._key, message.id, timestamp, message.body)
+        try:
+            async with session.post(self.url, data=message.body, headers=headers, allow_redirects=False) as response:
+                return None if 200 <= response.status < 300 else f"answered {response.status}"
+        except TimeoutError:
+            return "no answer in time"
+        except aiohttp.ClientError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    def _delete(self, raw_key: bytes) -> None:
+        self._deleting.append(raw_key)
+        if len(self._deleting) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        done, self._deleting = self._deleting, []
+        changes = Changes()
+        for raw_key in done:
+            changes.remove_webhook(raw_key)
+        self._store.submit(changes).add_done_callback(lambda future: self._deleted(done, future))
+
+    def _deleted(self, done: list[bytes], future: asyncio.Future[None]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is None:
+            self._backlog.dec(len(done))
+        else:  # they stay in the outbox: the next scan takes them again, and they go once more
+            log.error("webhook %s: could not delete %d delivered messages: %s", self.name, len(done), error)
+        for raw_key in done:
+            self._in_hand.pop(raw_key, None)
+        self._wake.set()
+
+
+class Webhooks:
+    """Every configured receiver's deliveries in this worker, and the HTTP client they share."""
+
+    def __init__(self, *, settings: Settings, store: Store, owns: Callable[[str], bool], metrics: Metrics,
+                 spawn: Spawn) -> None:
+        key = parse_secret(settings.webhook_secret) if settings.webhook_secret else None
+        self._store = store
+        self._owns = owns
+        self._metrics = metrics
+        self._spawn = spawn
+        self._timeout_s = settings.webhook_timeout_s
+        self.receivers = [
+            Receiver(url=url, store=store, owns=owns, key=key, retention_s=settings.retention_s, metrics=metrics,
+                     spawn=spawn)
+            for url in dict.fromkeys(settings.webhooks)]  # a URL given twice gets each message once
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def tags(self) -> list[bytes]:
+        return [receiver.tag for receiver in self.receivers]
+
+    def start(self) -> None:
+        """Drop what receivers no longer configured were left, count the backlogs, start delivering."""
+        configured = set(self.tags)
+        for tag in self._store.webhook_tags():
+            if tag not in configured:
+                self._drop(tag)
+        if not self.receivers:
+            return
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s), connector=aiohttp.TCPConnector(limit=0))
+        for receiver in self.receivers:
+            receiver.count_backlog()
+            self._spawn(receiver.run(self._session))
+
+    def filed(self) -> None:
+        """A message for every receiver is durable."""
+        for receiver in self.receivers:
+            receiver.filed()
+
+    async def close(self) -> None:
+        """After the background tasks have stopped."""
+        if self._session is not None:
+            await self._session.close()
+
+    def _drop(self, tag: bytes) -> None:
+        after: bytes | None = None
+        dropped = 0
+        while page := self._store.webhook_keys(tag, after, _COUNT_PAGE):
+            after = page[-1]
+            changes = Changes()
+            for raw_key in page:
+                if self._owns(split_webhook_key(raw_key)[2]):
+                    changes.remove_webhook(raw_key)
+                    dropped += 1
+            self._store.submit(changes).add_done_callback(_log_failure)
+        if dropped:
+            log.warning("dropped %d undelivered webhooks of a receiver that is no longer configured", dropped)
+            self._metrics.webhook_deliveries.labels("(not configured)", "dropped").inc(dropped)
