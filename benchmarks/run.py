@@ -2,6 +2,7 @@
 
     python -m benchmarks.run [--duration 10] [--concurrency 32] [--keys 1000] [--durability fsync] [--json out.json]
     python -m benchmarks.run --peers     # also Restate (HTTP/2 and HTTP/1.1) and DBOS: benchmarks.peers
+    python -m benchmarks.run --webhooks  # the sidecar also delivers a webhook per invocation (204 at once)
 
 All on loopback, on free ports, in one process tree: this process is the load generator; it starts
 (1) ``benchmarks.baseline_handlers`` behind ``benchmarks.proxy``, runs the scenarios, stops them;
@@ -235,10 +236,17 @@ async def bench_sidecar(args: argparse.Namespace, log_dir: Path, session: aiohtt
         procs.start("handlers", [sys.executable, "-m", "handler_sdk", "benchmarks.scenarios:ALL",
                                  "--port", str(handler_port)])
         await wait_until("handler service /discover", http_ok(session, f"{handler_url}/discover"), procs)
+        webhooks: list[str] = []
+        if args.webhooks:
+            receiver = f"http://127.0.0.1:{free_port()}"
+            procs.start("webhook-receiver", [sys.executable, "-m", "benchmarks.webhook_receiver",
+                                             "--port", receiver.rsplit(":", 1)[1]])
+            await wait_until("webhook receiver /count", http_ok(session, f"{receiver}/count"), procs)
+            webhooks = ["--webhook", f"{receiver}/"]
         procs.start("sidecar", [
             *sidecar, "serve", "--data-dir", str(data_dir), "--ingress", f"127.0.0.1:{ingress}",
             "--admin", f"127.0.0.1:{admin}", "--register", handler_url, "--durability", args.durability,
-            "--workers", str(args.workers),
+            "--workers", str(args.workers), *webhooks,
         ])
         admin_url = f"http://127.0.0.1:{admin}"
         await wait_until("sidecar admin /health", http_ok(session, f"{admin_url}/health"), procs)
@@ -453,6 +461,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verify-keys", type=int, default=50, help="counters read back after each Counter run")
     p.add_argument("--rounds", type=int, default=1,
                    help="run every system this many times, alternating; report each pair's median round")
+    p.add_argument("--webhooks", action="store_true",
+                   help="the sidecar also delivers webhooks, to a receiver started here that answers 204")
     p.add_argument("--json", metavar="PATH", help="also write the records as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, sidecar data) on success")
     args = p.parse_args(argv)
@@ -515,7 +525,7 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
             failed = failed or any(g.kind == "failed" for g in gaps)
     records = medians(rounds)
     settings = {k: getattr(args, k) for k in ("duration", "warmup", "concurrency", "keys", "key_mode",
-                                               "durability", "workers", "systems", "scenarios", "rounds")}
+                                               "durability", "workers", "systems", "scenarios", "rounds", "webhooks")}
     report = Report(command=command, python_executable=sys.executable, machine=machine,
                     settings=settings, records=records, ratios=ratios(records), missing=missing,
                     rounds=rounds if args.rounds > 1 else [])

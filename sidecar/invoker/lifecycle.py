@@ -42,7 +42,7 @@ from .reachability import Prober
 from .state_edits import StateEdits
 from .table import InvocationTable
 from .waits import is_done
-from .webhooks import WebhookOutbox
+from .webhooks import Filed, WebhookOutbox
 
 log = logging.getLogger(__name__)
 
@@ -404,10 +404,10 @@ class Lifecycle:
         self._write_end(live, changes, self._webhooks.file(changes, record, journal))
         self._hand_over_key(live)
 
-    def _write_end(self, live: Live, changes: Changes, filed: bool) -> None:
+    def _write_end(self, live: Live, changes: Changes, filed: Filed | None) -> None:
         self._store.submit(changes).add_done_callback(partial(self._finished, live, changes, filed))
 
-    def _finished(self, live: Live, changes: Changes, filed: bool, future: asyncio.Future[None]) -> None:
+    def _finished(self, live: Live, changes: Changes, filed: Filed | None, future: asyncio.Future[None]) -> None:
         if recheck_if_cancelled(self._store, future, partial(self._finished, live, changes, filed)):
             return
         error = future.exception()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import NamedTuple
 
 from handler_sdk.protocol import Entry
 
@@ -21,9 +22,16 @@ from ..store.records import WebhookMessage
 from ..webhooks.messages import body_of, event_of, new_message_id
 
 
+class Filed(NamedTuple):
+    """What :meth:`WebhookOutbox.file` added to a batch: each receiver's key, and the message."""
+
+    raw_keys: list[bytes]
+    message: WebhookMessage
+
+
 class WebhookOutbox:
     def __init__(self, *, store: Store, tags: list[bytes], events: frozenset[str], clock: InboxClock,
-                 on_filed: Callable[[], None]) -> None:
+                 on_filed: Callable[[list[bytes], WebhookMessage], None]) -> None:
         self._store = store
         self._tags = tags
         self._events = events
@@ -34,23 +42,24 @@ class WebhookOutbox:
         for tag in tags:
             clock.observe(store.last_webhook_seq(tag))
 
-    def file(self, changes: Changes, record: InvocationRecord, journal: list[Entry] | None) -> bool:
+    def file(self, changes: Changes, record: InvocationRecord, journal: list[Entry] | None) -> Filed | None:
         """Add ``record``'s message to ``changes`` if its new status is an event that is asked
-        for; ``journal`` (``None``: read it from the store) gives its cost. Whether it filed one."""
+        for; ``journal`` (``None``: read it from the store) gives its cost."""
         if not self._tags:
-            return False
+            return None
         event = event_of(record)
         if event is None or event not in self._events:
-            return False
+            return None
         if journal is None:
             journal = self._store.read_journal(record.id)
         message = WebhookMessage(id=new_message_id(), body=body_of(event, record, journal_cost(journal), now_ms()))
         seq = self._clock.next()
-        for tag in self._tags:
-            changes.put_webhook(webhook_key(tag, seq, record.id), message)
-        return True
+        filed = Filed([webhook_key(tag, seq, record.id) for tag in self._tags], message)
+        for raw_key in filed.raw_keys:
+            changes.put_webhook(raw_key, message)
+        return filed
 
-    def committed(self, filed: bool, future: asyncio.Future[None]) -> None:
-        """The batch ``file`` added to (if ``filed``) is written: deliver it."""
-        if filed and not future.cancelled() and future.exception() is None:
-            self._on_filed()
+    def committed(self, filed: Filed | None, future: asyncio.Future[None]) -> None:
+        """The batch ``file`` added ``filed`` to (if anything) is written: deliver it."""
+        if filed is not None and not future.cancelled() and future.exception() is None:
+            self._on_filed(filed.raw_keys, filed.message)

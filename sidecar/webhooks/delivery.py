@@ -3,11 +3,13 @@
 Each worker delivers the messages of the invocations it owns (an outbox key ends with the
 invocation's ID, which names its partition), to each receiver on its own:
 
-- **What is in hand.** A scan reads the oldest keys of the receiver's range (``keys.webhook_key``:
-  filing order) and takes the ones it does not hold yet, at most ``SCAN`` at a time and only when
-  none is waiting for a slot, so that a receiver that is down costs a few reads per wake-up, not
-  a pass over its backlog. Every scan starts at the front: a message whose batch committed late
-  (a retried end) is found all the same.
+- **What is in hand.** While every message of the receiver's range is in hand ("caught up"), a
+  newly filed one is handed over in memory once its batch is durable: no read. Otherwise (at
+  start, after a restart with a backlog, or past ``HAND`` messages) a scan reads the oldest keys
+  of the range (``keys.webhook_key``: filing order) and takes the ones it does not hold yet, at
+  most ``SCAN`` at a time and only when none is waiting for a slot, so that a receiver that is
+  down costs a few reads per wake-up, not a pass over its backlog. Every scan starts at the
+  front: a message whose batch committed late (a retried end) is found all the same.
 - **Order per invocation.** An invocation's next message waits until the one before it got its
   2xx; messages of different invocations go out side by side, up to ``IN_FLIGHT`` at once.
 - **Failures.** No answer within ``webhook_timeout_s``, a refused connection or an answer other
@@ -52,8 +54,9 @@ Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 #: Messages one receiver sends at once (one connection each).
 IN_FLIGHT = 16
-#: New messages a scan takes into hand, and keys it reads at most (skipping those in hand).
-SCAN, SCAN_READS = 64, 4096
+#: New messages a scan takes into hand, keys it reads per page and at most (skipping those in
+#: hand), and the messages held at most before new ones are left to scans.
+SCAN, SCAN_PAGE, SCAN_READS, HAND = 64, 256, 4096, 1024
 INITIAL_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
 #: Keys read per transaction when counting a backlog at start.
 _COUNT_PAGE = 1000
@@ -95,6 +98,8 @@ class Receiver:
         self._level = 0
         self._not_before = 0.0
         self._deleting: list[bytes] = []
+        #: Every message of the range is in hand: new ones are taken as they are filed.
+        self._caught_up = False
 
     def count_backlog(self) -> None:
         """Set the backlog gauge from the store (at start, before anything is filed)."""
@@ -107,15 +112,19 @@ class Receiver:
         if count:
             log.info("webhook %s: %d messages to deliver", self.name, count)
 
-    def filed(self) -> None:
-        """A message for this receiver is durable."""
+    def filed(self, raw_key: bytes, message: WebhookMessage) -> None:
+        """``message``, filed under ``raw_key`` for this receiver, is durable."""
         self._backlog.inc()
+        if not self._caught_up or len(self._in_hand) >= HAND:
+            self._caught_up = False  # a scan finds it
+        elif raw_key not in self._in_hand:  # in hand already if a scan saw it committed
+            self._take(raw_key, message)
         self._wake.set()
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         while True:
             self._wake.clear()
-            if not self._ready and self._in_flight < IN_FLIGHT:
+            if not self._caught_up and not self._ready and self._in_flight < IN_FLIGHT:
                 self._scan()
             while self._ready and self._in_flight < IN_FLIGHT:
                 key, message = self._ready.popleft()
@@ -124,20 +133,25 @@ class Receiver:
             await self._wake.wait()
 
     def _scan(self) -> None:
+        """Take up to ``SCAN`` messages not in hand yet, oldest first; caught up if none is left."""
         after: bytes | None = None
         taken = reads = 0
-        while taken < SCAN and reads < SCAN_READS:
-            page = self._store.webhook_keys(self.tag, after, SCAN * 4)
-            if not page:
-                return
+        while reads < SCAN_READS:
+            page = self._store.webhook_keys(self.tag, after, SCAN_PAGE)
             reads += len(page)
-            after = page[-1]
             fresh = [k for k in page if k not in self._in_hand and self._owns(split_webhook_key(k)[2])]
+            more = len(fresh) > SCAN - taken  # a later scan goes on from the front
             fresh = fresh[:SCAN - taken]
             for raw_key, message in zip(fresh, self._store.webhook_messages(fresh)):
-                if message is not None:
+                if message is not None:  # None: dropped since its key was read
                     self._take(raw_key, message)
                     taken += 1
+            if more:
+                return
+            if len(page) < SCAN_PAGE:
+                self._caught_up = True
+                return
+            after = page[-1]
 
     def _take(self, raw_key: bytes, message: WebhookMessage) -> None:
         invocation_id = split_webhook_key(raw_key)[2]
@@ -219,6 +233,7 @@ class Receiver:
             self._backlog.dec(len(done))
         else:  # they stay in the outbox: the next scan takes them again, and they go once more
             log.error("webhook %s: could not delete %d delivered messages: %s", self.name, len(done), error)
+            self._caught_up = False
         for raw_key in done:
             self._in_hand.pop(raw_key, None)
         self._wake.set()
@@ -259,10 +274,11 @@ class Webhooks:
             receiver.count_backlog()
             self._spawn(receiver.run(self._session))
 
-    def filed(self) -> None:
-        """A message for every receiver is durable."""
-        for receiver in self.receivers:
-            receiver.filed()
+    def filed(self, raw_keys: list[bytes], message: WebhookMessage) -> None:
+        """``message`` is durable, filed for each receiver under its key in ``raw_keys`` (in the
+        order of :attr:`tags`)."""
+        for receiver, raw_key in zip(self.receivers, raw_keys):
+            receiver.filed(raw_key, message)
 
     async def close(self) -> None:
         """After the background tasks have stopped."""
