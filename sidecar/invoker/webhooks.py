@@ -3,7 +3,7 @@
 So a crash can neither lose one (the status is durable exactly when its message is) nor make
 one up (a status that never became durable files nothing). The lifecycle calls :meth:`file`
 where it writes a final status (``finish``) or a pause, and :meth:`committed` once that batch
-is durable, which wakes the deliveries (``sidecar.webhooks.delivery``).
+is durable, which hands the message to the deliveries (``sidecar.webhooks.delivery``).
 """
 
 from __future__ import annotations
