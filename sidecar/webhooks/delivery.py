@@ -18,8 +18,9 @@ invocation's ID, which names its partition), to each receiver on its own:
   2xx clears it. A receiver that never answers holds its own slots only: invocations are not
   delayed by it (a message is a put in their batch), nor are other receivers (each has its own
   slots and connections).
-- **Done.** A 2xx deletes the message (the deletes of one pass of the event loop in one batch);
-  until that delete commits the key stays in hand, so it is not sent again meanwhile. A crash
+- **Done.** A 2xx deletes the message, in a batch with the others delivered within
+  ``DELETE_DELAY_S``: a batch per message would cost the writer a commit (with fsync, a sync)
+  each. Until that delete commits the key stays in hand, so it is not sent again meanwhile. A crash
   before then sends it again after the restart, with the same ``webhook-id``.
 - **Retention.** A message still undelivered ``retention_s`` after it was filed is dropped, with
   a warning, and counted as ``expired``; so are, at start, the messages of receivers that are no
@@ -58,6 +59,8 @@ IN_FLIGHT = 16
 #: hand), and the messages held at most before new ones are left to scans.
 SCAN, SCAN_PAGE, SCAN_READS, HAND = 64, 256, 4096, 1024
 INITIAL_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
+#: How long a delivered message's delete waits for others to share its batch.
+DELETE_DELAY_S = 0.05
 #: Keys read per transaction when counting a backlog at start.
 _COUNT_PAGE = 1000
 
@@ -85,9 +88,10 @@ class Receiver:
         self._owns = owns
         self._key = key
         self._retention_us = retention_s * 1e6
-        self._metrics = metrics
         self._spawn = spawn
         self._backlog = metrics.webhook_backlog.labels(self.name)
+        self._outcomes = {outcome: metrics.webhook_deliveries.labels(self.name, outcome)
+                          for outcome in ("delivered", "failed", "expired")}
         #: Outbox key -> invocation ID of every message scanned and not yet deleted.
         self._in_hand: dict[bytes, str] = {}
         #: Per invocation with a message ready or in flight: its later messages, in order.
@@ -169,7 +173,7 @@ class Receiver:
         finally:  # cancelled at shutdown: the message stays in the outbox, and goes after the restart
             self._in_flight -= 1
             self._wake.set()
-        self._metrics.webhook_deliveries.labels(self.name, outcome).inc()
+        self._outcomes[outcome].inc()
         self._delete(raw_key)
         chain = self._chains[self._in_hand[raw_key]]
         if chain:
@@ -193,7 +197,7 @@ class Receiver:
                     log.info("webhook %s: delivering again", self.name)
                     self._level, self._not_before = 0, 0.0
                 return "delivered"
-            self._metrics.webhook_deliveries.labels(self.name, "failed").inc()
+            self._outcomes["failed"].inc()
             if level == self._level:  # the first failure since the last backoff: wait longer
                 self._level += 1
                 pause = backoff.delay(self._level, INITIAL_BACKOFF_S, 2.0, MAX_BACKOFF_S, floor=0.5)
@@ -218,7 +222,7 @@ class Receiver:
     def _delete(self, raw_key: bytes) -> None:
         self._deleting.append(raw_key)
         if len(self._deleting) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_later(DELETE_DELAY_S, self._flush)
 
     def _flush(self) -> None:
         done, self._deleting = self._deleting, []
@@ -268,8 +272,9 @@ class Webhooks:
                 self._drop(tag)
         if not self.receivers:
             return
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self._timeout_s), connector=aiohttp.TCPConnector(limit=0))
+        self._session = aiohttp.ClientSession(  # no cookies: a receiver's would only cost time
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s), connector=aiohttp.TCPConnector(limit=0),
+            cookie_jar=aiohttp.DummyCookieJar())
         for receiver in self.receivers:
             receiver.count_backlog()
             self._spawn(receiver.run(self._session))
