@@ -237,6 +237,7 @@ async def bench_sidecar(args: argparse.Namespace, log_dir: Path, session: aiohtt
                                  "--port", str(handler_port)])
         await wait_until("handler service /discover", http_ok(session, f"{handler_url}/discover"), procs)
         webhooks: list[str] = []
+        receiver = ""
         if args.webhooks:
             receiver = f"http://127.0.0.1:{free_port()}"
             procs.start("webhook-receiver", [sys.executable, "-m", "benchmarks.webhook_receiver",
@@ -263,9 +264,30 @@ async def bench_sidecar(args: argparse.Namespace, log_dir: Path, session: aiohtt
             record.group_commit_mean = round(batches / commits, 1) if commits else None
             print(f"           group commit: {record.group_commit_mean} write batches per durable commit", flush=True)
             records.append(record)
+        if webhooks:
+            await report_webhooks(session, receiver, admin_url, procs)
         return records
     finally:
         procs.close()
+
+
+async def report_webhooks(session: aiohttp.ClientSession, receiver: str, admin_url: str, procs: Procs) -> None:
+    """Print how many webhooks the receiver took, once the sidecar's backlog is empty (or 30 s)."""
+    async def backlog() -> float:
+        async with session.get(f"{admin_url}/metrics") as response:
+            text = await response.text()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("sidecar_webhook_backlog{"))
+
+    async def drained() -> bool:
+        return await backlog() == 0
+    try:
+        await wait_until("an empty webhook backlog", drained, procs)
+    except BenchError as exc:
+        print(f"           webhooks: {exc}", flush=True)
+    async with session.get(f"{receiver}/count") as response:
+        taken = await response.json()
+    print(f"           webhooks: {taken} delivered, {await backlog():g} left", flush=True)
 
 
 async def commit_counts(session: aiohttp.ClientSession, admin_url: str) -> tuple[float, float]:

@@ -233,14 +233,19 @@ class Receiver:
 
     def _deleted(self, done: list[bytes], future: asyncio.Future[None]) -> None:
         error = None if future.cancelled() else future.exception()
-        if error is None:
-            self._backlog.dec(len(done))
-        else:  # they stay in the outbox: the next scan takes them again, and they go once more
-            log.error("webhook %s: could not delete %d delivered messages: %s", self.name, len(done), error)
-            self._caught_up = False
+        if error is not None:  # the store is full: they stay in hand, not sent again, and the delete waits
+            log.error("webhook %s: could not delete %d delivered messages, trying again in 1 s: %s",
+                      self.name, len(done), error)
+            asyncio.get_running_loop().call_later(1.0, self._delete_again, done)
+            return
+        self._backlog.dec(len(done))
         for raw_key in done:
             self._in_hand.pop(raw_key, None)
         self._wake.set()
+
+    def _delete_again(self, done: list[bytes]) -> None:
+        for raw_key in done:
+            self._delete(raw_key)
 
 
 class Webhooks:
