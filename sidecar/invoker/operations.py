@@ -112,6 +112,7 @@ class OperatorActions:
         live.record.status = "paused"
         live.record.pause_reason = "paused by an operator"
         if already:  # a new reason, no new event
+            live.journal = None
             self._steering.persist(live.record)
         else:
             self._steering.paused(live)

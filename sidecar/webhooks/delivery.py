@@ -37,6 +37,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
+import msgspec
 from yarl import URL
 
 from handler_sdk import backoff
@@ -70,6 +71,19 @@ def shown(url: str) -> str:
     return str(URL(url).with_user(None).with_query(None).with_fragment(None))
 
 
+class ReceiverView(msgspec.Struct, kw_only=True):
+    """What ``GET /webhooks`` shows of one receiver."""
+
+    receiver: str
+    #: Messages not yet delivered, every worker's (counted in the store), and when the oldest was filed.
+    backlog: int
+    oldest_ms: int | None
+    #: As this worker sees it: messages on their way, and, while it fails, why and until when it waits.
+    in_flight: int
+    last_error: str | None
+    retry_at_ms: int | None
+
+
 def _log_failure(future: asyncio.Future[None]) -> None:
     error = None if future.cancelled() else future.exception()
     if error is not None:
@@ -101,6 +115,7 @@ class Receiver:
         self._wake = asyncio.Event()
         self._level = 0
         self._not_before = 0.0
+        self._last_error: str | None = None
         self._deleting: list[bytes] = []
         #: Every message of the range is in hand: new ones are taken as they are filed.
         self._caught_up = False
@@ -115,6 +130,21 @@ class Receiver:
         self._backlog.set(count)
         if count:
             log.info("webhook %s: %d messages to deliver", self.name, count)
+
+    async def view(self) -> ReceiverView:
+        """Its backlog, counted in pages (giving the event loop back between them), and its state."""
+        after: bytes | None = None
+        count, oldest = 0, None
+        while page := self._store.webhook_keys(self.tag, after, _COUNT_PAGE):
+            if oldest is None:
+                oldest = split_webhook_key(page[0])[1] // 1000
+            count += len(page)
+            after = page[-1]
+            await asyncio.sleep(0)
+        waits = self._not_before - asyncio.get_running_loop().time()
+        return ReceiverView(receiver=self.name, backlog=count, oldest_ms=oldest, in_flight=self._in_flight,
+                            last_error=self._last_error,
+                            retry_at_ms=int((time.time() + waits) * 1000) if waits > 0 else None)
 
     def filed(self, raw_key: bytes, message: WebhookMessage) -> None:
         """``message``, filed under ``raw_key`` for this receiver, is durable."""
@@ -195,9 +225,10 @@ class Receiver:
             if problem is None:
                 if self._level:
                     log.info("webhook %s: delivering again", self.name)
-                    self._level, self._not_before = 0, 0.0
+                    self._level, self._not_before, self._last_error = 0, 0.0, None
                 return "delivered"
             self._outcomes["failed"].inc()
+            self._last_error = problem
             if level == self._level:  # the first failure since the last backoff: wait longer
                 self._level += 1
                 pause = backoff.delay(self._level, INITIAL_BACKOFF_S, 2.0, MAX_BACKOFF_S, floor=0.5)

@@ -154,9 +154,14 @@ async def test_messages_wait_for_a_receiver_that_is_down_across_a_sigkill(
     receiver = Process("receiver", python("-m", "tests.e2e.sink", "--port", str(port)), tmp_path)
     flags = ["--workers", "2", "--webhook-secret", SECRET, "--webhook", f"http://127.0.0.1:{port}/webhook"]
     async with running_cluster(tmp_path, http, request, flags, handlers=HANDLERS) as cluster:
-        ids = [(await cluster.post(f"/Counter/k{i % 4}/add", i))[2]["x-restate-id"] for i in range(12)]
+        # k0 to k11: keys of both workers' partitions (k4 to k7 are worker 0's, which answers GET /webhooks)
+        ids = [(await cluster.post(f"/Counter/k{i}/add", i))[2]["x-restate-id"] for i in range(12)]
         await eventually(lambda: _equal(metric(cluster, "sidecar_webhook_backlog"), 12), what="a backlog of 12")
         assert await metric(cluster, "sidecar_webhook_deliveries_total") > 0  # tried, failed
+        status, shown = await cluster.get("/webhooks", admin=True)
+        (view,) = shown["receivers"]
+        assert status == 200 and view["receiver"] == f"http://127.0.0.1:{port}/webhook" and view["backlog"] == 12
+        assert "ClientConnectorError" in view["last_error"] and abs(view["oldest_ms"] - time.time() * 1000) < 60_000
         cluster.sidecar.kill()
         await cluster.start_sidecar()
         assert await metric(cluster, "sidecar_webhook_backlog") == 12  # counted from the store
@@ -168,6 +173,8 @@ async def test_messages_wait_for_a_receiver_that_is_down_across_a_sigkill(
             assert sorted({b["invocation_id"] for b in bodies}) == sorted(ids)
             assert {b["type"] for b in bodies} == {"invocation.completed"}
             await eventually(lambda: _zero(metric(cluster, "sidecar_webhook_backlog")), what="an empty backlog")
+            _, shown = await cluster.get("/webhooks", admin=True)
+            assert shown["receivers"][0]["backlog"] == 0 and shown["receivers"][0]["oldest_ms"] is None
         finally:
             receiver.stop()
 
