@@ -9,12 +9,13 @@ after it is a step that ran again although its result was durable, and is listed
 inside at once (``peaks``).
 ``POST /vendor/{name}`` is a paid API that can be told to fail its first calls.
 ``POST /webhook`` is a webhook receiver: it keeps each delivery (its Standard Webhooks headers and
-body) in arrival order, listed by ``GET /webhooks``.
+body) in the order it answered them, listed by ``GET /webhooks``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from collections import Counter
 
@@ -92,10 +93,13 @@ async def vendor(request: web.Request) -> web.Response:
 
 
 async def webhook(request: web.Request) -> web.Response:
+    """``?slow=S``: answer only after S seconds (a receiver a crash can catch mid-delivery)."""
+    body = (await request.read()).decode()
+    await asyncio.sleep(float(request.query.get("slow", "0")))  # taken even if the sender is gone by then
     request.app[WEBHOOKS].append({
         "id": request.headers.get("webhook-id", ""), "timestamp": request.headers.get("webhook-timestamp", ""),
         "signature": request.headers.get("webhook-signature", ""),
-        "content_type": request.headers.get("content-type", ""), "body": (await request.read()).decode()})
+        "content_type": request.headers.get("content-type", ""), "body": body})
     return web.Response(status=204)
 
 

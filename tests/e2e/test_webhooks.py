@@ -179,6 +179,33 @@ async def test_messages_wait_for_a_receiver_that_is_down_across_a_sigkill(
             receiver.stop()
 
 
+@pytest.mark.timeout(180)
+async def test_a_sigkill_during_deliveries_loses_none_and_repeats_keep_their_id(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest,
+) -> None:
+    """A receiver that takes 0.5 s per message; the sidecar is SIGKILLed while some are on their
+    way (taken by the receiver, not yet acknowledged to the sidecar, or not yet deleted). After the
+    restart every invocation's message arrives, and those sent twice carry the same ID."""
+    sink = free_port()
+    flags = ["--workers", "1", "--webhook-secret", SECRET, "--webhook", f"http://127.0.0.1:{sink}/webhook?slow=0.5"]
+    async with running_cluster(tmp_path, http, request, flags, handlers=HANDLERS, sink_port=sink) as cluster:
+        ids = await asyncio.gather(*(send(cluster, f"/Counter/c{i}/add", 1) for i in range(40)))
+        await eventually(lambda: _delivered_some(http, cluster.sink_url), what="the first deliveries")
+        cluster.sidecar.kill()
+        before = {d["id"] for d in await received(http, cluster.sink_url)}
+        await cluster.start_sidecar()
+        bodies = await until_received(http, cluster.sink_url, 40, timeout=90)
+        assert sorted(b["invocation_id"] for b in {b["invocation_id"]: b for b in bodies}.values()) == sorted(ids)
+        deliveries = await received(http, cluster.sink_url)
+        assert len({d["id"] for d in deliveries}) == 40  # a repeat carries its first ID
+        assert len(deliveries) > 40  # at least once: what was on its way at the kill came again
+        assert before < {d["id"] for d in deliveries}
+
+
+async def _delivered_some(http: aiohttp.ClientSession, receiver: str) -> bool:
+    return 0 < len(await received(http, receiver)) < 40
+
+
 async def _equal(value: Any, expected: float) -> bool:
     return await value == expected
 
