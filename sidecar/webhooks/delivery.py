@@ -8,8 +8,9 @@ invocation's ID, which names its partition), to each receiver on its own:
   start, after a restart with a backlog, or past ``HAND`` messages) a scan reads the oldest keys
   of the range (``keys.webhook_key``: filing order) and takes the ones it does not hold yet, at
   most ``SCAN`` at a time and only when none is waiting for a slot, so that a receiver that is
-  down costs a few reads per wake-up, not a pass over its backlog. Every scan starts at the
-  front: a message whose batch committed late (a retried end) is found all the same.
+  down costs a few reads per wake-up, not a pass over its backlog; one that is not caught up
+  scans again at least every second. Every scan starts at the front: a message whose batch
+  committed late (a retried end) is found all the same.
 - **Order per invocation.** An invocation's next message waits until the one before it got its
   2xx; messages of different invocations go out side by side, up to ``IN_FLIGHT`` at once.
 - **Failures.** No answer within ``webhook_timeout_s``, a refused connection or an answer other
@@ -30,6 +31,7 @@ invocation's ID, which names its partition), to each receiver on its own:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -62,6 +64,8 @@ SCAN, SCAN_PAGE, SCAN_READS, HAND = 64, 256, 4096, 1024
 INITIAL_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
 #: How long a delivered message's delete waits for others to share its batch.
 DELETE_DELAY_S = 0.05
+#: How often a receiver that is not caught up scans again, woken or not.
+_RESCAN_S = 1.0
 #: Keys read per transaction when counting a backlog at start.
 _COUNT_PAGE = 1000
 
@@ -164,7 +168,12 @@ class Receiver:
                 key, message = self._ready.popleft()
                 self._in_flight += 1
                 self._spawn(self._deliver(session, key, message))
-            await self._wake.wait()
+            if self._caught_up:
+                await self._wake.wait()
+            else:  # rows past what a scan reads (other workers') are looked for again, busy or not
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_RESCAN_S):
+                        await self._wake.wait()
 
     def _scan(self) -> None:
         """Take up to ``SCAN`` messages not in hand yet, oldest first; caught up if none is left."""
