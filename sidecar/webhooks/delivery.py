@@ -99,7 +99,7 @@ class Receiver:
 
     def __init__(self, *, url: str, store: Store, owns: Callable[[str], bool], key: bytes | None,
                  retention_s: float, metrics: Metrics, spawn: Spawn) -> None:
-        self.url = url
+        self._url = URL(url)  # parsed once, not on every request
         self.tag = webhook_tag(url)
         self.name = shown(url)
         self._store = store
@@ -252,7 +252,7 @@ class Receiver:
         if self._key is not None:
             headers["webhook-signature"] = sign(self._key, message.id, timestamp, message.body)
         try:
-            async with session.post(self.url, data=message.body, headers=headers, allow_redirects=False) as response:
+            async with session.post(self._url, data=message.body, headers=headers, allow_redirects=False) as response:
                 return None if 200 <= response.status < 300 else f"answered {response.status}"
         except TimeoutError:
             return "no answer in time"
