@@ -2,6 +2,7 @@
 
     python -m benchmarks.run [--duration 10] [--concurrency 32] [--keys 1000] [--durability fsync] [--json out.json]
     python -m benchmarks.run --peers     # also Restate (HTTP/2 and HTTP/1.1) and DBOS: benchmarks.peers
+    python -m benchmarks.run --webhooks  # the sidecar also delivers a webhook per invocation (204 at once)
 
 All on loopback, on free ports, in one process tree: this process is the load generator; it starts
 (1) ``benchmarks.baseline_handlers`` behind ``benchmarks.proxy``, runs the scenarios, stops them;
@@ -235,10 +236,18 @@ async def bench_sidecar(args: argparse.Namespace, log_dir: Path, session: aiohtt
         procs.start("handlers", [sys.executable, "-m", "handler_sdk", "benchmarks.scenarios:ALL",
                                  "--port", str(handler_port)])
         await wait_until("handler service /discover", http_ok(session, f"{handler_url}/discover"), procs)
+        webhooks: list[str] = []
+        receiver = ""
+        if args.webhooks:
+            receiver = f"http://127.0.0.1:{free_port()}"
+            procs.start("webhook-receiver", [sys.executable, "-m", "benchmarks.webhook_receiver",
+                                             "--port", receiver.rsplit(":", 1)[1]])
+            await wait_until("webhook receiver /count", http_ok(session, f"{receiver}/count"), procs)
+            webhooks = ["--webhook", f"{receiver}/"]
         procs.start("sidecar", [
             *sidecar, "serve", "--data-dir", str(data_dir), "--ingress", f"127.0.0.1:{ingress}",
             "--admin", f"127.0.0.1:{admin}", "--register", handler_url, "--durability", args.durability,
-            "--workers", str(args.workers),
+            "--workers", str(args.workers), *webhooks,
         ])
         admin_url = f"http://127.0.0.1:{admin}"
         await wait_until("sidecar admin /health", http_ok(session, f"{admin_url}/health"), procs)
@@ -255,9 +264,30 @@ async def bench_sidecar(args: argparse.Namespace, log_dir: Path, session: aiohtt
             record.group_commit_mean = round(batches / commits, 1) if commits else None
             print(f"           group commit: {record.group_commit_mean} write batches per durable commit", flush=True)
             records.append(record)
+        if webhooks:
+            await report_webhooks(session, receiver, admin_url, procs)
         return records
     finally:
         procs.close()
+
+
+async def report_webhooks(session: aiohttp.ClientSession, receiver: str, admin_url: str, procs: Procs) -> None:
+    """Print how many webhooks the receiver took, once the sidecar's backlog is empty (or 30 s)."""
+    async def backlog() -> float:
+        async with session.get(f"{admin_url}/metrics") as response:
+            text = await response.text()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("sidecar_webhook_backlog{"))
+
+    async def drained() -> bool:
+        return await backlog() == 0
+    try:
+        await wait_until("an empty webhook backlog", drained, procs)
+    except BenchError as exc:
+        print(f"           webhooks: {exc}", flush=True)
+    async with session.get(f"{receiver}/count") as response:
+        taken = await response.json()
+    print(f"           webhooks: {taken} delivered, {await backlog():g} left", flush=True)
 
 
 async def commit_counts(session: aiohttp.ClientSession, admin_url: str) -> tuple[float, float]:
@@ -453,6 +483,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verify-keys", type=int, default=50, help="counters read back after each Counter run")
     p.add_argument("--rounds", type=int, default=1,
                    help="run every system this many times, alternating; report each pair's median round")
+    p.add_argument("--webhooks", action="store_true",
+                   help="the sidecar also delivers webhooks, to a receiver started here that answers 204")
     p.add_argument("--json", metavar="PATH", help="also write the records as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, sidecar data) on success")
     args = p.parse_args(argv)
@@ -515,7 +547,7 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
             failed = failed or any(g.kind == "failed" for g in gaps)
     records = medians(rounds)
     settings = {k: getattr(args, k) for k in ("duration", "warmup", "concurrency", "keys", "key_mode",
-                                               "durability", "workers", "systems", "scenarios", "rounds")}
+                                               "durability", "workers", "systems", "scenarios", "rounds", "webhooks")}
     report = Report(command=command, python_executable=sys.executable, machine=machine,
                     settings=settings, records=records, ratios=ratios(records), missing=missing,
                     rounds=rounds if args.rounds > 1 else [])

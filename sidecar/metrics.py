@@ -108,6 +108,14 @@ class Metrics:
             "sidecar_limit_waiting", "Steps waiting in a limit group's line for a slot.", ["name"],
             multiprocess_mode="livesum", registry=registry)
 
+        self.webhook_backlog = Gauge(
+            "sidecar_webhook_backlog", "Webhooks filed and not yet delivered, per receiver.", ["receiver"],
+            multiprocess_mode="livesum", registry=registry)
+        self.webhook_deliveries = Counter(
+            "sidecar_webhook_deliveries", "Webhook tries per receiver: delivered, failed (tried again), expired "
+            "(undelivered past the retention), dropped (its receiver no longer configured).", ["receiver", "outcome"],
+            registry=registry)
+
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_seconds.observe(seconds)
         self.group_size.observe(batches)

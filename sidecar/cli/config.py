@@ -17,6 +17,7 @@ import msgspec
 from handler_sdk.logs import FORMATS, LEVELS
 
 from ..ids import MAX_PARTITIONS
+from ..webhooks.messages import webhook_problem
 from .limits import LimitConfig, limit_problem, parse_limit_flag
 
 
@@ -78,6 +79,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limits: dict[str, LimitConfig] = {}
     #: An Ed25519 private key (PEM) that signs every request to a handler service ("": none).
     signing_key: str = ""
+    #: Receivers of a signed POST for each invocation that ends or pauses (docs/operations.md#webhooks),
+    #: the events they get (none listed: all), the ``whsec_`` secret that signs them, and how long
+    #: one delivery may take before it counts as failed and is retried.
+    webhooks: list[str] = []
+    webhook_events: list[str] = []
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = 10.0
 
 
 #: A shorter admin token is guessable.
@@ -98,6 +106,8 @@ class ConfigError(ValueError):
 
 
 ENV_PREFIX = "SIDECAR_"
+#: Settings whose environment variable is a comma-separated list.
+_LISTS = ("register", "webhooks", "webhook_events")
 
 #: A reference takes 48 bytes: a smaller threshold would store references bigger than payloads.
 MIN_BLOB_THRESHOLD = 64
@@ -115,7 +125,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             except ValueError as exc:
                 raise ConfigError(f"invalid setting: {ENV_PREFIX}LIMITS: {exc}") from None
         else:
-            values[field] = raw.split(",") if field == "register" else raw
+            values[field] = raw.split(",") if field in _LISTS else raw
     return values
 
 
@@ -165,6 +175,10 @@ def load_settings(
         raise ConfigError(
             f"the admin API at {settings.admin} would be reachable beyond this machine without a token: "
             "give it --admin-token (or SIDECAR_ADMIN_TOKEN), or --admin-insecure to serve it open")
+    if (problem := webhook_problem(settings.webhooks, settings.webhook_events, settings.webhook_secret)) is not None:
+        raise ConfigError(f"invalid setting: {problem}")
+    if not settings.webhook_timeout_s > 0:
+        raise ConfigError(f"invalid setting: webhook_timeout_s must be more than 0, not {settings.webhook_timeout_s}")
     for name, limit in settings.limits.items():
         if (problem := limit_problem(name, limit)) is not None:
             raise ConfigError(f"invalid setting: {problem}")

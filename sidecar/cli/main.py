@@ -105,6 +105,12 @@ def main(ingress: str, admin: str) -> None:
                    "(repeatable; wins over the config file's group of that name).")
 @click.option("--signing-key", metavar="FILE",
               help="Sign every request to handler services with this Ed25519 private key (see `sidecar keygen`).")
+@click.option("--webhook", "webhooks", multiple=True, metavar="URL",
+              help="POST a signed message here when an invocation ends or pauses (repeatable).")
+@click.option("--webhook-events", metavar="EVENT,...",
+              help="Only these: completed, failed, paused, killed, cancelled, budget_exceeded [all].")
+@click.option("--webhook-secret", metavar="whsec_BASE64",
+              help="Sign webhooks with this key (Standard Webhooks; better: SIDECAR_WEBHOOK_SECRET).")
 @click.pass_context
 def serve(
     ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
@@ -113,6 +119,7 @@ def serve(
     inactivity_timeout: float | None, retention: float | None, workers: int | None,
     max_queue_per_key: int | None, max_invocations: int | None, blob_threshold: int | None, max_payload: int | None,
     log_level: str | None, log_format: str | None, limits: tuple[str, ...], signing_key: str | None,
+    webhooks: tuple[str, ...], webhook_events: str | None, webhook_secret: str | None,
 ) -> None:
     """Run the sidecar until SIGINT or SIGTERM."""
     # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
@@ -135,6 +142,8 @@ def serve(
             "blob_threshold_bytes": blob_threshold, "max_payload_bytes": max_payload,
             "log_level": log_level, "log_format": log_format, "limits": groups or None,
             "signing_key": signing_key,
+            "webhooks": list(webhooks) or None, "webhook_secret": webhook_secret,
+            "webhook_events": webhook_events.split(",") if webhook_events is not None else None,
         })
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None

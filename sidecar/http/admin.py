@@ -158,6 +158,7 @@ class Admin:
         r = JsonRoutes(app.router)
         r.add_get("/health", self.health)
         r.add_get("/metrics", self.metrics)
+        r.add_get("/webhooks", self.webhooks)
         r.add_post("/deployments", self.register)
         r.add_get("/deployments", self.deployments)
         r.add_delete("/deployments/{id}", self.delete_deployment)
@@ -181,6 +182,10 @@ class Admin:
 
     async def health(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
+
+    async def webhooks(self, request: web.Request) -> web.Response:
+        """Each webhook receiver's backlog and, as worker 0 sees it, its state."""
+        return json_response({"receivers": [await r.view() for r in self._invoker.webhooks.receivers]})
 
     async def metrics(self, request: web.Request) -> web.Response:
         blobs, blob_bytes = self._store.blob_stats()

@@ -11,7 +11,8 @@ narrow interfaces of the parts it needs (``typing.Protocol`` where it calls back
 - ``waits``, ``calls``, ``promises``, ``resolutions``: what completes a journal entry;
 - ``operations``: kill, cancel, pause, resume, restart, purge;
 - ``queries``: outcomes, reasons, event pages;
-- ``state_edits``: operators' state writes, in their key's line.
+- ``state_edits``: operators' state writes, in their key's line;
+- ``webhooks``: the receivers' deliveries (``sidecar.webhooks``), fed by the lifecycle's outbox.
 
 ``peers`` reaches the other workers where they share the partitions; ``None`` in one process.
 ``links`` opens links to handler deployments (tests give links of their own).
@@ -55,6 +56,9 @@ from .state_edits import StateEdits
 from .state_in_flight import StateInFlight
 from .table import InvocationTable
 from .waits import DurableWaits
+from .webhooks import WebhookOutbox
+from ..webhooks.delivery import Webhooks
+from ..webhooks.messages import parse_events
 
 
 class Invoker:
@@ -76,10 +80,14 @@ class Invoker:
                                       metrics.state_edits_waiting)
         growth = GrowthWatch(journal_limit=settings.warn_journal_bytes, state_limit=settings.warn_state_bytes,
                              metrics=metrics, on_warning=self.events.changed)
+        self.webhooks = Webhooks(settings=settings, store=store, owns=partitions.owns_invocation, metrics=metrics,
+                                 spawn=self._background.spawn)
+        outbox = WebhookOutbox(store=store, tags=self.webhooks.tags, events=parse_events(settings.webhook_events),
+                               clock=self.table.inbox_clock, on_filed=self.webhooks.filed)
         self.lifecycle = Lifecycle(
             store=store, table=self.table, factory=factory, links=self.links, state_edits=self.state_edits,
             partitions=partitions, settings=settings, metrics=metrics, background=self._background,
-            on_frame=self._on_frame, on_end=self._on_end, growth=growth)
+            on_frame=self._on_frame, on_end=self._on_end, growth=growth, webhooks=outbox)
         self.waits = DurableWaits(store, self.table, self.lifecycle.resume)
         self.promises = Promises(store, self.table, self.waits)
         self.resolutions = Resolutions(store=store, waits=self.waits, partitions=partitions, peers=peers,
@@ -132,6 +140,7 @@ class Invoker:
     def start(self) -> None:
         """Recover unfinished invocations, then watch for silent handlers and expired results."""
         owns = self._partitions.owns_invocation
+        self.webhooks.start()
         recover(self._store, self.table, self._partitions, self.lifecycle)
         self.waits.recover(owns)
         self.resolutions.recover(owns)
@@ -146,6 +155,7 @@ class Invoker:
         self.lifecycle.closing = True
         self.events.close()
         await self._background.close()
+        await self.webhooks.close()
         for live in self.table.active.values():
             if live.retry_handle is not None:
                 live.retry_handle.cancel()

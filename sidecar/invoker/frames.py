@@ -86,6 +86,8 @@ class AttemptOutcomes(Protocol):
 
     def persist(self, record: InvocationRecord) -> asyncio.Future[None]: ...
 
+    def paused(self, live: Live) -> None: ...
+
 
 class FrameHandler:
     """What the invoker does with each frame an attempt sends."""
@@ -234,13 +236,12 @@ class FrameHandler:
         """The handler stops itself until an operator resumes it (its budget is spent)."""
         attempt.detach()
         live, record = attempt.live, attempt.live.record
-        live.journal = None  # a resume's attempt reads the committed journal
         record.status = "paused"
         record.next_retry_ms = None
         record.pause_reason = short_reason(pause.reason)
         record.modified_ms = now_ms()
         log.warning("%s paused by its handler: %s", record.id, pause.reason, extra={"invocation_id": record.id})
-        self._outcomes.persist(record)
+        self._outcomes.paused(live)
 
     def _resume_after_ack(self, live: Live, written: asyncio.Future[None]) -> None:
         if recheck_if_cancelled(self._store, written, partial(self._resume_after_ack, live)):

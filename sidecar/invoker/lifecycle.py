@@ -42,6 +42,7 @@ from .reachability import Prober
 from .state_edits import StateEdits
 from .table import InvocationTable
 from .waits import is_done
+from .webhooks import Filed, WebhookOutbox
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Lifecycle:
         self, *, store: Store, table: InvocationTable, factory: RecordFactory, links: LinkSource,
         state_edits: StateEdits, partitions: PartitionMap, settings: Settings, metrics: Metrics,
         background: Background, on_frame: Callable[[Attempt, ToSidecar], None],
-        on_end: Callable[[InvocationRecord], None], growth: GrowthWatch,
+        on_end: Callable[[InvocationRecord], None], growth: GrowthWatch, webhooks: WebhookOutbox,
     ) -> None:
         self._store = store
         self._table = table
@@ -74,6 +75,7 @@ class Lifecycle:
         #: An invocation's end is durable: its caller's call returns, its event stream ends.
         self._on_end = on_end
         self._growth = growth
+        self._webhooks = webhooks
         self._deadlines = Deadlines(table, self.terminate)
         #: Set during shutdown: attempts cut by our own exit are not the handler's failures.
         self.closing = False
@@ -317,7 +319,6 @@ class Lifecycle:
         record.modified_ms = now_ms()
         record.failures += 1
         self._metrics.retries.inc()
-        live.journal = None  # the next attempt reads the committed journal
         about = {"invocation_id": record.id}
         if policy.exhausted(record.failures):
             record.status = "paused"
@@ -325,8 +326,9 @@ class Lifecycle:
             log.warning("%s attempt %d failed: %s", record.id, record.attempts, reason, extra=about)
             log.warning("%s paused after %d failures in a row (max_attempts %d): resume, cancel or kill it",
                         record.id, record.failures, policy.max_attempts, extra=about)
-            self.persist(record)
+            self.paused(live)
             return
+        live.journal = None  # the next attempt reads the committed journal
         delay = policy.delay_s(record.failures)
         log.warning("%s attempt %d failed: %s; backing off %.3f s", record.id, record.attempts, reason, delay,
                     extra=about)
@@ -354,6 +356,17 @@ class Lifecycle:
         if live.record.cancelled:  # cancelled while this record was being written: no waiting
             delay = 0.0
         live.retry_handle = asyncio.get_running_loop().call_later(delay, self.launch, live)
+
+    def paused(self, live: Live) -> None:
+        """Write ``live`` as ``paused`` (its status set, its attempt over), with its webhook; its
+        next attempt reads the committed journal."""
+        changes = Changes()
+        changes.put_invocation(live.record)
+        filed = self._webhooks.file(changes, live.record, live.journal)
+        live.journal = None
+        future = self._store.submit(changes)
+        future.add_done_callback(_log_write_error)
+        future.add_done_callback(partial(self._webhooks.committed, filed))
 
     def persist(self, record: InvocationRecord) -> asyncio.Future[None]:
         """Write ``record`` as it stands (a status change); the future: durable."""
@@ -384,18 +397,18 @@ class Lifecycle:
         record.failure = failure
         record.completed_ms = record.modified_ms = now_ms()
         record.next_retry_ms = None
-        index = len(live.journal) if live.journal is not None else len(self._store.read_journal(record.id))
+        journal = live.journal if live.journal is not None else self._store.read_journal(record.id)
         changes = Changes()
-        changes.append_entry(record, index, Output(value=output, failure=failure))
+        changes.append_entry(record, len(journal), Output(value=output, failure=failure))
         changes.finish(record)
-        self._write_end(live, changes)
+        self._write_end(live, changes, self._webhooks.file(changes, record, journal))
         self._hand_over_key(live)
 
-    def _write_end(self, live: Live, changes: Changes) -> None:
-        self._store.submit(changes).add_done_callback(partial(self._finished, live, changes))
+    def _write_end(self, live: Live, changes: Changes, filed: Filed | None) -> None:
+        self._store.submit(changes).add_done_callback(partial(self._finished, live, changes, filed))
 
-    def _finished(self, live: Live, changes: Changes, future: asyncio.Future[None]) -> None:
-        if recheck_if_cancelled(self._store, future, partial(self._finished, live, changes)):
+    def _finished(self, live: Live, changes: Changes, filed: Filed | None, future: asyncio.Future[None]) -> None:
+        if recheck_if_cancelled(self._store, future, partial(self._finished, live, changes, filed)):
             return
         error = future.exception()
         if error is not None:
@@ -403,8 +416,9 @@ class Lifecycle:
             log.error("could not record the end of %s, trying again in 1 s: %s", live.record.id, error,
                       extra={"invocation_id": live.record.id})
             if not self.closing:
-                asyncio.get_running_loop().call_later(1.0, self._write_end, live, changes)
+                asyncio.get_running_loop().call_later(1.0, self._write_end, live, changes, filed)
             return
+        self._webhooks.committed(filed, future)
         self._table.active.pop(live.record.id, None)
         record = live.record
         self._on_end(record)

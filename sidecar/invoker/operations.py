@@ -39,6 +39,8 @@ class Steering(Protocol):
 
     def persist(self, record: InvocationRecord) -> asyncio.Future[None]: ...
 
+    def paused(self, live: Live) -> None: ...
+
     async def create(self, live: Live, changes: Changes, slot: bytes | None) -> None: ...
 
 
@@ -106,10 +108,14 @@ class OperatorActions:
         if live.retry_handle is not None:
             live.retry_handle.cancel()
             live.retry_handle = None
+        already = live.record.status == "paused"
         live.record.status = "paused"
         live.record.pause_reason = "paused by an operator"
-        live.journal = None
-        self._steering.persist(live.record)
+        if already:  # a new reason, no new event
+            live.journal = None
+            self._steering.persist(live.record)
+        else:
+            self._steering.paused(live)
         return live.record
 
     def resume_paused(self, invocation_id: str, deployment_id: str | None = None,

@@ -14,7 +14,7 @@ from .batch import WriteBatch
 from .lmdb_store import encode_entry, encode_record
 from .records import (
     ChildSpec, CostRecord, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord,
-    OutboxEntry, NamedState, ParkedSend, PromiseRecord, UNFINISHED,
+    OutboxEntry, NamedState, ParkedSend, PromiseRecord, UNFINISHED, WebhookMessage,
 )
 
 _EXCLUSIVE = encode_record(InboxEntry(exclusive=True))
@@ -82,6 +82,13 @@ class Changes(WriteBatch):
 
     def remove_outbox(self, entry: OutboxEntry) -> None:
         self.delete("outbox", outbox_key(entry))
+
+    def put_webhook(self, raw_key: bytes, message: WebhookMessage) -> None:
+        """File a webhook for one receiver (``keys.webhook_key``)."""
+        self.put("webhook_outbox", raw_key, encode_record(message))
+
+    def remove_webhook(self, raw_key: bytes) -> None:
+        self.delete("webhook_outbox", raw_key)
 
     def create(self, record: InvocationRecord, input_value: bytes, raw_idempotency_key: bytes | None) -> None:
         """A new invocation: its record, its place in line and in the list's indexes, its input,

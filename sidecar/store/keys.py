@@ -36,6 +36,9 @@ key's partition (a hash of its object prefix) do not change.
   prefix, and a journal entry written again at its index (past a gap, see ``Store.read_journal``)
   replaces its row instead of adding one. The step name is in the value, not the key: a purge
   knows the record, not its steps, and every row of a range is read anyway to sum it by step.
+- Webhook outbox (``webhook_key``): ``receiver tag (8 bytes) + seq + invocation ID``: one range per
+  receiver, in the order the owning worker filed its messages (seq from its ``InboxClock``), so
+  an invocation's messages come in the order they were filed.
 """
 
 from __future__ import annotations
@@ -244,6 +247,23 @@ def split_cost_key(raw: bytes) -> tuple[bytes, bytes, bytes]:
     key_at = handler_at + _cost_component_length(raw, handler_at)
     end = key_at + 1 if raw[key_at] == 0 else key_at + 1 + _cost_component_length(raw, key_at + 1)
     return raw[:handler_at], raw[handler_at:key_at], raw[key_at:end]
+
+
+#: A webhook receiver's part of its outbox keys: the first bytes of its URL's SHA-256.
+WEBHOOK_TAG_BYTES = 8
+
+
+def webhook_tag(url: str) -> bytes:
+    return hashlib.sha256(url.encode()).digest()[:WEBHOOK_TAG_BYTES]
+
+
+def webhook_key(tag: bytes, seq: int, invocation_id: str) -> bytes:
+    return tag + _U64.pack(seq) + invocation_id.encode()
+
+
+def split_webhook_key(raw: bytes) -> tuple[bytes, int, str]:
+    """(receiver tag, seq, invocation ID) of a ``webhook_outbox`` key."""
+    return raw[:WEBHOOK_TAG_BYTES], _uint(_U64, raw, WEBHOOK_TAG_BYTES), raw[WEBHOOK_TAG_BYTES + 8:].decode()
 
 
 def after_prefix(prefix: bytes) -> bytes | None:

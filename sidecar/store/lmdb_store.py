@@ -32,7 +32,7 @@ from .txn import store_target
 from .layout import prepare
 from .records import (
     FINISHED, UNFINISHED, BlobCount, CostRecord, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord,
-    NamedState, OutboxEntry, PromiseRecord,
+    NamedState, OutboxEntry, PromiseRecord, WebhookMessage,
 )
 from .writer_client import OnCommit, OnDurable, StoreError, WriterClient, connect_writer, spawn_writer
 
@@ -49,6 +49,7 @@ _promise_decoder = msgspec.msgpack.Decoder(PromiseRecord)
 _outbox_decoder = msgspec.msgpack.Decoder(OutboxEntry)
 _cost_decoder = msgspec.msgpack.Decoder(CostRecord)
 _blob_count_decoder = msgspec.msgpack.Decoder(BlobCount)
+_webhook_decoder = msgspec.msgpack.Decoder(WebhookMessage)
 
 
 def encode_record(record: msgspec.Struct) -> bytes:
@@ -428,6 +429,48 @@ class Store:
     def outbox(self) -> list[OutboxEntry]:
         with self._env.begin(db=self._dbs["outbox"]) as txn:
             return [_outbox_decoder.decode(self._resolved(txn, "outbox", k, v)) for k, v in txn.cursor()]
+
+    def webhook_keys(self, tag: bytes, after: bytes | None, limit: int) -> list[bytes]:
+        """Up to ``limit`` keys of receiver ``tag``'s webhooks, in filing order, after ``after``
+        (a key of that range; ``None``: from the first)."""
+        found: list[bytes] = []
+        with self._env.begin(db=self._dbs["webhook_outbox"]) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(after if after is not None else tag):
+                return found
+            for raw in cursor.iternext(keys=True, values=False):
+                if not raw.startswith(tag) or len(found) >= limit:
+                    break
+                if raw != after:
+                    found.append(bytes(raw))
+        return found
+
+    def webhook_messages(self, raw_keys: list[bytes]) -> list[WebhookMessage | None]:
+        """The webhooks filed under ``raw_keys`` (``None`` where one is gone), in one read."""
+        with self._env.begin(db=self._dbs["webhook_outbox"]) as txn:
+            return [None if (raw := txn.get(k)) is None else _webhook_decoder.decode(raw) for k in raw_keys]
+
+    def last_webhook_seq(self, tag: bytes) -> int:
+        """The highest seq filed for receiver ``tag`` (0: none)."""
+        past = keys.after_prefix(tag)
+        with self._env.begin(db=self._dbs["webhook_outbox"]) as txn:
+            cursor = txn.cursor()
+            found = cursor.prev() if past is not None and cursor.set_range(past) else cursor.last()
+            if not found or not cursor.key().startswith(tag):
+                return 0
+            return keys.split_webhook_key(bytes(cursor.key()))[1]
+
+    def webhook_tags(self) -> list[bytes]:
+        """The receiver tags that have webhooks filed: one seek per tag."""
+        tags: list[bytes] = []
+        with self._env.begin(db=self._dbs["webhook_outbox"]) as txn:
+            cursor = txn.cursor()
+            found = cursor.first()
+            while found:
+                tags.append(bytes(cursor.key()[:keys.WEBHOOK_TAG_BYTES]))
+                past = keys.after_prefix(tags[-1])
+                found = past is not None and cursor.set_range(past)
+        return tags
 
     def list_deployments(self) -> list[DeploymentRecord]:
         with self._env.begin(db=self._dbs["deployments"]) as txn:

@@ -221,6 +221,17 @@ class CostRecord(msgspec.Struct, kw_only=True, array_like=True):
                    attempts=run.attempts, variant=run.variant)
 
 
+class WebhookMessage(msgspec.Struct, kw_only=True, array_like=True):
+    """A webhook not yet delivered to one receiver (``webhook_outbox``): filed in the batch that
+    writes the status it tells of, deleted once the receiver answered 2xx."""
+
+    v: int = FORMAT_VERSION
+    #: The ``webhook-id``: the same on every redelivery, so a receiver can drop repeats.
+    id: str
+    #: The JSON body, as signed and sent.
+    body: bytes
+
+
 class BlobCount(msgspec.Struct, kw_only=True, array_like=True):
     """How many stored values refer to one blob (``blob_refs``, keyed like ``blobs`` by its
     SHA-256), and its length: kept apart from the bytes so that a new reference rewrites a few

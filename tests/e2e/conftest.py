@@ -28,14 +28,14 @@ class Cluster:
         self, tmp: Path, http: aiohttp.ClientSession, *, handlers: str, sidecar_flags: list[str],
         sink: str = "tests.e2e.sink", sink_env: str = "SINK_URL", sink_ready: str = "/counts",
         handler_flags: tuple[str, ...] = (), handler_module: str = "handler_sdk", admin_token: str | None = None,
-        handler_env: dict[str, str] | None = None,
+        handler_env: dict[str, str] | None = None, sink_port: int | None = None,
     ) -> None:
         self.tmp = tmp
         self.http = http
         self.data_dir = tmp / "data"
         self.ingress = f"127.0.0.1:{free_port()}"
         self.admin = f"127.0.0.1:{free_port()}"
-        self.sink_url = f"http://127.0.0.1:{free_port()}"
+        self.sink_url = f"http://127.0.0.1:{sink_port or free_port()}"
         self.handler_port = free_port()
         env = {sink_env: self.sink_url, **(handler_env or {})}
         self._sink_ready = sink_ready

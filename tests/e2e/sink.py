@@ -8,11 +8,14 @@ after it is a step that ran again although its result was durable, and is listed
 ``POST /enter/{key}`` and ``/exit/{key}`` record overlapping executions per key, and the most
 inside at once (``peaks``).
 ``POST /vendor/{name}`` is a paid API that can be told to fail its first calls.
+``POST /webhook`` is a webhook receiver: it keeps each delivery (its Standard Webhooks headers and
+body) in the order it answered them, listed by ``GET /webhooks``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from collections import Counter
 
@@ -28,6 +31,7 @@ PEAKS: web.AppKey[Counter[str]] = web.AppKey("peaks", Counter)
 ACKED: web.AppKey[set[str]] = web.AppKey("acked", set)
 VIOLATIONS: web.AppKey[list[str]] = web.AppKey("violations", list)
 NOTES: web.AppKey[dict[str, str]] = web.AppKey("notes", dict)
+WEBHOOKS: web.AppKey[list[dict[str, str]]] = web.AppKey("webhooks", list)
 
 
 async def effect(request: web.Request) -> web.Response:
@@ -88,6 +92,21 @@ async def vendor(request: web.Request) -> web.Response:
     return web.json_response({"text": f"{name} answer", "call": request.app[COUNTERS][name]})
 
 
+async def webhook(request: web.Request) -> web.Response:
+    """``?slow=S``: answer only after S seconds (a receiver a crash can catch mid-delivery)."""
+    body = (await request.read()).decode()
+    await asyncio.sleep(float(request.query.get("slow", "0")))  # taken even if the sender is gone by then
+    request.app[WEBHOOKS].append({
+        "id": request.headers.get("webhook-id", ""), "timestamp": request.headers.get("webhook-timestamp", ""),
+        "signature": request.headers.get("webhook-signature", ""),
+        "content_type": request.headers.get("content-type", ""), "body": body})
+    return web.Response(status=204)
+
+
+async def webhooks(request: web.Request) -> web.Response:
+    return web.json_response(request.app[WEBHOOKS])
+
+
 async def counts(request: web.Request) -> web.Response:
     return web.json_response(dict(request.app[EFFECTS]))
 
@@ -110,6 +129,7 @@ def make_app() -> web.Application:
     app[ACKED] = set()
     app[VIOLATIONS] = []
     app[NOTES] = {}
+    app[WEBHOOKS] = []
     app.router.add_post("/effect", effect)
     app.router.add_post("/acked", acked)
     app.router.add_post("/incr/{name}", incr)
@@ -120,6 +140,8 @@ def make_app() -> web.Application:
     app.router.add_post("/notes/{name}", note)
     app.router.add_get("/notes/{name}", read_note)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/webhook", webhook)
+    app.router.add_get("/webhooks", webhooks)
     return app
 
 

@@ -98,7 +98,7 @@ def _routes(known: Known) -> st.SearchStrategy[tuple[str, str, str]]:
                                      key, st.sampled_from(["attach", "output"]) | seg)),
         at("ingress", "POST", st.lists(seg, max_size=6).map(lambda parts: "/" + "/".join(parts))),
         at("admin", get, st.sampled_from(["/health", "/metrics", "/deployments", "/services", "/invocations",
-                                          "/costs", "/breakers"])),
+                                          "/costs", "/breakers", "/webhooks"])),
         at("admin", "POST", st.builds("/breakers/{}/reset".format, st.just("llm") | seg)),
         at("admin", "POST", st.just("/deployments")),
         at("admin", "DELETE", st.builds("/deployments/{}".format, st.just(known.deployment_id) | seg)),
