@@ -8,11 +8,13 @@ from ..ids import IdGenerator
 from ..process.partitions import PartitionMap
 from ..transport.registry import Route
 from ..store import InvocationRecord
+from ..tracing import Tracing
 
 
 class RecordFactory:
-    def __init__(self, ids: IdGenerator, partitions: PartitionMap, settings: Settings) -> None:
+    def __init__(self, ids: IdGenerator, partitions: PartitionMap, settings: Settings, tracing: Tracing) -> None:
         self._ids = ids
+        self._tracing = tracing
         self._partitions = partitions
         self._settings = settings
         self._anywhere = 0  # spreads keyless invocations over the partitions this worker owns
@@ -36,6 +38,7 @@ class RecordFactory:
             idempotency_key=idempotency_key, created_ms=now, modified_ms=now,
             start_at_ms=now + int(delay_s * 1000) if delay_s > 0 else None,
             deadline_ms=now + int(delay_s * 1000) + total_ms if total_ms else None,
+            trace=self._tracing.accepted(headers),
         )
 
     def new_invocation_id(self, partition: int) -> str:
