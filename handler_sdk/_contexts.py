@@ -11,13 +11,13 @@ import functools
 from typing import Any, Generic, TypeVar, cast
 
 import msgspec
-from opentelemetry.trace import Tracer
 
 from . import _steps
 from ._definition import HandlerDef
 from ._arguments import check_identifier, check_types, json_encode
 from ._gates import Gates
 from ._invocation import AttemptContext, Emit
+from .otel import Exporter
 from .payload_limits import check_state_value
 from ._waits import EntryFuture
 from .context import (
@@ -173,7 +173,7 @@ class WorkflowAttempt(_Promises, _WriteState, WorkflowContext):
 
 def new_attempt(
     start: Start, handler: HandlerDef, emit: Emit, service_kind: str, *, suspend_after: float = 1.0,
-    suspend_for_acks: bool = False, gates: Gates | None = None, tracer: Tracer | None = None,
+    suspend_for_acks: bool = False, gates: Gates | None = None, spans: Exporter | None = None,
 ) -> AttemptContext:
     """The context class that matches what the handler may do."""
     cls: type[AttemptContext]
@@ -184,4 +184,4 @@ def new_attempt(
     else:
         cls = SharedAttempt if handler.kind == "shared" else ExclusiveAttempt
     return cls(start, handler, emit, suspend_after=suspend_after, suspend_for_acks=suspend_for_acks, gates=gates,
-               tracer=tracer)
+               spans=spans)

@@ -2,52 +2,57 @@
 
 A step replayed from the journal ran in an earlier attempt, which made its span: it makes none.
 A step that runs makes one from its first try to its ``Run`` entry (so a step cut off by a crash
-has none, and its re-run in the next attempt has the only one).
+has none, and its re-run in the next attempt has the only one). The sidecar's sampling decision,
+in the ``traceparent``'s flags, holds for them: a trace it dropped gets no step span built.
 """
 
 from __future__ import annotations
 
+import time
+
 from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from .otel import Exporter
 from .protocol import Run, Start
 
 _W3C = TraceContextTextMapPropagator()
 
 
 class StepSpans:
-    """Where one attempt's step spans go: under its span, through ``tracer``."""
+    """Where one attempt's step spans go: under its span, through ``export``."""
 
-    def __init__(self, tracer: Tracer, attempt: Context, invocation_id: str) -> None:
-        self._tracer = tracer
-        self._attempt = attempt
-        self._invocation_id = invocation_id
+    def __init__(self, export: Exporter, trace_id: int, attempt_span_id: int) -> None:
+        self._export = export
+        self._trace_id = trace_id
+        self._parent = attempt_span_id
 
     @classmethod
-    def of(cls, tracer: Tracer | None, start: Start) -> StepSpans | None:
+    def of(cls, export: Exporter | None, start: Start) -> StepSpans | None:
         """``start``'s step spans; None where this process or the sidecar does not trace, or the
-        sampler dropped the trace (then no span is built)."""
-        if tracer is None or start.trace is None:
+        trace was sampled out."""
+        if export is None or start.trace is None:
             return None
-        attempt = _W3C.extract(start.trace)
-        if not trace.get_current_span(attempt).get_span_context().trace_flags.sampled:
+        attempt = trace.get_current_span(_W3C.extract(start.trace)).get_span_context()
+        if not attempt.is_valid or not attempt.trace_flags.sampled:
             return None
-        return cls(tracer, attempt, start.invocation_id)
-
-    def begin(self, name: str, index: int) -> Span:
-        return self._tracer.start_span(f"step {name}", self._attempt, attributes={
-            "invocation.id": self._invocation_id, "step.name": name, "step.index": index})
+        return cls(export, attempt.trace_id, attempt.span_id)
 
     @staticmethod
-    def end(span: Span, entry: Run) -> None:
-        """The step produced ``entry``: what it says of the tries goes on the span."""
-        span.set_attribute("step.attempts", entry.attempts)
-        span.set_attribute("step.variant", entry.variant)
+    def begin() -> int:
+        """A step starts: its span's start."""
+        return time.time_ns()
+
+    def end(self, started_ns: int, index: int, entry: Run) -> None:
+        """The step produced ``entry``: its span, with what the entry says of its tries."""
+        attributes: dict[str, str | int | float] = {
+            "step.name": entry.name, "step.index": index, "step.attempts": entry.attempts, "step.variant": entry.variant}
         if entry.cost is not None:
-            span.set_attribute("step.cost", entry.cost)
-        if entry.failure is not None:
-            span.set_attribute("step.error", entry.failure.message)
-            span.set_status(Status(StatusCode.ERROR, entry.failure.message))
-        span.end()
+            attributes["step.cost"] = entry.cost
+        error = None if entry.failure is None else entry.failure.message
+        if error is not None:
+            attributes["step.error"] = error
+        self._export.record(f"step {entry.name}", self._trace_id, self._export.new_span_id(), self._parent,
+                            kind=SpanKind.INTERNAL, start_ns=started_ns, end_ns=time.time_ns(),
+                            attributes=attributes, error=error)

@@ -3,12 +3,12 @@
 On where the standard ``OTEL_*`` variables name an OTLP endpoint (``handler_sdk.otel``); off,
 every method returns at its first line and no span is built.
 
-An invocation's span is made once, when its end is durable, as a finished span: its IDs were
-chosen when it was accepted and stored in its record (``TraceIds``), and it starts at the record's
-``created_ms``. So every attempt, in this process or after a restart, is a child of the same span,
-and a crash before the end leaves no half span behind. An attempt's span runs from its ``Start``
-to the attempt's end; its context goes to the handler in ``Start.trace``, and the SDK's step
-spans are its children.
+The sampler decides once per invocation, when it is accepted, and the decision and the span's IDs
+are stored in its record (``TraceIds``). So every attempt, in this process or after a restart, is
+a child of the same invocation span, and that span is recorded once, when the invocation's end is
+durable, from the record's ``created_ms``: a crash before the end leaves no half span behind. An
+attempt's span runs from its ``Start`` to the attempt's end; its ``traceparent`` goes to the
+handler in ``Start.trace``, and the SDK's step spans are its children.
 """
 
 from __future__ import annotations
@@ -20,20 +20,17 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from handler_sdk.otel import Exporting, exporting
+from handler_sdk.otel import Exporter, exporter, traceparent
 
 from .store.records import InvocationRecord, TraceIds
 
 if TYPE_CHECKING:  # the invoker imports this module
     from .invoker.live import Attempt, Live
 
-_SCOPE = InstrumentationScope("sidecar")
 _W3C = TraceContextTextMapPropagator()
 _ERRORS = frozenset({"failed", "killed", "cancelled", "backing-off", "paused"})
 
@@ -43,54 +40,47 @@ def _target(record: InvocationRecord) -> str:
         else f"{record.service}/{record.handler}"
 
 
-def _context(ids: TraceIds) -> SpanContext:
-    return SpanContext(int(ids.trace_id, 16), int(ids.span_id, 16), is_remote=False,
-                       trace_flags=TraceFlags(TraceFlags.SAMPLED if ids.sampled else TraceFlags.DEFAULT))
-
-
 class Tracing:
     """The spans of one worker's invocations; ``Tracing(None)`` makes none."""
 
-    def __init__(self, export: Exporting | None) -> None:
+    def __init__(self, export: Exporter | None) -> None:
         self._export = export
-        self._tracer = None if export is None else export.provider.get_tracer("sidecar")
 
     @classmethod
     def from_environment(cls) -> Tracing:
-        return cls(exporting("sidecar"))
+        return cls(exporter("sidecar", "sidecar"))
 
-    def accepted(self, headers: Mapping[str, str]) -> TraceIds | None:
-        """The IDs of a new invocation's span, continuing the caller's ``traceparent`` if any;
-        the sampler decides here, once, for the whole invocation."""
+    def accepted(self, headers: Mapping[str, str], caller: TraceIds | None = None) -> TraceIds | None:
+        """The IDs of a new invocation's span, and the sampler's decision for all of it: under its
+        ``caller``'s invocation span (a call or send from a handler), else continuing the
+        request's ``traceparent`` if it has one."""
         if self._export is None:
             return None
-        incoming = _W3C.extract(headers)
+        if caller is not None:
+            incoming = trace.set_span_in_context(NonRecordingSpan(SpanContext(
+                int(caller.trace_id, 16), int(caller.span_id, 16), is_remote=True,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED if caller.sampled else TraceFlags.DEFAULT))))
+        else:
+            incoming = _W3C.extract(headers)
         parent = trace.get_current_span(incoming).get_span_context()
-        ids = self._export.provider.id_generator
-        trace_id = parent.trace_id if parent.is_valid else ids.generate_trace_id()
-        decision = self._export.provider.sampler.should_sample(incoming, trace_id, "invocation", SpanKind.SERVER)
-        return TraceIds(trace_id=f"{trace_id:032x}", span_id=f"{ids.generate_span_id():016x}",
+        provider = self._export.provider
+        trace_id = parent.trace_id if parent.is_valid else provider.id_generator.generate_trace_id()
+        decision = provider.sampler.should_sample(incoming, trace_id, "invocation", SpanKind.SERVER)
+        return TraceIds(trace_id=f"{trace_id:032x}", span_id=f"{self._export.new_span_id():016x}",
                         parent_span_id=f"{parent.span_id:016x}" if parent.is_valid else None,
                         sampled=decision.decision is Decision.RECORD_AND_SAMPLE)
 
     def attempt(self, live: Live, attempt: Attempt) -> dict[str, str] | None:
-        """Open ``attempt``'s span (ended once it is over); the trace context to send the handler."""
+        """Open ``attempt``'s span (recorded once it is over); the trace context for its handler."""
         ids = live.record.trace
-        if self._tracer is None or ids is None:
+        if self._export is None or ids is None:
             return None
-        parent = trace.set_span_in_context(NonRecordingSpan(_context(ids)))
-        if not ids.sampled:  # the handler's spans follow the decision; none is built here
-            carrier: dict[str, str] = {}
-            _W3C.inject(carrier, parent)
-            return carrier
-        record = live.record
-        span = self._tracer.start_span(f"attempt {record.service}/{record.handler}", parent, kind=SpanKind.CLIENT, attributes={
-            "invocation.id": record.id, "invocation.target": _target(record), "attempt.number": record.attempts})
-        attempt.when_over(partial(_detached, span, live))
-        carrier = {}
-        _W3C.inject(carrier, trace.set_span_in_context(span))
-        return carrier
-
+        trace_id = int(ids.trace_id, 16)
+        if not ids.sampled:  # the handler's spans follow the decision; none is made here
+            return {"traceparent": traceparent(trace_id, int(ids.span_id, 16), False)}
+        span_id = self._export.new_span_id()
+        attempt.when_over(partial(_detached, self._export, live, ids, span_id, time.time_ns()))
+        return {"traceparent": traceparent(trace_id, span_id, True)}
 
     def finished(self, record: InvocationRecord) -> None:
         """``record``'s end is durable: its span, from its acceptance (as its record says, whichever
@@ -98,36 +88,33 @@ class Tracing:
         ids = record.trace
         if self._export is None or ids is None or not ids.sampled:
             return
-        parent = None if ids.parent_span_id is None else SpanContext(
-            int(ids.trace_id, 16), int(ids.parent_span_id, 16), is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED))
-        status = Status(StatusCode.ERROR, _error(record)) if record.status in _ERRORS else Status(StatusCode.OK)
-        self._export.processor.on_end(ReadableSpan(
-            name=f"invocation {record.service}/{record.handler}",
-            context=_context(ids), parent=parent, resource=self._export.provider.resource, kind=SpanKind.SERVER,
+        self._export.record(
+            f"invocation {record.service}/{record.handler}", int(ids.trace_id, 16), int(ids.span_id, 16),
+            None if ids.parent_span_id is None else int(ids.parent_span_id, 16), kind=SpanKind.SERVER,
+            start_ns=record.created_ms * 1_000_000, end_ns=time.time_ns(),
             attributes={"invocation.id": record.id, "invocation.target": _target(record),
                         "invocation.status": record.status, "invocation.attempts": record.attempts},
-            status=status, start_time=record.created_ms * 1_000_000, end_time=time.time_ns(),
-            instrumentation_scope=_SCOPE))
+            error=_error(record) if record.status in _ERRORS else None)
 
     def shutdown(self) -> None:
         """Export what is pending (bounded by the exporter's timeout); blocks."""
         if self._export is not None:
-            self._export.provider.shutdown()
+            self._export.shutdown()
 
 
-def _detached(span: Span, live: Live) -> None:
-    """The attempt is over: its span ends now, and is closed on the next turn of the event loop,
+def _detached(export: Exporter, live: Live, ids: TraceIds, span_id: int, started_ns: int) -> None:
+    """The attempt is over: its span ends now, and is recorded on the next turn of the event loop,
     once whoever detached it has set the status that follows, which says how it went."""
-    asyncio.get_running_loop().call_soon(_close, span, live, time.time_ns())
+    asyncio.get_running_loop().call_soon(_attempt_span, export, live, ids, span_id, started_ns, time.time_ns())
 
 
-def _close(span: Span, live: Live, ended_ns: int) -> None:
+def _attempt_span(export: Exporter, live: Live, ids: TraceIds, span_id: int, started_ns: int, ended_ns: int) -> None:
     record = live.record
-    span.set_attribute("invocation.status", record.status)
-    if record.status in _ERRORS:
-        span.set_status(Status(StatusCode.ERROR, _error(record)))
-    span.end(ended_ns)
+    export.record(
+        f"attempt {record.service}/{record.handler}", int(ids.trace_id, 16), span_id, int(ids.span_id, 16),
+        kind=SpanKind.CLIENT, start_ns=started_ns, end_ns=ended_ns,
+        attributes={"attempt.number": record.attempts, "invocation.status": record.status},
+        error=_error(record) if record.status in _ERRORS else None)
 
 
 def _error(record: InvocationRecord) -> str:

@@ -130,6 +130,22 @@ async def test_a_call_with_a_traceparent_is_one_trace_of_invocation_attempt_and_
     assert body["traceparent"] == f"00-{trace_id}-{attempt['span_id']}-01"
 
 
+async def test_a_call_between_handlers_continues_the_callers_trace(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest, collector: Collector,
+) -> None:
+    trace_id, caller, traceparent = _traceparent()
+    async with running_cluster(tmp_path, http, request, ["--durability", "none"], handlers=HANDLERS) as cluster:
+        assert (await cluster.post("/Traced/relay", 1, headers={"traceparent": traceparent}))[:2] == (200, 2)
+        spans = await _spans_arrived(collector, trace_id, "invocation Traced/relay", "invocation Traced/leaf",
+                                     "step leaf-step")
+    relay = _one(spans, "invocation Traced/relay")
+    leaf = _one(spans, "invocation Traced/leaf")
+    assert relay["parent_span_id"] == caller and leaf["parent_span_id"] == relay["span_id"]
+    leaf_attempt = _one(spans, "attempt Traced/leaf")
+    assert leaf_attempt["parent_span_id"] == leaf["span_id"]
+    assert _one(spans, "step leaf-step")["parent_span_id"] == leaf_attempt["span_id"]
+
+
 async def test_a_handler_killed_mid_workflow_and_replayed_leaves_one_span_per_step(
     tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest, collector: Collector,
 ) -> None:

@@ -45,4 +45,15 @@ async def journey(ctx: Context, gate: str) -> dict[str, object]:
     return {"sum": first + second + third, "traceparent": ctx.headers.get("traceparent")}
 
 
+@traced.handler()
+async def relay(ctx: Context, n: int) -> int:
+    """Calls ``leaf``, whose invocation continues this one's trace."""
+    return int(await ctx.service_call("Traced", "leaf", n, type=int))
+
+
+@traced.handler()
+async def leaf(ctx: Context, n: int) -> int:
+    return int(await ctx.run("leaf-step", lambda: n + 1))
+
+
 SERVICES = [traced]
