@@ -1,7 +1,9 @@
-"""What tracing costs: the sidecar's scenarios with tracing off, on (every span exported to a
-collector), and on with every trace sampled out, alternating in one run.
+"""What tracing costs: the sidecar's scenarios with tracing off, on (every trace exported to a
+collector), on with one trace in ten sampled, and on with every trace sampled out, alternating in
+one run.
 
-    python -m benchmarks.tracing [--rounds 3] [--scenarios counter,steps] [--duration 10] [--json out.json]
+    python -m benchmarks.tracing [--modes off,on,on-10%,on-0%] [--rounds 3] [--scenarios counter,steps]
+                                 [--duration 10] [--json out.json]
 
 The collector (``tests/e2e/otlp_collector.py --discard``) takes each export and answers at once
 without decoding it, so what is measured is the sidecar's and the SDK's side: building spans,
@@ -23,7 +25,9 @@ import msgspec
 from benchmarks.procs import Procs, cpu_seconds, free_port, http_ok, leave_tmp, machine_info, wait_until, write_json
 from benchmarks.run import Record, bench_sidecar, parse_args
 
-MODES = ("off", "on", "sampled-out")
+#: Tracing off; on, every trace kept; on, the sampler keeping one in ten; on, keeping none.
+MODES = ("off", "on", "on-10%", "on-0%")
+_SAMPLERS = {"on-10%": ("parentbased_traceidratio", "0.1"), "on-0%": ("always_off", "")}
 
 
 class Collected(msgspec.Struct):
@@ -44,8 +48,8 @@ def _environment(mode: str, collector: str) -> dict[str, str]:
     if mode == "off":
         return {}
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector}
-    if mode == "sampled-out":
-        env["OTEL_TRACES_SAMPLER"] = "always_off"
+    if mode in _SAMPLERS:
+        env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"] = _SAMPLERS[mode]
     return env
 
 
@@ -76,7 +80,7 @@ def median(records: list[ModeRecord]) -> ModeRecord:
 
 def print_table(results: list[ModeRecord]) -> None:
     print(f"\n{'scenario':9s} {'tracing':12s} {'req/s':>8s} {'vs off':>7s} {'p50 ms':>7s} {'p99 ms':>7s} "
-          f"{'CPU us/req':>10s} {'exports':>8s} {'KiB sent':>9s}")
+          f"{'CPU us/req':>10s} {'vs off':>7s} {'exports':>8s} {'KiB sent':>9s}")
     scenarios = dict.fromkeys(m.record.scenario for m in results)
     for scenario in scenarios:
         by_mode = {mode: median([m for m in results if m.record.scenario == scenario and m.mode == mode])
@@ -85,10 +89,12 @@ def print_table(results: list[ModeRecord]) -> None:
         for mode, m in by_mode.items():
             r = m.record
             ratio = f"{r.throughput_rps / off.record.throughput_rps:.3f}" if off and off.record.throughput_rps else "-"
+            cpu = f"{r.cpu_us_per_request / off.record.cpu_us_per_request:.3f}" if off and off.record.cpu_us_per_request \
+                else "-"
             exports = "-" if m.collected is None else str(m.collected.exports)
             sent = "-" if m.collected is None else f"{m.collected.bytes / 1024:.0f}"
             print(f"{scenario:9s} {mode:12s} {r.throughput_rps:8.0f} {ratio:>7s} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
-                  f"{r.cpu_us_per_request:10.1f} {exports:>8s} {sent:>9s}")
+                  f"{r.cpu_us_per_request:10.1f} {cpu:>7s} {exports:>8s} {sent:>9s}")
 
 
 async def amain(args: argparse.Namespace) -> int:

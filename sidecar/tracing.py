@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from handler_sdk.otel import Exporter, exporter, traceparent
@@ -57,12 +57,13 @@ class Tracing:
         if self._export is None:
             return None
         if caller is not None:
-            incoming = trace.set_span_in_context(NonRecordingSpan(SpanContext(
-                int(caller.trace_id, 16), int(caller.span_id, 16), is_remote=True,
-                trace_flags=TraceFlags(TraceFlags.SAMPLED if caller.sampled else TraceFlags.DEFAULT))))
+            parent = SpanContext(int(caller.trace_id, 16), int(caller.span_id, 16), is_remote=True,
+                                 trace_flags=TraceFlags(TraceFlags.SAMPLED if caller.sampled else TraceFlags.DEFAULT))
+        elif "traceparent" in headers:
+            parent = trace.get_current_span(_W3C.extract(headers)).get_span_context()
         else:
-            incoming = _W3C.extract(headers)
-        parent = trace.get_current_span(incoming).get_span_context()
+            parent = INVALID_SPAN_CONTEXT
+        incoming = trace.set_span_in_context(NonRecordingSpan(parent)) if parent.is_valid else None
         provider = self._export.provider
         trace_id = parent.trace_id if parent.is_valid else provider.id_generator.generate_trace_id()
         decision = provider.sampler.should_sample(incoming, trace_id, "invocation", SpanKind.SERVER)
@@ -72,8 +73,10 @@ class Tracing:
 
     def attempt(self, live: Live, attempt: Attempt) -> dict[str, str] | None:
         """Open ``attempt``'s span (recorded once it is over); the trace context for its handler."""
+        if self._export is None:
+            return None
         ids = live.record.trace
-        if self._export is None or ids is None:
+        if ids is None:  # accepted while tracing was off
             return None
         trace_id = int(ids.trace_id, 16)
         if not ids.sampled:  # the handler's spans follow the decision; none is made here
@@ -85,8 +88,10 @@ class Tracing:
     def finished(self, record: InvocationRecord) -> None:
         """``record``'s end is durable: its span, from its acceptance (as its record says, whichever
         process accepted it) to now, is recorded."""
+        if self._export is None:
+            return
         ids = record.trace
-        if self._export is None or ids is None or not ids.sampled:
+        if ids is None or not ids.sampled:
             return
         self._export.record(
             f"invocation {record.service}/{record.handler}", int(ids.trace_id, 16), int(ids.span_id, 16),
