@@ -4,6 +4,7 @@ one run.
 
     python -m benchmarks.tracing [--modes off,on,on-10%,on-0%] [--rounds 3] [--scenarios counter,steps]
                                  [--duration 10] [--json out.json]
+    python -m benchmarks.tracing --parts      # what each part of a span costs, in this process
 
 The collector (``tests/e2e/otlp_collector.py --discard``) takes each export and answers at once
 without decoding it, so what is measured is the sidecar's and the SDK's side: building spans,
@@ -17,6 +18,8 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -24,6 +27,15 @@ import msgspec
 
 from benchmarks.procs import Procs, cpu_seconds, free_port, http_ok, leave_tmp, machine_info, wait_until, write_json
 from benchmarks.run import Record, bench_sidecar, parse_args
+from handler_sdk._tracing import StepSpans
+from handler_sdk.otel import Exporter
+from handler_sdk.protocol import Input, Run, Start
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sidecar.store import InvocationRecord
+from sidecar.tracing import Tracing
 
 #: Tracing off; on, every trace kept; on, the sampler keeping one in ten; on, keeping none.
 MODES = ("off", "on", "on-10%", "on-0%")
@@ -119,10 +131,53 @@ async def amain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timed(fn: Callable[[], object], n: int = 20_000) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return round((time.perf_counter() - started) / n * 1e6, 2)
+
+
+def parts() -> dict[str, float]:
+    """Microseconds per call of what tracing does for a Counter.add, in this process: choosing an
+    invocation's IDs, making a span (the attempt's costs what the invocation's does) and handing
+    it to a processor, then the OTLP exporter's encoding per span, over the spans made."""
+    memory = InMemorySpanExporter()
+    export = Exporter(TracerProvider(), SimpleSpanProcessor(memory), "bench")
+    tracing = Tracing(export)
+    ids = tracing.accepted({})
+    record = InvocationRecord(id="inv_01M8BNHF3WBNXP0NMF1614JHPA", service="Counter", handler="add", key="k1",
+                              handler_kind="exclusive", status="completed", deployment_id="dp_1", created_ms=1,
+                              modified_ms=1, trace=ids)
+    start = Start("inv_1", attempt=1, service="Counter", handler="add", key="k1", input=b"1", headers={},
+                  journal=[Input(b"1")], state=None, seed=0,
+                  trace={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    steps = StepSpans.of(export, start)
+    assert ids is not None and steps is not None
+    entry = Run(name="audit", value=b"1")
+    traceparent = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    costs = {
+        "accept, no traceparent": _timed(lambda: tracing.accepted({})),
+        "accept, with a traceparent": _timed(lambda: tracing.accepted(traceparent)),
+        "invocation span": _timed(lambda: tracing.finished(record)),
+        "step span (SDK)": _timed(lambda: steps.end(0, 1, entry)),
+    }
+    queued = memory.get_finished_spans()[:4096]
+    started = time.perf_counter()
+    encode_spans(queued).SerializePartialToString()
+    costs["encode, per span"] = round((time.perf_counter() - started) / len(queued) * 1e6, 2)
+    return costs
+
+
 def main(argv: list[str] | None = None) -> int:
     ours = argparse.ArgumentParser(add_help=False)
     ours.add_argument("--modes", default=",".join(MODES), help=f"a comma-separated subset of {','.join(MODES)}")
+    ours.add_argument("--parts", action="store_true", help="time each part of a span in this process, and stop")
     known, rest = ours.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if known.parts:
+        for part, us in parts().items():
+            print(f"{part:28s} {us:7.2f} us")
+        return 0
     if "--scenarios" not in rest:
         rest += ["--scenarios", "counter,steps"]
     args = parse_args(rest)  # the others are benchmarks.run's

@@ -1,5 +1,5 @@
-"""OpenTelemetry set-up that the SDK and the sidecar share: a tracer provider exporting over
-OTLP/HTTP, made only where the standard ``OTEL_*`` variables name an endpoint.
+"""OpenTelemetry set-up that the SDK and the sidecar share: an exporter of spans over OTLP/HTTP,
+made only where the standard ``OTEL_*`` variables name an endpoint.
 
 Everything else is the OpenTelemetry SDK's reading of the same variables: ``OTEL_SERVICE_NAME``
 and ``OTEL_RESOURCE_ATTRIBUTES`` (the resource), ``OTEL_TRACES_SAMPLER`` (which traces are kept),
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -25,11 +25,12 @@ _OK = Status(StatusCode.OK)
 
 
 class Exporter:
-    """Records spans whole, once they are over (``ReadableSpan``, straight to the batching
-    processor): the SDK's live spans, with their lock, sampler call and bounded attributes, cost
-    three times as much to make, and every span here is decided (sampled or not) before it starts."""
+    """Records spans whole, once they are over (``ReadableSpan``, straight to the processor: the
+    batching one, but for benchmarks). The SDK's live spans, with their lock, sampler call and
+    bounded attributes, cost three times as much to make, and every span here was decided
+    (sampled or not) before it started."""
 
-    def __init__(self, provider: TracerProvider, processor: BatchSpanProcessor, scope: str) -> None:
+    def __init__(self, provider: TracerProvider, processor: SpanProcessor, scope: str) -> None:
         self.provider = provider
         self._processor = processor
         self._scope = InstrumentationScope(scope)
