@@ -80,7 +80,7 @@ class ServiceTable:
         self.spans = exporter("handler_sdk", "handler-service")
 
     async def flush_spans(self, _app: web.Application) -> None:
-        """On shutdown: export the spans still in the batch (bounded by the exporter's timeout)."""
+        """On shutdown: export the spans still in the batch (waiting at most ``otel.SHUTDOWN_WAIT_S``)."""
         if self.spans is not None:
             await asyncio.to_thread(self.spans.shutdown)
 

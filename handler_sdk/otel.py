@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 #: Either one turns export on (the first, when both are set, is where traces go).
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _OK = Status(StatusCode.OK)
+#: How long a stopping process waits for its last spans to be sent.
+SHUTDOWN_WAIT_S = 1.0
 
 
 class Exporter:
@@ -50,8 +53,11 @@ class Exporter:
             start_time=start_ns, end_time=end_ns, instrumentation_scope=self._scope))
 
     def shutdown(self) -> None:
-        """Export what is still in the batch (bounded by the exporter's timeout); blocks."""
-        self.provider.shutdown()
+        """Export what is still in the batch; blocks, at most ``SHUTDOWN_WAIT_S``: the exporter
+        retries a collector that is down for 10 s, and a stopping process must not wait that long."""
+        flush = threading.Thread(target=self.provider.shutdown, name="otel-shutdown", daemon=True)
+        flush.start()
+        flush.join(SHUTDOWN_WAIT_S)
 
 
 def exporter(scope: str, default_service_name: str) -> Exporter | None:

@@ -102,7 +102,7 @@ class Tracing:
             error=_error(record) if record.status in _ERRORS else None)
 
     def shutdown(self) -> None:
-        """Export what is pending (bounded by the exporter's timeout); blocks."""
+        """Export what is pending; blocks (``Exporter.shutdown``)."""
         if self._export is not None:
             self._export.shutdown()
 

@@ -7,6 +7,7 @@ import secrets
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ class Collector:
             return int((await response.json())["exports"])
 
 
+@asynccontextmanager
 async def _collector(http: aiohttp.ClientSession, tmp: Path, port: int) -> AsyncIterator[Collector]:
     collector = Collector(http, tmp, port)
     collector.process.start()
@@ -55,7 +57,7 @@ async def _collector(http: aiohttp.ClientSession, tmp: Path, port: int) -> Async
 async def collector(tmp_path: Path, http: aiohttp.ClientSession,
                     monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Collector]:
     """A collector, and every process started after it told to export there, in 50 ms batches."""
-    async for running in _collector(http, tmp_path, free_port()):
+    async with _collector(http, tmp_path, free_port()) as running:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", running.url)
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
         monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
@@ -234,7 +236,7 @@ async def test_without_an_endpoint_variable_nothing_is_traced_or_sent(
     _, _, traceparent = _traceparent()
     gate = tmp_path / "gate"
     gate.touch()
-    async for collector in _collector(http, tmp_path, 4318):
+    async with _collector(http, tmp_path, 4318) as collector:
         async with running_cluster(tmp_path, http, request, ["--durability", "none"], handlers=HANDLERS) as cluster:
             status, body, _ = await cluster.post("/Traced/journey", str(gate), headers={"traceparent": traceparent})
             assert (status, body["sum"]) == (200, 6)
