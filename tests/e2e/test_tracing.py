@@ -104,6 +104,8 @@ async def test_a_call_with_a_traceparent_is_one_trace_of_invocation_attempt_and_
         status, body, headers = await cluster.post("/Traced/journey", str(gate), headers={"traceparent": traceparent})
         assert (status, body["sum"]) == (200, 6)
         spans = await _spans_arrived(collector, trace_id, "invocation", "attempt", *(f"step {s}" for s in STEPS))
+        _, shown = await cluster.get(f"/invocations/{headers['x-restate-id']}", admin=True)
+        assert shown["trace_id"] == trace_id  # where an operator finds it
 
     invocation = _one(spans, "invocation Traced/journey")
     assert invocation["parent_span_id"] == caller
