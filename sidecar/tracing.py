@@ -1,7 +1,7 @@
 """OpenTelemetry spans for invocations and their attempts (docs/operations.md#tracing).
 
-On where the standard ``OTEL_*`` variables name an OTLP endpoint (``handler_sdk.otel``); off,
-every method returns at its first line and no span is built.
+Tracing is on where the standard ``OTEL_*`` variables name an OTLP endpoint (``handler_sdk.otel``);
+off, every method returns at its first line and no span is built.
 
 The sampler decides once per invocation, when it is accepted, and the decision and the span's IDs
 are stored in its record (``TraceIds``). So every attempt, in this process or after a restart, is
