@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY . .
-RUN pip install . \
+# With the OTLP exporter: setting OTEL_EXPORTER_OTLP_ENDPOINT on the container turns tracing on.
+RUN pip install '.[otlp]' \
     && useradd --system --uid 10001 sidecar \
     && mkdir /data && chown sidecar /data
 

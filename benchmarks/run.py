@@ -226,8 +226,11 @@ async def bench_proxy(args: argparse.Namespace, log_dir: Path, session: aiohttp.
         procs.close()
 
 
-async def bench_sidecar(args: argparse.Namespace, log_dir: Path, session: aiohttp.ClientSession) -> list[Record]:
+async def bench_sidecar(args: argparse.Namespace, log_dir: Path, session: aiohttp.ClientSession,
+                        env: dict[str, str] | None = None) -> list[Record]:
+    """The scenarios through the sidecar; ``env`` adds to its and its handler service's environment."""
     procs = Procs(log_dir)
+    procs.env.update(env or {})
     try:
         sidecar = sidecar_executable()
         data_dir = log_dir / "sidecar-data"

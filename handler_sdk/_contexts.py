@@ -17,6 +17,7 @@ from ._definition import HandlerDef
 from ._arguments import check_identifier, check_types, json_encode
 from ._gates import Gates
 from ._invocation import AttemptContext, Emit
+from .otel import Exporter
 from .payload_limits import check_state_value
 from ._waits import EntryFuture
 from .context import (
@@ -172,7 +173,7 @@ class WorkflowAttempt(_Promises, _WriteState, WorkflowContext):
 
 def new_attempt(
     start: Start, handler: HandlerDef, emit: Emit, service_kind: str, *, suspend_after: float = 1.0,
-    suspend_for_acks: bool = False, gates: Gates | None = None,
+    suspend_for_acks: bool = False, gates: Gates | None = None, spans: Exporter | None = None,
 ) -> AttemptContext:
     """The context class that matches what the handler may do."""
     cls: type[AttemptContext]
@@ -182,4 +183,5 @@ def new_attempt(
         cls = WorkflowSharedAttempt if handler.kind == "shared" else WorkflowAttempt
     else:
         cls = SharedAttempt if handler.kind == "shared" else ExclusiveAttempt
-    return cls(start, handler, emit, suspend_after=suspend_after, suspend_for_acks=suspend_for_acks, gates=gates)
+    return cls(start, handler, emit, suspend_after=suspend_after, suspend_for_acks=suspend_for_acks, gates=gates,
+               spans=spans)

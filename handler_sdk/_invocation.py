@@ -43,6 +43,8 @@ from ._gates import Gates, step_gates
 from .payload_limits import checked_step
 from ._replay import Replay
 from ._spending import Cost, Spending
+from ._tracing import StepSpans
+from .otel import Exporter
 from .breakers import CircuitBreaker, breaker_spec
 from ._waits import Completions, EntryFuture, Result
 from .context import Context, HandlerRef
@@ -109,13 +111,15 @@ class AttemptContext(Context):
 
     def __init__(
         self, start: Start, handler: HandlerDef, emit: Emit, *, suspend_after: float = 1.0,
-        suspend_for_acks: bool = False, gates: Gates | None = None,
+        suspend_for_acks: bool = False, gates: Gates | None = None, spans: Exporter | None = None,
     ) -> None:
         self._id = start.invocation_id
         self._awakeable_key = start.awakeable_key
         self._handler = handler
         self._input = start.input
-        self._headers = start.headers
+        # Handler code continues the trace from the attempt's span (ctx.headers["traceparent"]).
+        self._headers = start.headers if start.trace is None else {**start.headers, **start.trace}
+        self._step_spans = StepSpans.of(spans, start)
         self._key = start.key
         self._emit = emit
         self._loop = asyncio.get_running_loop()
@@ -409,6 +413,7 @@ class AttemptContext(Context):
             options = options._replace(gate=gate, fallback_gate=fallback_gate)
         self.steps_running += 1
         self._completions.reschedule()
+        started_ns = 0 if self._step_spans is None else StepSpans.begin()
         try:
             entry, value = await _steps.execute(self, index, name, fn, args, options, self._spending,
                                                 invocation_id=self._id)
@@ -424,6 +429,8 @@ class AttemptContext(Context):
             self._completions.reschedule()
         self._check_live()
         entry = checked_step(entry, self.max_payload_bytes)
+        if self._step_spans is not None:
+            self._step_spans.end(started_ns, index, entry)
         self._spending.record(entry)
         self._command(index, entry)
         await self._durable(index)

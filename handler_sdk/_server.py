@@ -27,6 +27,7 @@ from ._gates import Gates
 from ._identity import from_options as identity_from_options, middleware as identity_middleware
 from ._invocation import AttemptContext
 from ._threads import DaemonExecutor
+from .otel import exporter
 from .protocol import (
     PROTOCOL_VERSION, Ack, Blobs, Cancel, Command, Completion, Discovery, End, Failure, FetchBlobs, Heartbeat,
     Leave, Revoke, Start,
@@ -75,6 +76,13 @@ class ServiceTable:
             raise ValueError("app() needs at least one service")
         self.discovery = msgspec.json.encode(Discovery(protocol=PROTOCOL_VERSION, services=specs, blob_refs=True))
         self.sockets: set[web.WebSocketResponse] = set()
+        #: Where step spans go, if the OTEL_* variables turn export on (``otel.exporter``).
+        self.spans = exporter("handler_sdk", "handler-service")
+
+    async def flush_spans(self, _app: web.Application) -> None:
+        """On shutdown: export the spans still in the batch (waiting at most ``otel.SHUTDOWN_WAIT_S``)."""
+        if self.spans is not None:
+            await asyncio.to_thread(self.spans.shutdown)
 
     async def close_sockets(self, _app: web.Application) -> None:
         """On shutdown: close every open socket (all at once), or the server would wait for them."""
@@ -238,7 +246,7 @@ class Connection:
             return
         handler, service_kind = found
         attempt = new_attempt(start, handler, self.send, service_kind,
-                              suspend_after=self._table.suspend_after, gates=self._gates)
+                              suspend_after=self._table.suspend_after, gates=self._gates, spans=self._table.spans)
         self._attempts[start.invocation_id] = attempt
         task = asyncio.get_running_loop().create_task(attempt.execute())
         attempt.task = task
@@ -274,7 +282,7 @@ async def _invoke(request: web.Request) -> web.Response:
     else:
         handler, service_kind = found
         attempt = new_attempt(resolved, handler, messages.append, service_kind, suspend_after=0.0,
-                              suspend_for_acks=True)
+                              suspend_for_acks=True, spans=table.spans)
         if request.headers.get("x-sidecar-cancel") == "1":
             attempt.cancel()
         await attempt.execute()
@@ -333,6 +341,7 @@ def app(
     application.router.add_get("/connect", _connect)
     application.router.add_post("/invoke", _invoke)
     application.on_shutdown.append(table.close_sockets)
+    application.on_cleanup.append(table.flush_spans)
     return application
 
 

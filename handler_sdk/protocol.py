@@ -353,6 +353,10 @@ class Start(_ToHandler, frozen=True, omit_defaults=True):
     #: How large payloads travel: references, the blobs sent along, the size limit. (One field,
     #: so that a Start stays a msgpack fixmap: 15 fields at most.)
     payloads: Payloads = Payloads()
+    #: The W3C trace context (``traceparent``) of this attempt's span, where the
+    #: sidecar traces: the SDK's step spans are its children, and handler code sees it in
+    #: ``ctx.headers``. None: not traced.
+    trace: dict[str, str] | None = None
 
 
 class Ack(_ToHandler, frozen=True):

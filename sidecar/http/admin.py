@@ -357,6 +357,7 @@ class Admin:
             "input": self._payloads.view(journal[0].value) if journal and type(journal[0]) is Input else None,
             "output": self._payloads.view(record.output), "failure": _failure(record.failure),
             "cost": journal_cost(journal), "budget": record.budget, "warnings": record.warnings,
+            "trace_id": record.trace.trace_id if record.trace is not None else None,
             "journal": [_entry_view(i, e, self._payloads) for i, e in enumerate(journal)],
         }
         if journal and type(journal[-1]) is not Output and not record.finished:

@@ -79,7 +79,8 @@ class Calls:
         assert route is not None
         partition = self._child_partition(live, entry)
         delay_s = entry.delay_ms / 1000 if type(entry) is Send else 0.0
-        child = self._factory.new_record(route, entry.key, headers={}, partition=partition, delay_s=delay_s)
+        child = self._factory.new_record(route, entry.key, headers={}, partition=partition, delay_s=delay_s,
+                                         caller=live.record)
         child.parent_id, child.parent_index, child.reply = live.record.id, index, type(entry) is Call
         # Only a caller that waits holds its key for the callee: a send passes on no chain.
         child.call_path = _path_below(live.record) if type(entry) is Call else []

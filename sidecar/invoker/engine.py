@@ -32,6 +32,7 @@ from ..process.partitions import PartitionMap
 from ..transport.registry import Registry
 from ..transport.signing import UNSIGNED, Signer
 from ..store import InvocationRecord, Store, StoreError
+from ..tracing import Tracing
 from .background import Background
 from .breakers import BreakerBoard
 from .calls import Calls
@@ -66,15 +67,17 @@ class Invoker:
         self, *, store: Store, registry: Registry, settings: Settings, http: aiohttp.ClientSession, ids: IdGenerator,
         partitions: PartitionMap, metrics: Metrics, peers: Peers | None = None, links: LinkSource | None = None,
         signer: Signer = UNSIGNED,
+        tracing: Tracing | None = None,
     ) -> None:
         self._store = store
+        self._tracing = tracing or Tracing(None)
         self._partitions = partitions
         self._peers = peers
         self._background = Background()
         self.table = InvocationTable(store)
         self.events = EventStreams()
         self.links = links or DeploymentLinks(registry, http, settings, self._background, signer)
-        factory = RecordFactory(ids, partitions, settings)
+        factory = RecordFactory(ids, partitions, settings, self._tracing)
         state_in_flight = StateInFlight()
         self.state_edits = StateEdits(store, self.table.keys, state_in_flight, self.table.active,
                                       metrics.state_edits_waiting)
@@ -87,7 +90,8 @@ class Invoker:
         self.lifecycle = Lifecycle(
             store=store, table=self.table, factory=factory, links=self.links, state_edits=self.state_edits,
             partitions=partitions, settings=settings, metrics=metrics, background=self._background,
-            on_frame=self._on_frame, on_end=self._on_end, growth=growth, webhooks=outbox)
+            on_frame=self._on_frame, on_end=self._on_end, growth=growth, webhooks=outbox,
+            tracing=self._tracing)
         self.waits = DurableWaits(store, self.table, self.lifecycle.resume)
         self.promises = Promises(store, self.table, self.waits)
         self.resolutions = Resolutions(store=store, waits=self.waits, partitions=partitions, peers=peers,
@@ -136,6 +140,7 @@ class Invoker:
     def _on_end(self, record: InvocationRecord) -> None:
         self.calls.child_finished(record)
         self.events.finished(record.id)
+        self._tracing.finished(record)
 
     def start(self) -> None:
         """Recover unfinished invocations, then watch for silent handlers and expired results."""

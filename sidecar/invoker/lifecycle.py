@@ -27,6 +27,7 @@ from ..metrics import Metrics
 from ..process.partitions import PartitionMap
 from ..transport.registry import Route
 from ..store import Changes, InvocationRecord, Store
+from ..tracing import Tracing
 from .admission import Overloaded, admit
 from .awakeable_ids import invocation_key
 from .background import Background
@@ -60,6 +61,7 @@ class Lifecycle:
         state_edits: StateEdits, partitions: PartitionMap, settings: Settings, metrics: Metrics,
         background: Background, on_frame: Callable[[Attempt, ToSidecar], None],
         on_end: Callable[[InvocationRecord], None], growth: GrowthWatch, webhooks: WebhookOutbox,
+        tracing: Tracing,
     ) -> None:
         self._store = store
         self._table = table
@@ -76,6 +78,7 @@ class Lifecycle:
         self._on_end = on_end
         self._growth = growth
         self._webhooks = webhooks
+        self._tracing = tracing
         self._deadlines = Deadlines(table, self.terminate)
         #: Set during shutdown: attempts cut by our own exit are not the handler's failures.
         self.closing = False
@@ -265,6 +268,7 @@ class Lifecycle:
             budget=record.budget, payloads=Payloads(blob_threshold=blobs.threshold, blobs=blobs.sent,
                                                     max_payload_bytes=self._settings.max_payload_bytes,
                                                     refs=bool(blobs.sources)),
+            trace=self._tracing.attempt(live, live.attempt),
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))

@@ -33,6 +33,7 @@ from .partitions import PartitionMap
 from ..transport.registry import Registry, RegistrationError
 from ..transport.signing import Signer
 from ..store import Changes, Store, StoreError
+from ..tracing import Tracing
 
 log = logging.getLogger("sidecar")
 
@@ -111,8 +112,10 @@ async def running(
         ids = IdGenerator()
         signer = Signer.load(settings.signing_key)
         registry = Registry(store, ids, signer)
+        tracing = Tracing.from_environment()
+        stack.push_async_callback(asyncio.to_thread, tracing.shutdown)  # after the invoker: its last spans too
         invoker = Invoker(store=store, registry=registry, settings=settings, http=http, ids=ids,
-                          partitions=partitions, metrics=metrics, signer=signer,
+                          partitions=partitions, metrics=metrics, signer=signer, tracing=tracing,
                           peers=MeshPeers(mesh, partitions) if mesh is not None else None)
         stack.push_async_callback(invoker.close)
         first = partitions.index == 0

@@ -31,6 +31,17 @@ class GrowthWarning(msgspec.Struct, kw_only=True, frozen=True):
     message: str
 
 
+class TraceIds(msgspec.Struct, kw_only=True, frozen=True):
+    """Where an invocation's span sits in its trace (W3C trace context, lowercase hex): chosen when
+    it is accepted, so that every attempt, in this process or after a restart, joins one span."""
+
+    trace_id: str
+    span_id: str
+    #: The caller's span (the ingress request's ``traceparent``); None: the invocation's is the root.
+    parent_span_id: str | None = None
+    sampled: bool = True
+
+
 class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An invocation's metadata. Its input and steps live in the journal, not here."""
 
@@ -81,6 +92,8 @@ class InvocationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     pause_reason: str | None = None
     #: What grew past its warning limit (at most one of each kind).
     warnings: list[GrowthWarning] = []
+    #: Its span's place in a trace, where tracing is on (``sidecar/tracing.py``).
+    trace: TraceIds | None = None
 
     @property
     def exclusive(self) -> bool:

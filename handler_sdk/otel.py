@@ -1,0 +1,90 @@
+"""OpenTelemetry set-up that the SDK and the sidecar share: an exporter of spans over OTLP/HTTP,
+made only where the standard ``OTEL_*`` variables name an endpoint.
+
+Everything else is the OpenTelemetry SDK's reading of the same variables: ``OTEL_SERVICE_NAME``
+and ``OTEL_RESOURCE_ATTRIBUTES`` (the resource), ``OTEL_TRACES_SAMPLER`` (which traces are kept),
+``OTEL_EXPORTER_OTLP_*`` (headers, timeout, compression), ``OTEL_BSP_*`` (batching).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import Attributes
+
+log = logging.getLogger(__name__)
+
+#: Either one turns export on (the first, when both are set, is where traces go).
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_OK = Status(StatusCode.OK)
+#: How long a stopping process waits for its last spans to be sent.
+SHUTDOWN_WAIT_S = 1.0
+
+
+class Exporter:
+    """Records spans whole, once they are over (``ReadableSpan``, straight to the processor: the
+    batching one, but for benchmarks). The SDK's live spans, with their lock, sampler call and
+    bounded attributes, cost three times as much to make, and every span here was decided
+    (sampled or not) before it started."""
+
+    def __init__(self, provider: TracerProvider, processor: SpanProcessor, scope: str) -> None:
+        self.provider = provider
+        self._processor = processor
+        self._scope = InstrumentationScope(scope)
+        self._flags = TraceFlags(TraceFlags.SAMPLED)
+
+    def new_span_id(self) -> int:
+        return self.provider.id_generator.generate_span_id()
+
+    def record(self, name: str, trace_id: int, span_id: int, parent_span_id: int | None, *, kind: SpanKind,
+               start_ns: int, end_ns: int, attributes: Attributes, error: str | None = None) -> None:
+        """A sampled span, from ``start_ns`` to ``end_ns``, handed to the exporter's batch."""
+        parent = None if parent_span_id is None else SpanContext(trace_id, parent_span_id, True, self._flags)
+        status = _OK if error is None else Status(StatusCode.ERROR, error)
+        self._processor.on_end(ReadableSpan(
+            name=name, context=SpanContext(trace_id, span_id, False, self._flags), parent=parent,
+            resource=self.provider.resource, attributes=attributes, kind=kind, status=status,
+            start_time=start_ns, end_time=end_ns, instrumentation_scope=self._scope))
+
+    def shutdown(self) -> None:
+        """Export what is still in the batch; blocks, at most ``SHUTDOWN_WAIT_S``: the exporter
+        retries a collector that is down for 10 s, and a stopping process must not wait that long."""
+        flush = threading.Thread(target=self.provider.shutdown, name="otel-shutdown", daemon=True)
+        flush.start()
+        flush.join(SHUTDOWN_WAIT_S)
+
+
+def exporter(scope: str, default_service_name: str) -> Exporter | None:
+    """An exporter of spans over OTLP/HTTP in batches, or None where tracing is off: no endpoint
+    variable set, ``OTEL_SDK_DISABLED=true``, ``OTEL_TRACES_EXPORTER=none``, or the exporter
+    package (the ``otlp`` extra) not installed."""
+    if not any(os.environ.get(name) for name in ENDPOINT_VARIABLES):
+        return None
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return None
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        log.warning("%s is set, but opentelemetry-exporter-otlp-proto-http is not installed "
+                    "(pip install 'durable-sidecar[otlp]'): no traces are exported", ENDPOINT_VARIABLES[1])
+        return None
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: default_service_name}))
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    processor = BatchSpanProcessor(OTLPSpanExporter())
+    provider.add_span_processor(processor)
+    return Exporter(provider, processor, scope)
+
+
+def traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
+    """The W3C ``traceparent`` header of a span."""
+    return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
