@@ -1,8 +1,8 @@
 """What tracing costs: the sidecar's scenarios with tracing off, on (every trace exported to a
-collector), on with one trace in ten sampled, and on with every trace sampled out, alternating in
-one run.
+collector), on with one trace in ten sampled, on with every trace sampled out, and on with a
+webhook delivered for each invocation too (``on+webhooks``), alternating in one run.
 
-    python -m benchmarks.tracing [--modes off,on,on-10%,on-0%] [--rounds 3] [--scenarios counter,steps]
+    python -m benchmarks.tracing [--modes off,on,on-10%,on-0%,on+webhooks] [--rounds 3] [--scenarios counter,steps]
                                  [--duration 10] [--json out.json]
     python -m benchmarks.tracing --parts      # what each part of a span costs, in this process
 
@@ -37,8 +37,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sidecar.store import InvocationRecord
 from sidecar.tracing import Tracing
 
-#: Tracing off; on, every trace kept; on, the sampler keeping one in ten; on, keeping none.
-MODES = ("off", "on", "on-10%", "on-0%")
+#: Tracing off; on, every trace kept; on, the sampler keeping one in ten; on, keeping none; on,
+#: every trace kept, with a webhook per invocation to a receiver answering 204 (``run --webhooks``).
+MODES = ("off", "on", "on-10%", "on-0%", "on+webhooks")
 _SAMPLERS = {"on-10%": ("parentbased_traceidratio", "0.1"), "on-0%": ("always_off", "")}
 
 
@@ -76,7 +77,8 @@ async def bench_mode(mode: str, args: argparse.Namespace, log_dir: Path,
                                       "--discard"])
         await wait_until("collector", http_ok(session, f"{url}/requests"), collector)
         before = cpu_seconds(collector.procs[0].pid)
-        records = await bench_sidecar(args, log_dir, session, _environment(mode, url))
+        phase = argparse.Namespace(**{**vars(args), "webhooks": args.webhooks or mode == "on+webhooks"})
+        records = await bench_sidecar(phase, log_dir, session, _environment(mode, url))
         async with session.get(f"{url}/requests") as response:
             collected = msgspec.convert(await response.json(), Collected)
         spent = round(cpu_seconds(collector.procs[0].pid) - before, 2)
