@@ -1,8 +1,9 @@
 """What tracing costs: the sidecar's scenarios with tracing off, on (every trace exported to a
-collector), on with one trace in ten sampled, on with every trace sampled out, and on with a
-webhook delivered for each invocation too (``on+webhooks``), alternating in one run.
+collector; ``on-json`` the same as OTLP/HTTP JSON), on with one trace in ten sampled, on with every
+trace sampled out, and on with a webhook delivered for each invocation too (``on+webhooks``),
+alternating in one run.
 
-    python -m benchmarks.tracing [--modes off,on,on-10%,on-0%,on+webhooks] [--rounds 3] [--scenarios counter,steps]
+    python -m benchmarks.tracing [--modes off,on,on-json,on-10%,on-0%,on+webhooks] [--rounds 3] [--scenarios counter,steps]
                                  [--duration 10] [--json out.json]
     python -m benchmarks.tracing --parts      # what each part of a span costs, in this process
 
@@ -29,6 +30,7 @@ from benchmarks.procs import Procs, cpu_seconds, free_port, http_ok, leave_tmp, 
 from benchmarks.run import Record, bench_sidecar, parse_args
 from handler_sdk._tracing import StepSpans
 from handler_sdk.otel import Exporter
+from handler_sdk.otlp_json import encode as encode_json
 from handler_sdk.protocol import Input, Run, Start
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import TracerProvider
@@ -37,9 +39,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sidecar.store import InvocationRecord
 from sidecar.tracing import Tracing
 
-#: Tracing off; on, every trace kept; on, the sampler keeping one in ten; on, keeping none; on,
-#: every trace kept, with a webhook per invocation to a receiver answering 204 (``run --webhooks``).
-MODES = ("off", "on", "on-10%", "on-0%", "on+webhooks")
+#: Tracing off; on, every trace kept; the same sent as OTLP/HTTP JSON; on, the sampler keeping one
+#: in ten; on, keeping none; on, every trace kept, with a webhook per invocation to a receiver
+#: answering 204 (``run --webhooks``).
+MODES = ("off", "on", "on-json", "on-10%", "on-0%", "on+webhooks")
 _SAMPLERS = {"on-10%": ("parentbased_traceidratio", "0.1"), "on-0%": ("always_off", "")}
 
 
@@ -61,6 +64,8 @@ def _environment(mode: str, collector: str) -> dict[str, str]:
     if mode == "off":
         return {}
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector}
+    if mode == "on-json":
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/json"
     if mode in _SAMPLERS:
         env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"] = _SAMPLERS[mode]
     return env
@@ -143,7 +148,8 @@ def _timed(fn: Callable[[], object], n: int = 20_000) -> float:
 def parts() -> dict[str, float]:
     """Microseconds per call of what tracing does for a Counter.add, in this process: choosing an
     invocation's IDs, making a span (the attempt's costs what the invocation's does) and handing
-    it to a processor, then the OTLP exporter's encoding per span, over the spans made."""
+    it to a processor, then the OTLP exporter's encoding per span, over the spans made, and the
+    ``http/json`` encoding of the same spans."""
     memory = InMemorySpanExporter()
     export = Exporter(TracerProvider(), SimpleSpanProcessor(memory), "bench")
     tracing = Tracing(export)
@@ -168,6 +174,9 @@ def parts() -> dict[str, float]:
     started = time.perf_counter()
     encode_spans(queued).SerializePartialToString()
     costs["encode, per span"] = round((time.perf_counter() - started) / len(queued) * 1e6, 2)
+    started = time.perf_counter()
+    encode_json(queued)
+    costs["encode as JSON, per span"] = round((time.perf_counter() - started) / len(queued) * 1e6, 2)
     return costs
 
 

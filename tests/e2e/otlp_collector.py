@@ -1,5 +1,6 @@
 """A stand-in OpenTelemetry collector: takes OTLP/HTTP trace exports (protobuf, as the exporter
-sends them), decodes each span, and answers what it received.
+package sends them, or JSON, ``http/json``, checked against the same protobuf schema), decodes
+each span, and answers what it received.
 
 ``python -m tests.e2e.otlp_collector --port P`` serves ``POST /v1/traces`` and ``GET /spans``
 (every span so far, as JSON); ``GET /requests`` counts the exports. ``--discard`` counts exports
@@ -9,13 +10,16 @@ without decoding them (a collector that costs the exporting side nothing but the
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
+import json
 from typing import Any
 
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 )
+from google.protobuf import json_format
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 _OK = ExportTraceServiceResponse().SerializeToString()
@@ -32,10 +36,24 @@ def _attributes(pairs: Any) -> dict[str, Any]:
     return {pair.key: _value(pair.value) for pair in pairs}
 
 
-def decode(body: bytes) -> list[dict[str, Any]]:
+def _from_json(body: bytes) -> ExportTraceServiceRequest:
+    """An ``http/json`` export, held to the protobuf schema (an unknown field or a wrong type is an
+    error). OTLP's JSON spells IDs in hex where protobuf's JSON mapping has base64."""
+    request = json.loads(body)
+    for resource_spans in request.get("resourceSpans", []):
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                for field in ("traceId", "spanId", "parentSpanId"):
+                    if span.get(field):
+                        span[field] = base64.b64encode(bytes.fromhex(span[field])).decode()
+    return json_format.ParseDict(request, ExportTraceServiceRequest())
+
+
+def decode(body: bytes, *, as_json: bool = False) -> list[dict[str, Any]]:
     """Each span of one export, flattened: its service, IDs (hex), times, status, attributes."""
     spans = []
-    for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+    request = _from_json(body) if as_json else ExportTraceServiceRequest.FromString(body)
+    for resource_spans in request.resource_spans:
         service = _attributes(resource_spans.resource.attributes).get("service.name")
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
@@ -61,7 +79,7 @@ def make_app(*, discard: bool = False) -> web.Application:
         if not discard:
             if request.headers.get("content-encoding") == "gzip":
                 body = gzip.decompress(body)
-            app[SPANS].extend(decode(body))
+            app[SPANS].extend(decode(body, as_json=request.content_type == "application/json"))
         return web.Response(body=_OK, content_type="application/x-protobuf")
 
     async def spans(_request: web.Request) -> web.Response:

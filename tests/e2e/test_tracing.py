@@ -53,11 +53,13 @@ async def _collector(http: aiohttp.ClientSession, tmp: Path, port: int) -> Async
         collector.process.stop()
 
 
-@pytest.fixture
-async def collector(tmp_path: Path, http: aiohttp.ClientSession,
-                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Collector]:
-    """A collector, and every process started after it told to export there, in 50 ms batches."""
+@pytest.fixture(params=["http/protobuf", "http/json"], ids=["protobuf", "json"])
+async def collector(tmp_path: Path, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+                    request: pytest.FixtureRequest) -> AsyncIterator[Collector]:
+    """A collector, and every process started after it told to export there, in 50 ms batches,
+    in each OTLP/HTTP encoding (``OTEL_EXPORTER_OTLP_PROTOCOL``)."""
     async with _collector(http, tmp_path, free_port()) as running:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", request.param)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", running.url)
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
         monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
