@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from pathlib import Path
 from typing import cast
 
 import aiohttp
@@ -161,6 +162,19 @@ async def crashy(ctx: Context, name: str) -> str:
     """Fails outside any step: the invocation is retried, then paused after 3 attempts."""
     await _post(f"/incr/{name}")
     raise RuntimeError("bug in handler code")
+
+
+@steps.handler()
+async def gated_step(ctx: Context, gate: str) -> str:
+    """One step that runs until the file ``gate`` exists: a test holds it open for as long as it
+    needs, whatever the machine's speed."""
+
+    async def work() -> str:
+        while not Path(gate).exists():
+            await asyncio.sleep(0.02)
+        return "done"
+
+    return await ctx.run("gated vendor", work)
 
 
 @steps.handler()

@@ -73,7 +73,8 @@ async def test_cli_resolves_an_awakeable_and_cancels(cluster: Cluster) -> None:
 
 
 async def test_cli_pauses_and_resumes_with_a_new_budget(cluster: Cluster) -> None:
-    invocation_id = (await cluster.post("/Steps/long_step/send", 0.5))[1]["invocationId"]
+    gate = cluster.tmp / "gate"  # the step runs until it exists: it is still running when paused
+    invocation_id = (await cluster.post("/Steps/gated_step/send", str(gate)))[1]["invocationId"]
 
     async def running() -> bool:
         return (await cluster.get(f"/invocations/{invocation_id}", admin=True))[1]["status"] == "running"
@@ -85,6 +86,7 @@ async def test_cli_pauses_and_resumes_with_a_new_budget(cluster: Cluster) -> Non
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     resumed = await cluster.cli("invocations", "resume", invocation_id, "--budget", "2.5")
     assert resumed.returncode == 0, resumed.stderr
+    gate.touch()
     assert await cluster.get(f"/restate/invocation/{invocation_id}/attach") == (200, "done")
     assert (await cluster.get(f"/invocations/{invocation_id}", admin=True))[1]["budget"] == 2.5
 
