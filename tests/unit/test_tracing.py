@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from handler_sdk.otel import exporter
 from handler_sdk.protocol import Input, Start, encoder, to_handler_decoder
@@ -90,3 +91,12 @@ def test_records_and_starts_without_trace_fields_still_decode() -> None:
                   journal=[Input(b"")], state=None, seed=0)
     assert b"trace" not in encoder.encode(start)
     assert to_handler_decoder.decode(encoder.encode(start)) == start
+
+
+@given(value=st.text(max_size=120) | st.from_regex(r"[0-9a-f]{2}-[0-9a-fA-F]{32}-[0-9a-fA-F]{16}-[0-9a-f]{2}",
+                                                     fullmatch=True))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_traceparent_a_client_sends_gives_an_invocation_its_ids(tracing: Tracing, value: str) -> None:
+    ids = tracing.accepted({"traceparent": value})
+    assert ids is not None and len(ids.trace_id) == 32 and int(ids.trace_id, 16) != 0
+    assert ids.parent_span_id is None or len(ids.parent_span_id) == 16
