@@ -1,13 +1,22 @@
-"""Wall-clock milliseconds: what records, timers and deadlines are stamped with."""
+"""Wall-clock milliseconds: what records, timers and deadlines are stamped with, and the one way
+to run something at such an instant (``call_at_ms``), so that every wall-clock wait is in one place."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def call_at_ms(due_ms: int, callback: Callable[..., object], *args: object) -> asyncio.TimerHandle:
+    """Call ``callback(*args)`` on the running loop once the wall clock reads ``due_ms`` (at once if past)."""
+    loop = asyncio.get_running_loop()
+    return loop.call_at(loop.time() + max(0.0, (due_ms - now_ms()) / 1000), callback, *args)
 
 
 def iso_ms(ms: int) -> str:

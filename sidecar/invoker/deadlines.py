@@ -3,12 +3,11 @@ invocation ends failed with 408, wherever it is."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from handler_sdk.protocol import Failure
 
-from ..clock import now_ms
+from ..clock import call_at_ms
 from .live import Live
 from .table import InvocationTable
 
@@ -21,8 +20,7 @@ class Deadlines:
 
     def arm(self, live: Live) -> None:
         assert live.record.deadline_ms is not None
-        loop = asyncio.get_running_loop()
-        loop.call_at(loop.time() + max(0.0, (live.record.deadline_ms - now_ms()) / 1000), self._passed, live)
+        call_at_ms(live.record.deadline_ms, self._passed, live)
 
     def _passed(self, live: Live) -> None:
         record = live.record

@@ -20,7 +20,7 @@ from functools import partial
 
 from handler_sdk.protocol import Cancel, Failure, Input, Output, Payloads, Start, ToSidecar, encoder
 
-from ..clock import now_ms
+from ..clock import call_at_ms, now_ms
 from ..cli.config import Settings
 from ..transport.links import Carrier, LinkError
 from ..metrics import Metrics
@@ -179,8 +179,7 @@ class Lifecycle:
             if not any(i < len(journal) and is_done(journal[i]) for i in record.waiting_on):
                 return  # still waiting: its timers are reloaded by the waits
         if record.status == "backing-off" and record.next_retry_ms is not None:
-            live.retry_handle = asyncio.get_running_loop().call_later(
-                max(0.0, (record.next_retry_ms - now) / 1000), self.launch, live)
+            live.retry_handle = call_at_ms(record.next_retry_ms, self.launch, live)
         else:
             self.launch(live)
 
@@ -188,8 +187,7 @@ class Lifecycle:
 
     def _schedule_at(self, live: Live, start_at_ms: int) -> None:
         """A delayed start: the invocation joins its key's line only when the delay is over."""
-        delay = max(0.0, (start_at_ms - now_ms()) / 1000)
-        live.retry_handle = asyncio.get_running_loop().call_later(delay, self._schedule, live)
+        live.retry_handle = call_at_ms(start_at_ms, self._schedule, live)
 
     def _schedule(self, live: Live) -> None:
         lock_key = live.lock_key

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from handler_sdk.protocol import Awakeable, Completion, Entry, Failure, Sleep, encoder
 
-from ..clock import now_ms
+from ..clock import call_at_ms
 from ..store import Changes, Store
 from ..store.records import EarlyCompletion
 from .awakeable_ids import minted, parse_awakeable_id
@@ -84,8 +84,7 @@ class DurableWaits:
 
     def schedule_timer(self, due_ms: int, invocation_id: str, index: int) -> None:
         self._scheduled += 1
-        loop = asyncio.get_running_loop()
-        loop.call_at(loop.time() + max(0.0, (due_ms - now_ms()) / 1000), self._fire, due_ms, invocation_id, index)
+        call_at_ms(due_ms, self._fire, due_ms, invocation_id, index)
 
     def _fire(self, due_ms: int, invocation_id: str, index: int) -> None:
         self._scheduled -= 1
