@@ -19,13 +19,19 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
+from handler_sdk.client import Client, ClientError, Conflict, ConnectionFailed, Milestone, Overloaded, Token
+
 from .processes import PYTHON, Process, environment, free_port, wait_until_up
+from .workflow import Report, Task, agent, approval, run
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,6 +77,8 @@ class Demo:
             PYTHON, "-m", "sidecar.cli.main", "serve", "--data-dir", str(work / "data"),
             "--ingress", f"127.0.0.1:{ports['ingress']}", "--admin", f"127.0.0.1:{ports['admin']}",
             "--register", self.handlers_url, "--inactivity-timeout", "5"], work, env)
+        #: The sidecar's ingress, for the runs (typed from examples.agent.workflow).
+        self.client = Client(self.ingress)
         self.ids: dict[str, str] = {}
 
     # --- processes ---------------------------------------------------------------------------
@@ -107,6 +115,18 @@ class Demo:
 
     # --- HTTP, patient with a sidecar that is being restarted ----------------------------------
 
+    async def patiently(self, request: Callable[[], Awaitable[T]]) -> T:
+        """``request()``, again while the sidecar is down or refuses for now (each use here is
+        safe to repeat: a workflow's run starts once per key, and attaching changes nothing)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return await request()
+            except (ConnectionFailed, Overloaded):
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
+
     async def _request(self, method: str, url: str, body: Any = None) -> tuple[int, Any]:
         deadline = time.monotonic() + 60
         while True:
@@ -137,54 +157,38 @@ class Demo:
     async def send_runs(self) -> None:
         for i in range(1, self.settings.runs + 1):
             key = f"order-{i}"
-            task = {"customer": f"customer-{i}", "email": f"customer-{i}@example.com", "goal": "a team plan",
-                    "amount_cents": 4900 + i, "approval_deadline_s": self.settings.deadline_s}
-            status, sent = await self._request("POST", f"{self.ingress}/Agent/{key}/run/send", task)
-            assert status == 202, sent
-            self.ids[key] = sent["invocationId"]
+            task = Task(customer=f"customer-{i}", email=f"customer-{i}@example.com", goal="a team plan",
+                        amount_cents=4900 + i, approval_deadline_s=self.settings.deadline_s)
+            sent = await self.patiently(lambda: self.client.workflow(agent, key).send(run, task))
+            self.ids[key] = sent.invocation_id
 
     async def approve(self, key: str) -> None:
         """A human: waits for the run's awakeable, then resolves it."""
-        while True:
-            status, awakeable = await self._request("POST", f"{self.ingress}/Agent/{key}/approval")
-            if status == 200 and awakeable:
-                break
+        while not (awakeable := await self.patiently(lambda: self.client.workflow(agent, key).call(approval))):
             await asyncio.sleep(0.2)
         await asyncio.sleep(self.rng.uniform(0.1, 1.0))  # a human takes a moment
-        status, _ = await self._request("POST", f"{self.ingress}/restate/awakeables/{awakeable}/resolve", "approved")
-        assert status in (200, 202), status
+        try:
+            await self.patiently(lambda: self.client.resolve_awakeable(awakeable, "approved"))
+        except Conflict:
+            pass  # resolved by a try whose answer a kill cut off
 
     async def follow(self, key: str) -> None:
-        """A client reading one run's milestones and tokens, reconnecting with Last-Event-ID."""
-        last: str | None = None
-        while True:
-            headers = {"Last-Event-ID": last} if last else {}
-            try:
-                async with self.http.get(f"{self.ingress}/restate/invocation/{self.ids[key]}/events",
-                                         headers=headers, timeout=aiohttp.ClientTimeout(total=None)) as stream:
-                    event = ""
-                    async for raw in stream.content:
-                        line = raw.decode().rstrip("\n")
-                        if line.startswith("id: "):
-                            last = line[4:]
-                        elif line.startswith("event: "):
-                            event = line[7:]
-                        elif line.startswith("data: "):
-                            if event == "end":
-                                return
-                            if event == "token":
-                                self.tally.tokens += 1
-                            elif event == "milestone" and '"stage"' in line:
-                                self.tally.milestones.append(line[6:])
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                pass
-            await asyncio.sleep(0.1)
+        """A client reading one run's milestones and tokens; the stream reconnects by itself
+        (with Last-Event-ID) each time the sidecar is killed."""
+        async with self.client.events(self.ids[key], max_reconnects=60) as stream:
+            async for event in stream:
+                if isinstance(event, Token):
+                    self.tally.tokens += 1
+                elif isinstance(event, Milestone) and isinstance(event.data, dict) and "stage" in event.data:
+                    self.tally.milestones.append(str(event.data["stage"]))
 
-    async def outputs(self) -> dict[str, Any]:
-        found = {}
-        for key, invocation_id in self.ids.items():
-            status, output = await self._request("GET", f"{self.ingress}/restate/invocation/{invocation_id}/attach")
-            found[key] = (status, output)
+    async def outputs(self) -> dict[str, Report | ClientError]:
+        found: dict[str, Report | ClientError] = {}
+        for key in self.ids:
+            try:
+                found[key] = await self.patiently(lambda: self.client.workflow(agent, key).attach(run))
+            except ClientError as failed:
+                found[key] = failed
         return found
 
     async def run(self) -> int:
@@ -199,7 +203,7 @@ class Demo:
 
     # --- what the world saw -------------------------------------------------------------------
 
-    async def report(self, outputs: dict[str, Any]) -> int:
+    async def report(self, outputs: dict[str, Report | ClientError]) -> int:
         world = await self.vendor_call("/stats")
         costs = (await self._request("GET", f"{self.admin}/costs?service=Agent"))[1]
         details = {key: (await self._request("GET", f"{self.admin}/invocations/{i}"))[1] for key, i in self.ids.items()}
@@ -207,19 +211,19 @@ class Demo:
         print(f"{len(self.ids)} agent runs of 40 steps; SIGKILLs: {self.tally.kills.count('handlers')} of the "
               f"handler service, {self.tally.kills.count('sidecar')} of the sidecar; the premium model down for "
               f"{self.settings.outage_s:g} s")
-        for key, (status, output) in outputs.items():
+        for key, output in outputs.items():
             customer = f"customer-{key.split('-')[1]}"
             emails = [e["kind"] for e in world["emails"] if e["to"] == f"{customer}@example.com"]
             invoices = [i for i in world["invoices"] if i["customer"] == customer]
             record = world["crm"].get(customer, {})
             whole = sorted(record) == ["amount_cents", "decision", "email", "name", "summary"]
-            decision = output.get("decision") if status == 200 else f"HTTP {status}: {output}"
+            decision = output.decision if isinstance(output, Report) else f"failed: {output}"
             detail = details[key]
             print(f"  {key}: {decision}; emails {sorted(emails)}; invoices {len(invoices)}; CRM record "
                   f"{'whole' if whole else sorted(record)}; spent {detail['cost']:.4f} of budget 1.00; "
                   f"{detail['attempts']} attempts")
             expected = "not approved in time" if key in self.settings.unapproved else "approved"
-            if status != 200 or decision != expected:
+            if decision != expected:
                 problems.append(f"{key} ended {decision!r}, expected {expected!r}")
             if sorted(emails) != ["confirmed", "received"] or len(invoices) != 1 or not whole:
                 problems.append(f"{key}: emails {emails}, invoices {len(invoices)}, CRM {sorted(record)}")
@@ -259,6 +263,7 @@ async def amain(settings: Settings, keep: bool) -> int:
         try:
             return await demo.run()
         finally:
+            await demo.client.close()
             demo.stop_all()
             if keep:
                 print(f"logs and data: {work}")

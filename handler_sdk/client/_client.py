@@ -23,12 +23,14 @@ from ._transport import Transport
 
 T = TypeVar("T")
 O = TypeVar("O")
+#: A receipt of an ``int`` output is a receipt of an ``object`` one.
+O_co = TypeVar("O_co", covariant=True)
 #: Seconds, or a ``timedelta``.
 Seconds = float | datetime.timedelta
 _ANY = decoder_for(Any)
 
 
-class SendReceipt(Generic[O]):
+class SendReceipt(Generic[O_co]):
     """What a send returns: the invocation's ID, and whether this send started it (``Accepted``)
     or an earlier one with the same idempotency key did (``PreviouslyAccepted``). Pass it to
     ``attach``, ``output`` or ``events``; from a typed send, ``attach`` returns the handler's type."""
@@ -36,7 +38,7 @@ class SendReceipt(Generic[O]):
     __slots__ = ("invocation_id", "status", "_output")
 
     def __init__(self, invocation_id: str, status: Literal["Accepted", "PreviouslyAccepted"],
-                 output: msgspec.json.Decoder[O]) -> None:
+                 output: msgspec.json.Decoder[O_co]) -> None:
         self.invocation_id = invocation_id
         self.status = status
         self._output = output

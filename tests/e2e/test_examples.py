@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -104,3 +107,23 @@ async def test_approval_escalates_when_nobody_decides_in_time(approvals: Cluster
     status, body, _ = await approvals.post("/Approval/post-2/decide", "approved")
     assert status == 409 and "already completed" in body["message"]
     await _assert_nothing_left_pinned(approvals)
+
+
+@pytest.fixture
+async def counters(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    async with running_cluster(tmp_path, http, request, ["--durability", "none"],
+                               handlers="examples.counter:counter") as cluster:
+        yield cluster
+
+
+async def test_the_counter_client_calls_and_sends_typed_and_a_rerun_sends_nothing_new(counters: Cluster) -> None:
+    command = [sys.executable, "-m", "examples.counter_client", "--ingress", f"http://{counters.ingress}", "--key", "k"]
+    first = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stdout + first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0] == "add(5) -> 5" and lines[1].startswith("send add(2): Accepted inv_")
+    assert lines[2:] == ["its result, once it ran -> 7", "get() -> 7"]
+    again = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.splitlines()[1] == lines[1].replace("Accepted", "PreviouslyAccepted")
+    assert again.stdout.splitlines()[2:] == ["its result, once it ran -> 7", "get() -> 12"]

@@ -5,6 +5,8 @@ request would be a ConnectionFailed instead)."""
 from __future__ import annotations
 
 import email.utils
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -156,3 +158,10 @@ def test_a_bad_url_or_option_is_refused_at_construction() -> None:
         Client("http://127.0.0.1:8080", overload_retries=-1)
 
 
+
+
+def test_the_client_imports_nothing_of_the_sidecar() -> None:
+    """It ships with the SDK, which installs without the sidecar."""
+    code = "import sys, handler_sdk.client\nprint('\\n'.join(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [name for name in loaded if name == "sidecar" or name.startswith("sidecar.")] == []
