@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
+from hypothesis import given, strategies as st
 
 import handler_sdk.client as client_module
 from handler_sdk import ObjectContext, VirtualObject
@@ -19,6 +20,7 @@ from handler_sdk.client import (
     BadRequest, Client, ClientError, Conflict, ConnectionFailed, InvocationFailed, NotFound, NotReady, Overloaded,
     PayloadTooLarge,
 )
+from handler_sdk.client._codec import Target
 from handler_sdk.client._errors import error_for, retry_after_s
 from tests.client_typing.definitions import Order, add, approve, counter, get, run, signup, steps, typed
 from tests.procs import free_port
@@ -165,3 +167,13 @@ def test_the_client_imports_nothing_of_the_sidecar() -> None:
     code = "import sys, handler_sdk.client\nprint('\\n'.join(sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert [name for name in loaded if name == "sidecar" or name.startswith("sidecar.")] == []
+
+
+@given(st.text(max_size=60))
+def test_any_text_is_a_target_or_a_clear_value_error(text: str) -> None:
+    try:
+        target = Target.parse(text)
+    except ValueError as exc:
+        assert "is not a target" in str(exc) or "bytes long" in str(exc)
+    else:
+        assert 2 <= len(target.parts()) <= 3 and all(target.parts())

@@ -73,3 +73,9 @@ def test_a_page_reads_back_the_same_however_it_is_chunked(page: EventPage, cuts:
     assert [type(e).__name__ if type(e).__name__ != "GrowthWarning" else "Token" for e in events] == \
         [type(e).__name__ for e in expected]
     assert [getattr(e, "data", None) for e in events] == [getattr(e, "data", None) for e in expected]
+
+
+@given(st.lists(st.binary(max_size=64), max_size=20))
+def test_any_bytes_at_all_parse_without_an_error(chunks: list[bytes]) -> None:
+    for message in _parse(*chunks):
+        assert isinstance(message.event, str) and isinstance(message.data, str)
