@@ -326,7 +326,8 @@ def app(
     ``identity_keys``: the public keys (PEM strings) of the sidecars this service serves, that
     of each one's ``--signing-key``; a request that none of them signed within the last 60 s is
     refused with 401 (``None``: those in ``HANDLER_IDENTITY_KEYS``, if it is set; none: every
-    request is served).
+    request is served). Verifying needs the ``signing`` extra: keys without it raise ``ImportError``
+    naming it.
     """
     if isinstance(services, _Definition):
         services = [services]
