@@ -236,7 +236,7 @@ def test_the_sdk_alone_imports_nothing_of_the_sidecar_and_says_its_version(
 def _readme_handler() -> str:
     """The SDK README's example, as a user would paste it into counter.py."""
     (code,) = re.findall(r"```python\n(.*?)```", (ROOT / "sdk" / "README.md").read_text(), re.S)
-    return code
+    return str(code)
 
 
 @pytest.fixture
