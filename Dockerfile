@@ -8,8 +8,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY . .
-# With the OTLP exporter: setting OTEL_EXPORTER_OTLP_ENDPOINT on the container turns tracing on.
-RUN pip install '.[otlp]' \
+# Both distributions from this tree in one command (the sidecar pins the SDK at its own version),
+# with the OTLP exporter: setting OTEL_EXPORTER_OTLP_ENDPOINT on the container turns tracing on.
+RUN pip install ./sdk '.[otlp]' \
     && useradd --system --uid 10001 sidecar \
     && mkdir /data && chown sidecar /data
 

@@ -1,5 +1,7 @@
-# `make run` and `make test` each create .venv and install the project first; an install reruns
-# only when pyproject.toml changes (a stamp file in .venv records the last one).
+# `make run` and `make test` each create .venv and install the project first: both distributions,
+# editable, in one pip command (the sidecar's pinned dependency on the SDK is then met by the SDK in
+# this tree, never fetched); an install reruns only when what it reads changes (a stamp file in
+# .venv records the last one).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -33,10 +35,12 @@ bench: $(VENV)/.installed-bench
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-test: pyproject.toml | $(PY)
-	$(PY) -m pip install -e '.[test]'
+INSTALL_INPUTS := pyproject.toml sdk/pyproject.toml hatch_build.py handler_sdk/_version.py
+
+$(VENV)/.installed-test: $(INSTALL_INPUTS) | $(PY)
+	$(PY) -m pip install -e ./sdk -e '.[test]'
 	touch $@
 
-$(VENV)/.installed-bench: pyproject.toml | $(PY)
-	$(PY) -m pip install -e '.[test,bench]'
+$(VENV)/.installed-bench: $(INSTALL_INPUTS) | $(PY)
+	$(PY) -m pip install -e ./sdk -e '.[test,bench]'
 	touch $@

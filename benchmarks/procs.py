@@ -222,7 +222,7 @@ def sidecar_executable() -> list[str]:
     if script.exists():
         return [str(script)]
     raise BenchError(f"no 'sidecar' console script next to {sys.executable}: install the project "
-                     "into this environment (pip install -e .)")
+                     "into this environment (pip install -e ./sdk -e .)")
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ import msgspec
 
 from benchmarks.procs import Procs, cpu_seconds, free_port, http_ok, leave_tmp, machine_info, wait_until, write_json
 from benchmarks.run import Record, bench_sidecar, parse_args
-from handler_sdk._tracing import StepSpans
+from handler_sdk._tracing import StepTracer
 from handler_sdk.otel import Exporter
 from handler_sdk.otlp_json import encode as encode_json
 from handler_sdk.protocol import Input, Run, Start
@@ -160,7 +160,7 @@ def parts() -> dict[str, float]:
     start = Start("inv_1", attempt=1, service="Counter", handler="add", key="k1", input=b"1", headers={},
                   journal=[Input(b"1")], state=None, seed=0,
                   trace={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
-    steps = StepSpans.of(export, start)
+    steps = StepTracer(export).attempt(start)
     assert ids is not None and steps is not None
     entry = Run(name="audit", value=b"1")
     traceparent = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}

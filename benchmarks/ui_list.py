@@ -159,7 +159,7 @@ async def _time_browser(admin: str, loads: int) -> list[Timing]:
     try:
         from playwright.async_api import async_playwright
     except ImportError:
-        print("no Playwright: the browser loads are skipped (pip install -e '.[test]')", file=sys.stderr)
+        print("no Playwright: the browser loads are skipped (pip install -e ./sdk -e '.[test]')", file=sys.stderr)
         return []
     if not Path(chromium).exists():
         print(f"no Chromium at {chromium}: the browser loads are skipped", file=sys.stderr)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__ as __version__
+
 if TYPE_CHECKING:  # "X as X": an explicit re-export, which a strict type checker in users' code requires
     from ._definition import Service as Service, VirtualObject as VirtualObject, Workflow as Workflow
     from ._server import app as app, serve as serve

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ._blob_cache import DEFAULT_CACHE_BYTES
 from ._definition import Definition, _Definition
+from ._extras import MissingExtra
 from ._identity import IdentityKeyError
 from ._server import serve
 from .logs import FORMATS, LEVELS, configure_logging
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         serve(services, host=args.host, port=args.port, heartbeat_interval=args.heartbeat_interval,
               suspend_after=args.suspend_after, reuse_port=args.reuse_port, blob_cache_bytes=args.blob_cache_bytes)
-    except IdentityKeyError as exc:
+    except (IdentityKeyError, MissingExtra) as exc:
         parser.exit(2, f"python -m handler_sdk: {exc}\n")
     except OSError as exc:  # the port is taken, or the host is not ours: say so, without a traceback
         hint = "" if args.reuse_port else " (to share the port between copies of this service, give each --reuse-port)"

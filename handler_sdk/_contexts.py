@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import msgspec
 
@@ -17,7 +17,6 @@ from ._definition import HandlerDef
 from ._arguments import check_identifier, check_types, json_encode
 from ._gates import Gates
 from ._invocation import AttemptContext, Emit
-from .otel import Exporter
 from .payload_limits import check_state_value
 from ._waits import EntryFuture
 from .context import (
@@ -39,6 +38,9 @@ from .protocol import (
     SetState,
     Start,
 )
+
+if TYPE_CHECKING:
+    from ._tracing import StepTracer
 
 T = TypeVar("T")
 
@@ -173,7 +175,7 @@ class WorkflowAttempt(_Promises, _WriteState, WorkflowContext):
 
 def new_attempt(
     start: Start, handler: HandlerDef, emit: Emit, service_kind: str, *, suspend_after: float = 1.0,
-    suspend_for_acks: bool = False, gates: Gates | None = None, spans: Exporter | None = None,
+    suspend_for_acks: bool = False, gates: Gates | None = None, spans: StepTracer | None = None,
 ) -> AttemptContext:
     """The context class that matches what the handler may do."""
     cls: type[AttemptContext]

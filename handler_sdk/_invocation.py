@@ -32,7 +32,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVarTuple, Unpack, cast
+from typing import TYPE_CHECKING, Any, TypeVarTuple, Unpack, cast
 
 import msgspec
 
@@ -43,8 +43,6 @@ from ._gates import Gates, step_gates
 from .payload_limits import checked_step
 from ._replay import Replay
 from ._spending import Cost, Spending
-from ._tracing import StepSpans
-from .otel import Exporter
 from .breakers import CircuitBreaker, breaker_spec
 from ._waits import Completions, EntryFuture, Result
 from .context import Context, HandlerRef
@@ -71,6 +69,9 @@ from .protocol import (
     ToSidecar,
     awakeable_id as awakeable_id_for,
 )
+
+if TYPE_CHECKING:  # the tracing extra's: imported only where tracing is on
+    from ._tracing import StepTracer
 
 logger = logging.getLogger("handler_sdk")
 
@@ -111,7 +112,7 @@ class AttemptContext(Context):
 
     def __init__(
         self, start: Start, handler: HandlerDef, emit: Emit, *, suspend_after: float = 1.0,
-        suspend_for_acks: bool = False, gates: Gates | None = None, spans: Exporter | None = None,
+        suspend_for_acks: bool = False, gates: Gates | None = None, spans: StepTracer | None = None,
     ) -> None:
         self._id = start.invocation_id
         self._awakeable_key = start.awakeable_key
@@ -119,7 +120,7 @@ class AttemptContext(Context):
         self._input = start.input
         # Handler code continues the trace from the attempt's span (ctx.headers["traceparent"]).
         self._headers = start.headers if start.trace is None else {**start.headers, **start.trace}
-        self._step_spans = StepSpans.of(spans, start)
+        self._step_spans = None if spans is None else spans.attempt(start)
         self._key = start.key
         self._emit = emit
         self._loop = asyncio.get_running_loop()
@@ -413,7 +414,7 @@ class AttemptContext(Context):
             options = options._replace(gate=gate, fallback_gate=fallback_gate)
         self.steps_running += 1
         self._completions.reschedule()
-        started_ns = 0 if self._step_spans is None else StepSpans.begin()
+        started_ns = 0 if self._step_spans is None else self._step_spans.begin()
         try:
             entry, value = await _steps.execute(self, index, name, fn, args, options, self._spending,
                                                 invocation_id=self._id)

@@ -27,7 +27,7 @@ from ._gates import Gates
 from ._identity import from_options as identity_from_options, middleware as identity_middleware
 from ._invocation import AttemptContext
 from ._threads import DaemonExecutor
-from .otel import exporter
+from ._tracing_setup import step_tracer
 from .protocol import (
     PROTOCOL_VERSION, Ack, Blobs, Cancel, Command, Completion, Discovery, End, Failure, FetchBlobs, Heartbeat,
     Leave, Revoke, Start,
@@ -76,8 +76,8 @@ class ServiceTable:
             raise ValueError("app() needs at least one service")
         self.discovery = msgspec.json.encode(Discovery(protocol=PROTOCOL_VERSION, services=specs, blob_refs=True))
         self.sockets: set[web.WebSocketResponse] = set()
-        #: Where step spans go, if the OTEL_* variables turn export on (``otel.exporter``).
-        self.spans = exporter("handler_sdk", "handler-service")
+        #: Where step spans go, if the OTEL_* variables turn export on (with the tracing extra).
+        self.spans = step_tracer()
 
     async def flush_spans(self, _app: web.Application) -> None:
         """On shutdown: export the spans still in the batch (waiting at most ``otel.SHUTDOWN_WAIT_S``)."""
@@ -326,7 +326,8 @@ def app(
     ``identity_keys``: the public keys (PEM strings) of the sidecars this service serves, that
     of each one's ``--signing-key``; a request that none of them signed within the last 60 s is
     refused with 401 (``None``: those in ``HANDLER_IDENTITY_KEYS``, if it is set; none: every
-    request is served).
+    request is served). Verifying needs the ``signing`` extra: keys without it raise ``ImportError``
+    naming it.
     """
     if isinstance(services, _Definition):
         services = [services]
@@ -348,7 +349,7 @@ def app(
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
-    except ImportError:  # not on Windows; the stdlib loop works, only slower
+    except ImportError:  # no uvloop extra (none on Windows): the stdlib loop works, only slower
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
 
@@ -376,7 +377,8 @@ def serve(
     heartbeat_interval: float = 5.0, suspend_after: float = 1.0, reuse_port: bool = False,
     blob_cache_bytes: int = DEFAULT_CACHE_BYTES, identity_keys: Iterable[str] | None = None,
 ) -> None:
-    """Serve ``services`` on ``host:port`` with uvloop until SIGINT or SIGTERM; prints nothing.
+    """Serve ``services`` on ``host:port`` until SIGINT or SIGTERM, on uvloop where it is installed
+    (the ``uvloop`` extra); prints nothing.
 
     ``heartbeat_interval``, ``suspend_after``, ``blob_cache_bytes`` and ``identity_keys`` are as for ``app()``. ``reuse_port``: several
     processes serving the same services may bind the same port (``SO_REUSEPORT``), and the kernel

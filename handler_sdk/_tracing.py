@@ -14,10 +14,37 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .otel import Exporter
+from .otel import Exporter, exporter
 from .protocol import Run, Start
 
 _W3C = TraceContextTextMapPropagator()
+
+
+class StepTracer:
+    """A handler service's step spans: the exporter they go to, and each traced attempt's
+    :class:`StepSpans`. Made only where tracing is on (``_tracing_setup.step_tracer``)."""
+
+    def __init__(self, export: Exporter) -> None:
+        self._export = export
+
+    @classmethod
+    def from_environment(cls) -> StepTracer | None:
+        """The tracer the ``OTEL_*`` variables configure; None where they leave export off."""
+        export = exporter("handler_sdk", "handler-service")
+        return None if export is None else cls(export)
+
+    def attempt(self, start: Start) -> StepSpans | None:
+        """``start``'s step spans; None where the sidecar does not trace, or the trace was sampled out."""
+        if start.trace is None:
+            return None
+        attempt = trace.get_current_span(_W3C.extract(start.trace)).get_span_context()
+        if not attempt.is_valid or not attempt.trace_flags.sampled:
+            return None
+        return StepSpans(self._export, attempt.trace_id, attempt.span_id)
+
+    def shutdown(self) -> None:
+        """Export the spans still in the batch (``Exporter.shutdown``: blocks, briefly)."""
+        self._export.shutdown()
 
 
 class StepSpans:
@@ -27,17 +54,6 @@ class StepSpans:
         self._export = export
         self._trace_id = trace_id
         self._parent = attempt_span_id
-
-    @classmethod
-    def of(cls, export: Exporter | None, start: Start) -> StepSpans | None:
-        """``start``'s step spans; None where this process or the sidecar does not trace, or the
-        trace was sampled out."""
-        if export is None or start.trace is None:
-            return None
-        attempt = trace.get_current_span(_W3C.extract(start.trace)).get_span_context()
-        if not attempt.is_valid or not attempt.trace_flags.sampled:
-            return None
-        return cls(export, attempt.trace_id, attempt.span_id)
 
     @staticmethod
     def begin() -> int:

@@ -18,12 +18,11 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes
 
+from ._tracing_setup import ENDPOINT_VARIABLES, export_requested
 from .otlp_json import JsonSpanExporter
 
 log = logging.getLogger(__name__)
 
-#: Either one turns export on (the first, when both are set, is where traces go).
-ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _OK = Status(StatusCode.OK)
 #: How long a stopping process waits for its last spans to be sent.
 SHUTDOWN_WAIT_S = 1.0
@@ -66,11 +65,7 @@ def exporter(scope: str, default_service_name: str) -> Exporter | None:
     """An exporter of spans over OTLP/HTTP in batches, or None where tracing is off: no endpoint
     variable set, ``OTEL_SDK_DISABLED=true``, ``OTEL_TRACES_EXPORTER=none``, or the exporter
     package (the ``otlp`` extra) not installed."""
-    if not any(os.environ.get(name) for name in ENDPOINT_VARIABLES):
-        return None
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+    if not export_requested(os.environ):
         return None
     span_exporter = _span_exporter()
     if span_exporter is None:
@@ -99,7 +94,8 @@ def _span_exporter() -> SpanExporter | None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError:
         log.warning("%s is set, but opentelemetry-exporter-otlp-proto-http is not installed "
-                    "(pip install 'durable-sidecar[otlp]', or OTEL_EXPORTER_OTLP_PROTOCOL=http/json): no traces "
+                    "(the otlp extra: pip install 'durable-sidecar[otlp]', or 'durable-handler-sdk[otlp]' for a "
+                    "handler service; or OTEL_EXPORTER_OTLP_PROTOCOL=http/json): no traces "
                     "are exported", ENDPOINT_VARIABLES[1])
         return None
     return OTLPSpanExporter()

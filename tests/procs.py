@@ -94,16 +94,18 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0
 class Process:
     """A child process with its output in a log file."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None, *,
+                 cwd: Path = ROOT) -> None:
         self.name = name
         self.args = args
         self.log_path = log_dir / f"{name}.log"
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self._cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=self._env)
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=self._cwd, env=self._env)
         log.close()
         return self
 

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, strategies as st
 
 from handler_sdk import app
-from handler_sdk._identity import ENV, Identity, IdentityKeyError, identity_keys, parse_keys
+from handler_sdk._identity import ENV, IdentityKeyError
+from handler_sdk._identity_keys import Identity, identity_keys, parse_keys
 from handler_sdk.protocol import Input, Start, ToSidecar, encoder
 from handler_sdk.signature import HEADER, MAX_SKEW_MS, canonical, format_header, parse_header
 from sidecar.clock import now_ms
