@@ -49,10 +49,11 @@ def _passed(result: subprocess.CompletedProcess[str], count: int) -> None:
 
 @pytest.mark.timeout(420)
 def test_a_users_tests_pass_under_pytest_asyncio_auto_mode(tmp_path: Path) -> None:
-    """Three days of sleep, a delayed send and a deadline under advance; a SIGKILL mid-step with
-    no step repeated; a restart that keeps what finished and the time: see harness_user/test_shop.py."""
+    """Three days of sleep, a delayed send, a deadline and an hour's retry back-off under advance; a
+    SIGKILL mid-step with no step repeated; a restart that keeps what finished and the time: see
+    harness_user/test_shop.py."""
     ini = "asyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
-    _passed(_users_pytest(tmp_path, ini, "test_shop.py"), 6)
+    _passed(_users_pytest(tmp_path, ini, "test_shop.py"), 7)
 
 
 @pytest.mark.timeout(420)

@@ -1,5 +1,6 @@
 """A user's services, as a user's project would have them: a trial that reminds after 3 days,
-an order that charges then ships, a quote with a one-hour deadline, a counter.
+an order that charges then ships, a quote with a one-hour deadline, a handler that fails once
+and is retried an hour later, a counter.
 
 Side effects are lines appended to the file named by ``SIDE_EFFECTS`` (one per step that ran),
 so tests count what happened outside, as a payment provider or a mailer would.
@@ -12,7 +13,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from handler_sdk import Context, ObjectContext, Service, VirtualObject
+from handler_sdk import Context, ObjectContext, RetryPolicy, Service, VirtualObject
 
 
 def side_effect(what: str) -> str:
@@ -67,6 +68,19 @@ async def hold(ctx: Context) -> str:
     return "held a day"
 
 
+flaky = Service("Flaky")
+
+
+@flaky.handler(retry=RetryPolicy(initial_interval=3600, max_interval=3600))
+async def twice(ctx: Context) -> str:
+    """Fails its first attempt; the sidecar backs off half an hour to an hour before the next."""
+    failed = Path(os.environ["SIDE_EFFECTS"] + ".failed")
+    if not failed.exists():
+        failed.touch()
+        raise RuntimeError("the first attempt fails")
+    return "the second attempt worked"
+
+
 counter = VirtualObject("Counter")
 
 
@@ -77,4 +91,4 @@ async def add(ctx: ObjectContext, n: int) -> int:
     return total
 
 
-SERVICES = [trial, orders, quotes, counter]
+SERVICES = [trial, orders, quotes, flaky, counter]

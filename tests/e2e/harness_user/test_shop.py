@@ -66,6 +66,16 @@ async def test_a_handlers_deadline_passes_when_the_clock_is_advanced(sidecar_har
         assert (await sc.invocation(invocation_id)).status == "failed"
 
 
+async def test_a_retry_backed_off_for_an_hour_comes_at_once_when_the_hour_is_skipped(
+        sidecar_harness: Harness, effects: Path) -> None:
+    async with sidecar_harness(shop.SERVICES, env={"SIDE_EFFECTS": str(effects)}) as sc:
+        invocation_id = await sc.send("Flaky/twice")
+        backing_off = await sc.wait_for(invocation_id, "backing-off")
+        assert backing_off.next_retry_at is not None and backing_off.next_retry_at - await sc.now() > timedelta(minutes=25)
+        await sc.advance(timedelta(hours=1))
+        assert await sc.attach(invocation_id) == "the second attempt worked"
+
+
 async def test_a_handler_killed_mid_step_resumes_without_repeating_the_steps_done(
         sidecar_harness: Harness, effects: Path) -> None:
     async with sidecar_harness(shop.SERVICES, env={"SIDE_EFFECTS": str(effects)}) as sc:
