@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from handler_sdk.testing import TestSidecar
 from sidecar.http.test_clock import MAX_ADVANCE_MS, MAX_OFFSET_MS
 from tests.e2e.conftest import START_TIMEOUT_S
 from tests.e2e.handlers import counter
-from tests.procs import Process, eventually, free_port, sidecar_cli
+from tests.procs import ROOT, Process, eventually, free_port, sidecar_cli
 
 USER_PROJECT = Path(__file__).parent / "harness_user"
 DAY = timedelta(days=1)
@@ -54,6 +55,22 @@ def test_a_users_tests_pass_under_pytest_asyncio_auto_mode(tmp_path: Path) -> No
     harness_user/test_shop.py."""
     ini = "asyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
     _passed(_users_pytest(tmp_path, ini, "test_shop.py"), 7)
+
+
+@pytest.mark.timeout(240)
+def test_the_docs_example_passes_as_written(tmp_path: Path) -> None:
+    """docs/testing.md's two files, pasted as they stand: its services module and its test."""
+    section = (ROOT / "docs" / "testing.md").read_text().split("## A complete example\n", 1)[1].split("\n## ", 1)[0]
+    services, tests = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
+    project = tmp_path / "docs-example"
+    project.mkdir()
+    (project / "reminders.py").write_text(services)
+    (project / "test_reminders.py").write_text(tests)
+    (project / "pytest.ini").write_text(
+        "[pytest]\nfilterwarnings = error\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project,
+                            capture_output=True, text=True, timeout=200)
+    _passed(result, 1)
 
 
 @pytest.mark.timeout(420)
