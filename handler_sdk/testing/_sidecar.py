@@ -297,19 +297,24 @@ class TestSidecar:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.2)
 
+    async def admin(self, method: str, path: str, body: Any = NO_ARGUMENT) -> Any:
+        """Any admin API request (``"GET", "/invocations?status=failed"``; ``body`` sent as JSON):
+        its answer, decoded; an error as :class:`SidecarError`."""
+        return _decode(await self._request(method, self.admin_url, "/" + path.lstrip("/"), body=body,
+                                           headers={"content-type": "application/json"}), Any)
+
     # --- time ------------------------------------------------------------------------------------
 
     async def advance(self, by: datetime.timedelta | float) -> datetime.datetime:
         """Move the sidecar's clock ``by`` forward (a ``timedelta``, or seconds): every durable
         timer, delayed send, retry back-off and invocation deadline that comes due fires at once,
         as if that time had passed. The new time."""
-        ms = _milliseconds(by, "advance")
-        shown = msgspec.json.decode(await self._request("POST", self.admin_url, "/test/clock", body={"advance_ms": ms}))
+        shown = await self.admin("POST", "/test/clock", {"advance_ms": _milliseconds(by, "advance")})
         return _EPOCH + datetime.timedelta(milliseconds=shown["now_ms"])
 
     async def now(self) -> datetime.datetime:
         """The sidecar's time: the wall clock plus every advance so far."""
-        shown = msgspec.json.decode(await self._request("GET", self.admin_url, "/test/clock"))
+        shown = await self.admin("GET", "/test/clock")
         return _EPOCH + datetime.timedelta(milliseconds=shown["now_ms"])
 
     # --- HTTP ------------------------------------------------------------------------------------

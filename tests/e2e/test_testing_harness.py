@@ -111,6 +111,7 @@ async def test_bad_advances_are_refused_with_the_reason_and_move_nothing(
         with pytest.raises(ValueError, match="advance must be zero or more"):
             await sc.advance(timedelta(seconds=-1))
         assert (await sc.now()) - before < timedelta(minutes=5)  # nothing above moved it
+        assert (await sc.admin("GET", "/test/clock"))["offset_ms"] == 0
 
         for _ in range(MAX_OFFSET_MS // MAX_ADVANCE_MS):
             await sc.advance(timedelta(milliseconds=MAX_ADVANCE_MS))
