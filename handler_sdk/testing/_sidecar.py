@@ -156,17 +156,17 @@ class TestSidecar:
         ingress, admin, handler_port = free_port(), free_port(), free_port()
         self.ingress_url, self.admin_url = f"http://127.0.0.1:{ingress}", f"http://127.0.0.1:{admin}"
         self.handler_url = f"http://127.0.0.1:{handler_port}"
-        # The child imports the services by name from where this process found them.
-        path = os.pathsep.join(entry or os.getcwd() for entry in sys.path)
+        # The children import the services (and the sidecar) from where this process found them.
+        env = {**_child_environment(self._env), "PYTHONPATH": os.pathsep.join(entry or os.getcwd() for entry in sys.path)}
         self._handler = ChildProcess(
             "handler service", [sys.executable, "-m", "handler_sdk", *self._targets, "--host", "127.0.0.1",
                                 "--port", str(handler_port), *self._handler_args],
-            self._directory / "handler.log", {**_child_environment(self._env), "PYTHONPATH": path}, Path.cwd())
+            self._directory / "handler.log", env, Path.cwd())
         self._sidecar = ChildProcess(
             "sidecar", [*command, "serve", "--data-dir", str(self._directory / "data"),
                         "--ingress", f"127.0.0.1:{ingress}", "--admin", f"127.0.0.1:{admin}",
                         "--durability", "none", "--workers", "1", "--test-clock", *self._sidecar_args],
-            self._directory / "sidecar.log", _child_environment(self._env), Path.cwd())
+            self._directory / "sidecar.log", env, Path.cwd())
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._request_timeout, connect=5.0))
         try:
             await self.start_handler()

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handler_sdk.testing import TestSidecar
+from handler_sdk.testing import HarnessError, TestSidecar
 from sidecar.http.test_clock import MAX_ADVANCE_MS, MAX_OFFSET_MS
 from tests.e2e.conftest import START_TIMEOUT_S
 from tests.e2e.handlers import counter
@@ -181,3 +181,12 @@ async def test_without_the_flag_there_is_no_test_clock(tmp_path: Path) -> None:
     finally:
         sidecar.stop()
     assert not (tmp_path / "data" / "test-clock.json").exists()
+
+
+async def test_a_sidecar_that_cannot_start_is_a_harness_error_with_its_log(
+        sidecar_harness: Callable[..., TestSidecar]) -> None:
+    """Here: more than one worker, which the test clock refuses (an advance moves one process's clock)."""
+    with pytest.raises(HarnessError, match=r"(?s)the sidecar exited \(status 2\) before serving.*"
+                                           r"--test-clock runs one worker .*not --workers 2"):
+        async with sidecar_harness([counter], sidecar_args=["--workers", "2"]):
+            pass
