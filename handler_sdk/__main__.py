@@ -1,7 +1,8 @@
-"""``python -m handler_sdk MODULE:NAME [--host H] [--port P] [--suspend-after S] [--reuse-port]
-[--blob-cache-bytes N] [--log-level L] [--log-format text|json]``: serve services.
+"""``python -m handler_sdk MODULE:NAME [MODULE:NAME ...] [--host H] [--port P] [--suspend-after S]
+[--reuse-port] [--blob-cache-bytes N] [--log-level L] [--log-format text|json]``: serve services.
 
-``NAME`` is a Service, VirtualObject or Workflow defined in ``MODULE``, or a list of them.
+Each ``NAME`` is a Service, VirtualObject or Workflow defined in its ``MODULE``, or a list of them;
+one process serves them all.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         epilog="HANDLER_IDENTITY_KEYS (PEM public keys): serve only requests that a sidecar holding one of "
                "their private keys signed (sidecar serve --signing-key).",
     )
-    parser.add_argument("target", metavar="MODULE:NAME")
+    parser.add_argument("targets", metavar="MODULE:NAME", nargs="+")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9080)
     parser.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="SECONDS")
@@ -68,9 +69,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:
-        services = load(args.target)
+        services = [service for target in args.targets for service in load(target)]
     except (ValueError, ImportError) as exc:
         parser.error(str(exc))
+    names = [service.name for service in services]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        parser.error(f"two services are named {twice[0]!r}: each name may be served once")
     if not args.suspend_after >= 0:  # NaN too
         parser.error("--suspend-after must be zero or more")
     if args.blob_cache_bytes < 0:

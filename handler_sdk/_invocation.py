@@ -138,6 +138,8 @@ class AttemptContext(Context):
         self._spending = Spending(start.journal, budget, handler.on_budget)
         self.max_payload_bytes = start.payloads.max_payload_bytes
         self._rng: random.Random | None = None  # built on first use: seeding costs a few us
+        #: Added to the wall clock for the instants this attempt journals: the sidecar's test clock.
+        self._clock_offset_ms = start.clock_offset_ms
         # Entries already in the journal are durable; acks are cumulative.
         self._acked = len(start.journal) - 1
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -186,9 +188,12 @@ class AttemptContext(Context):
             self._waiters = waiting
             self._completions.reschedule()
 
-    def on_completion(self, index: int, value: bytes | None, failure: Failure | None) -> None:
-        """Entry ``index`` is done; whoever awaits it, now or later, gets it."""
+    def on_completion(self, index: int, value: bytes | None, failure: Failure | None,
+                      clock_offset_ms: int = 0) -> None:
+        """Entry ``index`` is done; whoever awaits it, now or later, gets it. ``clock_offset_ms``:
+        the sidecar's test clock as of now (it only moves forward)."""
         if not self._closed:
+            self._clock_offset_ms = max(self._clock_offset_ms, clock_offset_ms)
             self._completions.complete(index, value, failure)
 
     def kill(self) -> None:
@@ -439,11 +444,15 @@ class AttemptContext(Context):
             raise _steps.failure_error(entry.failure)
         return value
 
+    def _now_ms(self) -> int:
+        """The wall clock as the sidecar reads it (ahead by its test clock's offset, if any)."""
+        return time.time_ns() // 1_000_000 + self._clock_offset_ms
+
     async def now(self) -> datetime.datetime:
         self._cancellation_point()
         index, recorded = self._step(Now, "")
         if recorded is None:
-            ms = time.time_ns() // 1_000_000
+            ms = self._now_ms()
             self._command(index, Now(ms=ms))
         else:
             ms = cast(Now, recorded).ms
@@ -456,7 +465,7 @@ class AttemptContext(Context):
         index, recorded = self._completable(Sleep, "")
         if recorded is None:
             # The wall clock is fine here: the wake-up instant is journaled, and replays use it.
-            self._command(index, Sleep(wake_at_ms=time.time_ns() // 1_000_000 + ms))
+            self._command(index, Sleep(wake_at_ms=self._now_ms() + ms))
         _, failure = await self._outcome(index)  # a cancellation recorded at this wait surfaces here
         if failure is not None:
             raise TerminalError(failure.message, failure.code)

@@ -188,7 +188,8 @@ class Connection:
             attempt = self._attempts.get(message.invocation_id)
             if attempt is not None:  # else it ended or suspended: the sidecar restarts it with the entry done
                 completion = cast(Completion, message)
-                attempt.on_completion(completion.index, completion.value, completion.failure)
+                attempt.on_completion(completion.index, completion.value, completion.failure,
+                                      completion.clock_offset_ms)
         elif kind is Start:
             self._start(cast(Start, message))
         elif kind is Leave:

@@ -351,12 +351,17 @@ class Start(_ToHandler, frozen=True, omit_defaults=True):
     #: by an operator's resume): it overrides the handler's own ``budget=``. None: the handler's.
     budget: float | None = None
     #: How large payloads travel: references, the blobs sent along, the size limit. (One field,
-    #: so that a Start stays a msgpack fixmap: 15 fields at most.)
+    #: so that a Start stays a msgpack fixmap, 15 fields at most, whenever the test clock's
+    #: offset below is left out, as it always is in production.)
     payloads: Payloads = Payloads()
     #: The W3C trace context (``traceparent``) of this attempt's span, where the
     #: sidecar traces: the SDK's step spans are its children, and handler code sees it in
     #: ``ctx.headers``. None: not traced.
     trace: dict[str, str] | None = None
+    #: How far the sidecar's clock runs ahead of the wall clock, in ms: 0 (left out) but under a
+    #: test clock that skips time (``handler_sdk.testing``). The SDK adds it to the wall clock
+    #: where it journals an instant (``ctx.now()``, a ``Sleep``'s wake-up), so both sides agree.
+    clock_offset_ms: int = 0
 
 
 class Ack(_ToHandler, frozen=True):
@@ -365,7 +370,7 @@ class Ack(_ToHandler, frozen=True):
     index: int
 
 
-class Completion(_ToHandler, frozen=True):
+class Completion(_ToHandler, frozen=True, omit_defaults=True):
     """Entry ``index`` is done (a timer fired, an awakeable was resolved): ``value`` or ``failure``.
 
     Sent only once the completed entry is durable."""
@@ -373,6 +378,9 @@ class Completion(_ToHandler, frozen=True):
     index: int
     value: bytes | None = None
     failure: Failure | None = None
+    #: The sidecar's test clock offset now (as ``Start.clock_offset_ms``; 0, left out, but under
+    #: one): an advance that fired this timer reaches the attempt that awaited it.
+    clock_offset_ms: int = 0
 
 
 class Cancel(_ToHandler, frozen=True):

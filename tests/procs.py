@@ -7,14 +7,10 @@ test fails), and waits on conditions with deadlines, never on fixed sleeps.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,55 +18,10 @@ from typing import TypeVar
 
 import aiohttp
 
+from handler_sdk.testing._ports import free_port as free_port  # the harness's claims, shared
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-
-
-#: Where test processes claim ports: one lock file per port, held until the process exits.
-_CLAIMS = Path(tempfile.gettempdir()) / "durable-sidecar-test-ports"
-_claimed: list[int] = []  # the claims' descriptors, kept open for the session
-
-
-def _claim(port: int) -> bool:
-    """Make ``port`` this process's for the session. A port free now may be bound by another test
-    run on the machine a moment later (two runs at once), or while a service of ours that was killed
-    is down; a claim keeps every other run, and this one, from handing it out again."""
-    _CLAIMS.mkdir(exist_ok=True)
-    fd = os.open(_CLAIMS / str(port), os.O_CREAT | os.O_RDWR, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return False
-    _claimed.append(fd)
-    return True
-
-
-def free_port() -> int:
-    """A loopback port free now and claimed by no other test run, below the kernel's ephemeral
-    range: a port the kernel picked (``bind(0)``) can be handed out again as the local port of an
-    outgoing connection, which then keeps a sidecar restarted on it from binding. Never the same
-    port twice, in this run or another one at the same time (see ``_claim``)."""
-    low = _ephemeral_low()
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 10000), low)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if _claim(port):
-            return port
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
 
 
 async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, what: str = "condition") -> T:

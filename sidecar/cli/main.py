@@ -111,6 +111,10 @@ def main(ingress: str, admin: str) -> None:
               help="Only these: completed, failed, paused, killed, cancelled, budget_exceeded [all].")
 @click.option("--webhook-secret", metavar="whsec_BASE64",
               help="Sign webhooks with this key (Standard Webhooks; better: SIDECAR_WEBHOOK_SECRET).")
+# Tests only (handler_sdk.testing), so hidden from --help and no setting: no file or variable of a
+# deployment can turn it on. The clock then moves forward through POST /test/clock (admin API).
+@click.option("--test-clock", is_flag=True, hidden=True,
+              help="TESTS ONLY: a clock that POST /test/clock advances; one worker.")
 @click.pass_context
 def serve(
     ctx: click.Context, config_file: str | None, data_dir: str | None, ingress: str | None,
@@ -119,7 +123,7 @@ def serve(
     inactivity_timeout: float | None, retention: float | None, workers: int | None,
     max_queue_per_key: int | None, max_invocations: int | None, blob_threshold: int | None, max_payload: int | None,
     log_level: str | None, log_format: str | None, limits: tuple[str, ...], signing_key: str | None,
-    webhooks: tuple[str, ...], webhook_events: str | None, webhook_secret: str | None,
+    webhooks: tuple[str, ...], webhook_events: str | None, webhook_secret: str | None, test_clock: bool,
 ) -> None:
     """Run the sidecar until SIGINT or SIGTERM."""
     # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
@@ -147,14 +151,18 @@ def serve(
         })
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None
+    if test_clock and settings.workers > 1:
+        raise ConfigFailure(f"--test-clock runs one worker (an advance moves one process's clock), "
+                            f"not --workers {settings.workers}: leave --workers unset, or give 1")
     from sidecar.process.server import run  # imported late: client commands need none of the server
     from sidecar.store import LayoutError
     from sidecar.store.check import DamagedStore
+    from sidecar.time_skipping import ClockFileError
     from sidecar.transport.signing import SigningKeyError
 
     try:
-        run(settings)
-    except (LayoutError, DamagedStore, SigningKeyError) as exc:
+        run(settings, test_clock=test_clock)
+    except (LayoutError, DamagedStore, SigningKeyError, ClockFileError) as exc:
         raise ConfigFailure(f"cannot start the sidecar: {exc}") from None
     except OSError as exc:
         # The usual operator mistakes (port taken, no permission) deserve a line, not a traceback.

@@ -31,6 +31,7 @@ from ..process.mesh import Mesh, MeshError
 from ..metrics import Metrics
 from ..process.partitions import PartitionMap
 from .event_stream import EventStreamRoute
+from .test_clock import TimeSkippingRoutes
 from .ui import UiRoutes
 from .errors import HTTPProblem, JsonRoutes, json_errors, json_only, json_response, refuse_long_identifiers
 from .input import json_body, json_value, path_parts, storable
@@ -39,6 +40,7 @@ from ..invoker.queries import record_reason
 from ..transport.registry import Registry, RegistrationError
 from ..store import InvocationRecord, Store
 from ..store.records import DeploymentRecord
+from ..time_skipping import SkippingClock
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +134,11 @@ class Admin:
     def __init__(
         self, *, invoker: Invoker, registry: Registry, store: Store, settings: Settings, http: aiohttp.ClientSession,
         partitions: PartitionMap, metrics: Metrics, mesh: Mesh | None = None,
+        test_clock: SkippingClock | None = None,
     ) -> None:
         self._metrics = metrics
+        #: Serves ``/test/clock`` (``serve --test-clock``); None: those routes do not exist.
+        self._test_clock = test_clock
         self._invoker = invoker
         self._registry = registry
         self._store = store
@@ -177,6 +182,8 @@ class Admin:
         r.add_put("/state/{object}/{key}/{name}", self._state_routed)
         r.add_delete("/state/{object}/{key}/{name}", self._state_routed)
         UiRoutes().add_to(r)
+        if self._test_clock is not None:
+            TimeSkippingRoutes(self._test_clock).add_to(r)
         r.add_fallback()
         return app
 

@@ -8,7 +8,6 @@ object ``A`` on key ``B``. Payload bytes are passed through untouched.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
@@ -18,6 +17,7 @@ from aiohttp import web
 from handler_sdk.protocol import Failure
 
 from ..cli.config import Settings
+from ..clock import now_ms
 from ..ids import partition_of_id
 from ..process.mesh import Mesh
 from ..process.partitions import PartitionMap
@@ -177,7 +177,7 @@ class Ingress:
         return await self._result(invocation_id, response_headers)
 
     def _expiry(self, record: InvocationRecord | None) -> str:
-        base_ms = record.completed_ms if record is not None and record.completed_ms else time.time() * 1000
+        base_ms = record.completed_ms if record is not None and record.completed_ms else now_ms()
         instant = datetime.fromtimestamp(base_ms / 1000 + self._settings.retention_s, tz=timezone.utc)
         return instant.isoformat(timespec="seconds").replace("+00:00", "Z")
 

@@ -20,7 +20,7 @@ from functools import partial
 
 from handler_sdk.protocol import Cancel, Failure, Input, Output, Payloads, Start, ToSidecar, encoder
 
-from ..clock import call_at_ms, now_ms
+from ..clock import call_at_ms, now_ms, offset_ms as clock_offset_ms
 from ..cli.config import Settings
 from ..transport.links import Carrier, LinkError
 from ..metrics import Metrics
@@ -266,7 +266,7 @@ class Lifecycle:
             budget=record.budget, payloads=Payloads(blob_threshold=blobs.threshold, blobs=blobs.sent,
                                                     max_payload_bytes=self._settings.max_payload_bytes,
                                                     refs=bool(blobs.sources)),
-            trace=self._tracing.attempt(live, live.attempt),
+            trace=self._tracing.attempt(live, live.attempt), clock_offset_ms=clock_offset_ms(),
         )))
         if record.cancelled:  # every attempt of a cancelled invocation learns it at once
             link.send(encoder.encode(Cancel(record.id)))
@@ -356,8 +356,12 @@ class Lifecycle:
         if live.record.status != "backing-off":
             return
         if live.record.cancelled:  # cancelled while this record was being written: no waiting
-            delay = 0.0
-        live.retry_handle = asyncio.get_running_loop().call_later(delay, self.launch, live)
+            live.retry_handle = asyncio.get_running_loop().call_soon(self.launch, live)
+            return
+        # A wall-clock wait like any other (a test clock's advance skips it), until the instant
+        # stored as next_retry_ms: the one a restart waits for too.
+        due_ms = live.record.next_retry_ms
+        live.retry_handle = call_at_ms(due_ms if due_ms is not None else now_ms() + int(delay * 1000), self.launch, live)
 
     def paused(self, live: Live) -> None:
         """Write ``live`` as ``paused`` (its status set, its attempt over), with its webhook; its

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from handler_sdk.protocol import Awakeable, Completion, Entry, Failure, Sleep, encoder
 
-from ..clock import call_at_ms
+from ..clock import call_at_ms, offset_ms
 from ..store import Changes, Store
 from ..store.records import EarlyCompletion
 from .awakeable_ids import minted, parse_awakeable_id
@@ -174,7 +174,7 @@ class DurableWaits:
             live.journal[index] = done
         attempt = live.attempt
         if attempt is not None and not attempt.over:
-            attempt.link.send(encoder.encode(Completion(live.record.id, index, value, failure)))
+            attempt.link.send(encoder.encode(Completion(live.record.id, index, value, failure, offset_ms())))
         elif live.record.status == "suspended" and index in live.record.waiting_on:
             self._resume(live)
 

@@ -33,7 +33,9 @@ from .partitions import PartitionMap
 from ..transport.registry import Registry, RegistrationError
 from ..transport.signing import Signer
 from ..store import Changes, Store, StoreError
+from ..time_skipping import SkippingClock
 from ..tracing import Tracing
+from .. import clock
 
 log = logging.getLogger("sidecar")
 
@@ -91,9 +93,15 @@ class WorkerSpec(msgspec.Struct, frozen=True):
 @asynccontextmanager
 async def running(
     settings: Settings, on_store_lost: Callable[[str], None] | None = None, worker: WorkerSpec | None = None,
+    test_clock: bool = False,
 ) -> AsyncIterator[Invoker]:
-    """The sidecar (or one worker of it), serving until the context exits."""
+    """The sidecar (or one worker of it), serving until the context exits. ``test_clock``: on the
+    clock that ``POST /test/clock`` advances (tests only; one worker)."""
     async with AsyncExitStack() as stack:
+        skipping = SkippingClock.load(Path(settings.data_dir)) if test_clock else None
+        if skipping is not None:  # before anything reads the clock: recovery arms its timers on it
+            clock.use_skipping_clock(skipping)
+            stack.callback(clock.use_skipping_clock, None)
         store = Store(settings.data_dir, durability=settings.durability, map_size=settings.map_size_bytes,
                       blob_threshold=settings.blob_threshold_bytes)
         mesh: Mesh | None = None
@@ -120,7 +128,7 @@ async def running(
         stack.push_async_callback(invoker.close)
         first = partitions.index == 0
         admin = Admin(invoker=invoker, registry=registry, store=store, settings=settings, http=http,
-                      partitions=partitions, metrics=metrics, mesh=mesh)
+                      partitions=partitions, metrics=metrics, mesh=mesh, test_clock=skipping)
         ingress = Ingress(invoker, registry, settings, partitions, mesh)
         if mesh is not None:
             serve_calls(mesh, invoker.calls)
@@ -147,7 +155,7 @@ async def running(
         yield invoker
 
 
-async def serve(settings: Settings, worker: WorkerSpec | None = None) -> int:
+async def serve(settings: Settings, worker: WorkerSpec | None = None, test_clock: bool = False) -> int:
     """Serve until a signal (exit status 0) or until the writer process dies (1)."""
     stop = asyncio.Event()
     failure: list[str] = []
@@ -160,7 +168,7 @@ async def serve(settings: Settings, worker: WorkerSpec | None = None) -> int:
         failure.append(reason)
         stop.set()
 
-    async with running(settings, store_lost, worker) as invoker:
+    async with running(settings, store_lost, worker, test_clock) as invoker:
         await stop.wait()
         log.info("shutting down")
         if failure:
@@ -231,16 +239,20 @@ def _cpu_quota(cgroup: Path) -> float | None:
     return quota / period if quota > 0 and period > 0 else None
 
 
-def run(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM (blocking): in this process, or as a group of workers."""
+def run(settings: Settings, *, test_clock: bool = False) -> None:
+    """Serve until SIGINT or SIGTERM (blocking): in this process, or as a group of workers.
+    ``test_clock`` (``serve --test-clock``, for tests) serves in this process, whatever the cores."""
     configure_logging(settings)
     Signer.load(settings.signing_key)  # a bad key is refused here, once, not by each worker as it starts
-    workers = settings.workers or default_workers(usable_cores())
+    if test_clock:
+        SkippingClock.load(Path(settings.data_dir))  # an unreadable offset is refused here, as a bad key
+    # An advance moves this process's clock: under a test clock it must be the only worker.
+    workers = 1 if test_clock else settings.workers or default_workers(usable_cores())
     if workers > 1:
         from .supervisor import supervise
 
         status = supervise(settings, workers)
     else:
-        status = run_loop(serve(settings))
+        status = run_loop(serve(settings, test_clock=test_clock))
     if status:
         raise SystemExit(status)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import time
 
 import aiohttp
 import msgspec
@@ -16,6 +15,7 @@ from yarl import URL
 
 from handler_sdk.protocol import PROTOCOL_VERSION, Discovery, HandlerSpec, ServiceSpec, name_problem
 
+from ..clock import now_ms
 from ..ids import IdGenerator
 from ..store import Changes, DeploymentRecord, Store
 from ..store.records import TRANSPORTS
@@ -138,7 +138,7 @@ class Registry:
                                          "another transport; pass force to replace it")
         record = DeploymentRecord(
             id=existing.id if existing else self._ids.deployment_id(), uri=uri, services=discovery.services,
-            created_ms=int(time.time() * 1000), transport=transport, blob_refs=discovery.blob_refs,
+            created_ms=now_ms(), transport=transport, blob_refs=discovery.blob_refs,
         )
         changes = Changes()
         changes.put_deployment(record)

@@ -16,6 +16,10 @@ import pytest
 
 from tests.procs import Process, eventually, free_port, python, sidecar_cli
 
+#: A user's project with tests of its own, run by pytest in a subprocess (test_testing_harness.py),
+#: never collected as part of this suite.
+collect_ignore = ["harness_user"]
+
 #: How long a process may take to start serving: generous, since a busy machine (two test runs
 #: at once on two cores) slows a start several times over, and nothing waits longer than needed.
 START_TIMEOUT_S = 60.0

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from examples.approval import approval
+from handler_sdk.testing import SidecarError, TestSidecar
 from tests.e2e.conftest import Cluster, running_cluster
 from tests.e2e.sse import read_events, stage, subscribe
 from tests.procs import eventually
@@ -101,12 +104,19 @@ async def test_approval_streams_its_progress_and_its_draft_as_it_writes_it(appro
     await _assert_nothing_left_pinned(approvals)
 
 
-async def test_approval_escalates_when_nobody_decides_in_time(approvals: Cluster) -> None:
-    status, result, _ = await approvals.post("/Approval/post-2/run", {"topic": "quiet", "deadline_s": 1})
-    assert (status, result) == (200, "escalated to the on-call editor (timed out)")
-    status, body, _ = await approvals.post("/Approval/post-2/decide", "approved")
-    assert status == 409 and "already completed" in body["message"]
-    await _assert_nothing_left_pinned(approvals)
+async def test_approval_escalates_when_nobody_decides_within_its_two_days(
+        sidecar_harness: Callable[..., TestSidecar]) -> None:
+    """A realistic deadline, skipped through with the test clock (handler_sdk.testing)."""
+    async with sidecar_harness([approval]) as sc:
+        run = await sc.send("Approval/post-2/run", {"topic": "quiet", "deadline_s": 2 * 86400})
+        await sc.wait_for(run, until=lambda inv: inv.sleeping)
+        await sc.advance(timedelta(days=1, hours=23))
+        assert not (await sc.invocation(run)).finished
+        await sc.advance(timedelta(hours=1))
+        assert await sc.attach(run) == "escalated to the on-call editor (timed out)"
+        with pytest.raises(SidecarError) as late:
+            await sc.call("Approval/post-2/decide", "approved")
+        assert late.value.code == 409 and "already completed" in late.value.message
 
 
 @pytest.fixture

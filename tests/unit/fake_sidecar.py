@@ -68,7 +68,7 @@ class FakeSidecar:
         self, service: str, handler: str, input: bytes = b"", *, journal: list[Entry] | None = None,
         state: dict[str, bytes] | None = None, key: str | None = "k", seed: int = 7,
         invocation_id: str | None = None, attempt: int = 1, awakeable_key: bytes = b"",
-        budget: float | None = None,
+        budget: float | None = None, clock_offset_ms: int = 0,
     ) -> str:
         inv = invocation_id or f"inv_{next(_ids)}"
         entries: list[Entry] = [Input(value=input), *(journal or [])]
@@ -76,7 +76,7 @@ class FakeSidecar:
             invocation_id=inv, attempt=attempt, service=service, handler=handler, key=key,
             input=input, headers={"x-test": "1"}, journal=entries,
             state=state if state is not None or key is None else {}, seed=seed, awakeable_key=awakeable_key,
-            budget=budget,
+            budget=budget, clock_offset_ms=clock_offset_ms,
         )
         await self.ws.send_bytes(encoder.encode(start))
         self._next_index[inv] = len(entries)
@@ -96,8 +96,10 @@ class FakeSidecar:
 
     async def complete(
         self, inv: str, index: int, value: bytes | None = None, failure: Failure | None = None,
+        clock_offset_ms: int = 0,
     ) -> None:
-        completion = Completion(invocation_id=inv, index=index, value=value, failure=failure)
+        completion = Completion(invocation_id=inv, index=index, value=value, failure=failure,
+                                clock_offset_ms=clock_offset_ms)
         await self.ws.send_bytes(encoder.encode(completion))
 
     async def kill(self, inv: str) -> None:

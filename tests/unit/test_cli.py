@@ -109,11 +109,22 @@ def test_serve_bad_flag_type() -> None:
 
 
 @pytest.fixture
-def fake_server_run(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
+def clock_flags(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each ``test_clock`` that the fake ``run`` (``fake_server_run``) was given."""
+    return []
+
+
+@pytest.fixture
+def fake_server_run(monkeypatch: pytest.MonkeyPatch, clock_flags: list[bool]) -> list[Settings]:
     """Stand in for `sidecar.process.server.run`: record the settings instead of serving."""
     calls: list[Settings] = []
+
+    def run(settings: Settings, *, test_clock: bool = False) -> None:
+        calls.append(settings)
+        clock_flags.append(test_clock)
+
     module = types.ModuleType("sidecar.process.server")
-    module.run = calls.append  # type: ignore[attr-defined]
+    module.run = run  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sidecar.process.server", module)
     for name in ("SIDECAR_INGRESS", "SIDECAR_ADMIN", "SIDECAR_DATA_DIR", "SIDECAR_CONFIG"):
         monkeypatch.delenv(name, raising=False)
@@ -138,8 +149,18 @@ def test_serve_builds_settings(fake_server_run: list[Settings], tmp_path: Path) 
     assert (settings.durability, settings.inactivity_timeout_s) == ("none", 2.5)
 
 
+def test_serve_test_clock_is_a_hidden_flag_of_one_worker(
+        fake_server_run: list[Settings], clock_flags: list[bool]) -> None:
+    assert _cli("serve").exit_code == 0 and _cli("serve", "--test-clock", "--workers", "1").exit_code == 0
+    assert clock_flags == [False, True]
+    assert "test-clock" not in _cli("serve", "--help").output
+    _assert_clean_failure(_cli("serve", "--test-clock", "--workers", "2"), 2,
+                          "--test-clock runs one worker (an advance moves one process's clock), not --workers 2")
+    assert len(fake_server_run) == 2
+
+
 def test_serve_port_taken(monkeypatch: pytest.MonkeyPatch, fake_server_run: list[Settings]) -> None:
-    def taken(settings: Settings) -> None:
+    def taken(settings: Settings, *, test_clock: bool = False) -> None:
         raise OSError(errno.EADDRINUSE, "address already in use")
 
     monkeypatch.setattr(sys.modules["sidecar.process.server"], "run", taken)

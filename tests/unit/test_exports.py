@@ -49,3 +49,20 @@ def test_the_wire_module_imports_no_runtime() -> None:
 
 def test_the_sdk_ships_its_type_information() -> None:
     assert (Path(handler_sdk.__file__).parent / "py.typed").is_file()
+
+
+def test_the_test_harness_names_are_pinned() -> None:
+    import handler_sdk.testing
+
+    assert handler_sdk.testing.__all__ == [
+        "TestSidecar", "Invocation", "JournalEntry", "Status", "SidecarError", "HarnessError", "NotImportable",
+    ]
+
+
+def test_the_test_harness_runs_the_sidecar_and_never_imports_it() -> None:
+    """The SDK installs without the sidecar: its harness starts ``python -m sidecar`` as a process.
+    Its pytest plugin, loaded by every pytest run where the SDK is installed, loads nothing heavy."""
+    loaded = _modules_loaded_by("from handler_sdk.testing import TestSidecar, Invocation, SidecarError")
+    assert not {name for name in loaded if name == "sidecar" or name.startswith("sidecar.")}
+    plugin = _modules_loaded_by("import handler_sdk.testing.pytest_plugin")
+    assert "sidecar" not in plugin and "handler_sdk.testing._sidecar" not in plugin

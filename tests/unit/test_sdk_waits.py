@@ -23,6 +23,7 @@ from handler_sdk.protocol import (
     Entry,
     Failure,
     Heartbeat,
+    Now,
     Run,
     Sleep,
     Suspend,
@@ -97,6 +98,42 @@ async def test_sleep_journals_its_wake_up_instant_and_continues_on_completion(co
 
     await sidecar.complete(inv, 1)
     assert (await ended(sidecar, inv)).output == b'"woke"'
+
+
+DAY_MS = 86_400_000
+
+
+async def test_instants_journaled_follow_the_sidecars_test_clock_from_start_and_completions(
+        connect: Connect) -> None:
+    """A sidecar whose test clock runs 3 days ahead says so in the Start: ``ctx.now()`` and a
+    sleep's wake-up are 3 days ahead too; a timer fired by an advance to 4 days says so in its
+    Completion, and the same attempt's next instants are 4 days ahead."""
+    svc = Service("Clocked")
+
+    @svc.handler()
+    async def run(ctx: Context) -> str:
+        await ctx.now()
+        await ctx.sleep(60)
+        await ctx.now()
+        await ctx.sleep(60)
+        return "done"
+
+    sidecar = await connect(svc, suspend_after=NEVER)
+    before = now_ms()
+    inv = await sidecar.start("Clocked", "run", key=None, clock_offset_ms=3 * DAY_MS)
+    first, sleep = await command(sidecar, inv), await command(sidecar, inv)
+    after = now_ms()
+    assert isinstance(first.entry, Now) and before + 3 * DAY_MS <= first.entry.ms <= after + 3 * DAY_MS
+    assert isinstance(sleep.entry, Sleep)
+    assert before + 3 * DAY_MS + 60_000 <= sleep.entry.wake_at_ms <= after + 3 * DAY_MS + 60_000
+
+    await sidecar.complete(inv, 2, clock_offset_ms=4 * DAY_MS)
+    second, again = await command(sidecar, inv), await command(sidecar, inv)
+    later = now_ms()
+    assert isinstance(second.entry, Now) and before + 4 * DAY_MS <= second.entry.ms <= later + 4 * DAY_MS
+    assert isinstance(again.entry, Sleep) and again.entry.wake_at_ms >= before + 4 * DAY_MS + 60_000
+    await sidecar.complete(inv, 4)
+    assert (await ended(sidecar, inv)).output == b'"done"'
 
 
 async def test_zero_negative_and_timedelta_delays(connect: Connect) -> None:
