@@ -35,6 +35,7 @@ EXTRA_MODULES = {
     "handler_sdk._tracing": ("opentelemetry", "tracing"),
     "handler_sdk.otel": ("opentelemetry", "tracing"),
     "handler_sdk.otlp_json": ("opentelemetry", "tracing"),
+    "handler_sdk.testing.pytest_plugin": ("pytest", "testing"),
 }
 #: Never imported by the SDK: the sidecar and what it alone depends on.
 SIDECAR_ONLY = {"sidecar", "lmdb", "click", "prometheus_client", "zstandard"}
@@ -135,7 +136,7 @@ def test_each_wheel_holds_its_own_package_and_the_metadata_users_expect(dists: D
     plain, extras = _requirements(sdk)
     assert plain == {"aiohttp>=3.9", "msgspec>=0.18"}
     assert extras == {"uvloop": {"uvloop"}, "signing": {"cryptography"},
-                      "tracing": {"opentelemetry-api", "opentelemetry-sdk"},
+                      "tracing": {"opentelemetry-api", "opentelemetry-sdk"}, "testing": {"pytest"},
                       "otlp": {"opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"}}
     plain, _ = _requirements(sidecar)
     assert f"durable-handler-sdk[signing,tracing,uvloop]=={version}" in plain
