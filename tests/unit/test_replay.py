@@ -318,9 +318,19 @@ SAVED_FRAMES = {
 }
 
 
+#: Saved frames this version writes differently, though with the same meaning: a ``Start`` has more
+#: than 15 fields now, so msgspec heads it with a map16 (``de 00 0b``) where a fixmap (``8b``) did,
+#: and a ``Completion`` leaves out its default ``failure`` (``omit_defaults``). Every msgpack
+#: decoder reads both forms, which the round trip below holds.
+REWRITTEN_FRAMES = {Start, Completion}
+
+
 @pytest.mark.parametrize("frame", list(SAVED_FRAMES))
 def test_saved_frames_still_decode(frame: str) -> None:
     expected = SAVED_FRAMES[frame]
     decoder = to_handler_decoder if isinstance(expected, (Start, Completion, Cancel)) else to_sidecar_decoder
     assert decoder.decode(bytes.fromhex(frame)) == expected
-    assert encoder.encode(expected).hex() == frame
+    written = encoder.encode(expected)
+    assert decoder.decode(written) == expected
+    if type(expected) not in REWRITTEN_FRAMES:
+        assert written.hex() == frame
