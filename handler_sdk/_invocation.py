@@ -404,9 +404,12 @@ class AttemptContext(Context):
     ) -> Any:
         if name == CANCELLED_STEP:
             raise ValueError(f"the step name {CANCELLED_STEP!r} is reserved")
-        options = _steps.StepOptions(retry or DEFAULT_STEP_RETRY, cost, positive_seconds("timeout", timeout),
-                                     fallback, fallback_after)
-        _steps.check_options(options)
+        if retry is None and cost is None and timeout is None and fallback is None:
+            options = _steps.DEFAULT_STEP_OPTIONS
+        else:
+            options = _steps.StepOptions(retry or DEFAULT_STEP_RETRY, cost, positive_seconds("timeout", timeout),
+                                         fallback, fallback_after)
+            _steps.check_options(options)
         spec = None if breaker is None else breaker_spec(breaker)
         if limit is not None:
             check_types(limit=(limit, str))

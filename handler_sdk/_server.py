@@ -112,9 +112,11 @@ class Connection:
 
     def send(self, message: ToSidecar) -> None:
         """Queue one message; the writer task sends queued messages in order."""
-        if type(message) is Command and self._blob_threshold:
+        frame = encoder.encode(message)
+        # A frame within the threshold holds no payload over it: most commands skip the look.
+        if type(message) is Command and self._blob_threshold and len(frame) > self._blob_threshold:
             self._table.blobs.remember(message.entry, self._blob_threshold)
-        self._out.append(encoder.encode(message))
+        self._out.append(frame)
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None

@@ -24,7 +24,7 @@ import msgspec
 from ._gates import StepGate
 from ._spending import BUDGET_EXCEEDED, Cost, CostError, Spending, check_cost_option, checked_cost, cost_of_result, plus
 from .errors import BudgetExceeded, RetryableError, TerminalError
-from .options import RetryPolicy
+from .options import DEFAULT_STEP_RETRY, RetryPolicy
 from .protocol import Failure, Run
 
 logger = logging.getLogger("handler_sdk")
@@ -89,10 +89,8 @@ async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool)
     return result
 
 
-async def _call(name: str, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool,
-                timeout: float | None) -> Any:
-    if timeout is None:
-        return await _invoke(fn, args, is_async)
+async def _call_with_timeout(name: str, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool,
+                             timeout: float) -> Any:
     # A sync fn's thread cannot be stopped: on expiry we stop awaiting it (to_thread's future is
     # cancelled) and it runs on in the background, holding a worker of the default executor.
     deadline = asyncio.timeout(timeout)
@@ -120,8 +118,14 @@ class StepOptions(typing.NamedTuple):
     fallback_gate: StepGate | None = None
 
 
+#: ``ctx.run`` without options (the common case): checked once, here, not on every step.
+DEFAULT_STEP_OPTIONS = StepOptions(DEFAULT_STEP_RETRY)
+
+
 class _Tries:
     """A step's tries so far: how many, what they cost, when the first began."""
+
+    __slots__ = ("count", "cost", "started")
 
     def __init__(self) -> None:
         self.count = 0
@@ -178,7 +182,7 @@ async def execute(
     try:
         while True:
             use_fallback = options.fallback is not None and tries.count >= options.fallback_after
-            refusal = spending.refusal(tries.cost or 0.0)
+            refusal = None if spending.budget is None else spending.refusal(tries.cost or 0.0)
             if refusal is not None:
                 variant = "fallback" if use_fallback else "primary"
                 return tries.entry(name, variant, failure=Failure(code=refusal.code, message=refusal.message)), None
@@ -189,12 +193,18 @@ async def execute(
             info = step_fn(call)
             tries.count += 1
             try:
-                result = await _call(name, call, args, info.is_async, options.timeout)
+                if options.timeout is not None:
+                    result = await _call_with_timeout(name, call, args, info.is_async, options.timeout)
+                elif info.is_async:  # the common case, one coroutine less
+                    result = await call(*args)
+                else:
+                    result = await _invoke(call, args, False)
                 if gate is not None:
                     gate.succeeded()
                 raw = _json_encode(result)
                 value = info.decoder.decode(raw)
-                tries.spend(cost_of_result(options.cost, result))
+                if options.cost is not None:
+                    tries.spend(cost_of_result(options.cost, result))
                 return tries.entry(name, variant, value=raw), value
             except CostError as exc:
                 failure = Failure(code=500, message=f"step {name!r}: {exc}")

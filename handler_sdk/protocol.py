@@ -224,6 +224,14 @@ ACKED_KINDS: tuple[type, ...] = (Run,)
 # payload that *is* a reference is never a payload of its own.
 
 BLOB_MAGIC = b"\xffblob\x00\xfe\x01"
+
+
+def holds_blob_magic(raw: bytes) -> bool:
+    """Whether ``raw`` contains ``BLOB_MAGIC`` anywhere. (``find``, not ``in``: ``in`` on bytes
+    first tries its operand as an integer and raises and clears a TypeError, on every value
+    stored or sent.)"""
+    return raw.find(BLOB_MAGIC) >= 0
+
 _SIZE_BYTES = 8
 BLOB_REF_BYTES = len(BLOB_MAGIC) + 32 + _SIZE_BYTES
 
@@ -252,7 +260,7 @@ class BlobRef(msgspec.Struct, frozen=True):
 
 def needs_blob(payload: bytes, threshold: int) -> bool:
     """Whether ``payload`` goes as a reference: it is over ``threshold``, or looks like one."""
-    return len(payload) > threshold or BLOB_MAGIC in payload
+    return len(payload) > threshold or holds_blob_magic(payload)
 
 
 class BlobData(msgspec.Struct, frozen=True, array_like=True):
@@ -278,7 +286,7 @@ def blob_payloads(entry: Entry, threshold: int) -> list[bytes]:
     found: list[bytes] = []
     for name in PAYLOAD_FIELDS.get(type(entry), ()):
         held = getattr(entry, name)
-        if type(held) is bytes and (len(held) > threshold or BLOB_MAGIC in held):
+        if type(held) is bytes and (len(held) > threshold or holds_blob_magic(held)):
             found.append(held)
     return found
 

@@ -97,6 +97,9 @@ class OutgoingBlobs:
 
 
 def note_held(entry: Entry, threshold: int, held: HeldBlobs, ref_of: RefOf) -> None:
-    """A handler sent ``entry``: the SDK keeps its large payloads, so count them as held."""
+    """A handler sent ``entry``: the SDK keeps its payloads over ``threshold``, so count them as
+    held. (One within it that looks like a reference is stored as a blob too, but not counted: a
+    replay that needs it sends it when the handler asks.)"""
     for payload in blob_payloads(entry, threshold):
-        held.add(ref_of(payload).sha256, len(payload))
+        if len(payload) > threshold:
+            held.add(ref_of(payload).sha256, len(payload))

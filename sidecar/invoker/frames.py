@@ -27,6 +27,7 @@ from ..metrics import Metrics
 from ..store import Changes, InvocationRecord, Store
 from ..store.records import ResolutionSpec
 from .blob_wire import note_held
+from .growth import payload_bytes
 from .calls import Calls
 from .commits import recheck_if_cancelled
 from .events import EventStreams, Place
@@ -153,15 +154,17 @@ class FrameHandler:
             return self._violation(attempt, f"a {live.record.handler_kind} handler may not write state")
         if (problem := entry_identifier_problem(entry) or _absurd(entry)) is not None:
             return self._violation(attempt, problem)
-        if type(entry) is SetState and len(entry.value) > self._max_payload_bytes:
-            return self._violation(attempt, too_large(f"state value {entry.name!r}", len(entry.value),
-                                                      self._max_payload_bytes))
-        refused = checked_step(entry, self._max_payload_bytes) if kind is Run else entry  # type: ignore[arg-type]
-        if refused is not entry:  # an SDK that did not check: journal the step's failure, replay it
-            return self._refuse_step(attempt, command.index, refused)
+        size = payload_bytes(entry)
+        if size > self._max_payload_bytes:  # a value over the limit (most entries are far within it)
+            if type(entry) is SetState and len(entry.value) > self._max_payload_bytes:
+                return self._violation(attempt, too_large(f"state value {entry.name!r}", len(entry.value),
+                                                          self._max_payload_bytes))
+            refused = checked_step(entry, self._max_payload_bytes) if kind is Run else entry  # type: ignore[arg-type]
+            if refused is not entry:  # an SDK that did not check: journal the step's failure, replay it
+                return self._refuse_step(attempt, command.index, refused)
         held = attempt.link.held
-        if held is not None and attempt.blobs.threshold:  # the SDK keeps the large payloads it sends
-            note_held(entry, attempt.blobs.threshold, held, self._store.blob_memo.ref)
+        if held is not None and attempt.blobs.threshold and size > attempt.blobs.threshold:
+            note_held(entry, attempt.blobs.threshold, held, self._store.blob_memo.ref)  # the SDK keeps them
         changes = Changes()
         after: Callable[[], object] | None = None
         if kind is Call or kind is Send:
@@ -174,7 +177,7 @@ class FrameHandler:
             changes.put_outbox(resolution)
             after = partial(self._resolutions.deliver, resolution)
         journal.append(entry)
-        self._growth.appended(live, command.index, entry)
+        self._growth.appended(live, command.index, entry, size)
         changes.append_entry(live.record, command.index, entry)
         if kind in COMPLETABLE_KINDS:
             self._waits.journaled(live, command.index, entry, changes)

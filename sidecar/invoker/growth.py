@@ -50,9 +50,9 @@ class GrowthWatch:
         live.state_sizes = {} if state is None else {name: len(value) for name, value in state.items()}
         live.state_bytes = sum(live.state_sizes.values())
 
-    def appended(self, live: Live, index: int, entry: Entry) -> None:
-        """Entry ``index`` was journaled."""
-        live.journal_bytes += payload_bytes(entry)
+    def appended(self, live: Live, index: int, entry: Entry, size: int) -> None:
+        """Entry ``index``, whose payloads take ``size`` bytes, was journaled."""
+        live.journal_bytes += size
         if live.journal_bytes > self._journal_limit:
             self._warn(live, "journal", index, live.journal_bytes, self._journal_limit)
         if type(entry) is SetState:

@@ -26,7 +26,9 @@ from typing import Any, Protocol
 import msgspec
 import zstandard
 
-from handler_sdk.protocol import BLOB_MAGIC, PAYLOAD_FIELDS, BlobRef, Entry, entry_decoder, map_payloads, needs_blob
+from handler_sdk.protocol import (
+    BLOB_MAGIC, PAYLOAD_FIELDS, BlobRef, Entry, entry_decoder, holds_blob_magic, map_payloads, needs_blob,
+)
 
 from . import keys
 from .records import (
@@ -106,7 +108,7 @@ def _inliner(fetch: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
 def resolve_stored(db: str, raw_key: bytes, raw: bytes, fetch: Callable[[bytes], bytes]) -> bytes:
     """The stored value ``raw`` with every reference replaced by its bytes (``fetch``: SHA-256 ->
     bytes): what the invoker wrote. Values that hold none are returned as they are, undecoded."""
-    if BLOB_MAGIC not in raw:
+    if not holds_blob_magic(raw):
         return raw
     return map_stored(db, raw_key, raw, _inliner(fetch))
 
@@ -115,7 +117,7 @@ def resolve_entry(raw: bytes, fetch: Callable[[bytes], bytes]) -> Entry:
     """A stored journal entry, decoded, with its references replaced by their bytes (no copy of
     them, unlike ``resolve_stored``: replays read long journals of large entries)."""
     entry: Entry = entry_decoder.decode(raw)
-    return map_payloads(entry, PAYLOAD_FIELDS, _inliner(fetch)) if BLOB_MAGIC in raw else entry
+    return map_payloads(entry, PAYLOAD_FIELDS, _inliner(fetch)) if holds_blob_magic(raw) else entry
 
 
 class MissingBlob(Exception):
@@ -154,11 +156,15 @@ class Readable(Protocol):
 class BlobTarget:
     """A ``batch.Target`` that stores large payloads as blobs and keeps their counts exact."""
 
-    __slots__ = ("_inner", "_threshold", "_compressor")
+    __slots__ = ("_inner", "_threshold", "_compressor", "_refs_stored")
 
-    def __init__(self, inner: Readable, threshold: int) -> None:
+    def __init__(self, inner: Readable, threshold: int, *, refs_stored: bool = True) -> None:
         self._inner = inner
         self._threshold = threshold
+        #: Whether any stored value may refer to a blob (``blob_refs`` is not empty). While none
+        #: does, no value written over or deleted can give a reference back, so values are put
+        #: and deleted without reading what they replace: the common case, and one lookup less.
+        self._refs_stored = refs_stored
         #: Made when a first blob is stored: building one costs more than most batches.
         self._compressor: zstandard.ZstdCompressor | None = None
 
@@ -166,13 +172,16 @@ class BlobTarget:
         if db not in PAYLOAD_DBS:
             self._inner.put(db, key, value)
             return
-        if len(value) > self._threshold or BLOB_MAGIC in value:
+        if len(value) > self._threshold or holds_blob_magic(value):
             value = map_stored(db, key, value, self._store_payload)
+        if not self._refs_stored:
+            self._inner.put(db, key, value)
+            return
         # After the new value took its references: a count passes 0 only when its blob is gone.
         self._release(self._inner.replace(db, key, value))
 
     def delete(self, db: str, key: bytes) -> None:
-        if db in PAYLOAD_DBS:
+        if db in PAYLOAD_DBS and self._refs_stored:
             self._release(self._inner.pop(db, key))
         else:
             self._inner.delete(db, key)
@@ -190,6 +199,7 @@ class BlobTarget:
                 self._compressor = zstandard.ZstdCompressor(level=_LEVEL)
             self._inner.put("blobs", ref.sha256, self._compressor.compress(payload))
             count = BlobCount(count=1, size=ref.size)
+            self._refs_stored = True
         else:
             count = _count_decoder.decode(raw)
             count.count += 1
@@ -198,7 +208,7 @@ class BlobTarget:
 
     def _release(self, old: bytes | None) -> None:
         """Give back the references of ``old``, a stored value just replaced or deleted."""
-        if old is None or BLOB_MAGIC not in old:
+        if old is None or not holds_blob_magic(old):
             return
         for sha in refs_in(old):
             raw = self._inner.get("blob_refs", sha)

@@ -30,7 +30,7 @@ from typing import Any
 import lmdb
 import msgspec
 
-from handler_sdk.protocol import BLOB_MAGIC, Run, entry_decoder
+from handler_sdk.protocol import Run, entry_decoder, holds_blob_magic
 
 from . import keys
 from .blobs import PAYLOAD_DBS
@@ -146,6 +146,6 @@ def _store_blobs(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], blob_thresho
     target = store_target(txn, dbs, blob_threshold)
     for db in sorted(PAYLOAD_DBS):
         large = [(bytes(key), bytes(raw)) for key, raw in txn.cursor(db=dbs[db])
-                 if len(raw) > blob_threshold or BLOB_MAGIC in raw]
+                 if len(raw) > blob_threshold or holds_blob_magic(raw)]
         for key, raw in large:
             target.put(db, key, raw)

@@ -52,4 +52,9 @@ class TxnTarget:
 def store_target(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], blob_threshold: int) -> Target:
     """What every batch is applied to: the transaction, with payloads over ``blob_threshold``
     bytes stored as blobs (``blobs.py``)."""
-    return BlobTarget(TxnTarget(txn, dbs), blob_threshold)
+    refs = dbs.get("blob_refs")  # absent only while an older layout is migrated: no blobs then
+    refs_stored = False
+    if refs is not None:
+        with txn.cursor(db=refs) as cursor:
+            refs_stored = cursor.first()
+    return BlobTarget(TxnTarget(txn, dbs), blob_threshold, refs_stored=refs_stored)
