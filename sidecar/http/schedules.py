@@ -64,9 +64,9 @@ class ScheduleRoutes:
 
     def add_to(self, routes: JsonRoutes) -> None:
         routes.add_get("/schedules", self.list)
-        routes.add_get("/schedules/{name}", self.show)
-        routes.add_put("/schedules/{name}", self._routed)
-        routes.add_delete("/schedules/{name}", self._routed)
+        routes.add_get("/schedules/{name:[^/]+}", self.show)
+        routes.add_put("/schedules/{name:[^/]+}", self._routed)
+        routes.add_delete("/schedules/{name:[^/]+}", self._routed)
 
     async def list(self, request: web.Request) -> web.Response:
         return json_response({"schedules": [schedule_view(r) for r in self._store.list_schedules()]})

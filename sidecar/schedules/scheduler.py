@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 _RETRY_FIRST_MS = 1000
 _RETRY_MOST_MS = 60_000
 
+#: A stopping sidecar lets the firings being made finish (and their records be written) this long.
+_CLOSE_PATIENCE_S = 5.0
+
 #: Headers every firing's invocation carries (``ctx.headers``): which schedule, which fire time.
 SCHEDULE_HEADER = "x-sidecar-schedule"
 FIRE_TIME_HEADER = "x-sidecar-fire-time"
@@ -106,9 +109,13 @@ class Scheduler:
                     self._arm(armed, on_time=True)
 
     async def close(self) -> None:
+        """Fire nothing more; let the firings being made be recorded (a firing cut between its
+        invocation and its record would be fired again at the start, found by its idempotency
+        key: harmless, but the record would lag)."""
         self._closing = True
         for armed in self._armed.values():
             armed.disarm()
+        await self._background.drain(_CLOSE_PATIENCE_S)
         await self._background.close()
 
     # --- set and delete ------------------------------------------------------------------------
@@ -163,13 +170,14 @@ class Scheduler:
         self._background.spawn(self._handle_due(armed, on_time))
 
     def _current(self, armed: _Armed) -> bool:
-        return not self._closing and self._armed.get(armed.record.name) is armed
+        """Whether ``armed`` is still the schedule's entry: not replaced, nor deleted."""
+        return self._armed.get(armed.record.name) is armed
 
     async def _handle_due(self, armed: _Armed, on_time: bool) -> None:
         """Handle every fire time from the record's next one up to now, as ``catch_up`` says."""
         record = armed.record
         first = record.next_fire_ms
-        if first is None or not self._current(armed):
+        if first is None or self._closing or not self._current(armed):
             return
         now = now_ms()
         timing = timing_of(record.spec)
@@ -185,6 +193,8 @@ class Scheduler:
         if not chosen.fire:
             record = armed.record = msgspec.structs.replace(record, next_fire_ms=timing.next_after(now))
         for fire_ms in chosen.fire:
+            if self._closing:
+                break  # the record says which fire time comes next: the restart goes on from there
             try:
                 record = await self._fire(armed, fire_ms)
             except (FiringRefused, StoreError, ConnectionError) as exc:

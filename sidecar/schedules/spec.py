@@ -70,6 +70,10 @@ def parse_spec(body: ScheduleBody, registry: Registry, now_ms: int) -> ScheduleS
     if len(body.input) > MAX_INPUT_BYTES:
         raise ScheduleRefused(f"input is {len(body.input)} bytes: a schedule's input may be at most "
                               f"{MAX_INPUT_BYTES} bytes")
+    try:  # as the ingress will decode it at each firing (msgspec.Raw skips over numbers it would refuse)
+        msgspec.json.decode(body.input)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ScheduleRefused(f"input is not JSON a send can carry: {exc}") from None
     target, key_per_firing = _target(body.target, registry)
     every_ms: int | None = None
     timezone = "UTC"
