@@ -122,11 +122,14 @@ class Scheduler:
 
     async def put(self, name: str, spec: ScheduleSpec) -> tuple[ScheduleRecord, bool]:
         """Set schedule ``name`` (in this worker, its owner) to ``spec``, at once: its next fire
-        time counts from now. Returns the record once durable, and whether it is new. A
-        replaced schedule keeps its counts and its last invocation (``overlap`` sees it)."""
+        time counts from now, unless ``spec`` is what it is already. Returns the record once
+        durable, and whether it is new. A replaced schedule keeps its counts and its last
+        invocation (``overlap`` sees it)."""
         now = now_ms()
         old = self._armed.get(name)
         previous = old.record if old is not None else self._store.get_schedule(name)
+        if previous is not None and msgspec.structs.replace(spec, anchor_ms=previous.spec.anchor_ms) == previous.spec:
+            return previous, False  # the same again (a tool that applies its config each hour): nothing moves
         record = ScheduleRecord(name=name, spec=spec, created_ms=now, updated_ms=now)
         if previous is not None:
             record = msgspec.structs.replace(previous, spec=spec, updated_ms=now, last_error=None)

@@ -229,7 +229,9 @@ async def test_skip_leaves_out_firings_while_the_last_one_runs_and_queue_does_no
 
 
 async def test_a_put_takes_effect_at_once_and_a_delete_stops_the_firings(sched: Cluster) -> None:
-    await put(sched, "soon", every="1h", target="Ticks/tick")
+    first = await put(sched, "soon", every="1h", target="Ticks/tick")
+    again = await put(sched, "soon", every="1h", target="Ticks/tick")  # the same spec: nothing moves
+    assert again["next_fire_ms"] == first["next_fire_ms"] and again["updated_at"] == first["updated_at"]
     replaced = await put(sched, "soon", every="1s", target="Clock/hall/chime", overlap="queue")
     assert replaced["target"] == "Clock/hall/chime" and replaced["next_fire_ms"] < time.time() * 1000 + 2000
     await until_fired(sched, "soon", 2)
