@@ -154,11 +154,6 @@ class Scheduler:
         await self._store.submit(changes)
         return True
 
-    def current(self, name: str) -> ScheduleRecord | None:
-        """The schedule as this worker, its owner, has it (ahead of the store by a write at most)."""
-        armed = self._armed.get(name)
-        return armed.record if armed is not None else self._store.get_schedule(name)
-
     # --- firing --------------------------------------------------------------------------------
 
     def _arm(self, armed: _Armed, *, on_time: bool, at_ms: int | None = None) -> None:
