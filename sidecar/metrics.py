@@ -115,6 +115,12 @@ class Metrics:
             "sidecar_webhook_deliveries", "Webhook tries per receiver: delivered, failed (tried again), expired "
             "(undelivered past the retention), dropped (its receiver no longer configured).", ["receiver", "outcome"],
             registry=registry)
+        self.schedule_firings = Counter(
+            "sidecar_schedule_firings", "Schedules' fire times, by what became of them: fired (an invocation made), "
+            "repeated (made before a restart, found by its idempotency key), skipped (the previous firing had not "
+            "finished), missed (passed while the sidecar was down, not made up for per catch_up), failed (the "
+            "target refused it), deferred (the sidecar could not take it then: tried again).", ["outcome"],
+            registry=registry)
 
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_seconds.observe(seconds)

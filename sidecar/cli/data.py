@@ -58,7 +58,8 @@ def check(data_dir: str, as_json: bool) -> None:
         echo_json({**{name: getattr(verdict, name) for name in verdict.__struct_fields__}, "ok": verdict.ok})
     else:
         click.echo(f"{data_dir}: layout {verdict.layout}, {verdict.invocations:,} invocations, "
-                   f"{verdict.journal_entries:,} journal entries, {verdict.blobs:,} blobs")
+                   f"{verdict.journal_entries:,} journal entries, {verdict.blobs:,} blobs, "
+                   f"{verdict.schedules:,} schedules")
         for note in verdict.notes:
             click.echo(f"note: {note}")
         for problem in verdict.problems:

@@ -34,6 +34,7 @@ from .breakers import breakers
 from .costs import costs
 from .data import backup, check
 from .limits import parse_limit_flag
+from .schedules import schedules
 from .state import awakeable, state
 
 _DEFAULTS = Settings()
@@ -452,6 +453,7 @@ main.add_command(costs)
 main.add_command(backup)
 main.add_command(check)
 main.add_command(breakers)
+main.add_command(schedules)
 main.add_command(state)
 main.add_command(awakeable)
 

@@ -1,5 +1,5 @@
-"""Admin API (DESIGN §4): deployments, services, invocations, costs, breakers, state, health; and the
-web UI (``GET /ui``, DESIGN §11) that shows them."""
+"""Admin API (DESIGN §4): deployments, services, invocations, costs, breakers, schedules, state, health;
+and the web UI (``GET /ui``, DESIGN §11) that shows them."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ from ..metrics import Metrics
 from ..process.partitions import PartitionMap
 from .event_stream import EventStreamRoute
 from .test_clock import TimeSkippingRoutes
+from .schedules import ScheduleRoutes
+from ..schedules.scheduler import Scheduler
 from .ui import UiRoutes
 from .errors import HTTPProblem, JsonRoutes, json_errors, json_only, json_response, refuse_long_identifiers
 from .input import json_body, json_value, path_parts, storable
@@ -133,7 +135,7 @@ def _edit_wait(query: Mapping[str, str]) -> float:
 class Admin:
     def __init__(
         self, *, invoker: Invoker, registry: Registry, store: Store, settings: Settings, http: aiohttp.ClientSession,
-        partitions: PartitionMap, metrics: Metrics, mesh: Mesh | None = None,
+        partitions: PartitionMap, metrics: Metrics, scheduler: Scheduler, mesh: Mesh | None = None,
         test_clock: SkippingClock | None = None,
     ) -> None:
         self._metrics = metrics
@@ -149,6 +151,7 @@ class Admin:
         self._live = LiveRecords(invoker.table.active, partitions, mesh)
         self._payloads = PayloadViews(store)
         self._events = EventStreamRoute(invoker, partitions, mesh, answers_mesh=False)  # the ingress's answers
+        self._schedules = ScheduleRoutes(scheduler=scheduler, registry=registry, store=store, mesh=mesh)
         if mesh is not None:
             mesh.handlers["admin.invocation"] = self.answer_invocation
             mesh.handlers["admin.state"] = self.answer_state
@@ -177,6 +180,7 @@ class Admin:
         r.add_get("/costs", self.costs)
         assert self._invoker.board is not None, "the admin API runs in worker 0, which holds the breakers"
         BreakerRoutes(self._invoker.board).add_to(r)
+        self._schedules.add_to(r)
         r.add_get("/blobs/{sha256}", self._payloads.blob)
         r.add_get("/state/{object}/{key}", self._state_routed)
         r.add_put("/state/{object}/{key}/{name}", self._state_routed)

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 import msgspec
 from aiohttp import web
+from multidict import CIMultiDict
 
 from handler_sdk.protocol import Failure
 
@@ -24,13 +25,15 @@ from ..process.partitions import PartitionMap
 from ..durations import parse_delay
 from .event_stream import EventStreamRoute
 from .errors import (
-    HTTPProblem, JsonRoutes, error_response, json_errors, json_only, json_response, refuse_long_identifiers,
+    ErrorBody, HTTPProblem, JsonRoutes, error_response, exception_response, json_errors, json_only, json_response,
+    refuse_long_identifiers,
 )
 from .input import budget_header, json_value, path_parts, storable
 from ..invoker import (
     AwakeableCompleted, AwakeableNotFound, InvocationNotFound, Invoker, Overloaded, parse_awakeable_id,
 )
 from ..invoker.idempotency import WORKFLOW_RUN
+from ..schedules.scheduler import FiringRefused
 from ..transport.registry import Registry, Route
 from ..store import InvocationRecord
 
@@ -47,6 +50,10 @@ _NOT_READY = 470
 class SendAccepted(msgspec.Struct):
     invocationId: str
     status: str
+
+
+_accepted_decoder = msgspec.json.Decoder(SendAccepted)
+_error_decoder = msgspec.json.Decoder(ErrorBody)
 
 
 class Target(msgspec.Struct, frozen=True):
@@ -175,6 +182,23 @@ class Ingress:
                                    f"(invocation {invocation_id}); attach to it for its result",
                               response_headers)
         return await self._result(invocation_id, response_headers)
+
+    async def send_scheduled(self, target: str, body: bytes, headers: dict[str, str]) -> tuple[str, bool]:
+        """A schedule's firing: the send a client would make to ``/restate/send/{target}`` with
+        ``headers`` (its idempotency key among them), handed to the owning worker the same way."""
+        try:
+            response = await self.answer_call("POST", f"/restate/send/{target}", {}, CIMultiDict(headers), body)
+        except Exception as exc:  # what the ingress answers a client with: a refusal or a 503
+            response = exception_response(exc, f"the firing of a schedule for {target}")
+        raw = response.body if isinstance(response.body, bytes) else b""
+        if response.status != 202:
+            try:
+                message = _error_decoder.decode(raw).message
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                message = raw[:200].decode(errors="replace")
+            raise FiringRefused(response.status, message)
+        accepted = _accepted_decoder.decode(raw)
+        return accepted.invocationId, accepted.status == "PreviouslyAccepted"
 
     def _expiry(self, record: InvocationRecord | None) -> str:
         base_ms = record.completed_ms if record is not None and record.completed_ms else now_ms()

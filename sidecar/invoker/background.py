@@ -16,6 +16,11 @@ class Background:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the tasks running now to end by themselves."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
     async def close(self) -> None:
         """Cancel every task still running and wait until they have stopped."""
         tasks = list(self._tasks)

@@ -41,6 +41,10 @@ class PartitionMap(msgspec.Struct, frozen=True):
             return zlib.crc32(keys.idempotency_key(service, None, handler, idempotency_key)) % self.partitions
         return None
 
+    def of_schedule(self, name: str) -> int:
+        """The partition of a schedule: the worker that owns it fires it, and no other does."""
+        return zlib.crc32(b"schedule/" + keys.schedule_key(name)) % self.partitions
+
     def owner(self, partition: int) -> int:
         return partition % self.workers
 

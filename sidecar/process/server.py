@@ -29,6 +29,7 @@ from ..http.log_limits import limit_server_log
 from .mesh import Mesh
 from .peers import MeshPeers, serve_breakers, serve_calls, serve_limits
 from ..metrics import Metrics
+from ..schedules.scheduler import Scheduler
 from .partitions import PartitionMap
 from ..transport.registry import Registry, RegistrationError
 from ..transport.signing import Signer
@@ -127,9 +128,11 @@ async def running(
                           peers=MeshPeers(mesh, partitions) if mesh is not None else None)
         stack.push_async_callback(invoker.close)
         first = partitions.index == 0
-        admin = Admin(invoker=invoker, registry=registry, store=store, settings=settings, http=http,
-                      partitions=partitions, metrics=metrics, mesh=mesh, test_clock=skipping)
         ingress = Ingress(invoker, registry, settings, partitions, mesh)
+        scheduler = Scheduler(store=store, partitions=partitions, sender=ingress, metrics=metrics)
+        stack.push_async_callback(scheduler.close)  # before the invoker: no firing into a closing one
+        admin = Admin(invoker=invoker, registry=registry, store=store, settings=settings, http=http,
+                      partitions=partitions, metrics=metrics, scheduler=scheduler, mesh=mesh, test_clock=skipping)
         if mesh is not None:
             serve_calls(mesh, invoker.calls)
             serve_breakers(mesh, invoker.gates, invoker.board)
@@ -140,6 +143,7 @@ async def running(
         await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None, metrics=metrics)
         if mesh is not None:
             mesh.serving = True
+        scheduler.start()  # its firings are sends: the ingress, and the mesh to the other workers, are up
         if first:  # one admin endpoint; it hands invocation-specific requests to their owners
             # Readiness means ready: /health answers once the writer commits and every ingress listens.
             await store.submit(Changes())

@@ -14,7 +14,7 @@ from .batch import WriteBatch
 from .lmdb_store import encode_entry, encode_record
 from .records import (
     ChildSpec, CostRecord, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InboxEntry, InvocationRecord,
-    OutboxEntry, NamedState, ParkedSend, PromiseRecord, UNFINISHED, WebhookMessage,
+    OutboxEntry, NamedState, ParkedSend, PromiseRecord, ScheduleRecord, UNFINISHED, WebhookMessage,
 )
 
 _EXCLUSIVE = encode_record(InboxEntry(exclusive=True))
@@ -150,3 +150,9 @@ class Changes(WriteBatch):
 
     def delete_deployment(self, deployment_id: str) -> None:
         self.delete("deployments", deployment_id.encode())
+
+    def put_schedule(self, record: ScheduleRecord) -> None:
+        self.put("schedules", keys.schedule_key(record.name), encode_record(record))
+
+    def delete_schedule(self, name: str) -> None:
+        self.delete("schedules", keys.schedule_key(name))

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 DATABASES = (
     "invocations", "journal", "state", "inbox", "idempotency", "finished", "deployments", "meta", "timers",
     "completions", "promises", "outbox", "by_status", "by_target", "costs", "blobs", "blob_refs",
-    "webhook_outbox",
+    "webhook_outbox", "schedules",
 )
 
 

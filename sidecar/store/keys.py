@@ -36,6 +36,8 @@ key's partition (a hash of its object prefix) do not change.
   prefix, and a journal entry written again at its index (past a gap, see ``Store.read_journal``)
   replaces its row instead of adding one. The step name is in the value, not the key: a purge
   knows the record, not its steps, and every row of a range is read anyway to sum it by step.
+- Schedules (``schedule_key``): the schedule's name, hashed where it would not fit (the value
+  holds the name).
 - Webhook outbox (``webhook_key``): ``receiver tag (8 bytes) + seq + invocation ID``: one range per
   receiver, in the order the owning worker filed its messages (seq from its ``InboxClock``), so
   an invocation's messages come in the order they were filed.
@@ -264,6 +266,10 @@ def webhook_key(tag: bytes, seq: int, invocation_id: str) -> bytes:
 def split_webhook_key(raw: bytes) -> tuple[bytes, int, str]:
     """(receiver tag, seq, invocation ID) of a ``webhook_outbox`` key."""
     return raw[:WEBHOOK_TAG_BYTES], _uint(_U64, raw, WEBHOOK_TAG_BYTES), raw[WEBHOOK_TAG_BYTES + 8:].decode()
+
+
+def schedule_key(name: str) -> bytes:
+    return bounded(b"", name.encode())
 
 
 def after_prefix(prefix: bytes) -> bytes | None:

@@ -16,7 +16,8 @@ each was journaled is not stored). Layout 5 adds ``blobs`` and ``blob_refs`` (``
 opening an older directory stores the payloads over ``blob_threshold`` it holds as blobs, once
 per content, as the writer stores new ones. Layout 6 adds ``webhook_outbox``, which starts empty:
 nothing to convert, but an older sidecar must not open a directory whose messages it would never
-deliver. A layout newer than this sidecar knows is refused.
+deliver. Layout 7 adds ``schedules`` (durable cron and intervals), which starts empty too: an
+older sidecar would never fire them. A layout newer than this sidecar knows is refused.
 
 ``awakeable-secret`` signs awakeable IDs (``sidecar.awakeable_ids``): made with ``secrets`` the first
 time the directory is opened, read by every worker from here, never sent to anyone.
@@ -37,7 +38,7 @@ from .blobs import PAYLOAD_DBS
 from .records import CostRecord, InvocationRecord
 from .txn import store_target
 
-FORMAT = 6
+FORMAT = 7
 _FORMAT_KEY = b"format"
 _SECRET_KEY = b"awakeable-secret"
 

@@ -32,7 +32,7 @@ from .txn import store_target
 from .layout import prepare
 from .records import (
     FINISHED, UNFINISHED, BlobCount, CostRecord, DeploymentRecord, EarlyCompletion, IdempotencyRecord, InvocationRecord,
-    NamedState, OutboxEntry, PromiseRecord, WebhookMessage,
+    NamedState, OutboxEntry, PromiseRecord, ScheduleRecord, WebhookMessage,
 )
 from .writer_client import OnCommit, OnDurable, StoreError, WriterClient, connect_writer, spawn_writer
 
@@ -50,6 +50,7 @@ _outbox_decoder = msgspec.msgpack.Decoder(OutboxEntry)
 _cost_decoder = msgspec.msgpack.Decoder(CostRecord)
 _blob_count_decoder = msgspec.msgpack.Decoder(BlobCount)
 _webhook_decoder = msgspec.msgpack.Decoder(WebhookMessage)
+_schedule_decoder = msgspec.msgpack.Decoder(ScheduleRecord)
 
 
 def encode_record(record: msgspec.Struct) -> bytes:
@@ -476,4 +477,12 @@ class Store:
         with self._env.begin(db=self._dbs["deployments"]) as txn:
             return [_deployment_decoder.decode(v) for _, v in txn.cursor()]
 
+    def get_schedule(self, name: str) -> ScheduleRecord | None:
+        raw = self._get("schedules", keys.schedule_key(name))
+        return None if raw is None else _schedule_decoder.decode(raw)
 
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, sorted by name."""
+        with self._env.begin(db=self._dbs["schedules"]) as txn:
+            return sorted((_schedule_decoder.decode(v) for v in txn.cursor().iternext(keys=False)),
+                          key=lambda record: record.name)

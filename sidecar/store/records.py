@@ -6,6 +6,8 @@ a newer sidecar reads an older data directory without a migration step.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from handler_sdk.protocol import Failure, Run, Send, ServiceSpec
@@ -253,3 +255,67 @@ class BlobCount(msgspec.Struct, kw_only=True, array_like=True):
     v: int = FORMAT_VERSION
     count: int
     size: int
+
+
+#: What a schedule does about fire times that passed while nobody fired them (``schedules.timing.plan``).
+CatchUp = Literal["one", "all", "none"]
+#: What a firing does while the previous firing's invocation is unfinished.
+Overlap = Literal["skip", "queue"]
+
+
+class ScheduleSpec(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """What an operator set a schedule to (``PUT /schedules/{name}``): when, what, and how."""
+
+    #: A cron expression read in ``timezone``, or (``cron`` None) an interval of ``every_ms``
+    #: counted from ``anchor_ms`` (when it was set).
+    cron: str | None = None
+    timezone: str = "UTC"
+    every_ms: int | None = None
+    anchor_ms: int = 0
+    #: The URL path a send would take: ``Service/handler`` or ``Object/key/handler``, each part
+    #: percent-encoded.
+    target: str
+    #: Each firing of a workflow's main handler runs on a key of its own: ``{key}-{fire time}``.
+    key_per_firing: bool = False
+    #: The JSON every firing sends.
+    input: bytes = b"null"
+    #: "skip": no firing while the previous firing's invocation is unfinished; "queue": fire anyway.
+    overlap: Overlap = "skip"
+    #: After downtime: "one" firing for the missed period, "all" of them (capped), or "none".
+    catch_up: CatchUp = "one"
+
+
+class CatchUpRecord(msgspec.Struct, kw_only=True, frozen=True, array_like=True):
+    """A schedule's last catch-up: at ``at_ms``, ``due`` fire times had passed unhandled (counted
+    up to ``timing.COUNT_LIMIT``), of which ``fired`` were made."""
+
+    v: int = FORMAT_VERSION
+    at_ms: int
+    due: int
+    fired: int
+
+
+class ScheduleRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A schedule and where its firings stand. Written by the worker that fires it, after each
+    fire time it handles, so that a restart goes on from ``next_fire_ms``."""
+
+    v: int = FORMAT_VERSION
+    name: str
+    spec: ScheduleSpec
+    created_ms: int
+    updated_ms: int
+    #: The first fire time not handled yet (None: the expression never fires again).
+    next_fire_ms: int | None = None
+    #: The fire time of the last firing made, and the invocation it made.
+    last_fire_ms: int | None = None
+    last_invocation_id: str | None = None
+    #: Firings made; skipped because the previous one had not finished (``overlap = "skip"``);
+    #: missed (not made after downtime, as ``catch_up`` says); refused by the target.
+    fired: int = 0
+    skipped: int = 0
+    last_skipped_ms: int | None = None
+    missed: int = 0
+    last_catch_up: CatchUpRecord | None = None
+    failed: int = 0
+    #: Why the last refused firing was refused.
+    last_error: str | None = None

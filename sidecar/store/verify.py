@@ -3,8 +3,9 @@
 ``check.py`` refuses files LMDB must not map; this reads what is inside, from one read
 transaction (so a serving sidecar may keep writing): the layout is one this sidecar knows, every
 invocation record decodes, every journal is prefix-complete (entries 0..n-1, none missing, each
-decodable, each belonging to a record), and every blob reference resolves: the blob is stored,
-its bytes hash to its name, and ``blob_refs`` counts exactly the values that refer to it.
+decodable, each belonging to a record), every blob reference resolves (the blob is stored, its
+bytes hash to its name, and ``blob_refs`` counts exactly the values that refer to it), and every
+schedule decodes and is filed under its own name.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from . import keys
 from .blobs import PAYLOAD_DBS, decompress, refs_in
 from .environment import open_snapshot_source
 from .layout import FORMAT, recorded_format
-from .records import BlobCount, InvocationRecord
+from .records import BlobCount, InvocationRecord, ScheduleRecord
 
 #: Problems listed at most; past that only their number is told.
 MAX_LISTED = 100
 
 _record_decoder = msgspec.msgpack.Decoder(InvocationRecord)
 _count_decoder = msgspec.msgpack.Decoder(BlobCount)
+_schedule_decoder = msgspec.msgpack.Decoder(ScheduleRecord)
 
 
 class Verdict(msgspec.Struct, kw_only=True):
@@ -40,6 +42,7 @@ class Verdict(msgspec.Struct, kw_only=True):
     invocations: int = 0
     journal_entries: int = 0
     blobs: int = 0
+    schedules: int = 0
     #: What is wrong, one line each (at most ``MAX_LISTED``); ``problem_count`` counts them all.
     problems: list[str] = []
     problem_count: int = 0
@@ -74,6 +77,8 @@ def verify(path: str | Path) -> Verdict:
                 _check_journals(txn, dbs["journal"], ids, verdict)
             if "blobs" in dbs and "blob_refs" in dbs:
                 _check_blobs(txn, dbs, verdict)
+            if "schedules" in dbs:
+                _check_schedules(txn, dbs["schedules"], verdict)
             return verdict
     finally:
         env.close()
@@ -152,6 +157,18 @@ def _check_blobs(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], verdict: Ver
             verdict.problem(f"blob {sha.hex()}: blob_refs counts {count} references, {references} values hold one")
     for sha in counted.keys() - referred.keys():
         verdict.problem(f"blob {sha.hex()}: blob_refs counts references, but no value holds one")
+
+
+def _check_schedules(txn: lmdb.Transaction[bytes], db: Any, verdict: Verdict) -> None:
+    for raw_key, raw in txn.cursor(db=db):
+        verdict.schedules += 1
+        try:
+            record = _schedule_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            verdict.problem(f"schedule {_text(raw_key)}: its record cannot be read: {exc}")
+            continue
+        if keys.schedule_key(record.name) != raw_key:
+            verdict.problem(f"schedule {_text(raw_key)}: its record says it is {record.name!r}")
 
 
 def _text(raw: bytes) -> str:

@@ -35,7 +35,8 @@ async def test_without_the_token_nothing_is_read_or_done(guarded: Cluster) -> No
     parked = (await guarded.post("/Waits/park/send", 60))[1]["invocationId"]
     for method, path in [("GET", "/invocations"), ("GET", f"/invocations/{parked}"), ("GET", "/metrics"),
                          ("POST", f"/invocations/{parked}/cancel"), ("DELETE", f"/invocations/{parked}"),
-                         ("PUT", "/state/Counter/a/count"), ("GET", "/nowhere")]:
+                         ("PUT", "/state/Counter/a/count"), ("GET", "/schedules"), ("PUT", "/schedules/nightly"),
+                         ("DELETE", "/schedules/nightly"), ("GET", "/nowhere")]:
         status, headers, body = await _admin(guarded, method, path, {})
         assert status == 401, (method, path, body)
         assert isinstance(body, dict) and "SIDECAR_ADMIN_TOKEN" in body["message"]
@@ -53,6 +54,10 @@ async def test_without_the_token_nothing_is_read_or_done(guarded: Cluster) -> No
 
     cancelled = await guarded.cli("invocations", "cancel", parked)
     assert cancelled.returncode == 0, cancelled.stderr
+    scheduled = await guarded.cli("schedules", "set", "nightly", "--cron", "0 3 * * *", "--target", "Counter/n/add",
+                                  "--input", "1")
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert "nightly" in (await guarded.cli("schedules", "list")).stdout
     assert (await guarded.get(f"/restate/invocation/{parked}/attach"))[0] == 409
 
 

@@ -109,12 +109,14 @@ def test_a_backup_of_what_is_not_a_data_directory_is_refused(tmp_path: Path) -> 
 
 @pytest.fixture
 async def filled(tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest) -> Path:
-    """A stopped sidecar's data directory holding journals, state and blobs."""
+    """A stopped sidecar's data directory holding journals, state, blobs and a schedule."""
     (tmp_path / "filled").mkdir()
     async with running_cluster(tmp_path / "filled", http, request, _BLOBBY) as cluster:
         for n in range(6):
             assert (await cluster.post(f"/Counter/c{n % 3}/append", f"entry {n} " + "y" * 200))[0] == 200
         assert (await cluster.post("/Steps/twenty/send", "check"))[0] == 202
+        status, _ = await cluster.admin_call("PUT", "/schedules/new-year", {"cron": "0 0 1 1 *", "target": "Steps/twenty"})
+        assert status == 201
         await eventually(lambda: _finished(cluster), what="the steps to finish")
     return cluster.data_dir
 
@@ -126,9 +128,11 @@ async def _finished(cluster: Cluster) -> bool:
 
 def _damage(data: Path, what: str) -> None:
     env = lmdb.open(str(data), max_dbs=30)
-    journal, blobs = env.open_db(b"journal"), env.open_db(b"blobs")
+    journal, blobs, schedules = env.open_db(b"journal"), env.open_db(b"blobs"), env.open_db(b"schedules")
     with env.begin(write=True) as txn:
-        if what == "journal":
+        if what == "schedule":
+            txn.put(b"new-year", b"\x91\xc1", db=schedules)
+        elif what == "journal":
             with txn.cursor(db=journal) as cursor:
                 keys = [bytes(k) for k in cursor.iternext(values=False)]
             owner = keys[0][:-5]
@@ -146,9 +150,11 @@ def test_check_passes_a_good_directory(filled: Path) -> None:
     assert "layout " in checked.stdout and "blobs" in checked.stdout and checked.stdout.strip().endswith("ok")
     verdict = json.loads(_cli("check", "--data-dir", str(filled), "--json").stdout)
     assert verdict["ok"] and verdict["invocations"] == 7 and verdict["blobs"] >= 6 and verdict["journal_entries"] > 20
+    assert verdict["schedules"] == 1
 
 
-@pytest.mark.parametrize("what, says", [("journal", "lacks entry 1"), ("blob", "but it is not stored")])
+@pytest.mark.parametrize("what, says", [("journal", "lacks entry 1"), ("blob", "but it is not stored"),
+                                        ("schedule", "schedule new-year: its record cannot be read")])
 def test_check_finds_a_damaged_directory(filled: Path, what: str, says: str) -> None:
     _damage(filled, what)
     checked = _cli("check", "--data-dir", str(filled))

@@ -307,6 +307,60 @@ async def test_services_deployments_breakers_and_costs_are_shown(cluster: Cluste
     await _shot(page, "breakers")
 
 
+async def test_schedules_show_their_next_fire_link_their_last_invocation_and_delete_when_confirmed(
+        cluster: Cluster, page: Page) -> None:
+    for name, body in [("ui-tick", {"every": "1s", "target": "Counter/ui-sched/add", "input": 1}),
+                       ("new-year", {"cron": "0 0 1 1 *", "timezone": "Europe/Berlin", "target": "Counter/k/get"})]:
+        assert (await cluster.admin_call("PUT", f"/schedules/{name}", body))[0] == 201
+
+    async def fired() -> bool:
+        return (await cluster.admin_call("GET", "/schedules/ui-tick"))[1]["last_invocation_id"] is not None
+
+    await eventually(fired, what="the first firing")
+    new_year = (await cluster.admin_call("GET", "/schedules/new-year"))[1]
+    await page.goto(_ui(cluster, "/schedules"))
+    yearly = page.locator('#schedules tr[data-schedule="new-year"]')
+    await expect(yearly).to_contain_text("0 0 1 1 * (Europe/Berlin)")
+    next_fire = new_year["next_fire_at"].replace("T", " ").replace(".000Z", "Z")
+    await expect(yearly).to_contain_text(next_fire)
+    ticking = page.locator('#schedules tr[data-schedule="ui-tick"]')
+    await expect(ticking).to_contain_text("every 1s")
+    await expect(ticking).to_contain_text("Counter/ui-sched/add")
+    await _shot(page, "schedules")
+
+    link = ticking.get_by_role("link", name=re.compile(r"^inv_"))
+    invocation_id = await link.text_content()
+    await link.click()
+    await expect(page).to_have_url(re.compile(f"#/invocations/{invocation_id}$"))
+    await expect(page.locator("#inv-status")).to_be_visible()
+
+    asked: list[str] = []
+
+    async def decline(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", decline)
+    await page.goto(_ui(cluster, "/schedules"))
+    await yearly.get_by_role("button", name="Delete").click()
+
+    async def asked_once() -> bool:
+        return len(asked) == 1
+
+    await eventually(asked_once, what="the confirmation")
+    assert "new-year" in asked[0]
+    assert (await cluster.admin_call("GET", "/schedules/new-year"))[0] == 200  # declined: still there
+    page.remove_listener("dialog", decline)
+    _accept_confirmations(page, asked)
+    await yearly.get_by_role("button", name="Delete").click()
+    await expect(page.get_by_text("Schedule new-year is deleted.")).to_be_visible()
+    await expect(yearly).to_have_count(0)
+    assert (await cluster.admin_call("GET", "/schedules/new-year"))[0] == 404
+    await ticking.get_by_role("button", name="Delete").click()
+    await expect(ticking).to_have_count(0)
+    await expect(page.get_by_text("No schedules")).to_be_visible()
+
+
 async def test_the_ui_files_are_served_without_data_and_with_a_strict_policy(cluster: Cluster) -> None:
     for path, kind in [("/ui", "text/html"), ("/ui/", "text/html"), ("/ui/app.js", "text/javascript"),
                        ("/ui/app.css", "text/css")]:

@@ -24,6 +24,7 @@ def test_key_placement_is_pinned_so_data_directories_stay_readable() -> None:
     # A changed hash would move existing keys to other partitions: this must never change.
     assert PartitionMap.single().of_key("Counter", "alice") == 51
     assert PartitionMap.single().of_target("Steps", None, "run", "order-1") == 20
+    assert PartitionMap.single().of_schedule("nightly-report") == 15
 
 
 @given(workers_and_index, st.integers(0, 10_000))

@@ -177,7 +177,7 @@ def test_a_layout_3_directory_gets_the_costs_its_journals_hold(tmp_path: Path) -
     env.close()
 
     store = _store(tmp_path)
-    assert store._get("meta", b"format") == b"6"  # the recorded layout is this test's point
+    assert store._get("meta", b"format") == b"7"  # the recorded layout is this test's point
     rows = store.read_costs(CostFilter()).rows
     assert sorted((r.invocation_id, r.step, r.cost, r.recorded_ms) for r in rows) == sorted(
         [(record.id, "plan", 2.5, 7), (plain.id, "q", 0.75, 7)])

@@ -197,7 +197,7 @@ def test_a_layout_2_directory_is_indexed_when_opened(tmp_path: Path) -> None:
     env.close()
 
     store = Store(tmp_path, durability="none", map_size=1 << 24)
-    assert store._get("meta", b"format") == b"6"  # the recorded layout is this test's point
+    assert store._get("meta", b"format") == b"7"  # the recorded layout is this test's point
     newest_first = sorted(records, key=lambda r: r.id, reverse=True)
     assert [r.id for r in store.list_invocations(status="failed").records] == [
         r.id for r in newest_first if r.status == "failed"]

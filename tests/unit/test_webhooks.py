@@ -123,13 +123,13 @@ def test_events_are_named_with_or_without_their_prefix_and_none_means_all() -> N
     assert parse_events([]) == parse_events([""]) == set(EVENTS)
 
 
-def test_a_layout_5_directory_opens_as_layout_6_with_an_empty_outbox(tmp_path: Path) -> None:
+def test_a_layout_5_directory_opens_as_the_current_layout_with_an_empty_outbox(tmp_path: Path) -> None:
     env, dbs = open_environment(tmp_path, durability="none", map_size=1 << 24)
     with env.begin(write=True) as txn:
         txn.put(b"format", b"5", db=dbs["meta"])
     env.close()
     store = Store(tmp_path, durability="none", map_size=1 << 24)
-    assert store._get("meta", b"format") == b"6"
+    assert store._get("meta", b"format") == b"7"
     assert store.webhook_tags() == [] and store.last_webhook_seq(keys.webhook_tag("http://x/")) == 0
 
 

@@ -1,5 +1,5 @@
 // The web UI: hash routes (#/invocations, #/invocations/ID, #/state/OBJECT/KEY, #/services,
-// #/breakers), each a view that reads the admin JSON API. The server serves only these files.
+// #/breakers, #/schedules), each a view that reads the admin JSON API. The server serves only these files.
 
 import {h, replace, note} from "./dom.js";
 import {token, forgetToken} from "./api.js";
@@ -9,6 +9,7 @@ import {invocationView} from "./invocation.js";
 import {stateView} from "./state.js";
 import {servicesView} from "./services.js";
 import {breakersView} from "./breakers.js";
+import {schedulesView} from "./schedules.js";
 
 let current = null; // the shown view's AbortController: navigating away stops its polls and tail
 
@@ -32,6 +33,7 @@ const VIEWS = {
   deployments: () => servicesView,
   breakers: () => breakersView,
   costs: () => breakersView,
+  schedules: () => schedulesView,
 };
 
 function route() {
