@@ -13,13 +13,12 @@ Time is read only with ``clock.now_ms`` and waited for only with ``clock.call_at
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Protocol
 
 import msgspec
 
-from ..clock import call_at_ms, iso_ms, now_ms
+from ..clock import Cancellable, call_at_ms, iso_ms, now_ms
 from ..invoker.background import Background
 from ..metrics import Metrics
 from ..process.partitions import PartitionMap
@@ -71,7 +70,7 @@ class _Armed:
 
     def __init__(self, record: ScheduleRecord) -> None:
         self.record = record
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Cancellable | None = None
         self.retry_ms = _RETRY_FIRST_MS
 
     def disarm(self) -> None:
