@@ -183,7 +183,7 @@ class FrameHandler:
             self._waits.journaled(live, command.index, entry, changes)
         if kind is Run:
             self._gates.journaled(attempt, command.index)
-        if kind in ACKED_KINDS:  # the handler is blocked until this is durable: no detour
+        if kind in ACKED_KINDS:  # the handler is blocked until this is durable: told synchronously
             written = self._store.submit(changes, partial(self._durable, attempt, command.index, entry))
         else:
             written = self._store.submit(changes)

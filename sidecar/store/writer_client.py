@@ -171,8 +171,12 @@ class WriterClient(asyncio.Protocol):
     # --- submitting -------------------------------------------------------------------------------
 
     def submit(self, batch: WriteBatch, on_durable: OnDurable | None = None) -> asyncio.Future[None]:
-        """Queue ``batch``; the future resolves once it is durable. With ``on_durable``, the batch
-        leaves now and ``on_durable`` is called synchronously with the writer's answer."""
+        """Queue ``batch``; the future resolves once it is durable. With ``on_durable``, that is
+        called synchronously with the writer's answer, before any future's callbacks run.
+
+        Everything submitted in one turn of the loop leaves in one write at its end, urgent or
+        not: a write to the writer's socket costs more than the batches in it, and the steps that
+        several attempts journal in one turn then share it (and the writer's commit)."""
         future: asyncio.Future[None] = self._loop.create_future()
         if self._lost is not None:
             if on_durable is not None:
@@ -184,16 +188,12 @@ class WriterClient(asyncio.Protocol):
             return future
         self._seq += 1
         self._pending.append((self._seq, future, on_durable, self._resume))
-        if not self._outgoing and on_durable is None:
+        if not self._outgoing:
             self._loop.call_soon(self._flush)
         self._outgoing.append(frame(Submit(self._seq, batch, self._resume)))
-        if on_durable is not None:
-            self._flush()
         return future
 
     def _flush(self) -> None:
-        if not self._outgoing:  # an urgent submit sent it already
-            return
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"".join(self._outgoing))
             if self._on_commit is not None:
