@@ -54,7 +54,7 @@ def test_a_users_tests_pass_under_pytest_asyncio_auto_mode(tmp_path: Path) -> No
     SIGKILL mid-step with no step repeated; a restart that keeps what finished and the time: see
     harness_user/test_shop.py."""
     ini = "asyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
-    _passed(_users_pytest(tmp_path, ini, "test_shop.py"), 7)
+    _passed(_users_pytest(tmp_path, ini, "test_shop.py"), 8)
 
 
 @pytest.mark.timeout(240)

@@ -3,6 +3,7 @@ are real SIGKILLs, and what happened outside is counted in a file."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -113,3 +114,28 @@ async def test_failures_come_back_as_errors_with_their_code(sidecar_harness: Har
         with pytest.raises(SidecarError) as refused:
             await sc.call("Counter/alice/add", "five")
         assert refused.value.code == 400
+
+
+async def fired(sc: TestSidecar, name: str, after: str | None) -> str:
+    """The invocation schedule ``name`` started last, once it is another than ``after``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        last = (await sc.admin("GET", f"/schedules/{name}"))["last_invocation_id"]
+        if last is not None and last != after:
+            return str(last)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"schedule {name} did not fire")
+
+
+async def test_a_daily_schedule_fires_once_for_each_day_skipped_across_a_sidecar_stop(
+        sidecar_harness: Harness) -> None:
+    async with sidecar_harness(shop.SERVICES) as sc:
+        await sc.admin("PUT", "/schedules/nightly", {"every": "1d", "target": "Counter/nightly/add", "input": 1})
+        await sc.advance(timedelta(days=1))
+        first = await fired(sc, "nightly", None)
+        assert await sc.attach(first) == 1
+        await sc.restart()
+        await sc.advance(timedelta(days=1))
+        second = await fired(sc, "nightly", first)
+        assert await sc.attach(second) == 2
+        assert await sc.call("Counter/nightly/add", 0) == 2  # two days, two firings: none doubled
