@@ -141,7 +141,7 @@ def test_each_wheel_holds_its_own_package_and_the_metadata_users_expect(dists: D
     plain, _ = _requirements(sidecar)
     assert f"durable-handler-sdk[signing,tracing,uvloop]=={version}" in plain
     assert {Requirement(line).name for line in plain} == {
-        "durable-handler-sdk", "lmdb", "click", "prometheus-client", "zstandard"}
+        "durable-handler-sdk", "lmdb", "click", "prometheus-client", "zstandard", "croniter", "tzdata"}
     with zipfile.ZipFile(dists.sidecar.wheel) as archive:
         assert "sidecar = sidecar.cli.main:main" in archive.read(f"{sidecar_info}entry_points.txt").decode()
 
