@@ -235,12 +235,11 @@ class Admin:
         self._invoker.calls.deliver_parked(self._partitions.owns_invocation)
         if self._mesh is None:
             return
-        for index in range(self._mesh.workers):
-            if index != self._mesh.index:
-                try:
-                    await self._mesh.forward(index, "registry.reload", "POST", "/", {}, CIMultiDict(), b"")
-                except MeshError as exc:
-                    log.warning("worker %d did not reload the registry (it will when it restarts): %s", index, exc)
+        for index in self._mesh.others():
+            try:
+                await self._mesh.forward(index, "registry.reload", "POST", "/", {}, CIMultiDict(), b"")
+            except MeshError as exc:
+                log.warning("worker %d did not reload the registry (it will when it restarts): %s", index, exc)
 
     async def _reload(self, *_: object) -> web.Response:
         self._registry.reload()

@@ -16,7 +16,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import final
+from typing import Protocol, final
 
 import msgspec
 from aiohttp import web
@@ -150,11 +150,57 @@ class _Server(asyncio.Protocol):
                 request.number, response.status, [(str(k), v) for k, v in response.headers.items()], body))))
 
 
-class Mesh:
+class Endpoints(Protocol):
+    """Where the processes of a mesh listen and how to reach them: Unix sockets between the
+    workers of one machine, TCP between the nodes of a cluster."""
+
+    me: int
+
+    def others(self) -> list[int]:
+        """Every other process of the mesh, as far as is known now."""
+        ...
+
+    async def listen(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer: ...
+
+    async def connect(self, peer: int, factory: Callable[[], _Peer]) -> _Peer:
+        """A connection to ``peer``; raises ``OSError`` while it cannot be reached."""
+        ...
+
+
+class WorkerEndpoints:
+    """The workers of one sidecar: ``index`` of ``workers``, at ``socket_address``."""
+
     def __init__(self, data_dir: str, index: int, workers: int) -> None:
-        self._data_dir = data_dir
-        self.index = index
-        self.workers = workers
+        self._data_dir, self.me, self._workers = data_dir, index, workers
+
+    def others(self) -> list[int]:
+        return [index for index in range(self._workers) if index != self.me]
+
+    async def listen(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer:
+        # Sockets made by hand: uvloop does not take abstract addresses by name.
+        address = socket_address(self._data_dir, self.me)
+        if not address.startswith("\0"):  # a socket file left by a crashed worker
+            Path(address).unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(address)
+        listener.listen(64)
+        return await asyncio.get_running_loop().create_unix_server(factory, sock=listener)
+
+    async def connect(self, peer: int, factory: Callable[[], _Peer]) -> _Peer:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(socket_address(self._data_dir, peer))  # local: completes at once
+        except OSError:
+            sock.close()
+            raise
+        _, connection = await asyncio.get_running_loop().create_unix_connection(factory, sock=sock)
+        return connection
+
+
+class Mesh:
+    def __init__(self, endpoints: Endpoints) -> None:
+        self._endpoints = endpoints
+        self.index = endpoints.me
         self.handlers: dict[str, Handler] = {}
         self._peers: dict[int, _Peer] = {}
         self._connecting: dict[int, asyncio.Task[_Peer]] = {}
@@ -166,6 +212,10 @@ class Mesh:
         self.serving = False
         self.handlers["worker.serving"] = self._answer_serving
 
+    def others(self) -> list[int]:
+        """Every other worker (node) of the mesh."""
+        return self._endpoints.others()
+
     async def _answer_serving(self, method: str, path: str, query: dict[str, str], headers: CIMultiDict[str],
                               body: bytes) -> web.Response:
         return web.json_response({"serving": self.serving}, status=200 if self.serving else 503)
@@ -173,8 +223,8 @@ class Mesh:
     async def until_all_serving(self) -> None:
         """Return once every other worker's ingress listens (each one waited for as long as it takes:
         a worker that never comes up dies, and the supervisor restarts the whole group)."""
-        for index in range(self.workers):
-            while index != self.index:
+        for index in self.others():
+            while True:
                 try:
                     answer = await self.forward(index, "worker.serving", "GET", "/", {}, CIMultiDict(), b"")
                     if answer.status == 200:
@@ -184,14 +234,7 @@ class Mesh:
                 await asyncio.sleep(0.02)
 
     async def start(self) -> None:
-        # Sockets made by hand: uvloop does not take abstract addresses by name.
-        address = socket_address(self._data_dir, self.index)
-        if not address.startswith("\0"):  # a socket file left by a crashed worker
-            Path(address).unlink(missing_ok=True)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(address)
-        listener.listen(64)
-        self._server = await asyncio.get_running_loop().create_unix_server(lambda: _Server(self), sock=listener)
+        self._server = await self._endpoints.listen(lambda: _Server(self))
 
     async def close(self) -> None:
         if self._server is not None:
@@ -234,16 +277,13 @@ class Mesh:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _CONNECT_PATIENCE_S
         while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.connect(socket_address(self._data_dir, index))  # local: completes at once
+                peer = await self._endpoints.connect(index, _Peer)
                 break
             except OSError as exc:
-                sock.close()
                 if loop.time() > deadline:
                     raise MeshError(f"worker {index} is not reachable: {exc}") from None
                 await asyncio.sleep(0.05)
-        _, peer = await loop.create_unix_connection(_Peer, sock=sock)
         self._peers[index] = peer
         return peer
 

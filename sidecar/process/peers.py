@@ -118,9 +118,8 @@ class MeshPeers:
 
     def revoke_leases(self, name: str, epoch: int) -> None:
         body = _encoder.encode(BreakerOpened(name, epoch))
-        for index in range(self._mesh.workers):
-            if index != self._mesh.index:
-                self._tell(index, "breakers.revoke", body)
+        for index in self._mesh.others():
+            self._tell(index, "breakers.revoke", body)
 
     async def acquire_slot(self, name: str, holder: Holder) -> bool:
         answer = await self._mesh.forward(BREAKER_OWNER, "limits.acquire", "POST", "/", {}, CIMultiDict(),

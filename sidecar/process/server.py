@@ -26,7 +26,7 @@ from ..ids import IdGenerator
 from ..http.ingress import Ingress
 from ..invoker import Invoker
 from ..http.log_limits import limit_server_log
-from .mesh import Mesh
+from .mesh import Mesh, WorkerEndpoints
 from .peers import MeshPeers, serve_breakers, serve_calls, serve_limits
 from ..metrics import Metrics
 from ..schedules.scheduler import Scheduler
@@ -114,7 +114,7 @@ async def running(
             partitions = PartitionMap(partitions=worker.partitions, workers=worker.workers, index=worker.index)
             await store.start(writer_socket=socket.socket(fileno=worker.writer_fd), on_lost=on_store_lost,
                               on_commit=metrics.observe_commit)
-            mesh = Mesh(settings.data_dir, worker.index, worker.workers)
+            mesh = Mesh(WorkerEndpoints(settings.data_dir, worker.index, worker.workers))
         stack.push_async_callback(store.close)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5.0))
         stack.push_async_callback(http.close)

@@ -39,6 +39,9 @@ Op = Union[Put, Delete, DeletePrefix]
 
 class WriteBatch(msgspec.Struct, array_like=True):
     ops: list[Op] = []
+    #: The invocation this batch is written for, where its keys do not say (cluster mode reads a
+    #: batch's partition from its keys: ``cluster/batch_partition.py``); usually empty.
+    home: str = ""
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         self.ops.append(Put(db, key, value))

@@ -29,6 +29,13 @@ def outbox_key(entry: OutboxEntry) -> bytes:
     return keys.bounded(b"resolve/", entry.awakeable_id.encode())  # type: ignore[union-attr]
 
 
+def outbox_sender(entry: OutboxEntry) -> str:
+    """The invocation whose partition holds ``entry`` (its key names the receiver)."""
+    if type(entry) is ChildSpec:
+        return entry.record.parent_id or ""
+    return entry.sender_id  # type: ignore[union-attr]
+
+
 class Changes(WriteBatch):
     """A write batch with methods named after what they mean."""
 
@@ -78,9 +85,11 @@ class Changes(WriteBatch):
         self.put("promises", keys.state_key(service, key, name), encode_record(promise))
 
     def put_outbox(self, entry: OutboxEntry) -> None:
+        self.home = outbox_sender(entry)
         self.put("outbox", outbox_key(entry), encode_record(entry))
 
     def remove_outbox(self, entry: OutboxEntry) -> None:
+        self.home = outbox_sender(entry)
         self.delete("outbox", outbox_key(entry))
 
     def put_webhook(self, raw_key: bytes, message: WebhookMessage) -> None:

@@ -131,7 +131,7 @@ _ID_LENGTH = 30
 def state_name_hashed(raw_key: bytes) -> bool:
     """Whether a ``state`` key holds its name's hash (its value is then a ``NamedState``)."""
     try:
-        return raw_key[_prefix_length(raw_key):][:1] == b"\xff"
+        return raw_key[prefix_length(raw_key):][:1] == b"\xff"
     except (IndexError, struct.error):  # not a state key (tests write arbitrary ones)
         return False
 
@@ -142,7 +142,7 @@ def upgrade_inbox_key(old: bytes, seq: int) -> tuple[bytes, str]:
     return prefix + _U64.pack(seq) + invocation_id, invocation_id.decode()
 
 
-def _prefix_length(raw: bytes) -> int:
+def prefix_length(raw: bytes) -> int:
     """Where the object prefix that ``raw`` starts with ends."""
     if raw[0] == _HASHED:
         return _HASH_BYTES
@@ -154,7 +154,7 @@ def _prefix_length(raw: bytes) -> int:
 
 def inbox_invocation_id(raw: bytes) -> str:
     """The invocation an inbox key files (the object is in its record)."""
-    return raw[_prefix_length(raw) + _U64.size:].decode()
+    return raw[prefix_length(raw) + _U64.size:].decode()
 
 
 def idempotency_key(service: str, key: str | None, handler: str, idem: str) -> bytes:
