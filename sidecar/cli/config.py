@@ -86,6 +86,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_events: list[str] = []
     webhook_secret: str | None = None
     webhook_timeout_s: float = 10.0
+    #: Cluster mode (docs/cluster.md): the NATS servers of the cluster's log (none: one machine,
+    #: LMDB alone), this node's name (unique and the same across its restarts), and where it
+    #: listens for requests other nodes hand it (port 0: any free one, told to the others).
+    cluster: list[str] = []
+    node: str | None = None
+    mesh: str = "127.0.0.1:0"
 
 
 #: A shorter admin token is guessable.
@@ -107,7 +113,7 @@ class ConfigError(ValueError):
 
 ENV_PREFIX = "SIDECAR_"
 #: Settings whose environment variable is a comma-separated list.
-_LISTS = ("register", "webhooks", "webhook_events")
+_LISTS = ("register", "webhooks", "webhook_events", "cluster")
 
 #: A reference takes 48 bytes: a smaller threshold would store references bigger than payloads.
 MIN_BLOB_THRESHOLD = 64
@@ -167,8 +173,10 @@ def load_settings(
         raise ConfigError(f"invalid setting: log_level must be one of {', '.join(LEVELS)}, not {settings.log_level!r}")
     if settings.log_format not in FORMATS:
         raise ConfigError(f"invalid setting: log_format must be one of {', '.join(FORMATS)}, not {settings.log_format!r}")
-    for name in ("ingress", "admin"):
+    for name in ("ingress", "admin", "mesh"):
         parse_address(getattr(settings, name), name)
+    if (problem := cluster_problem(settings)) is not None:
+        raise ConfigError(f"invalid setting: {problem}")
     if settings.admin_token is not None and (problem := token_problem(settings.admin_token)) is not None:
         raise ConfigError(f"invalid setting: {problem}")
     if settings.admin_token is None and not settings.admin_insecure and not is_loopback(settings.admin):
@@ -183,6 +191,22 @@ def load_settings(
         if (problem := limit_problem(name, limit)) is not None:
             raise ConfigError(f"invalid setting: {problem}")
     return settings
+
+
+def cluster_problem(settings: Settings) -> str | None:
+    """Why the cluster settings cannot run a node (``None``: they can, or there is no cluster)."""
+    if not settings.cluster:
+        return "node is given without cluster (the NATS servers' URLs)" if settings.node else None
+    if not settings.node:
+        return "a cluster node needs a name: give --node NAME (the same across its restarts)"
+    if not all(ch.isalnum() or ch in "-_" for ch in settings.node) or len(settings.node) > 64:
+        return f"node must be letters, digits, - and _ (at most 64), not {settings.node!r}"
+    for url in settings.cluster:
+        if not url.startswith(("nats://", "tls://")):
+            return f"cluster URLs must start with nats:// or tls://, not {url!r}"
+    if settings.workers > 1:
+        return f"a cluster node runs one worker, not workers = {settings.workers}"
+    return None
 
 
 def is_loopback(address: str) -> bool:

@@ -35,6 +35,7 @@ from .costs import costs
 from .data import backup, check
 from .limits import parse_limit_flag
 from .schedules import schedules
+from .cluster import cluster
 from .state import awakeable, state
 
 _DEFAULTS = Settings()
@@ -114,6 +115,12 @@ def main(ingress: str, admin: str) -> None:
               help="Sign webhooks with this key (Standard Webhooks; better: SIDECAR_WEBHOOK_SECRET).")
 # Tests only (handler_sdk.testing), so hidden from --help and no setting: no file or variable of a
 # deployment can turn it on. The clock then moves forward through POST /test/clock (admin API).
+@click.option("--cluster", metavar="nats://HOST:PORT[,...]",
+              help="Run as a node of a cluster whose log is on these NATS servers (docs/cluster.md).")
+@click.option("--node", metavar="NAME", help="This node's name in the cluster (the same across restarts).")
+@click.option("--mesh", metavar="HOST:PORT",
+              help="Where this node takes requests other nodes hand it; an address they can reach "
+                   "[127.0.0.1:0, any free port].")
 @click.option("--test-clock", is_flag=True, hidden=True,
               help="TESTS ONLY: a clock that POST /test/clock advances; one worker.")
 @click.pass_context
@@ -124,7 +131,8 @@ def serve(
     inactivity_timeout: float | None, retention: float | None, workers: int | None,
     max_queue_per_key: int | None, max_invocations: int | None, blob_threshold: int | None, max_payload: int | None,
     log_level: str | None, log_format: str | None, limits: tuple[str, ...], signing_key: str | None,
-    webhooks: tuple[str, ...], webhook_events: str | None, webhook_secret: str | None, test_clock: bool,
+    webhooks: tuple[str, ...], webhook_events: str | None, webhook_secret: str | None,
+    cluster: str | None, node: str | None, mesh: str | None, test_clock: bool,
 ) -> None:
     """Run the sidecar until SIGINT or SIGTERM."""
     # `sidecar --ingress X serve` means the same as `sidecar serve --ingress X`.
@@ -149,9 +157,12 @@ def serve(
             "signing_key": signing_key,
             "webhooks": list(webhooks) or None, "webhook_secret": webhook_secret,
             "webhook_events": webhook_events.split(",") if webhook_events is not None else None,
+            "cluster": cluster.split(",") if cluster else None, "node": node, "mesh": mesh,
         })
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None
+    if test_clock and settings.cluster:
+        raise ConfigFailure("--test-clock runs one sidecar alone, not a cluster node")
     if test_clock and settings.workers > 1:
         raise ConfigFailure(f"--test-clock runs one worker (an advance moves one process's clock), "
                             f"not --workers {settings.workers}: leave --workers unset, or give 1")
@@ -452,6 +463,7 @@ def purge_invocation(ctx: click.Context, invocation_id: str) -> None:
 main.add_command(costs)
 main.add_command(backup)
 main.add_command(check)
+main.add_command(cluster)
 main.add_command(breakers)
 main.add_command(schedules)
 main.add_command(state)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -136,9 +136,11 @@ class Admin:
     def __init__(
         self, *, invoker: Invoker, registry: Registry, store: Store, settings: Settings, http: aiohttp.ClientSession,
         partitions: PartitionMap, metrics: Metrics, scheduler: Scheduler, mesh: Mesh | None = None,
-        test_clock: SkippingClock | None = None,
+        test_clock: SkippingClock | None = None, cluster_view: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self._metrics = metrics
+        #: ``GET /cluster`` (cluster mode); None: the route does not exist.
+        self._cluster_view = cluster_view
         #: Serves ``/test/clock`` (``serve --test-clock``); None: those routes do not exist.
         self._test_clock = test_clock
         self._invoker = invoker
@@ -188,11 +190,18 @@ class Admin:
         UiRoutes().add_to(r)
         if self._test_clock is not None:
             TimeSkippingRoutes(self._test_clock).add_to(r)
+        if self._cluster_view is not None:
+            r.add_get("/cluster", self.cluster)
         r.add_fallback()
         return app
 
     async def health(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        """The cluster's nodes and who serves which partition, as this node sees them."""
+        assert self._cluster_view is not None
+        return json_response(self._cluster_view())
 
     async def webhooks(self, request: web.Request) -> web.Response:
         """Each webhook receiver's backlog and, as worker 0 sees it, its state."""

@@ -99,7 +99,8 @@ class Calls:
     def _place(self, child: InvocationRecord, input_value: bytes, changes: Changes) -> Callable[[], None]:
         """Create ``child`` in ``changes`` (in its owner's outbox if another worker owns it);
         what to do once ``changes`` is submitted."""
-        if self._partitions.owns(partition_of_id(child.id) or 0):
+        caller = partition_of_id(child.parent_id or "") or 0
+        if self._partitions.shares_batches(caller, partition_of_id(child.id) or 0):
             slot = idempotency_slot(child)
             self._table.create_into(changes, child, input_value, slot)
             return lambda: self._creation.accept(Live(child, [Input(input_value)]), slot)

@@ -12,6 +12,7 @@ from typing import Protocol
 from ..clock import now_ms
 from ..cli.config import Settings
 from ..metrics import Metrics
+from ..ids import partition_of_id
 from ..process.partitions import PartitionMap
 from ..store import Changes, InvocationRecord, Store, StoreError
 from .live import Attempt
@@ -83,17 +84,23 @@ class Housekeeping:
         page may hold more of them (this one was full, and it made progress)."""
         cutoff = now_ms() - int(self._settings.retention_s * 1000)
         found = self._store.finished_before(cutoff, limit=_SWEEP_PAGE)
-        changes = Changes()
+        # One batch per partition: in cluster mode each partition's batches go to its own log
+        # (one writer still commits them together on one machine).
+        by_partition: dict[int, Changes] = {}
         purged = 0
         for invocation_id in found:
             if self._partitions.owns_invocation(invocation_id) \
                     and (record := self._store.get_invocation(invocation_id)) is not None:
-                self._purger.purge_into(changes, record)
+                self._purger.purge_into(by_partition.setdefault(partition_of_id(invocation_id) or 0, Changes()), record)
                 purged += 1
         if not purged:
             return 0, False
+        outcomes = await asyncio.gather(*(self._store.submit(changes) for changes in by_partition.values()),
+                                        return_exceptions=True)
         try:
-            await self._store.submit(changes)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         except StoreError as exc:
             log.error("retention sweep could not write, trying again later: %s", exc)
             return 0, False

@@ -86,7 +86,7 @@ def answer_body(response: web.Response) -> bytes:
     return body
 
 
-class _Peer(asyncio.Protocol):
+class PeerConnection(asyncio.Protocol):
     """Our connection to one other worker; requests in flight are matched to answers by number."""
 
     def __init__(self) -> None:
@@ -162,7 +162,7 @@ class Endpoints(Protocol):
 
     async def listen(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer: ...
 
-    async def connect(self, peer: int, factory: Callable[[], _Peer]) -> _Peer:
+    async def connect(self, peer: int, factory: Callable[[], PeerConnection]) -> PeerConnection:
         """A connection to ``peer``; raises ``OSError`` while it cannot be reached."""
         ...
 
@@ -186,7 +186,7 @@ class WorkerEndpoints:
         listener.listen(64)
         return await asyncio.get_running_loop().create_unix_server(factory, sock=listener)
 
-    async def connect(self, peer: int, factory: Callable[[], _Peer]) -> _Peer:
+    async def connect(self, peer: int, factory: Callable[[], PeerConnection]) -> PeerConnection:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(socket_address(self._data_dir, peer))  # local: completes at once
@@ -202,8 +202,8 @@ class Mesh:
         self._endpoints = endpoints
         self.index = endpoints.me
         self.handlers: dict[str, Handler] = {}
-        self._peers: dict[int, _Peer] = {}
-        self._connecting: dict[int, asyncio.Task[_Peer]] = {}
+        self._peers: dict[int, PeerConnection] = {}
+        self._connecting: dict[int, asyncio.Task[PeerConnection]] = {}
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._number = 0
@@ -262,7 +262,7 @@ class Mesh:
         except Exception as exc:  # the same mapping a local request gets
             return exception_response(exc, f"forwarded {request.method} {request.path}")
 
-    async def _peer(self, index: int) -> _Peer:
+    async def _peer(self, index: int) -> PeerConnection:
         peer = self._peers.get(index)
         if peer is not None and not peer.lost:
             return peer
@@ -272,13 +272,13 @@ class Mesh:
             task.add_done_callback(lambda _t: self._connecting.pop(index, None))
         return await asyncio.shield(task)
 
-    async def _connect(self, index: int) -> _Peer:
+    async def _connect(self, index: int) -> PeerConnection:
         """Connect to worker ``index``, waiting a little for one that is still starting."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _CONNECT_PATIENCE_S
         while True:
             try:
-                peer = await self._endpoints.connect(index, _Peer)
+                peer = await self._endpoints.connect(index, PeerConnection)
                 break
             except OSError as exc:
                 if loop.time() > deadline:

@@ -51,6 +51,11 @@ class PartitionMap(msgspec.Struct, frozen=True):
     def owns(self, partition: int) -> bool:
         return partition % self.workers == self.index
 
+    def shares_batches(self, partition: int, other: int) -> bool:
+        """Whether one write batch may change both partitions (this process owns ``partition``):
+        here, whenever it owns ``other`` too, since all of its batches reach one writer."""
+        return self.owns(other)
+
     def owns_invocation(self, invocation_id: str) -> bool:
         partition = partition_of_id(invocation_id)
         return partition is not None and self.owns(partition)

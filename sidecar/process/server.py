@@ -10,7 +10,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
@@ -37,6 +37,9 @@ from ..store import Changes, Store, StoreError
 from ..time_skipping import SkippingClock
 from ..tracing import Tracing
 from .. import clock
+
+if TYPE_CHECKING:  # cluster mode is imported only when asked for
+    from ..cluster.node import NodeContext
 
 log = logging.getLogger("sidecar")
 
@@ -94,28 +97,33 @@ class WorkerSpec(msgspec.Struct, frozen=True):
 @asynccontextmanager
 async def running(
     settings: Settings, on_store_lost: Callable[[str], None] | None = None, worker: WorkerSpec | None = None,
-    test_clock: bool = False,
+    test_clock: bool = False, node: NodeContext | None = None,
 ) -> AsyncIterator[Invoker]:
-    """The sidecar (or one worker of it), serving until the context exits. ``test_clock``: on the
+    """The sidecar (or one worker of it, or a cluster node's generation: ``node``, whose store is
+    started and replicated already), serving until the context exits. ``test_clock``: on the
     clock that ``POST /test/clock`` advances (tests only; one worker)."""
     async with AsyncExitStack() as stack:
         skipping = SkippingClock.load(Path(settings.data_dir)) if test_clock else None
         if skipping is not None:  # before anything reads the clock: recovery arms its timers on it
             clock.use_skipping_clock(skipping)
             stack.callback(clock.use_skipping_clock, None)
-        store = Store(settings.data_dir, durability=settings.durability, map_size=settings.map_size_bytes,
-                      blob_threshold=settings.blob_threshold_bytes)
         mesh: Mesh | None = None
         metrics = Metrics()
-        if worker is None:
-            partitions = PartitionMap.single(store.partition_count(settings.partitions))
-            await store.start(on_lost=on_store_lost, on_commit=metrics.observe_commit)
+        partitions: PartitionMap
+        if node is not None:
+            store, partitions, mesh = node.store, node.partitions, Mesh(node.endpoints)
         else:
-            partitions = PartitionMap(partitions=worker.partitions, workers=worker.workers, index=worker.index)
-            await store.start(writer_socket=socket.socket(fileno=worker.writer_fd), on_lost=on_store_lost,
-                              on_commit=metrics.observe_commit)
-            mesh = Mesh(WorkerEndpoints(settings.data_dir, worker.index, worker.workers))
-        stack.push_async_callback(store.close)
+            store = Store(settings.data_dir, durability=settings.durability, map_size=settings.map_size_bytes,
+                          blob_threshold=settings.blob_threshold_bytes)
+            stack.push_async_callback(store.close)
+            if worker is None:
+                partitions = PartitionMap.single(store.partition_count(settings.partitions))
+                await store.start(on_lost=on_store_lost, on_commit=metrics.observe_commit)
+            else:
+                partitions = PartitionMap(partitions=worker.partitions, workers=worker.workers, index=worker.index)
+                await store.start(writer_socket=socket.socket(fileno=worker.writer_fd), on_lost=on_store_lost,
+                                  on_commit=metrics.observe_commit)
+                mesh = Mesh(WorkerEndpoints(settings.data_dir, worker.index, worker.workers))
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5.0))
         stack.push_async_callback(http.close)
         ids = IdGenerator()
@@ -132,7 +140,8 @@ async def running(
         scheduler = Scheduler(store=store, partitions=partitions, sender=ingress, metrics=metrics)
         stack.push_async_callback(scheduler.close)  # before the invoker: no firing into a closing one
         admin = Admin(invoker=invoker, registry=registry, store=store, settings=settings, http=http,
-                      partitions=partitions, metrics=metrics, scheduler=scheduler, mesh=mesh, test_clock=skipping)
+                      partitions=partitions, metrics=metrics, scheduler=scheduler, mesh=mesh, test_clock=skipping,
+                      cluster_view=node.view if node is not None else None)
         if mesh is not None:
             serve_calls(mesh, invoker.calls)
             serve_breakers(mesh, invoker.gates, invoker.board)
@@ -147,7 +156,7 @@ async def running(
         if first:  # one admin endpoint; it hands invocation-specific requests to their owners
             # Readiness means ready: /health answers once the writer commits and every ingress listens.
             await store.submit(Changes())
-            if mesh is not None:
+            if mesh is not None and node is None:  # nodes come and go: each serves on its own
                 await mesh.until_all_serving()
             await _site(stack, admin.app(), settings.admin, "admin", shared=False, metrics=metrics)
         if first and settings.register:  # in the background: a handler still starting must not hold up serving
@@ -251,8 +260,12 @@ def run(settings: Settings, *, test_clock: bool = False) -> None:
     if test_clock:
         SkippingClock.load(Path(settings.data_dir))  # an unreadable offset is refused here, as a bad key
     # An advance moves this process's clock: under a test clock it must be the only worker.
-    workers = 1 if test_clock else settings.workers or default_workers(usable_cores())
-    if workers > 1:
+    workers = 1 if test_clock or settings.cluster else settings.workers or default_workers(usable_cores())
+    if settings.cluster:
+        from ..cluster.node import serve_node
+
+        status = run_loop(serve_node(settings))
+    elif workers > 1:
         from .supervisor import supervise
 
         status = supervise(settings, workers)

@@ -15,6 +15,7 @@ import asyncio
 import os
 import socket
 import subprocess
+from typing import Protocol
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -122,6 +123,10 @@ class CostPage(msgspec.Struct):
     next: bytes | None
 
 
+class Committer(Protocol):
+    def submit(self, batch: WriteBatch, on_durable: OnDurable | None = None) -> asyncio.Future[None]: ...
+
+
 class Store:
     """Typed access to the sidecar's LMDB environment. No cursor or transaction leaks out."""
 
@@ -139,6 +144,8 @@ class Store:
         self.awakeable_secret = prepare(self._env, self._dbs, blob_threshold)
         self._writer: WriterClient | None = None
         self._writer_process: subprocess.Popen[bytes] | None = None
+        #: Where submitted batches go: the writer, or in cluster mode the log first (``replicate``).
+        self._commits: Committer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -156,6 +163,17 @@ class Store:
             self._writer, self._writer_process = await spawn_writer(
                 self._path, durability=self._durability, map_size=self._map_size,
                 blob_threshold=self.blob_threshold, on_lost=on_lost, on_commit=on_commit)
+        self._commits = self._writer
+
+    @property
+    def writer(self) -> WriterClient:
+        """The local writer itself (cluster mode applies the log's records through it)."""
+        assert self._writer is not None, "store not started"
+        return self._writer
+
+    def replicate(self, commits: Committer) -> None:
+        """Send every later submit through ``commits`` (cluster mode: the log, then the writer)."""
+        self._commits = commits
 
     async def close(self) -> None:
         """Let every submitted write finish, stop our writer, close the environment."""
@@ -195,8 +213,8 @@ class Store:
     def submit(self, batch: WriteBatch, on_durable: OnDurable | None = None) -> asyncio.Future[None]:
         """Queue ``batch``; the future resolves once it is durable. Batches commit in submit order.
         ``on_durable``: for a write someone is blocked on (see ``WriterClient.submit``)."""
-        assert self._writer is not None, "store not started"
-        return self._writer.submit(batch, on_durable)
+        assert self._commits is not None, "store not started"
+        return self._commits.submit(batch, on_durable)
 
     def partition_count(self, default: int) -> int:
         """The data directory's number of partitions, fixed by whoever opens it first."""
@@ -214,6 +232,9 @@ class Store:
             apply_batch(store_target(txn, self._dbs, self.blob_threshold), batch)
 
     # --- reads ----------------------------------------------------------------------------------
+
+    def read_meta(self, key: bytes) -> bytes | None:
+        return self._get("meta", key)
 
     def _get(self, db: str, key: bytes) -> bytes | None:
         """The value under ``key``, with the payloads it refers to as blobs in it."""

@@ -1,0 +1,265 @@
+"""A cluster node: follow the log, claim partitions, serve them until the ownership changes.
+
+A node serves in **generations**. Each one: catch the local store up with the log, read the
+assignment table, claim the partitions this node should now own (a dead node's, or unassigned
+ones, by rendezvous hashing over the nodes alive, so that the survivors agree on who takes what
+without talking), fence each claim in the log, then run the sidecar over exactly those
+partitions. When this node loses a partition (another node took it: it was paused or cut off
+past its heartbeats), when the log refuses an append, or when a partition becomes this node's to
+take, the generation ends: attempts are cut, waiting clients are let go, and the next generation
+recovers from the store as a restart would. This is the cold hand-over of docs/partitions.md:
+blunt, but no partition is ever served from two generations, and no attempt resumes from a
+journal an older one could still append to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import signal
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+
+from ..cli.config import Settings, parse_address
+from ..clock import now_ms
+from ..store import Store
+from .changelog import Changelog, Fenced, LogRecord, encode_record
+from .commits import ReplicatedCommits
+from .follower import Follower
+from .membership import Membership, NodeInfo
+from .nats_log import NatsChangelog, connect
+from .ownership import NOBODY, ClusterPartitionMap, NodeEndpoints
+
+log = logging.getLogger(__name__)
+
+#: How long a node listens for the others' heartbeats before its first plan (nodes started
+#: together then share the partitions instead of the first one taking them all).
+_SETTLE_S = 2.0
+#: A generation that ended sooner than this is followed by a pause (the others' moves first).
+_SHORT_GENERATION_S = 0.5
+
+
+def preferred(partition: int, names: list[str]) -> str:
+    """The node that should take ``partition`` among ``names`` (rendezvous hashing: when a node
+    leaves, only its partitions move, spread evenly over the others)."""
+    return max(names, key=lambda name: hashlib.blake2b(f"{partition}/{name}".encode(), digest_size=8).digest())
+
+
+class Plan(msgspec.Struct, frozen=True):
+    """What this node should serve now: the partitions it holds and those it should take."""
+
+    keep: frozenset[int]
+    take: dict[int, str | None]
+
+
+def plan(me: str, partitions: int, assignments: dict[int, str], alive: list[str]) -> Plan:
+    keep = frozenset(p for p, owner in assignments.items() if owner == me)
+    take: dict[int, str | None] = {}
+    for partition in range(partitions):
+        owner = assignments.get(partition)
+        if owner == me or (owner is not None and owner in alive):
+            continue
+        if preferred(partition, alive) == me:
+            take[partition] = owner
+    return Plan(keep=keep, take=take)
+
+
+class NodeContext(msgspec.Struct, frozen=True):
+    """What ``server.running`` needs to serve as a cluster node instead of alone."""
+
+    store: Store
+    partitions: ClusterPartitionMap
+    endpoints: NodeEndpoints
+    #: ``GET /cluster``: the nodes, alive or not, and the partitions each serves.
+    view: Callable[[], dict[str, object]]
+
+
+async def fence(changelog: Changelog, follower: Follower, partition: int, node: str, token: str) -> int:
+    """Claim ``partition`` in the log once this store holds all of it: the claim's sequence, past
+    which the previous owner's appends (which expect an older one) are refused."""
+    for attempt in range(20):
+        last = await changelog.last_sequence(partition)
+        await follower.reached(last)
+        claim = encode_record(LogRecord(partition=partition, node=node, batches=[]))
+        try:
+            return await changelog.append(partition, claim, expected=last,
+                                          message_id=f"claim.{token}.{partition}.{attempt}")
+        except Fenced:  # the previous owner appended meanwhile: catch up with that too
+            continue
+    raise Fenced(f"partition {partition}: the previous owner kept appending")
+
+
+class Generation:
+    """One generation of a node: from claiming partitions to giving them up (see the module)."""
+
+    def __init__(self, settings: Settings, changelog: Changelog, membership: Membership, partitions: int,
+                 store: Store) -> None:
+        self._settings = settings
+        self._changelog = changelog
+        self._membership = membership
+        self._partitions = partitions
+        self._store = store
+        self._name = membership.me.name
+        self._owned: dict[int, int] = {}
+        self.ended = asyncio.Event()
+        self.reason = ""
+        self._follower = Follower(log=changelog, store=store, writer=store.writer, partitions=partitions,
+                                  owns=lambda partition: partition in self._owned, on_stop=self.end)
+        self.commits: ReplicatedCommits | None = None
+
+    def end(self, reason: str) -> None:
+        """Serve no more: nothing is acknowledged from here on (the commit path is stopped)."""
+        if not self.ended.is_set():
+            self.reason = reason
+            log.warning("node %s ends this generation: %s", self._name, reason)
+            if self.commits is not None:
+                self.commits.stop(reason)
+            self.ended.set()
+
+    async def claim(self, token: str) -> None:
+        """Catch up with the log, then take and fence this node's partitions."""
+        self._follower.start()
+        await self._follower.reached(await self._changelog.tail())
+        membership = self._membership
+        wanted = plan(self._name, self._partitions, membership.assignments(), sorted(membership.alive()))
+        claimed = set(wanted.keep)
+        for partition, previous in wanted.take.items():
+            if await membership.claim(partition, previous):
+                claimed.add(partition)
+        for partition in sorted(claimed):
+            self._owned[partition] = await fence(self._changelog, self._follower, partition, self._name, token)
+        self.commits = ReplicatedCommits(log=self._changelog, writer=self._store.writer, node=self._name,
+                                         partitions=self._partitions, owned=self._owned, on_stop=self.end)
+        self._store.replicate(self.commits)
+        log.info("node %s serves %d of %d partitions", self._name, len(self._owned), self._partitions)
+
+    @property
+    def owned(self) -> frozenset[int]:
+        return frozenset(self._owned)
+
+    def check(self) -> None:
+        """The assignments or the nodes alive changed: end if this node lost a partition, or
+        has one to take."""
+        membership = self._membership
+        wanted = plan(self._name, self._partitions, membership.assignments(), sorted(membership.alive()))
+        lost = self.owned - wanted.keep
+        if lost:
+            self.end(f"partitions {sorted(lost)} are assigned to another node now")
+        elif wanted.take:
+            self.end(f"partitions {sorted(wanted.take)} are this node's to take")
+
+    async def close(self) -> None:
+        await self._follower.close()
+
+
+def cluster_view(membership: Membership, partitions: int) -> dict[str, object]:
+    alive = membership.alive()
+    assignments = membership.assignments()
+    names = sorted(set(alive) | set(assignments.values()))
+    return {"partitions": partitions, "nodes": [
+        {"name": name, "alive": name in alive,
+         "partitions": sorted(p for p, owner in assignments.items() if owner == name)} for name in names]}
+
+
+def _free_port(host: str) -> int:
+    """A port free now, kept for every generation of this process (others learn it once)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+async def serve_node(settings: Settings) -> int:
+    """Serve as a cluster node until SIGINT or SIGTERM: generation after generation."""
+    assert settings.node is not None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    host, port = parse_address(settings.mesh)
+    mesh = (host, port or _free_port(host))
+    connection = await connect(settings.cluster, settings.node)
+    try:
+        changelog = await NatsChangelog.open(connection)
+        partitions = await changelog.partition_count(settings.partitions)
+        me = NodeInfo(name=settings.node, number=0, mesh=f"{mesh[0]}:{mesh[1]}", ingress=settings.ingress,
+                      admin=settings.admin, started_ms=now_ms())
+        membership = Membership(connection, me)
+        await membership.start()
+        try:
+            await asyncio.sleep(_SETTLE_S)  # hear the heartbeats of nodes that started with this one
+            while not stop.is_set():
+                began = loop.time()
+                await _serve_generation(settings, changelog, membership, partitions, mesh, stop)
+                if loop.time() - began < _SHORT_GENERATION_S and not stop.is_set():
+                    await asyncio.sleep(_SHORT_GENERATION_S)  # ended at once: let the others move first
+        finally:
+            await membership.close()
+    finally:
+        await connection.close()
+    return 0
+
+
+async def _serve_generation(settings: Settings, changelog: NatsChangelog, membership: Membership, partitions: int,
+                            mesh: tuple[str, int], stop: asyncio.Event) -> None:
+    from ..process.server import running
+    from ..store import StoreError
+
+    store = Store(settings.data_dir, durability="none", map_size=settings.map_size_bytes,
+                  blob_threshold=settings.blob_threshold_bytes)
+    stored = store.partition_count(partitions)
+    if stored != partitions:
+        store.close_environment()
+        raise ClusterMismatch(f"{settings.data_dir} holds {stored} partitions, the cluster {partitions}: "
+                              "it belongs to another cluster (start this node on an empty directory)")
+    generation = Generation(settings, changelog, membership, partitions, store)
+    await store.start(on_lost=generation.end)
+    try:
+        membership.on_change = generation.check
+        await generation.claim(secrets.token_hex(6))
+        if generation.ended.is_set():
+            return
+        me = membership.me
+
+        def owner_of(partition: int) -> int:
+            name = membership.assignments().get(partition)
+            node = membership.by_name(name) if name is not None else None
+            return node.number if node is not None else NOBODY
+
+        def address_of(number: int) -> tuple[str, int] | None:
+            node = membership.node(number)
+            return parse_address(node.mesh) if node is not None else None
+
+        context = NodeContext(
+            store=store,
+            partitions=ClusterPartitionMap(partitions=partitions, workers=1, index=0, owned=generation.owned,
+                                           owner_of=owner_of, me=me.number),
+            endpoints=NodeEndpoints(me.number, mesh, address_of,
+                                    lambda: [node.number for node in membership.alive().values()]),
+            view=lambda: cluster_view(membership, partitions))
+        async with running(settings, generation.end, node=context) as invoker:
+            await _first(stop.wait(), generation.ended.wait())
+            if generation.ended.is_set():
+                # Before the HTTP sites drain: waiting callers go at once, no attempt runs on.
+                await invoker.close(StoreError(generation.reason))
+    finally:
+        membership.on_change = None
+        await generation.close()
+        await store.close()
+
+
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+class ClusterMismatch(RuntimeError):
+    """The data directory belongs to another cluster (another partition count)."""
