@@ -34,6 +34,7 @@ from .breakers import breakers
 from .costs import costs
 from .data import backup, check
 from .limits import parse_limit_flag
+from .nats_config import nats_config
 from .schedules import schedules
 from .cluster import cluster
 from .state import awakeable, state
@@ -468,6 +469,7 @@ main.add_command(breakers)
 main.add_command(schedules)
 main.add_command(state)
 main.add_command(awakeable)
+main.add_command(nats_config)
 
 if __name__ == "__main__":
     main()
