@@ -49,7 +49,8 @@ SCENARIOS = {
     "hotkey": Scenario("hotkey", "/Counter/hot-{key}/add", n=1, verify_counter=True, keys=1),
     "steps": Scenario("steps", "/Steps/run", n=7, check_steps=True),
 }
-SYSTEMS = ("proxy", "sidecar")
+#: "cluster": 3 NATS servers and 3 nodes on this machine (``benchmarks/cluster.py``).
+SYSTEMS = ("proxy", "sidecar", "cluster")
 #: the peers ``--peers`` adds (``benchmarks.peers``): Restate with its SDK discovered over HTTP/2
 #: (bidirectional streams, its default) and over HTTP/1.1 (request/response), and DBOS
 PEERS = ("restate-h2", "restate-h1", "dbos")
@@ -115,6 +116,7 @@ class Ratio(msgspec.Struct):
     versus: str  # the system the sidecar is divided by: "proxy", "restate-h2", "restate-h1", "dbos"
     throughput: float  # sidecar req/s / its req/s
     p99: float  # sidecar p99 / its p99
+    system: str = "sidecar"  # or "cluster": the sidecar's nodes on NATS
 
 
 class Report(msgspec.Struct):
@@ -333,7 +335,7 @@ def _names(doc: object) -> set[str]:
 
 
 #: the order of the rows in each scenario, and of the systems the sidecar is divided by
-ORDER = ("proxy", "sidecar", *PEERS)
+ORDER = ("proxy", "sidecar", "cluster", *PEERS)
 VERSUS = (*PEERS, "proxy")
 
 
@@ -355,12 +357,13 @@ def ratios(records: list[Record]) -> list[Ratio]:
     out = []
     by = {(r.scenario, r.system): r for r in records}
     for name in SCENARIOS:
-        sc = by.get((name, "sidecar"))
-        for other in VERSUS:
-            px = by.get((name, other))
-            if px and sc and px.throughput_rps and px.p99_ms:
-                out.append(Ratio(name, other, round(sc.throughput_rps / px.throughput_rps, 3),
-                                 round(sc.p99_ms / px.p99_ms, 2)))
+        for system in ("sidecar", "cluster"):
+            sc = by.get((name, system))
+            for other in VERSUS:
+                px = by.get((name, other))
+                if px and sc and px.throughput_rps and px.p99_ms:
+                    out.append(Ratio(name, other, round(sc.throughput_rps / px.throughput_rps, 3),
+                                     round(sc.p99_ms / px.p99_ms, 2), system))
     return out
 
 
@@ -444,18 +447,19 @@ def print_rounds(report: Report) -> None:
 
 def print_ratios(report: Report) -> None:
     """sidecar / each other system, per scenario; a missing one says why instead of a number."""
-    have = {(q.scenario, q.versus): q for q in report.ratios}
+    have = {(q.scenario, q.system, q.versus): q for q in report.ratios}
     gaps = {(g.scenario, g.system): g for g in report.missing}
     ran = {(r.scenario, r.system) for r in report.records}
-    rows = [("scenario", "sidecar / ...", "throughput", "p99")]
+    rows = [("scenario", "system / ...", "throughput", "p99")]
     for name in SCENARIOS:
-        if (name, "sidecar") not in ran:
-            continue
-        for other in VERSUS:
-            if (q := have.get((name, other))) is not None:
-                rows.append((name, label(other), f"{q.throughput:.2f}x", f"{q.p99:.2f}x"))
-            elif (g := gaps.get((name, other))) is not None:
-                rows.append((name, label(other), "—", "—" + f" ({g.kind})"))
+        for system in ("sidecar", "cluster"):
+            if (name, system) not in ran:
+                continue
+            for other in VERSUS:
+                if (q := have.get((name, system, other))) is not None:
+                    rows.append((name, f"{system} / {label(other)}", f"{q.throughput:.2f}x", f"{q.p99:.2f}x"))
+                elif (g := gaps.get((name, other))) is not None:
+                    rows.append((name, f"{system} / {label(other)}", "—", "—" + f" ({g.kind})"))
     if len(rows) == 1:
         return
     print()
@@ -475,7 +479,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--durability", choices=("fsync", "none"), default="fsync", help="the sidecar's")
     p.add_argument("--workers", type=int, default=1,
                    help="the sidecar's worker processes (0: one per core)")
-    p.add_argument("--systems", default=",".join(SYSTEMS),
+    p.add_argument("--systems", default="proxy,sidecar",
                    help=f"comma-separated subset of: {','.join(SYSTEMS + PEERS)}")
     p.add_argument("--peers", action="store_true",
                    help=f"also run the peers ({','.join(PEERS)}), installing them first if needed")
@@ -510,7 +514,9 @@ async def run_round(args: argparse.Namespace, log_dir: Path, session: aiohttp.Cl
     reported (as ``failed``), and the others still run."""
     records: list[Record] = []
     missing: list[Missing] = []
-    for system, bench in (("proxy", bench_proxy), ("sidecar", bench_sidecar)):
+    from benchmarks.cluster import bench_cluster  # imports this module: not at the top
+
+    for system, bench in (("proxy", bench_proxy), ("sidecar", bench_sidecar), ("cluster", bench_cluster)):
         if system not in args.systems:
             continue
         try:

@@ -92,6 +92,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cluster: list[str] = []
     node: str | None = None
     mesh: str = "127.0.0.1:0"
+    #: How often a node snapshots its store into the log's object store and trims the log below
+    #: the oldest snapshot (docs/cluster.md#snapshots-and-trimming).
+    snapshot_interval_s: float = 300.0
 
 
 #: A shorter admin token is guessable.
@@ -206,6 +209,8 @@ def cluster_problem(settings: Settings) -> str | None:
             return f"cluster URLs must start with nats:// or tls://, not {url!r}"
     if settings.workers > 1:
         return f"a cluster node runs one worker, not workers = {settings.workers}"
+    if not settings.snapshot_interval_s > 0:
+        return f"snapshot_interval_s must be more than 0, not {settings.snapshot_interval_s}"
     return None
 
 

@@ -68,9 +68,10 @@ def decode_record(payload: bytes) -> LogRecord:
 
 
 class Changelog(Protocol):
-    async def append(self, partition: int, payload: bytes, *, expected: int, message_id: str) -> int:
+    async def append(self, partition: int, payload: bytes, *, expected: int | None, message_id: str) -> int:
         """Store ``payload`` as partition ``partition``'s next record if its last record's
-        sequence is ``expected`` (0: it has none); return the new record's sequence.
+        sequence is ``expected`` (0: it has none; None: whatever it is); return the new record's
+        sequence.
         Raises :class:`Fenced` when ``expected`` is not the last sequence, :class:`LogUnavailable`
         when the log could not be reached within the bounded retries. A retry with the same
         ``message_id`` (within the log's deduplication window) returns the first append's sequence."""

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ..store.batch import DeletePrefix, Put, WriteBatch
 from ..store.keys import MAX_KEY_BYTES
@@ -54,8 +54,14 @@ _Waiting = tuple[WriteBatch, "asyncio.Future[None]", OnDurable | None]
 
 class ReplicatedCommits:
     def __init__(self, *, log: Changelog, writer: WriterClient, node: str, partitions: int,
-                 owned: dict[int, int], on_stop: Callable[[str], None]) -> None:
-        """``owned``: each partition this node has claimed, with its last record's sequence."""
+                 owned: dict[int, int], on_stop: Callable[[str], None], shared_applied: Callable[[int], Awaitable[None]],
+                 record_limit: int = 1 << 20) -> None:
+        """``owned``: each partition this node has claimed, with its last record's sequence;
+        ``shared_applied``: returns once the follower applied the log up to a sequence (the shared
+        records, partition number ``partitions``, are applied by it alone); ``record_limit``: the
+        most bytes of batches one record carries (the log's message limit, less the framing)."""
+        self._shared_applied = shared_applied
+        self._record_limit = record_limit
         self._log = log
         self._writer = writer
         self._node = node
@@ -65,7 +71,7 @@ class ReplicatedCommits:
         self.applied = dict(owned)
         self._on_stop = on_stop
         self._loop = asyncio.get_running_loop()
-        self._waiting: dict[int, deque[_Waiting]] = {p: deque() for p in owned}
+        self._waiting: dict[int, deque[_Waiting]] = {p: deque() for p in [*owned, partitions]}
         self._appending: set[int] = set()
         #: Each partition's newest future (and the local writes'): what an empty batch waits for.
         self._newest: dict[int, asyncio.Future[None]] = {}
@@ -77,6 +83,13 @@ class ReplicatedCommits:
     @property
     def stopped(self) -> str | None:
         return self._stopped
+
+    def _too_large(self, batch: WriteBatch) -> str | None:
+        size = _size(batch)
+        if size <= self._record_limit:
+            return None
+        return (f"a write of {size} bytes is larger than the log takes in one record ({self._record_limit}): "
+                "raise the NATS servers' max_payload, or keep step and state values smaller")
 
     def owns(self, partition: int) -> bool:
         return partition in self._last
@@ -92,13 +105,11 @@ class ReplicatedCommits:
         except MixedBatch as exc:
             log.error("a write that cannot be replicated: %s", exc)
             return _failed(future, on_durable, StoreError(str(exc), refused=True))
-        if partition is None:  # this node's own records: not replicated
-            written = self._writer.submit(batch, on_durable)
-            self._newest[-1] = written
-            return written
-        if partition not in self._last:
+        if partition is None:  # deployments: in every partition's node, any node may write them
+            partition = self._partitions
+        elif partition not in self._last:
             return _failed(future, on_durable, StoreError(f"partition {partition} is not served by this node"))
-        bad = _unstorable(batch)
+        bad = _unstorable(batch) or self._too_large(batch)
         if bad is not None:
             return _failed(future, on_durable, StoreError(bad, refused=True))
         self._waiting[partition].append((batch, future, on_durable))
@@ -131,13 +142,14 @@ class ReplicatedCommits:
         waiting = self._waiting[partition]
         try:
             while waiting and self._stopped is None:
-                group = list(waiting)
-                waiting.clear()
+                group = self._next_group(waiting)
                 record = LogRecord(partition=partition, node=self._node, batches=[b for b, _, _ in group])
                 self._count += 1
+                shared = partition == self._partitions
                 try:
-                    sequence = await self._log.append(partition, encode_record(record), expected=self._last[partition],
-                                                      message_id=f"{self._prefix}{self._count}")
+                    sequence = await self._log.append(
+                        partition, encode_record(record), expected=None if shared else self._last[partition],
+                        message_id=f"{self._prefix}{self._count}")
                 except Fenced:
                     self.stop(f"partition {partition} was claimed by another node: this node stops serving it")
                 except LogUnavailable as exc:
@@ -148,14 +160,17 @@ class ReplicatedCommits:
                 if self._stopped is not None:
                     _fail_all(group, self._stopped)
                     break
-                self._last[partition] = sequence
                 try:
-                    await self._writer.submit(with_sequence(record, sequence))
+                    if shared:  # applied here as everywhere: by the follower, in log order
+                        await self._shared_applied(sequence)
+                    else:
+                        self._last[partition] = sequence
+                        await self._writer.submit(with_sequence(record, sequence))
+                        self.applied[partition] = sequence
                 except StoreError as exc:
                     self.stop(f"a replicated write could not be applied here: {exc}")
                     _fail_all(group, self._stopped or str(exc))
                     break
-                self.applied[partition] = sequence
                 for _, future, on_durable in group:
                     if on_durable is not None and not future.done():
                         on_durable(None)
@@ -168,6 +183,18 @@ class ReplicatedCommits:
                 _fail_all(list(waiting), self._stopped)
                 waiting.clear()
 
+    def _next_group(self, waiting: deque[_Waiting]) -> list[_Waiting]:
+        """The batches of the next record: as many waiting ones as fit in one append."""
+        group: list[_Waiting] = []
+        size = 0
+        while waiting:
+            need = _size(waiting[0][0])
+            if group and size + need > self._record_limit:
+                break
+            group.append(waiting.popleft())
+            size += need
+        return group
+
     def stop(self, reason: str) -> None:
         """Acknowledge nothing more: fail what waits and every later batch; tell the node."""
         if self._stopped is not None:
@@ -178,6 +205,11 @@ class ReplicatedCommits:
             _fail_all(list(waiting), reason)
             waiting.clear()
         self._on_stop(reason)
+
+
+def _size(batch: WriteBatch) -> int:
+    """About the bytes ``batch`` takes in a record (keys and values; the framing is small)."""
+    return sum(len(op.key) + len(op.value) + 16 if type(op) is Put else 64 for op in batch.ops)
 
 
 def _unstorable(batch: WriteBatch) -> str | None:

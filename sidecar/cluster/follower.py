@@ -39,7 +39,7 @@ class Follower:
         self._writer = writer
         self._owns = owns
         self._on_stop = on_stop
-        self._applied = applied_marks(store, partitions)
+        self._applied = applied_marks(store, partitions + 1)  # and the shared records
         #: Every record up to here is applied locally (committed), or skipped.
         self.position = min(self._applied.values(), default=0)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []

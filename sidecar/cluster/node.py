@@ -28,9 +28,11 @@ import msgspec
 from ..cli.config import Settings, parse_address
 from ..clock import now_ms
 from ..store import Store
-from .changelog import Changelog, Fenced, LogRecord, encode_record
+from ..store.backup import BackupError
+from .changelog import Changelog, Fenced, LogRecord, LogUnavailable, encode_record
 from .commits import ReplicatedCommits
 from .follower import Follower
+from .snapshots import SNAPSHOT_PREFIX, take_snapshot
 from .membership import Membership, NodeInfo
 from .nats_log import NatsChangelog, connect
 from .ownership import NOBODY, ClusterPartitionMap, NodeEndpoints
@@ -98,8 +100,9 @@ class Generation:
     """One generation of a node: from claiming partitions to giving them up (see the module)."""
 
     def __init__(self, settings: Settings, changelog: Changelog, membership: Membership, partitions: int,
-                 store: Store) -> None:
+                 store: Store, record_limit: int) -> None:
         self._settings = settings
+        self._record_limit = record_limit
         self._changelog = changelog
         self._membership = membership
         self._partitions = partitions
@@ -134,7 +137,8 @@ class Generation:
         for partition in sorted(claimed):
             self._owned[partition] = await fence(self._changelog, self._follower, partition, self._name, token)
         self.commits = ReplicatedCommits(log=self._changelog, writer=self._store.writer, node=self._name,
-                                         partitions=self._partitions, owned=self._owned, on_stop=self.end)
+                                         partitions=self._partitions, owned=self._owned, on_stop=self.end,
+                                         shared_applied=self._follower.reached, record_limit=self._record_limit)
         self._store.replicate(self.commits)
         log.info("node %s serves %d of %d partitions", self._name, len(self._owned), self._partitions)
 
@@ -152,6 +156,21 @@ class Generation:
             self.end(f"partitions {sorted(lost)} are assigned to another node now")
         elif wanted.take:
             self.end(f"partitions {sorted(wanted.take)} are this node's to take")
+
+    async def keep_snapshots(self, interval_s: float) -> None:
+        """Every ``interval_s``: snapshot this store, then trim the log below the oldest snapshot
+        of the nodes alive (a node whose store is older restores a snapshot when it starts)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await take_snapshot(node=self._name, data_dir=self._settings.data_dir, changelog=self._changelog,
+                                    follower=self._follower, commits=self.commits)
+                kept = [found[1] for name in sorted(self._membership.alive())
+                        if (found := await self._changelog.get_snapshot(SNAPSHOT_PREFIX + name)) is not None]
+                if len(kept) == len(self._membership.alive()):
+                    await self._changelog.trim(min(kept))
+            except (LogUnavailable, BackupError, OSError) as exc:
+                log.warning("no snapshot this time: %s", exc)
 
     async def close(self) -> None:
         await self._follower.close()
@@ -242,7 +261,9 @@ async def _serve_generation(settings: Settings, changelog: NatsChangelog, member
                                     lambda: [node.number for node in membership.alive().values()]),
             view=lambda: cluster_view(membership, partitions))
         async with running(settings, generation.end, node=context) as invoker:
+            snapshots = asyncio.ensure_future(generation.keep_snapshots(settings.snapshot_interval_s))
             await _first(stop.wait(), generation.ended.wait())
+            snapshots.cancel()
             if generation.ended.is_set():
                 # Before the HTTP sites drain: waiting callers go at once, no attempt runs on.
                 await invoker.close(StoreError(generation.reason))

@@ -13,6 +13,7 @@ snapshot first.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import tempfile
@@ -44,8 +45,9 @@ async def take_snapshot(*, node: str, data_dir: str, changelog: Changelog, follo
     staging = Path(tempfile.mkdtemp(prefix="sidecar-snapshot-"))
     try:
         copy = staging / "store"
-        backup(data_dir, copy)
-        await changelog.put_snapshot(SNAPSHOT_PREFIX + node, (copy / "data.mdb").read_bytes(), sequence)
+        await asyncio.to_thread(backup, data_dir, copy)  # one read transaction: the writer goes on
+        data = await asyncio.to_thread((copy / "data.mdb").read_bytes)
+        await changelog.put_snapshot(SNAPSHOT_PREFIX + node, data, sequence)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("snapshot of %s at sequence %d", node, sequence)
