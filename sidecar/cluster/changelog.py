@@ -29,6 +29,11 @@ class LogUnavailable(RuntimeError):
     outlasted them): nothing is known to be stored, and nothing may be acknowledged."""
 
 
+class RecordTooLarge(ValueError):
+    """A record larger than the log takes in one append: the group commit must be split (nothing
+    was stored)."""
+
+
 class DamagedRecord(ValueError):
     """A record whose checksum does not match its body: never applied."""
 
