@@ -90,6 +90,10 @@ class Changelog(Protocol):
         """The sequence of the whole log's last record (0: empty)."""
         ...
 
+    async def first(self) -> int:
+        """The sequence of the oldest record kept (the tail's next when none is: all trimmed)."""
+        ...
+
     def read_from(self, start: int) -> AsyncIterator[Entry]:
         """Every record from sequence ``start`` on, in log order, then each new one as it is
         appended (never ends by itself)."""

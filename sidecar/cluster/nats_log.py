@@ -161,7 +161,7 @@ class NatsChangelog:
                    cluster=await retrying(cluster, within=retry_for, what=f"opening {CLUSTER_BUCKET}"),
                    retry_for=retry_for)
 
-    async def append(self, partition: int, payload: bytes, *, expected: int, message_id: str) -> int:
+    async def append(self, partition: int, payload: bytes, *, expected: int | None, message_id: str) -> int:
         if len(payload) + _HEADER_ROOM > self._client.max_payload:
             raise RecordTooLarge(f"a {len(payload):,}-byte record exceeds the NATS servers' max_payload "
                                  f"({self._client.max_payload:,} bytes, less {_HEADER_ROOM} for headers)")
@@ -169,7 +169,9 @@ class NatsChangelog:
 
         async def publish(timeout: float) -> int:
             # Fresh headers each attempt: nats-py adds to the dict it is given.
-            headers = {"Nats-Expected-Last-Subject-Sequence": str(expected), "Nats-Msg-Id": message_id}
+            headers = {"Nats-Msg-Id": message_id}
+            if expected is not None:
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
             try:
                 ack = await self._js.publish(subject, payload, timeout=timeout, stream=STREAM, headers=headers)
             except nats.js.errors.APIError as exc:
@@ -199,6 +201,13 @@ class NatsChangelog:
             return (await self._js.stream_info(STREAM)).state.last_seq
 
         return await retrying(info, within=self._retry_for, what="reading the log's end")
+
+    async def first(self) -> int:
+        async def info(timeout: float) -> int:
+            state = (await self._js.stream_info(STREAM)).state
+            return state.first_seq if state.messages else state.last_seq + 1
+
+        return await retrying(info, within=self._retry_for, what="reading the log's start")
 
     async def leader(self) -> str | None:
         """The name of the NATS server that leads the stream now (for tests and diagnostics)."""

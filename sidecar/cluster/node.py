@@ -30,11 +30,12 @@ from ..clock import now_ms
 from ..store import Store
 from ..store.backup import BackupError
 from .changelog import Changelog, Fenced, LogRecord, LogUnavailable, encode_record
+from .claims import fence, plan
 from .commits import ReplicatedCommits
-from .follower import Follower
-from .snapshots import SNAPSHOT_PREFIX, take_snapshot
+from .follower import Follower, applied_marks
+from .snapshots import SNAPSHOT_PREFIX, restore_snapshot, take_snapshot
 from .membership import Membership, NodeInfo
-from .nats_log import NatsChangelog, connect
+from .nats_log import NatsChangelog, close, connect
 from .ownership import NOBODY, ClusterPartitionMap, NodeEndpoints
 
 log = logging.getLogger(__name__)
@@ -42,33 +43,10 @@ log = logging.getLogger(__name__)
 #: How long a node listens for the others' heartbeats before its first plan (nodes started
 #: together then share the partitions instead of the first one taking them all).
 _SETTLE_S = 2.0
+#: Room in a log message for a record's own framing and the message's headers.
+_RECORD_FRAMING = 64 << 10
 #: A generation that ended sooner than this is followed by a pause (the others' moves first).
 _SHORT_GENERATION_S = 0.5
-
-
-def preferred(partition: int, names: list[str]) -> str:
-    """The node that should take ``partition`` among ``names`` (rendezvous hashing: when a node
-    leaves, only its partitions move, spread evenly over the others)."""
-    return max(names, key=lambda name: hashlib.blake2b(f"{partition}/{name}".encode(), digest_size=8).digest())
-
-
-class Plan(msgspec.Struct, frozen=True):
-    """What this node should serve now: the partitions it holds and those it should take."""
-
-    keep: frozenset[int]
-    take: dict[int, str | None]
-
-
-def plan(me: str, partitions: int, assignments: dict[int, str], alive: list[str]) -> Plan:
-    keep = frozenset(p for p, owner in assignments.items() if owner == me)
-    take: dict[int, str | None] = {}
-    for partition in range(partitions):
-        owner = assignments.get(partition)
-        if owner == me or (owner is not None and owner in alive):
-            continue
-        if preferred(partition, alive) == me:
-            take[partition] = owner
-    return Plan(keep=keep, take=take)
 
 
 class NodeContext(msgspec.Struct, frozen=True):
@@ -79,21 +57,6 @@ class NodeContext(msgspec.Struct, frozen=True):
     endpoints: NodeEndpoints
     #: ``GET /cluster``: the nodes, alive or not, and the partitions each serves.
     view: Callable[[], dict[str, object]]
-
-
-async def fence(changelog: Changelog, follower: Follower, partition: int, node: str, token: str) -> int:
-    """Claim ``partition`` in the log once this store holds all of it: the claim's sequence, past
-    which the previous owner's appends (which expect an older one) are refused."""
-    for attempt in range(20):
-        last = await changelog.last_sequence(partition)
-        await follower.reached(last)
-        claim = encode_record(LogRecord(partition=partition, node=node, batches=[]))
-        try:
-            return await changelog.append(partition, claim, expected=last,
-                                          message_id=f"claim.{token}.{partition}.{attempt}")
-        except Fenced:  # the previous owner appended meanwhile: catch up with that too
-            continue
-    raise Fenced(f"partition {partition}: the previous owner kept appending")
 
 
 class Generation:
@@ -205,6 +168,7 @@ async def serve_node(settings: Settings) -> int:
     try:
         changelog = await NatsChangelog.open(connection)
         partitions = await changelog.partition_count(settings.partitions)
+        record_limit = max(connection.max_payload - _RECORD_FRAMING, _RECORD_FRAMING)
         me = NodeInfo(name=settings.node, number=0, mesh=f"{mesh[0]}:{mesh[1]}", ingress=settings.ingress,
                       admin=settings.admin, started_ms=now_ms())
         membership = Membership(connection, me)
@@ -213,29 +177,47 @@ async def serve_node(settings: Settings) -> int:
             await asyncio.sleep(_SETTLE_S)  # hear the heartbeats of nodes that started with this one
             while not stop.is_set():
                 began = loop.time()
-                await _serve_generation(settings, changelog, membership, partitions, mesh, stop)
+                await _serve_generation(settings, changelog, membership, partitions, mesh, stop, record_limit)
                 if loop.time() - began < _SHORT_GENERATION_S and not stop.is_set():
                     await asyncio.sleep(_SHORT_GENERATION_S)  # ended at once: let the others move first
         finally:
             await membership.close()
     finally:
-        await connection.close()
+        await close(connection)
     return 0
 
 
+async def _open_store(settings: Settings, changelog: Changelog, membership: Membership, partitions: int) -> Store:
+    """This node's store, restored from a snapshot first where the log was trimmed past it (or it
+    is new and the log no longer starts at its beginning). LMDB is not synced: the log is what
+    survives a crash, and a restart applies it from the marks this store holds."""
+    for restored in (False, True):
+        store = Store(settings.data_dir, durability="none", map_size=settings.map_size_bytes,
+                      blob_threshold=settings.blob_threshold_bytes)
+        stored = store.partition_count(partitions)
+        if stored != partitions:
+            store.close_environment()
+            raise ClusterMismatch(f"{settings.data_dir} holds {stored} partitions, the cluster {partitions}: "
+                                  "it belongs to another cluster (start this node on an empty directory)")
+        start = min(applied_marks(store, partitions + 1).values()) + 1
+        first = await changelog.first()
+        if start >= first:
+            return store
+        store.close_environment()
+        if restored or await restore_snapshot(data_dir=settings.data_dir, changelog=changelog,
+                                              names=sorted({*membership.alive(), settings.node or ""})) is None:
+            raise ClusterMismatch(f"the log starts at {first}, past this store's {start}, and no snapshot "
+                                  "reaches that far: this node cannot catch up")
+    raise AssertionError("unreachable")
+
+
 async def _serve_generation(settings: Settings, changelog: NatsChangelog, membership: Membership, partitions: int,
-                            mesh: tuple[str, int], stop: asyncio.Event) -> None:
+                            mesh: tuple[str, int], stop: asyncio.Event, record_limit: int) -> None:
     from ..process.server import running
     from ..store import StoreError
 
-    store = Store(settings.data_dir, durability="none", map_size=settings.map_size_bytes,
-                  blob_threshold=settings.blob_threshold_bytes)
-    stored = store.partition_count(partitions)
-    if stored != partitions:
-        store.close_environment()
-        raise ClusterMismatch(f"{settings.data_dir} holds {stored} partitions, the cluster {partitions}: "
-                              "it belongs to another cluster (start this node on an empty directory)")
-    generation = Generation(settings, changelog, membership, partitions, store)
+    store = await _open_store(settings, changelog, membership, partitions)
+    generation = Generation(settings, changelog, membership, partitions, store, record_limit)
     await store.start(on_lost=generation.end)
     try:
         membership.on_change = generation.check
