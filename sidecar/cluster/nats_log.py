@@ -173,10 +173,7 @@ class NatsChangelog:
                 raise
             return ack.seq
 
-        try:
-            return await retrying(publish, within=self._retry_for, what=f"appending to partition {partition}")
-        except nats.js.errors.APIError as exc:
-            raise LogUnavailable(f"appending to partition {partition}: refused ({exc.description})") from exc
+        return await retrying(publish, within=self._retry_for, what=f"appending to partition {partition}")
 
     async def last_sequence(self, partition: int) -> int:
         async def last(timeout: float) -> int:

@@ -109,6 +109,16 @@ async def test_reading_and_appending_go_on_through_a_sigkill_of_the_streams_lead
         await eventually(lambda: _async(len(seen) >= 10), timeout=20, what="the records appended after the kill")
         assert [e.sequence for e in seen] == list(range(1, 11))  # nothing skipped, nothing twice
         assert [e.payload for e in seen] == before + after
+
+        # Back on its ports and store, the killed server catches up: with the new leader killed in
+        # turn, it is half of the quorum that takes the next append.
+        await nats_servers.restart(nats_servers.index(leader))
+        second = await changelog.leader()
+        assert second is not None and second != leader
+        nats_servers.kill(nats_servers.index(second))
+        assert await changelog.append(7, b"last", expected=10, message_id="last") == 11
+        await eventually(lambda: _async(len(seen) >= 11), timeout=20, what="the record appended after the second kill")
+        assert [e.sequence for e in seen] == list(range(1, 12)) and seen[-1].payload == b"last"
     finally:
         reader.cancel()
 
