@@ -151,15 +151,18 @@ async def test_snapshots_round_trip_and_the_log_trims_below_them(changelog: Nats
     await changelog.put_snapshot("partition-0", b"newer", 3)  # replaces the older one
     assert await changelog.get_snapshot("partition-0") == (b"newer", 3)
 
-    await changelog.trim(3)
+    await _append_chain(changelog, 1, [b"quiet"])  # 4: partition 1's only record
+    await _append_chain(changelog, 0, [b"5"])
+    await changelog.trim(5)
     seen: list[Entry] = []
     reader = asyncio.create_task(_collect(changelog, 1, seen))
     try:
-        await eventually(lambda: _async(len(seen) == 1), timeout=10, what="what is left after the trim")
-        assert seen == [Entry(3, 0, b"3")]
+        await eventually(lambda: _async(len(seen) == 2), timeout=10, what="what is left after the trim")
+        assert seen == [Entry(4, 1, b"quiet"), Entry(5, 0, b"5")]  # a partition's last record stays
     finally:
         reader.cancel()
-    assert await changelog.last_sequence(0) == 3 and await changelog.tail() == 3
+    assert await changelog.last_sequence(0) == 5 and await changelog.last_sequence(1) == 4
+    assert await changelog.append(1, b"after", expected=4, message_id="after") == 6  # still fenced right
 
 
 async def test_the_first_node_fixes_the_partition_count(nats_servers: NatsServers, changelog: NatsChangelog) -> None:
