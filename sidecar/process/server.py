@@ -162,9 +162,13 @@ async def running(
         if first and settings.register:  # in the background: a handler still starting must not hold up serving
             registering = asyncio.ensure_future(_register_on_start(registry, settings.register, http, admin))
             stack.callback(registering.cancel)
+        if node is not None:
+            role, durability = f"node {settings.node} ", "the cluster's log"
+        else:
+            role = f"worker {partitions.index + 1}/{partitions.workers} " if mesh else ""
+            durability = settings.durability
         log.info("sidecar %sready: ingress http://%s, admin http://%s, data %s (durability %s)",
-                 f"worker {partitions.index + 1}/{partitions.workers} " if mesh else "", settings.ingress,
-                 settings.admin, settings.data_dir, settings.durability)
+                 role, settings.ingress, settings.admin, settings.data_dir, durability)
         yield invoker
 
 
