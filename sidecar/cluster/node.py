@@ -57,6 +57,9 @@ class NodeContext(msgspec.Struct, frozen=True):
     endpoints: NodeEndpoints
     #: ``GET /cluster``: the nodes, alive or not, and the partitions each serves.
     view: Callable[[], dict[str, object]]
+    #: The ingress's and the admin API's sockets, listening from the node's start to its end:
+    #: between two generations connections wait in their backlog instead of being refused.
+    listening: dict[str, socket.socket]
 
 
 class Generation:
@@ -153,6 +156,14 @@ def cluster_view(membership: Membership, partitions: int) -> dict[str, object]:
          "partitions": sorted(p for p, owner in assignments.items() if owner == name)} for name in names]}
 
 
+def _listen(address: str, name: str) -> socket.socket:
+    host, port = parse_address(address, name)
+    sock = socket.create_server((host.strip("[]"), port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                backlog=1024, reuse_port=False)
+    sock.setblocking(False)
+    return sock
+
+
 def _free_port(host: str) -> int:
     """A port free now, kept for every generation of this process (others learn it once)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -169,6 +180,7 @@ async def serve_node(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     host, port = parse_address(settings.mesh, "mesh", any_port=True)
     mesh = (host, port or _free_port(host))
+    listening = {name: _listen(getattr(settings, name), name) for name in ("ingress", "admin")}
     connection = await connect(settings.cluster, settings.node)
     try:
         changelog = await NatsChangelog.open(connection)
@@ -182,13 +194,16 @@ async def serve_node(settings: Settings) -> int:
             await asyncio.sleep(_SETTLE_S)  # hear the heartbeats of nodes that started with this one
             while not stop.is_set():
                 began = loop.time()
-                await _serve_generation(settings, changelog, membership, partitions, mesh, stop, record_limit)
+                await _serve_generation(settings, changelog, membership, partitions, mesh, stop, record_limit,
+                                        listening)
                 if loop.time() - began < _SHORT_GENERATION_S and not stop.is_set():
                     await asyncio.sleep(_SHORT_GENERATION_S)  # ended at once: let the others move first
         finally:
             await membership.close()
     finally:
         await close(connection)
+        for sock in listening.values():
+            sock.close()
     return 0
 
 
@@ -217,7 +232,8 @@ async def _open_store(settings: Settings, changelog: Changelog, membership: Memb
 
 
 async def _serve_generation(settings: Settings, changelog: NatsChangelog, membership: Membership, partitions: int,
-                            mesh: tuple[str, int], stop: asyncio.Event, record_limit: int) -> None:
+                            mesh: tuple[str, int], stop: asyncio.Event, record_limit: int,
+                            listening: dict[str, socket.socket]) -> None:
     from ..process.server import running
     from ..store import StoreError
 
@@ -246,7 +262,7 @@ async def _serve_generation(settings: Settings, changelog: NatsChangelog, member
                                            owner_of=owner_of, me=me.number),
             endpoints=NodeEndpoints(me.number, mesh, address_of,
                                     lambda: [node.number for node in membership.alive().values()]),
-            view=lambda: cluster_view(membership, partitions))
+            view=lambda: cluster_view(membership, partitions), listening=listening)
         async with running(settings, generation.end, node=context) as invoker:
             snapshots = asyncio.ensure_future(generation.keep_snapshots(settings.snapshot_interval_s))
             await _first(stop.wait(), generation.ended.wait())
