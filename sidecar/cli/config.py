@@ -177,7 +177,7 @@ def load_settings(
     if settings.log_format not in FORMATS:
         raise ConfigError(f"invalid setting: log_format must be one of {', '.join(FORMATS)}, not {settings.log_format!r}")
     for name in ("ingress", "admin", "mesh"):
-        parse_address(getattr(settings, name), name)
+        parse_address(getattr(settings, name), name, any_port=name == "mesh")
     if (problem := cluster_problem(settings)) is not None:
         raise ConfigError(f"invalid setting: {problem}")
     if settings.admin_token is not None and (problem := token_problem(settings.admin_token)) is not None:
@@ -226,9 +226,10 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def parse_address(value: str, name: str = "address") -> tuple[str, int]:
-    """``HOST:PORT`` -> (host, port), with a message that names the setting when malformed."""
+def parse_address(value: str, name: str = "address", *, any_port: bool = False) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port), with a message that names the setting when malformed.
+    ``any_port``: port 0 (any free one) is allowed too."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not (0 if any_port else 1) <= int(port) < 65536:
         raise ConfigError(f"invalid setting: {name} must be HOST:PORT, not {value!r}")
     return host, int(port)

@@ -162,7 +162,7 @@ async def serve_node(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    host, port = parse_address(settings.mesh)
+    host, port = parse_address(settings.mesh, "mesh", any_port=True)
     mesh = (host, port or _free_port(host))
     connection = await connect(settings.cluster, settings.node)
     try:

@@ -107,6 +107,7 @@ def test_unknown_toml_field(tmp_path: Path) -> None:
 def test_parse_address() -> None:
     assert parse_address("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert parse_address("[::1]:9070") == ("[::1]", 9070)
+    assert parse_address("127.0.0.1:0", "mesh", any_port=True) == ("127.0.0.1", 0)
     with pytest.raises(ConfigError, match="admin must be HOST:PORT"):
         parse_address("127.0.0.1:http", "admin")
 
