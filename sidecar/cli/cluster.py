@@ -13,7 +13,7 @@ from .client import admin_api, decode, echo_json, echo_table, json_option, reque
 @json_option
 @click.pass_context
 def cluster(ctx: click.Context, as_json: bool) -> None:
-    """The cluster's nodes, whether each is alive, and how many partitions it serves."""
+    """The nodes of the cluster and the partitions each serves."""
     reply = decode(request(admin_api(ctx), "GET", ["cluster"]))
     if as_json:
         echo_json(reply)
