@@ -108,5 +108,6 @@ class Changelog(Protocol):
         ...
 
     async def trim(self, below: int) -> None:
-        """Drop every record with a sequence below ``below`` (all are in a snapshot)."""
+        """Drop every record with a sequence below ``below`` (all are in a snapshot), except each
+        partition's last record, which the fence compares against."""
         ...

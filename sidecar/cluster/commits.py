@@ -151,8 +151,10 @@ class ReplicatedCommits:
                         partition, encode_record(record), expected=None if shared else self._last[partition],
                         message_id=f"{self._prefix}{self._count}")
                 except Fenced:
+                    log.error("partition %d was claimed by another node: this node acknowledges nothing more", partition)
                     self.stop(f"partition {partition} was claimed by another node: this node stops serving it")
                 except LogUnavailable as exc:
+                    log.error("the log did not take a write: %s", exc)
                     self.stop(f"the log did not take a write: {exc}")
                 except Exception as exc:  # whatever else the client raises: nothing is known stored
                     log.exception("append to partition %d failed", partition)
@@ -168,6 +170,7 @@ class ReplicatedCommits:
                         await self._writer.submit(with_sequence(record, sequence))
                         self.applied[partition] = sequence
                 except StoreError as exc:
+                    log.error("a replicated write could not be applied here: %s", exc)
                     self.stop(f"a replicated write could not be applied here: {exc}")
                     _fail_all(group, self._stopped or str(exc))
                     break
@@ -200,7 +203,6 @@ class ReplicatedCommits:
         if self._stopped is not None:
             return
         self._stopped = reason
-        log.critical("%s", reason)
         for waiting in self._waiting.values():
             _fail_all(list(waiting), reason)
             waiting.clear()

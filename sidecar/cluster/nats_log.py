@@ -175,10 +175,7 @@ class NatsChangelog:
                 raise
             return ack.seq
 
-        try:
-            return await retrying(publish, within=self._retry_for, what=f"appending to partition {partition}")
-        except nats.js.errors.APIError as exc:
-            raise LogUnavailable(f"appending to partition {partition}: refused ({exc.description})") from exc
+        return await retrying(publish, within=self._retry_for, what=f"appending to partition {partition}")
 
     async def last_sequence(self, partition: int) -> int:
         async def last(timeout: float) -> int:
@@ -243,11 +240,26 @@ class NatsChangelog:
         return await retrying(get, within=self._retry_for, what=f"reading snapshot {name}")
 
     async def trim(self, below: int) -> None:
-        async def purge(timeout: float) -> None:
-            await self._js.purge_stream(STREAM, seq=below)
+        """Drop the records below ``below``, except each partition's last one: the fence compares
+        an append's expected sequence with it, and a partition without one would take only an
+        append expecting 0, refusing its owner's next commit as if another node had taken it."""
+        async def subjects(timeout: float) -> list[str]:
+            state = (await self._js.stream_info(STREAM, subjects_filter=f"{SUBJECT_PREFIX}*")).state
+            return sorted(state.subjects or {})
 
-        if below > 1:
-            await retrying(purge, within=self._retry_for, what=f"trimming the log below {below}")
+        async def purge(subject: str) -> None:
+            async def last(timeout: float) -> int:
+                return (await self._js.get_last_msg(STREAM, subject)).seq or 0
+
+            async def below_on(timeout: float) -> None:
+                await self._js.purge_stream(STREAM, subject=subject, seq=keep)
+
+            keep = min(below, await retrying(last, within=self._retry_for, what=f"reading {subject}'s end"))
+            if keep > 1:
+                await retrying(below_on, within=self._retry_for, what=f"trimming {subject} below {keep}")
+
+        for subject in await retrying(subjects, within=self._retry_for, what="listing the log's partitions"):
+            await purge(subject)
 
     async def partition_count(self, default: int) -> int:
         """The cluster's partition count: ``default`` if this is the first node to ask, else what

@@ -54,7 +54,9 @@ def transient(exc: BaseException) -> bool:
 
 async def retrying(attempt: Callable[[float], Awaitable[T]], *, within: float, what: str) -> T:
     """``attempt(timeout)`` until it returns or fails with something other than a transient
-    failure; after ``within`` seconds of transient failures, :class:`LogUnavailable`."""
+    failure. After ``within`` seconds of transient failures, and at once for any other NATS
+    error (a refusal, a closed client): :class:`LogUnavailable`, so that no NATS exception
+    reaches the sidecar. Anything else the attempt raises (``Fenced``) passes through."""
     deadline = time.monotonic() + within
     delay = 0.05
     while True:
@@ -63,6 +65,8 @@ async def retrying(attempt: Callable[[float], Awaitable[T]], *, within: float, w
             return await attempt(max(0.05, min(ATTEMPT_TIMEOUT_S, remaining)))
         except Exception as exc:
             if not transient(exc):
+                if isinstance(exc, nats.errors.Error):
+                    raise LogUnavailable(f"{what}: {exc}") from exc
                 raise
             if time.monotonic() + delay >= deadline:
                 raise LogUnavailable(f"{what}: NATS gave no answer within {within:g} s (last: {exc!r})") from exc

@@ -34,7 +34,7 @@ from .claims import fence, plan
 from .commits import ReplicatedCommits
 from .follower import Follower, applied_marks
 from .snapshots import SNAPSHOT_PREFIX, restore_snapshot, take_snapshot
-from .membership import Membership, NodeInfo
+from .membership import Membership, NodeInfo, node_number
 from .nats_log import NatsChangelog, close, connect
 from .ownership import NOBODY, ClusterPartitionMap, NodeEndpoints
 
@@ -57,6 +57,9 @@ class NodeContext(msgspec.Struct, frozen=True):
     endpoints: NodeEndpoints
     #: ``GET /cluster``: the nodes, alive or not, and the partitions each serves.
     view: Callable[[], dict[str, object]]
+    #: The ingress's and the admin API's sockets, listening from the node's start to its end:
+    #: between two generations connections wait in their backlog instead of being refused.
+    listening: dict[str, socket.socket]
 
 
 class Generation:
@@ -74,8 +77,7 @@ class Generation:
         self._owned: dict[int, int] = {}
         self.ended = asyncio.Event()
         self.reason = ""
-        self._follower = Follower(log=changelog, store=store, writer=store.writer, partitions=partitions,
-                                  owns=lambda partition: partition in self._owned, on_stop=self.end)
+        self._follower: Follower | None = None  # from ``claim``: the store's writer is started then
         self.commits: ReplicatedCommits | None = None
 
     def end(self, reason: str) -> None:
@@ -89,8 +91,11 @@ class Generation:
 
     async def claim(self, token: str) -> None:
         """Catch up with the log, then take and fence this node's partitions."""
-        self._follower.start()
-        await self._follower.reached(await self._changelog.tail())
+        follower = self._follower = Follower(log=self._changelog, store=self._store, writer=self._store.writer,
+                                             partitions=self._partitions, owns=lambda p: p in self._owned,
+                                             on_stop=self.end)
+        follower.start()
+        await follower.reached(await self._changelog.tail())
         membership = self._membership
         wanted = plan(self._name, self._partitions, membership.assignments(), sorted(membership.alive()))
         claimed = set(wanted.keep)
@@ -98,12 +103,13 @@ class Generation:
             if await membership.claim(partition, previous):
                 claimed.add(partition)
         for partition in sorted(claimed):
-            self._owned[partition] = await fence(self._changelog, self._follower, partition, self._name, token)
+            self._owned[partition] = await fence(self._changelog, follower, partition, self._name, token)
         self.commits = ReplicatedCommits(log=self._changelog, writer=self._store.writer, node=self._name,
                                          partitions=self._partitions, owned=self._owned, on_stop=self.end,
-                                         shared_applied=self._follower.reached, record_limit=self._record_limit)
+                                         shared_applied=follower.reached, record_limit=self._record_limit)
         self._store.replicate(self.commits)
         log.info("node %s serves %d of %d partitions", self._name, len(self._owned), self._partitions)
+        self.check()  # what changed while it claimed
 
     @property
     def owned(self) -> frozenset[int]:
@@ -126,6 +132,7 @@ class Generation:
         while True:
             await asyncio.sleep(interval_s)
             try:
+                assert self._follower is not None
                 await take_snapshot(node=self._name, data_dir=self._settings.data_dir, changelog=self._changelog,
                                     follower=self._follower, commits=self.commits)
                 kept = [found[1] for name in sorted(self._membership.alive())
@@ -136,7 +143,8 @@ class Generation:
                 log.warning("no snapshot this time: %s", exc)
 
     async def close(self) -> None:
-        await self._follower.close()
+        if self._follower is not None:
+            await self._follower.close()
 
 
 def cluster_view(membership: Membership, partitions: int) -> dict[str, object]:
@@ -146,6 +154,14 @@ def cluster_view(membership: Membership, partitions: int) -> dict[str, object]:
     return {"partitions": partitions, "nodes": [
         {"name": name, "alive": name in alive,
          "partitions": sorted(p for p, owner in assignments.items() if owner == name)} for name in names]}
+
+
+def _listen(address: str, name: str) -> socket.socket:
+    host, port = parse_address(address, name)
+    sock = socket.create_server((host.strip("[]"), port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                backlog=1024, reuse_port=False)
+    sock.setblocking(False)
+    return sock
 
 
 def _free_port(host: str) -> int:
@@ -164,26 +180,30 @@ async def serve_node(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     host, port = parse_address(settings.mesh, "mesh", any_port=True)
     mesh = (host, port or _free_port(host))
+    listening = {name: _listen(getattr(settings, name), name) for name in ("ingress", "admin")}
     connection = await connect(settings.cluster, settings.node)
     try:
         changelog = await NatsChangelog.open(connection)
         partitions = await changelog.partition_count(settings.partitions)
         record_limit = max(connection.max_payload - _RECORD_FRAMING, _RECORD_FRAMING)
-        me = NodeInfo(name=settings.node, number=0, mesh=f"{mesh[0]}:{mesh[1]}", ingress=settings.ingress,
-                      admin=settings.admin, started_ms=now_ms())
-        membership = Membership(connection, me)
+        me = NodeInfo(name=settings.node, number=await node_number(changelog.cluster, settings.node),
+                      mesh=f"{mesh[0]}:{mesh[1]}", ingress=settings.ingress, admin=settings.admin, started_ms=now_ms())
+        membership = Membership(connection, changelog.cluster, me)
         await membership.start()
         try:
             await asyncio.sleep(_SETTLE_S)  # hear the heartbeats of nodes that started with this one
             while not stop.is_set():
                 began = loop.time()
-                await _serve_generation(settings, changelog, membership, partitions, mesh, stop, record_limit)
+                await _serve_generation(settings, changelog, membership, partitions, mesh, stop, record_limit,
+                                        listening)
                 if loop.time() - began < _SHORT_GENERATION_S and not stop.is_set():
                     await asyncio.sleep(_SHORT_GENERATION_S)  # ended at once: let the others move first
         finally:
             await membership.close()
     finally:
         await close(connection)
+        for sock in listening.values():
+            sock.close()
     return 0
 
 
@@ -212,15 +232,16 @@ async def _open_store(settings: Settings, changelog: Changelog, membership: Memb
 
 
 async def _serve_generation(settings: Settings, changelog: NatsChangelog, membership: Membership, partitions: int,
-                            mesh: tuple[str, int], stop: asyncio.Event, record_limit: int) -> None:
+                            mesh: tuple[str, int], stop: asyncio.Event, record_limit: int,
+                            listening: dict[str, socket.socket]) -> None:
     from ..process.server import running
     from ..store import StoreError
 
     store = await _open_store(settings, changelog, membership, partitions)
     generation = Generation(settings, changelog, membership, partitions, store, record_limit)
     await store.start(on_lost=generation.end)
+    watching = asyncio.ensure_future(_watch(membership, generation))
     try:
-        membership.on_change = generation.check
         await generation.claim(secrets.token_hex(6))
         if generation.ended.is_set():
             return
@@ -241,7 +262,7 @@ async def _serve_generation(settings: Settings, changelog: NatsChangelog, member
                                            owner_of=owner_of, me=me.number),
             endpoints=NodeEndpoints(me.number, mesh, address_of,
                                     lambda: [node.number for node in membership.alive().values()]),
-            view=lambda: cluster_view(membership, partitions))
+            view=lambda: cluster_view(membership, partitions), listening=listening)
         async with running(settings, generation.end, node=context) as invoker:
             snapshots = asyncio.ensure_future(generation.keep_snapshots(settings.snapshot_interval_s))
             await _first(stop.wait(), generation.ended.wait())
@@ -250,9 +271,18 @@ async def _serve_generation(settings: Settings, changelog: NatsChangelog, member
                 # Before the HTTP sites drain: waiting callers go at once, no attempt runs on.
                 await invoker.close(StoreError(generation.reason))
     finally:
-        membership.on_change = None
+        watching.cancel()
         await generation.close()
         await store.close()
+
+
+async def _watch(membership: Membership, generation: Generation) -> None:
+    """Check the generation against each change of the assignments or of the nodes alive."""
+    while not generation.ended.is_set():
+        await membership.changed.wait()
+        membership.changed.clear()
+        if generation.commits is not None:  # claimed: what it serves is fixed now
+            generation.check()
 
 
 async def _first(*waits: Coroutine[Any, Any, object]) -> None:

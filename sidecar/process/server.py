@@ -68,7 +68,7 @@ async def _register_on_start(registry: Registry, uris: list[str], http: aiohttp.
 
 
 async def _site(stack: AsyncExitStack, app: web.Application, address: str, name: str, *, shared: bool,
-                metrics: Metrics) -> None:
+                metrics: Metrics, listening: socket.socket | None = None) -> None:
     """Serve ``app`` at ``address``. A handler whose client disconnected is cancelled
     (``handler_cancellation``), so that a call, an attach or a state edit whose client gave up (a
     timeout, a poller that attaches again and again) stops waiting at once instead of holding its
@@ -81,6 +81,9 @@ async def _site(stack: AsyncExitStack, app: web.Application, address: str, name:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
+    if listening is not None:  # a cluster node's, open across its generations (a copy is closed with this one)
+        await web.SockSite(runner, listening.dup()).start()
+        return
     # Workers share the ingress port: the kernel spreads connections over them (SO_REUSEPORT).
     await web.TCPSite(runner, host, port, backlog=1024, reuse_port=shared or None).start()
 
@@ -149,7 +152,8 @@ async def running(
             await mesh.start()
             stack.push_async_callback(mesh.close)
         invoker.start()
-        await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None, metrics=metrics)
+        await _site(stack, ingress.app(), settings.ingress, "ingress", shared=mesh is not None and node is None,
+                    metrics=metrics, listening=node.listening["ingress"] if node is not None else None)
         if mesh is not None:
             mesh.serving = True
         scheduler.start()  # its firings are sends: the ingress, and the mesh to the other workers, are up
@@ -158,13 +162,18 @@ async def running(
             await store.submit(Changes())
             if mesh is not None and node is None:  # nodes come and go: each serves on its own
                 await mesh.until_all_serving()
-            await _site(stack, admin.app(), settings.admin, "admin", shared=False, metrics=metrics)
+            await _site(stack, admin.app(), settings.admin, "admin", shared=False, metrics=metrics,
+                        listening=node.listening["admin"] if node is not None else None)
         if first and settings.register:  # in the background: a handler still starting must not hold up serving
             registering = asyncio.ensure_future(_register_on_start(registry, settings.register, http, admin))
             stack.callback(registering.cancel)
+        if node is not None:
+            role, durability = f"node {settings.node} ", "the cluster's log"
+        else:
+            role = f"worker {partitions.index + 1}/{partitions.workers} " if mesh else ""
+            durability = settings.durability
         log.info("sidecar %sready: ingress http://%s, admin http://%s, data %s (durability %s)",
-                 f"worker {partitions.index + 1}/{partitions.workers} " if mesh else "", settings.ingress,
-                 settings.admin, settings.data_dir, settings.durability)
+                 role, settings.ingress, settings.admin, settings.data_dir, durability)
         yield invoker
 
 

@@ -54,6 +54,7 @@ class Nodes:
 
     async def until_serving(self, node: Node) -> None:
         async def registered() -> bool:
+            assert node.process.running, f"{node.name} exited: {node.process.log_path.read_text()[-3000:]}"
             async with self.http.get(f"http://{node.admin}/services") as response:
                 return response.status == 200 and bool((await response.json()).get("services"))
         await eventually(registered, timeout=START_TIMEOUT_S, what=f"{node.name} to serve")

@@ -83,11 +83,22 @@ async def test_a_silent_node_is_judged_dead_after_dead_after_s(start: Start) -> 
     a = await start("a", 1, heartbeat_s=0.2, dead_after_s=1.5)
     b = await start("b", 2, heartbeat_s=0.2, dead_after_s=1.5)
     await eventually(lambda: _holds(lambda: "b" in a.alive()), timeout=10, what="b alive in a's view")
-    await b.close()
+    for task in b._tasks:  # b stops heartbeating without a word, as a SIGKILLed node does
+        task.cancel()
     stopped = time.monotonic()
     await eventually(lambda: _holds(lambda: "b" not in a.alive()), timeout=10, what="b judged dead")
     assert 1.5 - 0.3 <= time.monotonic() - stopped <= 1.5 + 2.0
     assert set(a.alive()) == {"a"}
+
+
+async def test_a_node_that_closes_is_gone_at_once(start: Start) -> None:
+    a = await start("a", 1, heartbeat_s=0.2, dead_after_s=5.0)
+    b = await start("b", 2, heartbeat_s=0.2, dead_after_s=5.0)
+    await eventually(lambda: _holds(lambda: "b" in a.alive()), timeout=10, what="b alive in a's view")
+    stopped = time.monotonic()
+    await b.close()
+    await eventually(lambda: _holds(lambda: "b" not in a.alive()), timeout=10, what="b gone")
+    assert time.monotonic() - stopped < 5.0, "a node that says it leaves is not waited out"
 
 
 async def test_nobody_is_judged_dead_during_a_nats_election(nats_servers: NatsServers, start: Start) -> None:
@@ -102,7 +113,7 @@ async def test_nobody_is_judged_dead_during_a_nats_election(nats_servers: NatsSe
         await close(client)
     assert info.cluster is not None and info.cluster.leader is not None
     nats_servers.kill(nats_servers.index(info.cluster.leader))
-    deadline = time.monotonic() + 12.0  # an election (4-8 s) and more than dead_after_s after it
+    deadline = time.monotonic() + 9.0  # an election (4-8 s), and longer than dead_after_s (4 s)
     while time.monotonic() < deadline:
         assert set(a.alive()) == {"a", "b"} and set(b.alive()) == {"a", "b"}
         await asyncio.sleep(0.1)

@@ -28,11 +28,12 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def nodes(tmp_path: Path, nats_servers: NatsServers, http: aiohttp.ClientSession,
                 request: pytest.FixtureRequest) -> AsyncIterator[Nodes]:
     running = Nodes(tmp_path, http, nats_servers.urls)
-    await running.start()
-    yield running
-    running.stop()
-    if getattr(request.node, "rep_call_failed", True):
-        print(running.logs())
+    try:
+        await running.start()
+        yield running
+    finally:
+        running.stop()
+        print(running.logs())  # shown when the test fails
 
 
 async def _owners(nodes: Nodes, node: Node) -> dict[int, str]:
