@@ -43,8 +43,9 @@ CLUSTER_BUCKET = "sidecar-cluster"
 #: A retried append is recognised by its message ID for this long after the first attempt:
 #: far longer than any retry lasts (``retry_for``), short enough to keep the server's ID table small.
 DUPLICATE_WINDOW_S = 120.0
-#: JetStream's "wrong last sequence": ``Nats-Expected-Last-Subject-Sequence`` did not match.
-WRONG_LAST_SEQUENCE = 10071
+#: JetStream's "wrong last sequence": ``Nats-Expected-Last-Subject-Sequence`` did not match
+#: (10071 names the sequence found; newer servers answer 10164, without it).
+WRONG_LAST_SEQUENCE = (10071, 10164)
 #: The object header that holds a snapshot's log sequence.
 SNAPSHOT_SEQUENCE_HEADER = "Sidecar-Sequence"
 _PARTITION_COUNT_KEY = "partitions"
@@ -175,7 +176,7 @@ class NatsChangelog:
             try:
                 ack = await self._js.publish(subject, payload, timeout=timeout, stream=STREAM, headers=headers)
             except nats.js.errors.APIError as exc:
-                if exc.err_code == WRONG_LAST_SEQUENCE:
+                if exc.err_code in WRONG_LAST_SEQUENCE:
                     raise Fenced(f"partition {partition}: its last record is not {expected} ({exc.description})") from None
                 raise
             return ack.seq

@@ -112,6 +112,10 @@ class Generation:
         self.check()  # what changed while it claimed
 
     @property
+    def applied(self) -> int:
+        return self._follower.position if self._follower is not None else 0
+
+    @property
     def owned(self) -> frozenset[int]:
         return frozenset(self._owned)
 
@@ -147,11 +151,13 @@ class Generation:
             await self._follower.close()
 
 
-def cluster_view(membership: Membership, partitions: int) -> dict[str, object]:
+def cluster_view(membership: Membership, partitions: int, applied: int) -> dict[str, object]:
+    """``GET /cluster``: the nodes and the partitions each should serve, as this node sees them;
+    ``node``: this one, ``applied``: the log sequence up to which its store holds every record."""
     alive = membership.alive()
     assignments = membership.assignments()
     names = sorted(set(alive) | set(assignments.values()))
-    return {"partitions": partitions, "nodes": [
+    return {"partitions": partitions, "node": membership.me.name, "applied": applied, "nodes": [
         {"name": name, "alive": name in alive,
          "partitions": sorted(p for p, owner in assignments.items() if owner == name)} for name in names]}
 
@@ -262,7 +268,7 @@ async def _serve_generation(settings: Settings, changelog: NatsChangelog, member
                                            owner_of=owner_of, me=me.number),
             endpoints=NodeEndpoints(me.number, mesh, address_of,
                                     lambda: [node.number for node in membership.alive().values()]),
-            view=lambda: cluster_view(membership, partitions), listening=listening)
+            view=lambda: cluster_view(membership, partitions, generation.applied), listening=listening)
         async with running(settings, generation.end, node=context) as invoker:
             snapshots = asyncio.ensure_future(generation.keep_snapshots(settings.snapshot_interval_s))
             await _first(stop.wait(), generation.ended.wait())

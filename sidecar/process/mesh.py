@@ -125,6 +125,11 @@ class _Server(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._mesh.inbound.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._mesh.inbound.discard(self._transport)
 
     def data_received(self, data: bytes) -> None:
         self._inbound += data
@@ -206,6 +211,9 @@ class Mesh:
         self._connecting: dict[int, asyncio.Task[PeerConnection]] = {}
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The other processes' connections to us: closed with the mesh, so that nothing more is
+        #: handed to a process (a node's generation) that stopped serving.
+        self.inbound: set[asyncio.BaseTransport] = set()
         self._number = 0
         #: Set once this worker's ingress listens: worker 0 opens the admin API (and ``/health``)
         #: only when every worker says so.
@@ -239,6 +247,8 @@ class Mesh:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for transport in list(self.inbound):
+            transport.close()
         for peer in self._peers.values():
             if peer.transport is not None:
                 peer.transport.close()

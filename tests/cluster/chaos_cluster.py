@@ -19,6 +19,7 @@ from sidecar.ids import partition_of_id
 from sidecar.process.partitions import PartitionMap
 from tests.cluster.ledger import Enter, Leave, Pause, read_ledger
 from tests.cluster.nodes import Node, Nodes
+from tests.cluster.stores import contents, log_tail, replay
 from tests.procs import eventually
 
 #: How long a node's heartbeats may stop before the others count it dead and take its partitions.
@@ -156,6 +157,28 @@ class ChaosCluster:
 
     def logs(self) -> str:
         return self.nodes.logs()
+
+
+def probe_key(partitions: int, partition: int) -> str:
+    """A ``LedgerCounter`` key of ``partition`` that the workload never adds to."""
+    mapping = PartitionMap.single(partitions)
+    return next(key for key in (f"probe-{i}" for i in count()) if mapping.of_key("LedgerCounter", key) == partition)
+
+
+async def replay_check(cluster: ChaosCluster, tmp: Path) -> None:
+    """Once every node's store holds the whole log, stop them all: replaying the log into an
+    empty store gives each one's data, byte for byte."""
+    tail = await log_tail(cluster.nats.urls)
+    for node in cluster.live():
+        async def caught_up(node: Node = node) -> bool:
+            return bool((await cluster.nodes.view(node))["applied"] >= tail)
+        await eventually(caught_up, timeout=30, what=f"{node.name} to apply the log up to {tail}")
+    cluster.stop()
+    await replay(cluster.nats.urls, tmp / "replayed")
+    replayed = contents(tmp / "replayed")
+    assert replayed["invocations"], "the replay holds the workload's invocations"
+    for node in cluster.nodes.nodes:
+        assert contents(node.data_dir) == replayed, f"{node.name}'s store differs from the log replayed"
 
 
 def probe_key(partitions: int, partition: int) -> str:

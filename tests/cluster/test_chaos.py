@@ -31,6 +31,8 @@ from tests.procs import eventually
 LONG = os.environ.get("SIDECAR_CHAOS_LONG") == "1"
 WORKLOAD = Workload(keys=200, adds=600, flows=60) if LONG else Workload(keys=20, adds=40, flows=10)
 ROUNDS = 10 if LONG else 2
+#: The longest JetStream leader election measured on this layout after a SIGKILL (docs/cluster.md).
+ELECTION_S = 8.0
 
 
 def _waves(calls: list[Call], count: int) -> list[list[Call]]:
@@ -101,10 +103,11 @@ async def test_nothing_acknowledged_is_lost_or_repeated_through_node_and_nats_fa
             evidence = await gather_evidence(http, cluster.admin(), client, calls, ledger, kills=kills,
                                              pauses=[pause])
             check(evidence)
-            partitions, _ = await cluster.owners()
-            await replay_check(nats_servers.urls, partitions)
-            slow = [f for f in failovers if f.served_after_s > FAILOVER_S]
-            assert not slow, f"failovers slower than {FAILOVER_S} s: {slow}"
+            await replay_check(cluster, tmp_path)
+            # The promise holds for a node's death; a NATS server killed with it adds the log's
+            # own leader election (4-8 s on this layout, docs/cluster.md), measured and shown.
+            slow = [f for f in failovers if f.served_after_s > FAILOVER_S + (ELECTION_S if f.nats_server else 0)]
+            assert not slow, f"failovers slower than {FAILOVER_S} s (+{ELECTION_S} s with a NATS election): {slow}"
             passed = True
         finally:
             cluster.stop()

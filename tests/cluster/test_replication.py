@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import lmdb
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -19,7 +18,7 @@ from sidecar.cluster.nats_log import NatsChangelog, close, connect
 from sidecar.cluster.nats_servers import NatsServers
 from sidecar.cluster.claims import fence
 from sidecar.store import Changes, Store, StoreError
-from sidecar.store.environment import DATABASES
+from tests.cluster.stores import contents
 
 PARTITIONS = 4
 
@@ -75,21 +74,6 @@ async def replicas(tmp_path: Path, changelog: NatsChangelog) -> AsyncIterator[li
         await replica.close()
 
 
-def _contents(path: Path) -> dict[str, dict[bytes, bytes]]:
-    """Every database but ``meta`` (each store's own marks), as plain dicts."""
-    env = lmdb.open(str(path), max_dbs=len(DATABASES) + 1, readonly=True, lock=False)
-    try:
-        found = {}
-        with env.begin() as txn:
-            for name in DATABASES:
-                if name != "meta":
-                    db = env.open_db(name.encode(), txn=txn, create=False)
-                    found[name] = {bytes(k): bytes(v) for k, v in txn.cursor(db=db)}
-        return found
-    finally:
-        env.close()
-
-
 def _state_write(key: str, value: bytes) -> Changes:
     changes = Changes()
     changes.set_state("Counter", key, "count", value)
@@ -119,7 +103,7 @@ async def test_what_the_owner_commits_reaches_the_standby_and_a_replay(replicas:
     await fresh.follower.reached(await changelog.tail())
     for replica in (fresh, owner, standby):
         await replica.close()
-    assert _contents(tmp_path / "fresh") == _contents(tmp_path / "a") == _contents(tmp_path / "b")
+    assert contents(tmp_path / "fresh") == contents(tmp_path / "a") == contents(tmp_path / "b")
 
 
 async def test_a_claim_fences_the_old_owner_which_acknowledges_nothing_more(replicas: list[Replica]) -> None:
