@@ -7,11 +7,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test typecheck chromium bench demo-chaos
+.PHONY: run cluster test typecheck chromium bench demo-chaos
 
 # exec: make, not a shell, is the script's parent, so the script can end with make (see the script).
 run: $(VENV)/.installed-test
 	VENV=$(VENV) exec scripts/run-example.sh
+
+# Cluster mode on this machine (sidecar/cluster/dev.py): three nats-servers, three sidecar nodes and
+# the counter example, until Ctrl-C, which stops them all; prints each node's ports and what to try.
+cluster: $(VENV)/.installed-test
+	exec $(PY) -m sidecar.cluster.dev --nodes 3
 
 test: typecheck chromium
 	$(PY) -m pytest -q

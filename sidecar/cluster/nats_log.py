@@ -60,23 +60,28 @@ async def connect(urls: list[str], name: str, *, connect_timeout: float = 2.0) -
     none of ``urls`` answers now."""
 
     reported = False  # one line per outage, not one per reconnect attempt
+    #: Bound once connected: nats-py calls ``error_cb`` during the first connect too (a server of
+    #: ``urls`` that refuses), before ``nats.connect`` has returned the client.
+    client: NATS | None = None
 
     async def on_error(exc: Exception) -> None:
         nonlocal reported
-        if not (reported and client.is_reconnecting):
+        reconnecting = client is not None and client.is_reconnecting
+        if not (reported and reconnecting):
             log.warning("NATS: %s", exc or type(exc).__name__)
-            reported = client.is_reconnecting
+            reported = reconnecting
 
     async def on_disconnect() -> None:
         nonlocal reported
-        if not client.is_closed and not reported:  # not our own close
+        if client is not None and not client.is_closed and not reported:  # not our own close
             log.warning("NATS: disconnected, reconnecting")
             reported = True
 
     async def on_reconnect() -> None:
         nonlocal reported
         reported = False
-        log.warning("NATS: reconnected to %s", client.connected_url.netloc if client.connected_url else "?")
+        url = client.connected_url if client is not None else None
+        log.warning("NATS: reconnected to %s", url.netloc if url else "?")
 
     try:
         client = await nats.connect(

@@ -180,13 +180,3 @@ async def replay_check(cluster: ChaosCluster, tmp: Path) -> None:
     for node in cluster.nodes.nodes:
         assert contents(node.data_dir) == replayed, f"{node.name}'s store differs from the log replayed"
 
-
-def probe_key(partitions: int, partition: int) -> str:
-    """A ``LedgerCounter`` key of ``partition`` that the workload never adds to."""
-    mapping = PartitionMap.single(partitions)
-    return next(key for key in (f"probe-{i}" for i in count()) if mapping.of_key("LedgerCounter", key) == partition)
-
-
-async def replay_check(urls: list[str], partitions: int) -> None:
-    """TODO(lead): replay every partition's subject of the log into an empty store and compare it
-    with a node's (the log API's ``read`` from the first sequence); nothing checks it yet."""

@@ -113,7 +113,8 @@ class Evidence(msgspec.Struct, kw_only=True):
     journals: dict[str, dict[str, Any]]
     #: ``LedgerCounter.value`` of every key the workload added to, read at the end.
     values: dict[str, int]
-    #: SIGKILLs of sidecar nodes during the run, and pauses past the lease.
+    #: The faults during the run that may cut a running step (SIGKILLs of sidecars and of NATS
+    #: servers), and the pauses past the lease.
     kills: int
     pauses: list[Pause] = []
 
