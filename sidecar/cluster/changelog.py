@@ -91,7 +91,8 @@ class Changelog(Protocol):
         ...
 
     async def first(self) -> int:
-        """The sequence of the oldest record kept (the tail's next when none is: all trimmed)."""
+        """The sequence from which on every record is kept (1 until a trim): a store whose marks
+        are below it must start from a snapshot."""
         ...
 
     def read_from(self, start: int) -> AsyncIterator[Entry]:

@@ -24,6 +24,7 @@ import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from ..ids import partition_of_id
 from ..store.batch import DeletePrefix, Put, WriteBatch
 from ..store.keys import MAX_KEY_BYTES
 from ..store.writer_client import OnDurable, StoreError, WriterClient
@@ -55,20 +56,24 @@ _Waiting = tuple[WriteBatch, "asyncio.Future[None]", OnDurable | None]
 class ReplicatedCommits:
     def __init__(self, *, log: Changelog, writer: WriterClient, node: str, partitions: int,
                  owned: dict[int, int], on_stop: Callable[[str], None], shared_applied: Callable[[int], Awaitable[None]],
-                 record_limit: int = 1 << 20) -> None:
+                 confirmed: Callable[[int], bool] = lambda partition: True, record_limit: int = 1 << 20) -> None:
         """``owned``: each partition this node has claimed, with its last record's sequence;
         ``shared_applied``: returns once the follower applied the log up to a sequence (the shared
         records, partition number ``partitions``, are applied by it alone); ``record_limit``: the
-        most bytes of batches one record carries (the log's message limit, less the framing)."""
+        most bytes of batches one record carries (the log's message limit, less the framing);
+        ``confirmed``: whether this node's hold on a partition was confirmed lately (``serves``)."""
         self._shared_applied = shared_applied
+        self._confirmed = confirmed
         self._record_limit = record_limit
         self._log = log
         self._writer = writer
         self._node = node
         self._partitions = partitions
         self._last = dict(owned)
-        #: Each owned partition's last record that is applied here too (a checkpoint reaches that far).
+        #: Each owned partition's last record that is applied here too (a checkpoint reaches that far),
+        #: and the last one handed to the writer (what its ``applied`` mark will say once written).
         self.applied = dict(owned)
+        self.handed = dict(owned)
         self._on_stop = on_stop
         self._loop = asyncio.get_running_loop()
         self._waiting: dict[int, deque[_Waiting]] = {p: deque() for p in [*owned, partitions]}
@@ -93,6 +98,18 @@ class ReplicatedCommits:
 
     def owns(self, partition: int) -> bool:
         return partition in self._last
+
+    def settled_below(self, limit: int) -> int:
+        """The highest sequence (up to ``limit``) through which every owned partition's records
+        are applied here: an idle partition's are all applied, a busy one's up to its last."""
+        busy = [self.applied[p] for p in self._last if p in self._appending or self.applied[p] != self.handed[p]]
+        return min([limit, *busy])
+
+    def serves(self, invocation_id: str) -> bool:
+        """Whether an attempt of ``invocation_id`` may start: not after a stop, nor while this
+        node's hold on the partition is not confirmed (``confirmed``)."""
+        partition = partition_of_id(invocation_id)
+        return self._stopped is None and partition is not None and self._confirmed(partition)
 
     def submit(self, batch: WriteBatch, on_durable: OnDurable | None = None) -> asyncio.Future[None]:
         future: asyncio.Future[None] = self._loop.create_future()
@@ -166,7 +183,7 @@ class ReplicatedCommits:
                     if shared:  # applied here as everywhere: by the follower, in log order
                         await self._shared_applied(sequence)
                     else:
-                        self._last[partition] = sequence
+                        self._last[partition] = self.handed[partition] = sequence
                         await self._writer.submit(with_sequence(record, sequence))
                         self.applied[partition] = sequence
                 except StoreError as exc:

@@ -64,15 +64,18 @@ class Follower:
         self._waiters.append((sequence, future))
         await future
 
-    def checkpoint(self, sequence: int) -> asyncio.Future[None]:
-        """Every record up to ``sequence`` is applied here: raise the marks of the partitions this
-        node does not own to it, so that a restart (or a node restored from this store) starts
-        there, however long a quiet partition has gone without a record. Submitted in the same
-        step that reads the marks: a record the follower submits later lands after it."""
+    def checkpoint(self, sequence: int, owned: dict[int, int]) -> asyncio.Future[None]:
+        """Every record up to ``sequence`` is applied here: raise every partition's mark to it, so
+        that a restart (or a node restored from this store) starts there, however long a quiet
+        partition has gone without a record. ``owned``: the partitions the commit path applies,
+        each with the last record it handed to the writer (its mark then says at least that).
+        Submitted in the same step that reads the marks: whatever is submitted later lands after."""
         assert sequence <= self.position
         raise_to = WriteBatch()
         for partition, mark in self._applied.items():
-            if mark < sequence and not self._owns(partition):
+            if partition in owned:
+                raise_to.ops.append(applied_put(partition, max(sequence, owned[partition])))
+            elif mark < sequence and not self._owns(partition):
                 self._applied[partition] = sequence
                 raise_to.ops.append(applied_put(partition, sequence))
         return self._writer.submit(raise_to)

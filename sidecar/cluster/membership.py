@@ -141,6 +141,17 @@ class Membership:
         except Exception as exc:  # NATS unreachable: the others wait out the heartbeats instead
             log.warning("could not take %s's heartbeat away: %r", self.me.name, exc)
 
+    def holds(self, partition: int) -> bool:
+        """Whether this node owns ``partition`` as of a recent confirmation: the table names it,
+        and its own heartbeat came back through the watch within ``dead_after_s`` less a beat (the
+        others wait ``dead_after_s`` of silence before they take its partitions; the watch
+        delivers in order, so a takeover made while this node was paused is seen before the
+        heartbeat that follows it)."""
+        echo = self._echo
+        owner = self._owners.get(partition)
+        return (echo is not None and time.monotonic() - echo < self._dead_after_s - self._heartbeat_s
+                and owner is not None and owner.node == self.me.name)
+
     def alive(self) -> dict[str, NodeInfo]:
         """The nodes whose heartbeat this node saw recently enough, itself always included."""
         return {name: self._nodes[name] for name in sorted(self._alive_names)}

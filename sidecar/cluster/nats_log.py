@@ -49,6 +49,8 @@ WRONG_LAST_SEQUENCE = (10071, 10164)
 #: The object header that holds a snapshot's log sequence.
 SNAPSHOT_SEQUENCE_HEADER = "Sidecar-Sequence"
 _PARTITION_COUNT_KEY = "partitions"
+#: Below this sequence the log may have been trimmed (a store that has not reached it restores a snapshot).
+_TRIMMED_KEY = "trimmed"
 #: Room left in a message for its headers when checking a record against the server's max_payload.
 _HEADER_ROOM = 512
 
@@ -201,11 +203,15 @@ class NatsChangelog:
         return await retrying(info, within=self._retry_for, what="reading the log's end")
 
     async def first(self) -> int:
-        async def info(timeout: float) -> int:
-            state = (await self._js.stream_info(STREAM)).state
-            return state.first_seq if state.messages else state.last_seq + 1
+        """Where the last trim left the log whole: each partition's last record stays behind
+        (the fence needs it), so the stream's own first sequence says nothing of the holes."""
+        async def read(timeout: float) -> int:
+            try:
+                return int((await self.cluster.get(_TRIMMED_KEY)).value or b"1")
+            except nats.js.errors.KeyNotFoundError:
+                return 1
 
-        return await retrying(info, within=self._retry_for, what="reading the log's start")
+        return await retrying(read, within=self._retry_for, what="reading where the log starts")
 
     async def leader(self) -> str | None:
         """The name of the NATS server that leads the stream now (for tests and diagnostics)."""
@@ -264,6 +270,11 @@ class NatsChangelog:
             if keep > 1:
                 await retrying(below_on, within=self._retry_for, what=f"trimming {subject} below {keep}")
 
+        async def mark(timeout: float) -> None:  # before any record goes: a reader must know first
+            if below > await self.first():
+                await self.cluster.put(_TRIMMED_KEY, str(below).encode())
+
+        await retrying(mark, within=self._retry_for, what="marking the log's new start")
         for subject in await retrying(subjects, within=self._retry_for, what="listing the log's partitions"):
             await purge(subject)
 

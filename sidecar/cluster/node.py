@@ -106,7 +106,8 @@ class Generation:
             self._owned[partition] = await fence(self._changelog, follower, partition, self._name, token)
         self.commits = ReplicatedCommits(log=self._changelog, writer=self._store.writer, node=self._name,
                                          partitions=self._partitions, owned=self._owned, on_stop=self.end,
-                                         shared_applied=follower.reached, record_limit=self._record_limit)
+                                         shared_applied=follower.reached, confirmed=self._membership.holds,
+                                         record_limit=self._record_limit)
         self._store.replicate(self.commits)
         log.info("node %s serves %d of %d partitions", self._name, len(self._owned), self._partitions)
         self.check()  # what changed while it claimed
@@ -137,7 +138,7 @@ class Generation:
             await asyncio.sleep(interval_s)
             try:
                 assert self._follower is not None
-                await take_snapshot(node=self._name, data_dir=self._settings.data_dir, changelog=self._changelog,
+                await take_snapshot(node=self._name, store=self._store, changelog=self._changelog,
                                     follower=self._follower, commits=self.commits)
                 kept = [found[1] for name in sorted(self._membership.alive())
                         if (found := await self._changelog.get_snapshot(SNAPSHOT_PREFIX + name)) is not None]
@@ -145,6 +146,8 @@ class Generation:
                     await self._changelog.trim(min(kept))
             except (LogUnavailable, BackupError, OSError) as exc:
                 log.warning("no snapshot this time: %s", exc)
+            except Exception:
+                log.exception("no snapshot this time")
 
     async def close(self) -> None:
         if self._follower is not None:

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..store.backup import backup
+from ..store import Store
 from .changelog import Changelog
 from .commits import ReplicatedCommits
 from .follower import Follower
@@ -31,21 +31,18 @@ SNAPSHOT_PREFIX = "store."
 
 def checkpoint_sequence(follower: Follower, commits: ReplicatedCommits | None) -> int:
     """How far every partition's records are applied here."""
-    sequence = follower.position
-    if commits is not None:
-        sequence = min([sequence, *commits.applied.values()])
-    return sequence
+    return follower.position if commits is None else commits.settled_below(follower.position)
 
 
-async def take_snapshot(*, node: str, data_dir: str, changelog: Changelog, follower: Follower,
+async def take_snapshot(*, node: str, store: Store, changelog: Changelog, follower: Follower,
                         commits: ReplicatedCommits | None) -> int:
     """Checkpoint, copy the store, keep the copy as this node's snapshot; its sequence."""
     sequence = checkpoint_sequence(follower, commits)
-    await follower.checkpoint(sequence)
+    await follower.checkpoint(sequence, commits.handed if commits is not None else {})
     staging = Path(tempfile.mkdtemp(prefix="sidecar-snapshot-"))
     try:
         copy = staging / "store"
-        await asyncio.to_thread(backup, data_dir, copy)  # one read transaction: the writer goes on
+        await asyncio.to_thread(store.copy_to, copy)  # one read transaction: the writer goes on
         data = await asyncio.to_thread((copy / "data.mdb").read_bytes)
         await changelog.put_snapshot(SNAPSHOT_PREFIX + node, data, sequence)
     finally:

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: While the store has no room, an attempt due to start looks again this much later.
 _FULL_STORE_WAIT_S = 1.0
+#: How often an attempt a cluster node may not start yet (its ownership unconfirmed) is tried again.
+_UNCONFIRMED_WAIT_S = 0.1
 
 
 def _seed(invocation_id: str) -> int:
@@ -199,9 +201,11 @@ class Lifecycle:
 
     def launch(self, live: Live) -> None:
         """Begin an attempt: synchronously when a link is open (the hot path), else connect first.
-        Not while the store has no room: the attempt's steps would run and never be journaled."""
-        if self._store.full:
-            live.retry_handle = asyncio.get_running_loop().call_later(_FULL_STORE_WAIT_S, self.launch, live)
+        Not while the store has no room (the attempt's steps would run and never be journaled), nor
+        while a cluster node cannot confirm it still owns the partition."""
+        if self._store.full or not self._store.serves(live.record.id):
+            delay = _FULL_STORE_WAIT_S if self._store.full else _UNCONFIRMED_WAIT_S
+            live.retry_handle = asyncio.get_running_loop().call_later(delay, self.launch, live)
             return
         live.retry_handle = None
         live.record.status = "running"
@@ -231,7 +235,10 @@ class Lifecycle:
                 self._wait_reachable(live, prober, str(exc))
             return
         if live.record.status == "running" and live.attempt is None:  # not killed meanwhile
-            self._begin(live, link)
+            if self._store.serves(live.record.id):
+                self._begin(live, link)
+            else:
+                self.launch(live)  # waits there for the confirmation
 
     def _wait_reachable(self, live: Live, prober: Prober, error: str | None) -> None:
         """The attempt could not begin: wait for the deployment, spending none of the retry budget."""

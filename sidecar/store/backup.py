@@ -55,31 +55,37 @@ def backup(source: str | Path, destination: str | Path) -> BackupReport:
     Raises ``check.DamagedStore`` or ``LayoutError`` for a source that cannot be read, and
     :class:`BackupError` for a destination that cannot be written.
     """
+    env, _ = open_snapshot_source(source)
+    try:
+        return copy_environment(env, destination)
+    finally:
+        env.close()
+
+
+def copy_environment(env: lmdb.Environment, destination: str | Path) -> BackupReport:
+    """Copy the open environment ``env`` to the new directory ``destination`` (a cluster node
+    snapshots its own store this way: LMDB refuses a second open in one process)."""
     started = time.monotonic()
     target = Path(destination).absolute()
     _refuse_destination(target)
-    env, _ = open_snapshot_source(source)
     try:
-        try:
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-        except OSError as exc:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    except OSError as exc:
+        raise BackupError(f"cannot write the backup in {target.parent}: {exc.strerror or exc}") from None
+    try:
+        env.copy(str(staging), compact=True)
+        copied = staging / "data.mdb"
+        _sync(copied)
+        os.rename(staging, target)
+        _sync(target.parent)
+    except BaseException as exc:
+        for leftover in staging.glob("*"):
+            leftover.unlink()
+        staging.rmdir()
+        if isinstance(exc, OSError):
             raise BackupError(f"cannot write the backup in {target.parent}: {exc.strerror or exc}") from None
-        try:
-            env.copy(str(staging), compact=True)
-            copied = staging / "data.mdb"
-            _sync(copied)
-            os.rename(staging, target)
-            _sync(target.parent)
-        except BaseException as exc:
-            for leftover in staging.glob("*"):
-                leftover.unlink()
-            staging.rmdir()
-            if isinstance(exc, OSError):
-                raise BackupError(f"cannot write the backup in {target.parent}: {exc.strerror or exc}") from None
-            if isinstance(exc, lmdb.Error):
-                raise BackupError(f"cannot write the backup in {target.parent}: {exc}") from None
-            raise
-    finally:
-        env.close()
+        if isinstance(exc, lmdb.Error):
+            raise BackupError(f"cannot write the backup in {target.parent}: {exc}") from None
+        raise
     return BackupReport(destination=str(target), bytes=(target / "data.mdb").stat().st_size,
                         seconds=time.monotonic() - started)

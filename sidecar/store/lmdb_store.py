@@ -26,6 +26,7 @@ from handler_sdk.protocol import Entry, encoder as wire_encoder
 
 from . import keys
 from .batch import WriteBatch, apply_batch
+from .backup import BackupReport, copy_environment
 from .blob_memo import BlobMemo
 from .blobs import DEFAULT_BLOB_THRESHOLD, decompress, preview, resolve_entry, resolve_stored
 from .environment import open_environment, used_bytes
@@ -127,6 +128,13 @@ class Committer(Protocol):
     def submit(self, batch: WriteBatch, on_durable: OnDurable | None = None) -> asyncio.Future[None]: ...
 
 
+class ReplicatedCommitter(Committer, Protocol):
+    def serves(self, invocation_id: str) -> bool:
+        """Whether this node may start an attempt of ``invocation_id`` now (it still owns its
+        partition, as of a recent confirmation)."""
+        ...
+
+
 class Store:
     """Typed access to the sidecar's LMDB environment. No cursor or transaction leaks out."""
 
@@ -146,6 +154,7 @@ class Store:
         self._writer_process: subprocess.Popen[bytes] | None = None
         #: Where submitted batches go: the writer, or in cluster mode the log first (``replicate``).
         self._commits: Committer | None = None
+        self._replicated: ReplicatedCommitter | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -171,9 +180,15 @@ class Store:
         assert self._writer is not None, "store not started"
         return self._writer
 
-    def replicate(self, commits: Committer) -> None:
+    def replicate(self, commits: ReplicatedCommitter) -> None:
         """Send every later submit through ``commits`` (cluster mode: the log, then the writer)."""
-        self._commits = commits
+        self._commits = self._replicated = commits
+
+    def serves(self, invocation_id: str) -> bool:
+        """Whether an attempt of ``invocation_id`` may start here now: always on one machine; in
+        cluster mode while this node's hold on its partition is confirmed (a node paused past its
+        lease must not run steps from a journal another node has moved on)."""
+        return self._replicated is None or self._replicated.serves(invocation_id)
 
     async def close(self) -> None:
         """Let every submitted write finish, stop our writer, close the environment."""
@@ -184,6 +199,10 @@ class Store:
             await asyncio.to_thread(self._writer_process.wait)
             self._writer_process = None
         self.close_environment()
+
+    def copy_to(self, destination: str | Path) -> BackupReport:
+        """A compacted copy of the store in the new directory ``destination`` (``sidecar backup``'s)."""
+        return copy_environment(self._env, destination)
 
     def close_environment(self) -> None:
         """Close the environment of a store that never started a writer (tools, the supervisor)."""

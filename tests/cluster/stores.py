@@ -55,3 +55,12 @@ async def log_tail(urls: list[str]) -> int:
         return await (await NatsChangelog.open(client)).tail()
     finally:
         await close(client)
+
+
+async def first_sequence(urls: list[str]) -> int:
+    """The sequence of the oldest record the log keeps."""
+    client = await connect(urls, "first")
+    try:
+        return await (await NatsChangelog.open(client)).first()
+    finally:
+        await close(client)

@@ -14,6 +14,7 @@ from sidecar.cluster.nats_servers import NatsServers
 from tests.procs import eventually
 
 from .nodes import Node, Nodes
+from .stores import first_sequence
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -79,3 +80,32 @@ async def test_a_killed_nodes_partitions_are_served_again_with_nothing_lost(node
     assert victim.killed_at is not None
     print(f"failover: all of {victim.name}'s partitions served again {time.monotonic() - victim.killed_at:.1f} s "
           "after its SIGKILL")
+
+
+async def test_a_new_node_starts_from_a_snapshot_once_the_log_is_trimmed(
+        tmp_path: Path, nats_servers: NatsServers, http: aiohttp.ClientSession) -> None:
+    running = Nodes(tmp_path, http, nats_servers.urls, count=3, env={"SIDECAR_SNAPSHOT_INTERVAL_S": "1"})
+    first, second, latecomer = running.nodes
+    try:
+        running.handlers.start()
+        for node in (first, second):
+            node.process.start()
+        for node in (first, second):
+            await running.until_serving(node)
+        for key in (f"s{i}" for i in range(10)):
+            assert (await running.call(first, f"Counter/{key}/add", 3))[0] == 200
+
+        async def trimmed() -> bool:
+            return await first_sequence(nats_servers.urls) > 1
+        await eventually(trimmed, timeout=30, what="the log trimmed below both nodes' snapshots")
+        for key in (f"s{i}" for i in range(10)):  # and more since, in the tail
+            assert (await running.call(second, f"Counter/{key}/add", 1))[0] == 200
+        latecomer.process.start()
+        await running.until_serving(latecomer)
+        assert "restored the store from a snapshot" in latecomer.process.log_path.read_text()
+        for key in (f"s{i}" for i in range(10)):
+            status, total = await running.call(latecomer, f"Counter/{key}/add", 1)
+            assert (status, total) == (200, 5)
+    finally:
+        running.stop()
+        print(running.logs())
