@@ -19,6 +19,7 @@ from ..store.writer_client import WriterClient
 from .changelog import Changelog, DamagedRecord, decode_record
 from ..store.batch import WriteBatch
 from .commits import applied_key, applied_put, with_sequence
+from .tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,7 @@ class Follower:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks(self._task)
 
     async def reached(self, sequence: int) -> None:
         """Return once every record up to ``sequence`` is applied here (or is this node's own)."""

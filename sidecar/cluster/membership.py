@@ -29,6 +29,7 @@ from nats.js.kv import KeyValue
 from .nats_follow import follow
 from .nats_log import CLUSTER_BUCKET
 from .nats_retry import Settling, retrying
+from .tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +97,17 @@ class _Owner(msgspec.Struct, frozen=True):
     revision: int
 
 
+#: How long the others wait, hearing a node's heartbeat no more, before they take its partitions.
+DEAD_AFTER_S = 4.0
+
+
 class Membership:
     """This node's view of the cluster: who is alive and who owns which partition. Own it from
     :meth:`start` to :meth:`close`; ``changed`` is set whenever either changes (clear it, then
     read :meth:`alive` and :meth:`assignments`)."""
 
     def __init__(self, client: NATS, kv: KeyValue, me: NodeInfo, *, heartbeat_s: float = 1.0,
-                 dead_after_s: float = 4.0, retry_for: float = 10.0, bucket: str = CLUSTER_BUCKET) -> None:
+                 dead_after_s: float = DEAD_AFTER_S, retry_for: float = 10.0, bucket: str = CLUSTER_BUCKET) -> None:
         """``kv``: the cluster's bucket (``NatsChangelog.cluster``), called ``bucket``."""
         check_node_name(me.name)
         self._client = client
@@ -130,11 +135,7 @@ class Membership:
     async def close(self) -> None:
         """Stop heartbeating and watching, and take this node's heartbeat away: the others count
         it gone at once (where that fails, after ``dead_after_s``) and take its partitions."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks)
         self._tasks = []
         try:
             await asyncio.wait_for(self._kv.delete(f"{_ALIVE}{self.me.name}"), timeout=2.0)

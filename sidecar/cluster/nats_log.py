@@ -58,8 +58,9 @@ _HEADER_ROOM = 512
 async def connect(urls: list[str], name: str, *, connect_timeout: float = 2.0) -> NATS:
     """A client of the NATS cluster at ``urls`` that reconnects forever (a node outlives any NATS
     outage; its requests fail meanwhile, within their bounds) and notices a silent server in a few
-    seconds (pings every 2 s, two unanswered: reconnect elsewhere). :class:`LogUnavailable` when
-    none of ``urls`` answers now."""
+    seconds (pings every 2 s, two unanswered: reconnect elsewhere). While none of ``urls``
+    answers at start it keeps trying (a node started before its NATS servers waits for them),
+    saying so once."""
 
     reported = False  # one line per outage, not one per reconnect attempt
     #: Bound once connected: nats-py calls ``error_cb`` during the first connect too (a server of
@@ -68,7 +69,7 @@ async def connect(urls: list[str], name: str, *, connect_timeout: float = 2.0) -
 
     async def on_error(exc: Exception) -> None:
         nonlocal reported
-        reconnecting = client is not None and client.is_reconnecting
+        reconnecting = client is None or client.is_reconnecting  # None: still the first connect
         if not (reported and reconnecting):
             log.warning("NATS: %s", exc or type(exc).__name__)
             reported = reconnecting

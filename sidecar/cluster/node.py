@@ -37,6 +37,7 @@ from .snapshots import SNAPSHOT_PREFIX, restore_snapshot, take_snapshot
 from .membership import Membership, NodeInfo, node_number
 from .nats_log import NatsChangelog, close, connect
 from .ownership import NOBODY, ClusterPartitionMap, NodeEndpoints
+from .tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,13 @@ class Generation:
 
     def end(self, reason: str) -> None:
         """Serve no more: nothing is acknowledged from here on (the commit path is stopped)."""
-        if not self.ended.is_set():
-            self.reason = reason
-            log.warning("node %s ends this generation: %s", self._name, reason)
-            if self.commits is not None:
-                self.commits.stop(reason)
-            self.ended.set()
+        if self.ended.is_set():
+            return
+        self.reason = reason
+        self.ended.set()
+        log.warning("node %s ends this generation: %s", self._name, reason)
+        if self.commits is not None:
+            self.commits.stop(reason)
 
     async def claim(self, token: str) -> None:
         """Catch up with the log, then take and fence this node's partitions."""
@@ -275,12 +277,12 @@ async def _serve_generation(settings: Settings, changelog: NatsChangelog, member
         async with running(settings, generation.end, node=context) as invoker:
             snapshots = asyncio.ensure_future(generation.keep_snapshots(settings.snapshot_interval_s))
             await _first(stop.wait(), generation.ended.wait())
-            snapshots.cancel()
+            await stop_tasks(snapshots)
             if generation.ended.is_set():
                 # Before the HTTP sites drain: waiting callers go at once, no attempt runs on.
                 await invoker.close(StoreError(generation.reason))
     finally:
-        watching.cancel()
+        await stop_tasks(watching)
         await generation.close()
         await store.close()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
+from sidecar.cluster.membership import DEAD_AFTER_S
 from sidecar.cluster.nats_servers import NatsServers
 from sidecar.ids import partition_of_id
 from sidecar.process.partitions import PartitionMap
@@ -22,9 +23,6 @@ from tests.cluster.nodes import Node, Nodes
 from tests.cluster.stores import contents, log_tail, replay
 from tests.procs import eventually
 
-#: How long a node's heartbeats may stop before the others count it dead and take its partitions.
-#: TODO(lead): import it from sidecar.cluster.membership once that module names it.
-DEAD_AFTER_S = 4.0
 #: The promise of docs/cluster.md: a dead node's partitions are served again within this.
 FAILOVER_S = 10.0
 
@@ -131,7 +129,7 @@ class ChaosCluster:
         async def stood_down() -> bool:
             with victim.process.log_path.open("rb") as log:
                 log.seek(resumed_from)
-                # TODO(lead): the words of sidecar.cluster.node's Generation.end, if they change.
+                # The words of sidecar.cluster.node's Generation.end.
                 return f"node {victim.name} ends this generation".encode() in log.read()
 
         await eventually(stood_down, timeout=3 * FAILOVER_S, what=f"{victim.name} to stop serving once resumed")

@@ -3,6 +3,7 @@ and the whole log replayed into an empty store."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import lmdb
@@ -50,17 +51,18 @@ async def replay(urls: list[str], into: Path) -> None:
 
 
 async def log_tail(urls: list[str]) -> int:
-    client = await connect(urls, "tail")
-    try:
-        return await (await NatsChangelog.open(client)).tail()
-    finally:
-        await close(client)
+    """The sequence of the log's last record."""
+    return await _ask(urls, lambda changelog: changelog.tail())
 
 
 async def first_sequence(urls: list[str]) -> int:
-    """The sequence of the oldest record the log keeps."""
-    client = await connect(urls, "first")
+    """The sequence from which on the log keeps every record."""
+    return await _ask(urls, lambda changelog: changelog.first())
+
+
+async def _ask(urls: list[str], question: Callable[[NatsChangelog], Awaitable[int]]) -> int:
+    client = await connect(urls, "test")
     try:
-        return await (await NatsChangelog.open(client)).first()
+        return await question(await NatsChangelog.open(client))
     finally:
         await close(client)

@@ -3,6 +3,7 @@ its partitions to the others within seconds without losing an acknowledged add."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -109,3 +110,21 @@ async def test_a_new_node_starts_from_a_snapshot_once_the_log_is_trimmed(
     finally:
         running.stop()
         print(running.logs())
+
+
+async def test_garbage_on_the_mesh_port_stops_nothing(nodes: Nodes) -> None:
+    target = nodes.nodes[1]
+    host, port = target.mesh.rsplit(":", 1)
+    payloads = [b"\x00\x00\x00\x05hello", b"GET / HTTP/1.1\r\n\r\n", b"\x00\x00\x00\x03\x93\x01\x02",
+                bytes(range(256)) * 4, b"\x00\x00\x00\x08\x92\xa5Bogus\xc0"]
+    for payload in payloads:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    for key in ("m1", "m2", "m3"):
+        for entry in nodes.nodes:
+            status, _ = await nodes.call(entry, f"Counter/{key}/add", 1)
+            assert status == 200
+    assert target.process.running
