@@ -42,6 +42,11 @@ _TRANSIENT = (
 )
 
 
+#: JetStream's "no suitable peers for placement, peer offline" (a 400): a stream's replicas need a
+#: server the meta leader does not count online yet, as in the seconds after a cluster starts.
+NO_PLACEMENT_PEER_OFFLINE = 10005
+
+
 def transient(exc: BaseException) -> bool:
     """A failure that an election or a reconnect explains: worth the same request again."""
     if isinstance(exc, _TRANSIENT):
@@ -49,7 +54,8 @@ def transient(exc: BaseException) -> bool:
     # 503: "JetStream system temporarily unavailable" and kin; 500: e.g. "insufficient resources"
     # while a server that a replica must be placed on is down.
     # (Some subclasses, the KV errors, have no code.)
-    return isinstance(exc, nats.js.errors.APIError) and getattr(exc, "code", None) in (500, 503)
+    return isinstance(exc, nats.js.errors.APIError) and (
+        getattr(exc, "code", None) in (500, 503) or getattr(exc, "err_code", None) == NO_PLACEMENT_PEER_OFFLINE)
 
 
 async def retrying(attempt: Callable[[float], Awaitable[T]], *, within: float, what: str) -> T:

@@ -174,3 +174,21 @@ async def test_the_first_node_fixes_the_partition_count(nats_servers: NatsServer
         assert await changelog.partition_count(32) == counts[0]
     finally:
         await close(other)
+
+
+async def test_opening_waits_for_a_server_that_the_replicas_need(nats_servers: NatsServers) -> None:
+    """A first node started while one of three servers is down (or not yet counted online) opens
+    the log once the server is back, within its retry bound, instead of exiting."""
+    nats_servers.kill(2)
+    client = await connect(nats_servers.urls[:2], "early")
+    try:
+        opening = asyncio.ensure_future(NatsChangelog.open(client, retry_for=45.0, replicas=3))
+        await asyncio.sleep(0.5)
+        assert not opening.done()  # the stream needs 3 servers: it waits, it does not fail
+        await nats_servers.restart(2)
+        changelog = await asyncio.wait_for(opening, timeout=60)
+        assert await changelog.append(0, b"first", expected=0, message_id="first") >= 1
+        info = await client.jetstream().stream_info("SIDECAR_LOG")
+        assert info.config.num_replicas == 3
+    finally:
+        await close(client)

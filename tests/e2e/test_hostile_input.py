@@ -99,7 +99,7 @@ async def _discovery_server(handler: web.Handler) -> AsyncIterator[str]:
     """A hostile deployment: every request to it is answered by ``handler``."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)  # the silent handler is not waited out
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
