@@ -10,7 +10,11 @@ Liveness is judged only by this process's monotonic clock (when a heartbeat was 
 by comparing two machines' clocks. And a NATS outage must not make every other node look dead:
 a node is dead only when this node's own heartbeats kept coming back through the watch for
 ``dead_after_s`` while that node's did not. Whenever the watch stalls (its own heartbeat missing
-for two intervals) or restarts, the gap counts as unobserved: everyone's clock starts again.
+for two intervals) or restarts, the gap counts as unobserved: every node silent since before it
+is given ``recovery_grace_s`` more (a live node's heartbeat, retried every quarter interval while
+it fails, is stored within about a second of the bucket's return), never less than
+``dead_after_s`` of silence in all. So a node that dies with a NATS server is judged dead soon
+after the election ends, not a whole ``dead_after_s`` later.
 """
 
 from __future__ import annotations
@@ -107,8 +111,10 @@ class Membership:
     read :meth:`alive` and :meth:`assignments`)."""
 
     def __init__(self, client: NATS, kv: KeyValue, me: NodeInfo, *, heartbeat_s: float = 1.0,
-                 dead_after_s: float = DEAD_AFTER_S, retry_for: float = 10.0, bucket: str = CLUSTER_BUCKET) -> None:
-        """``kv``: the cluster's bucket (``NatsChangelog.cluster``), called ``bucket``."""
+                 dead_after_s: float = DEAD_AFTER_S, recovery_grace_s: float | None = None, retry_for: float = 10.0,
+                 bucket: str = CLUSTER_BUCKET) -> None:
+        """``kv``: the cluster's bucket (``NatsChangelog.cluster``), called ``bucket``;
+        ``recovery_grace_s`` (default two heartbeats): see the module."""
         check_node_name(me.name)
         self._client = client
         self._kv = kv
@@ -116,6 +122,7 @@ class Membership:
         self.me = me
         self._heartbeat_s = heartbeat_s
         self._dead_after_s = dead_after_s
+        self._recovery_grace_s = min(dead_after_s, 2 * heartbeat_s if recovery_grace_s is None else recovery_grace_s)
         self._retry_for = retry_for
         self.changed = asyncio.Event()
         self._nodes: dict[str, NodeInfo] = {me.name: me}
@@ -225,11 +232,11 @@ class Membership:
                 if failing:
                     log.warning("heartbeat of %s stored again", self.me.name)
                 failing = False
-            except Exception as exc:  # an election or an outage: the next beat tries again
+            except Exception as exc:  # an election or an outage: tried again soon (see the module)
                 if not failing:
                     log.warning("heartbeat of %s not stored: %r", self.me.name, exc)
                 failing = True
-            await asyncio.sleep(self._heartbeat_s)
+            await asyncio.sleep(self._heartbeat_s / 4 if failing else self._heartbeat_s)
 
     async def _watch(self) -> None:
         stream = f"KV_{self._bucket}"
@@ -274,10 +281,10 @@ class Membership:
         self._seen[name] = now
 
     def _unobserved(self) -> None:
-        """The watch was down or stalled: count nobody's silence during it."""
-        now = time.monotonic()
-        for name in self._seen:
-            self._seen[name] = now
+        """The watch was down or stalled: every silent node gets ``recovery_grace_s`` from now."""
+        floor = time.monotonic() - self._dead_after_s + self._recovery_grace_s
+        for name, seen in self._seen.items():
+            self._seen[name] = max(seen, floor)
         self._echo = None
 
     def _set_owner(self, partition: int, owner: _Owner) -> None:

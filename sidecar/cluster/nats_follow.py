@@ -27,7 +27,7 @@ from .nats_retry import ATTEMPT_TIMEOUT_S, transient
 log = logging.getLogger(__name__)
 
 #: How often a consumer proves it is alive when it has nothing to deliver.
-HEARTBEAT_S = 1.0
+HEARTBEAT_S = 0.5
 
 
 class Delivery(msgspec.Struct, frozen=True):

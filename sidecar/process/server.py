@@ -164,6 +164,10 @@ async def running(
                 await mesh.until_all_serving()
             await _site(stack, admin.app(), settings.admin, "admin", shared=False, metrics=metrics,
                         listening=node.listening["admin"] if node is not None else None)
+        if node is not None and mesh is not None:
+            # Runs before the sites drain: a generation that ends hands nothing more over, and a
+            # request forwarded to another node (a paused one may never answer) fails now, a 503.
+            stack.push_async_callback(mesh.close)
         if first and settings.register:  # in the background: a handler still starting must not hold up serving
             registering = asyncio.ensure_future(_register_on_start(registry, settings.register, http, admin))
             stack.callback(registering.cancel)
