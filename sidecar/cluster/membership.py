@@ -9,12 +9,13 @@ writes count, so a slow or wrong liveness judgement costs a hand-over, never a l
 Liveness is judged only by this process's monotonic clock (when a heartbeat was *seen*), never
 by comparing two machines' clocks. And a NATS outage must not make every other node look dead:
 a node is dead only when this node's own heartbeats kept coming back through the watch for
-``dead_after_s`` while that node's did not. Whenever the watch stalls (its own heartbeat missing
-for two intervals) or restarts, the gap counts as unobserved: every node silent since before it
-is given ``recovery_grace_s`` more (a live node's heartbeat, retried every quarter interval while
-it fails, is stored within about a second of the bucket's return), never less than
-``dead_after_s`` of silence in all. So a node that dies with a NATS server is judged dead soon
-after the election ends, not a whole ``dead_after_s`` later.
+``dead_after_s`` while that node's did not. Silence is measured up to this node's last echo,
+so while its own heartbeats do not come back (the watch restarting, the bucket electing a
+leader) nobody's silence grows. When they come back after a gap of two intervals or more, every
+node silent since before the gap is given ``recovery_grace_s`` more (a live node's heartbeat,
+retried every quarter interval while it fails, is stored within about a second of the bucket's
+return), never less than ``dead_after_s`` of silence in all. So a node that dies with a NATS
+server is judged dead soon after the election ends, not a whole ``dead_after_s`` later.
 """
 
 from __future__ import annotations
@@ -242,8 +243,7 @@ class Membership:
         stream = f"KV_{self._bucket}"
         prefix = f"$KV.{self._bucket}."
         js = self._client.jetstream()
-        async for delivery in follow(self._client, js, stream, f"{prefix}>", start=1, last_per_subject=True,
-                                     on_restart=self._unobserved):
+        async for delivery in follow(self._client, js, stream, f"{prefix}>", start=1, last_per_subject=True):
             key = delivery.subject[len(prefix):]
             removed = delivery.headers.get("KV-Operation") in ("DEL", "PURGE")
             if key.startswith(_ALIVE):
@@ -271,8 +271,8 @@ class Membership:
         if info.name != name:
             return
         if name == self.me.name:
-            if self._echo is not None and now - self._echo > 2 * self._heartbeat_s:
-                self._unobserved()  # the watch was stalled: what it did not deliver, nobody missed
+            if self._echo is None or now - self._echo > 2 * self._heartbeat_s:
+                self._forgive(now)
             self._echo = now
             return
         if self._nodes.get(name) != info:
@@ -280,12 +280,13 @@ class Membership:
             self.changed.set()
         self._seen[name] = now
 
-    def _unobserved(self) -> None:
-        """The watch was down or stalled: every silent node gets ``recovery_grace_s`` from now."""
-        floor = time.monotonic() - self._dead_after_s + self._recovery_grace_s
-        for name, seen in self._seen.items():
-            self._seen[name] = max(seen, floor)
-        self._echo = None
+    def _forgive(self, now: float) -> None:
+        """This node's own heartbeats were not coming back (nor, maybe, could anyone's be
+        stored): every node alive before, silent since, gets ``recovery_grace_s`` from ``now``
+        (one judged dead already stays so until it is heard)."""
+        floor = now - self._dead_after_s + self._recovery_grace_s
+        for name in self._alive_names & self._seen.keys():
+            self._seen[name] = max(self._seen[name], floor)
 
     def _set_owner(self, partition: int, owner: _Owner) -> None:
         current = self._owners.get(partition)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 #: How often a consumer proves it is alive when it has nothing to deliver.
 HEARTBEAT_S = 0.5
+#: The longest wait between two tries at a new consumer, and each try's own limit: during an
+#: election the tries fail or go unanswered, and the first after it should come soon.
+_RESTART_DELAY_S = 0.25
+_CREATE_TIMEOUT_S = 1.0
 
 
 class Delivery(msgspec.Struct, frozen=True):
@@ -44,11 +48,11 @@ class _Restart(Exception):
 
 
 async def follow(client: NATS, js: JetStreamContext, stream: str, subjects: str, *, start: int,
-                 last_per_subject: bool = False, on_restart: Callable[[], None] | None = None) -> AsyncIterator[Delivery]:
+                 last_per_subject: bool = False) -> AsyncIterator[Delivery]:
     """Every message of ``stream`` on ``subjects`` from sequence ``start`` on (with
     ``last_per_subject``: each subject's last message first, then every new one), then each new
-    one; never ends by itself. ``on_restart`` is called whenever the follower starts a new
-    consumer after a failure: what happened meanwhile is delivered late, not lost."""
+    one; never ends by itself. After a failure it starts a new consumer: what happened meanwhile
+    is delivered late, not lost."""
     next_sequence = max(start, 1)
     delay = 0.05
     while True:
@@ -62,10 +66,8 @@ async def follow(client: NATS, js: JetStreamContext, stream: str, subjects: str,
             if not transient(exc) and not isinstance(exc, _Restart):
                 raise
             log.info("following %s from %d again: %r", stream, next_sequence, exc)
-        if on_restart is not None:
-            on_restart()
         await asyncio.sleep(delay)
-        delay = min(delay * 1.6, 1.0)
+        delay = min(delay * 1.6, _RESTART_DELAY_S)
 
 
 async def _consume(client: NATS, js: JetStreamContext, stream: str, subjects: str, start: int,
@@ -79,7 +81,8 @@ async def _consume(client: NATS, js: JetStreamContext, stream: str, subjects: st
     try:
         info = await js.add_consumer(stream, api.ConsumerConfig(
             deliver_subject=inbox, ack_policy=api.AckPolicy.NONE, flow_control=True, idle_heartbeat=HEARTBEAT_S,
-            mem_storage=True, num_replicas=1, inactive_threshold=30.0, filter_subject=subjects, **policy))
+            mem_storage=True, num_replicas=1, inactive_threshold=30.0, filter_subject=subjects, **policy),
+            timeout=_CREATE_TIMEOUT_S)
         consumer = info.name
         delivered = 0
         while True:
