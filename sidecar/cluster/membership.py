@@ -12,7 +12,7 @@ a node is dead only when this node's own heartbeats kept coming back through the
 ``dead_after_s`` while that node's did not. Silence is measured up to this node's last echo,
 so while its own heartbeats do not come back (the watch restarting, the bucket electing a
 leader) nobody's silence grows. When they come back after a gap of two intervals or more, every
-node silent since before the gap is given ``recovery_grace_s`` more (a live node's heartbeat,
+node silent since before the gap is given two more intervals (a live node's heartbeat,
 retried every quarter interval while it fails, is stored within about a second of the bucket's
 return), never less than ``dead_after_s`` of silence in all. So a node that dies with a NATS
 server is judged dead soon after the election ends, not a whole ``dead_after_s`` later.
@@ -112,10 +112,8 @@ class Membership:
     read :meth:`alive` and :meth:`assignments`)."""
 
     def __init__(self, client: NATS, kv: KeyValue, me: NodeInfo, *, heartbeat_s: float = 1.0,
-                 dead_after_s: float = DEAD_AFTER_S, recovery_grace_s: float | None = None, retry_for: float = 10.0,
-                 bucket: str = CLUSTER_BUCKET) -> None:
-        """``kv``: the cluster's bucket (``NatsChangelog.cluster``), called ``bucket``;
-        ``recovery_grace_s`` (default two heartbeats): see the module."""
+                 dead_after_s: float = DEAD_AFTER_S, retry_for: float = 10.0, bucket: str = CLUSTER_BUCKET) -> None:
+        """``kv``: the cluster's bucket (``NatsChangelog.cluster``), called ``bucket``."""
         check_node_name(me.name)
         self._client = client
         self._kv = kv
@@ -123,7 +121,8 @@ class Membership:
         self.me = me
         self._heartbeat_s = heartbeat_s
         self._dead_after_s = dead_after_s
-        self._recovery_grace_s = min(dead_after_s, 2 * heartbeat_s if recovery_grace_s is None else recovery_grace_s)
+        #: After a gap in this node's own echoes, the least time a silent node is given (see the module).
+        self._recovery_grace_s = min(dead_after_s, 2 * heartbeat_s)
         self._retry_for = retry_for
         self.changed = asyncio.Event()
         self._nodes: dict[str, NodeInfo] = {me.name: me}
@@ -282,7 +281,7 @@ class Membership:
 
     def _forgive(self, now: float) -> None:
         """This node's own heartbeats were not coming back (nor, maybe, could anyone's be
-        stored): every node alive before, silent since, gets ``recovery_grace_s`` from ``now``
+        stored): every node alive before, silent since, gets two heartbeat intervals from ``now``
         (one judged dead already stays so until it is heard)."""
         floor = now - self._dead_after_s + self._recovery_grace_s
         for name in self._alive_names & self._seen.keys():
